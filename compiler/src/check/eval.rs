@@ -1,0 +1,1175 @@
+//! Elaboration: evaluate a model's body, expanding blocks, sequences and
+//! repetitions into a flat list of layers with concrete shapes and names.
+//!
+//! Values are integers, floats, booleans, strings, lists, tensors and
+//! layers. A layer is a value until it is applied to a tensor with `->`;
+//! only then is its input shape known, so op attributes that depend on the
+//! input (a conv's input channels) are resolved at application.
+//!
+//! Naming: a layer's parameters live under `scope.segment.role`, where the
+//! scope is the path of the enclosing block instances and the segment is the
+//! layer's `as` label, else the name of the statement that applies it, else
+//! its index in a sequence.
+
+use super::network::*;
+use super::ops::{self, BoundArgs};
+use crate::diag::Diagnostic;
+use crate::ir::op::Op;
+use crate::ir::shape::Shape;
+use crate::parse::ast::*;
+use crate::source::Span;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Limits that keep a hostile model from exhausting the machine.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest single tensor, in bytes.
+    pub max_tensor_bytes: u64,
+    /// Most layers a model may expand to.
+    pub max_layers: usize,
+    /// Deepest block call nesting.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_tensor_bytes: 16 << 30,
+            max_layers: 200_000,
+            max_depth: 64,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum Value {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    List(Vec<(Value, Span)>),
+    Tensor(TensorId),
+    Layer(Rc<LayerVal>),
+}
+
+impl Value {
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            Value::Str(_) => "a string",
+            Value::List(_) => "a list",
+            Value::Tensor(_) => "a tensor",
+            Value::Layer(_) => "a layer",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct LayerVal {
+    kind: LayerKind,
+    label: Option<String>,
+    span: Span,
+}
+
+#[derive(Debug)]
+enum LayerKind {
+    Op {
+        name: String,
+        args: BoundArgs,
+    },
+    Block {
+        index: usize,
+        args: Vec<Option<(Value, Span)>>,
+    },
+    /// A sequence: element `i` is named by its index.
+    Seq(Vec<Rc<LayerVal>>),
+    /// `a -> b` of two layers: applied in order under the same name.
+    Chain(Vec<Rc<LayerVal>>),
+    /// `repeat(n, layer)`: spliced into an enclosing sequence.
+    Repeat(usize, Rc<LayerVal>),
+    /// `add(y)`, `concat(a, b)`: the piped tensor (if any) comes first.
+    Merge {
+        op: Op,
+        others: Vec<TensorId>,
+    },
+}
+
+/// A block definition and the file it came from.
+pub(super) struct BlockRef<'a> {
+    pub def: &'a BlockDef,
+}
+
+pub(super) struct Elaborator<'a> {
+    pub blocks: Vec<BlockRef<'a>>,
+    pub block_index: HashMap<&'a str, usize>,
+    pub net: Network,
+    pub limits: Limits,
+    param_names: HashMap<String, Span>,
+    layer_names: HashMap<String, usize>,
+    call_stack: Vec<usize>,
+}
+
+#[derive(Clone)]
+struct Scope {
+    vars: HashMap<String, (Value, Span)>,
+    prefix: String,
+}
+
+type R<T> = Result<T, Diagnostic>;
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}.{b}"),
+    }
+}
+
+const BUILTIN_FUNCTIONS: &[&str] = &["channels", "height", "width", "min", "max", "repeat"];
+
+impl<'a> Elaborator<'a> {
+    pub fn new(blocks: Vec<BlockRef<'a>>, limits: Limits) -> R<Self> {
+        let mut block_index = HashMap::new();
+        for (i, b) in blocks.iter().enumerate() {
+            let name = b.def.name.name.as_str();
+            if ops::is_op(name) || BUILTIN_FUNCTIONS.contains(&name) {
+                return Err(Diagnostic::new(
+                    b.def.name.span,
+                    format!("block `{name}` has the name of a built-in op or function"),
+                ));
+            }
+            if let Some(&j) = block_index.get(name) {
+                let first: &BlockRef = &blocks[j];
+                return Err(Diagnostic::new(
+                    b.def.name.span,
+                    format!("block `{name}` is defined twice"),
+                )
+                .related(first.def.name.span, "first defined here"));
+            }
+            let mut seen: HashMap<&str, Span> = HashMap::new();
+            for p in b
+                .def
+                .params
+                .iter()
+                .map(|p| &p.name)
+                .chain(b.def.inputs.iter())
+            {
+                if let Some(first) = seen.insert(p.name.as_str(), p.span) {
+                    return Err(Diagnostic::new(
+                        p.span,
+                        format!("parameter `{}` is declared twice in block `{name}`", p.name),
+                    )
+                    .related(first, "first declared here"));
+                }
+            }
+            if b.def.inputs.len() != 1 {
+                let span = b.def.inputs.get(1).map_or(b.def.name.span, |i| i.span);
+                return Err(Diagnostic::new(
+                    span,
+                    format!(
+                        "block `{name}` declares {} inputs; blocks take exactly one input tensor",
+                        b.def.inputs.len()
+                    ),
+                )
+                .note("pass further tensors to a block as parameters"));
+            }
+            block_index.insert(name, i);
+        }
+        Ok(Elaborator {
+            blocks,
+            block_index,
+            net: Network {
+                name: String::new(),
+                batch: 1,
+                tensors: Vec::new(),
+                inputs: Vec::new(),
+                layers: Vec::new(),
+                outputs: Vec::new(),
+            },
+            limits,
+            param_names: HashMap::new(),
+            layer_names: HashMap::new(),
+            call_stack: Vec::new(),
+        })
+    }
+
+    pub fn model(&mut self, model: &ModelDef, batch: usize) -> R<()> {
+        self.net.name = model.name.name.clone();
+        self.net.batch = batch;
+        let mut scope = Scope {
+            vars: HashMap::new(),
+            prefix: String::new(),
+        };
+        for input in &model.inputs {
+            let mut dims = Vec::new();
+            let mut saw_batch = false;
+            for (i, d) in input.dims.iter().enumerate() {
+                match *d {
+                    Dim::Batch(span) => {
+                        if i != 0 || saw_batch {
+                            return Err(Diagnostic::new(
+                                span,
+                                "the batch dimension `N` must be the first dimension",
+                            ));
+                        }
+                        saw_batch = true;
+                        dims.push(batch);
+                    }
+                    Dim::Fixed(v, span) => {
+                        if v == 0 || v > u32::MAX as u64 {
+                            return Err(Diagnostic::new(
+                                span,
+                                format!("dimension must be between 1 and {}, found {v}", u32::MAX),
+                            ));
+                        }
+                        dims.push(v as usize);
+                    }
+                }
+            }
+            if !(dims.len() == 2 || dims.len() == 4) {
+                return Err(Diagnostic::new(
+                    input.span,
+                    format!(
+                        "model inputs are rank 4 `[N, C, H, W]` or rank 2 `[N, F]`, found rank {}",
+                        dims.len()
+                    ),
+                ));
+            }
+            let shape = Shape(dims);
+            self.check_size(&shape, input.span)?;
+            let rf = (shape.rank() == 4).then_some(ReceptiveField {
+                size: [1, 1],
+                jump: [1, 1],
+            });
+            let t = self.new_tensor(shape, rf);
+            if scope.vars.contains_key(&input.name.name) {
+                return Err(Diagnostic::new(
+                    input.name.span,
+                    format!("input `{}` is declared twice", input.name.name),
+                ));
+            }
+            scope
+                .vars
+                .insert(input.name.name.clone(), (Value::Tensor(t), input.name.span));
+            self.net.inputs.push(NetInput {
+                name: input.name.name.clone(),
+                tensor: t,
+            });
+        }
+        let outputs = self.body(&model.body, &mut scope)?;
+        let mut seen = Vec::new();
+        for (v, span) in outputs {
+            let t = self.expect_tensor(v, span)?;
+            if seen.contains(&t) {
+                return Err(Diagnostic::new(span, "the same tensor is returned twice"));
+            }
+            seen.push(t);
+        }
+        self.net.outputs = seen;
+        Ok(())
+    }
+
+    /// Run a body's statements; returns the values it yields.
+    fn body(&mut self, body: &Body, scope: &mut Scope) -> R<Vec<(Value, Span)>> {
+        let mut result: Option<Vec<(Value, Span)>> = None;
+        for (i, stmt) in body.stmts.iter().enumerate() {
+            if result.is_some() {
+                let span = match stmt {
+                    Stmt::Assign { name, .. } => name.span,
+                    Stmt::Expr(e) => e.span,
+                    Stmt::Return { span, .. } => *span,
+                };
+                return Err(Diagnostic::new(
+                    span,
+                    "unreachable statement after the body's result",
+                ));
+            }
+            let last = i + 1 == body.stmts.len();
+            match stmt {
+                Stmt::Assign { name, value } => {
+                    if let Some((_, first)) = scope.vars.get(&name.name) {
+                        return Err(Diagnostic::new(
+                            name.span,
+                            format!("`{}` is already defined in this scope", name.name),
+                        )
+                        .related(*first, "first defined here"));
+                    }
+                    let v = self.eval(value, scope, Some(&name.name))?;
+                    let v = match v {
+                        // A named merge is the tensor it produces.
+                        Value::Layer(l) if matches!(l.kind, LayerKind::Merge { .. }) => {
+                            Value::Tensor(self.apply(&l, None, &scope.prefix.clone(), None)?)
+                        }
+                        v => v,
+                    };
+                    scope.vars.insert(name.name.clone(), (v.clone(), name.span));
+                    if last {
+                        result = Some(vec![(v, value.span)]);
+                    }
+                }
+                Stmt::Expr(e) => {
+                    let v = self.eval(e, scope, None)?;
+                    if last {
+                        result = Some(vec![(v, e.span)]);
+                    } else if !matches!(v, Value::Tensor(_)) {
+                        return Err(Diagnostic::new(
+                            e.span,
+                            format!("this statement computes {} and discards it", v.kind()),
+                        ));
+                    }
+                }
+                Stmt::Return { values, .. } => {
+                    let mut out = Vec::new();
+                    for e in values {
+                        out.push((self.eval(e, scope, None)?, e.span));
+                    }
+                    result = Some(out);
+                }
+            }
+        }
+        result.ok_or_else(|| {
+            Diagnostic::new(
+                body.span,
+                "this body computes nothing; it must end with an expression or `return`",
+            )
+        })
+    }
+
+    fn lookup(&mut self, name: &str, span: Span, scope: &mut Scope) -> R<Value> {
+        if let Some((v, _)) = scope.vars.get(name) {
+            return Ok(v.clone());
+        }
+        // A bare op or block name is that layer with default arguments.
+        if ops::is_op(name) || self.block_index.contains_key(name) {
+            return self.call(
+                &Ident {
+                    name: name.to_string(),
+                    span,
+                },
+                &[],
+                span,
+                scope,
+            );
+        }
+        let mut known: Vec<&str> = scope.vars.keys().map(String::as_str).collect();
+        known.extend(self.block_index.keys().copied());
+        known.extend(ops::OP_NAMES.iter().copied());
+        let mut d = Diagnostic::new(span, format!("unknown name `{name}`"));
+        if let Some(s) = suggest(name, &known) {
+            d = d.note(format!("did you mean `{s}`?"));
+        }
+        Err(d)
+    }
+
+    /// Evaluate an expression. `segment` is the name of the enclosing
+    /// assignment, used for layers applied here that have no label.
+    fn eval(&mut self, e: &Expr, scope: &mut Scope, segment: Option<&str>) -> R<Value> {
+        match &e.kind {
+            ExprKind::Int(v) => Ok(Value::Int(*v)),
+            ExprKind::Float(v) => {
+                if v.is_finite() {
+                    Ok(Value::Float(*v))
+                } else {
+                    Err(Diagnostic::new(e.span, "number is out of range"))
+                }
+            }
+            ExprKind::Bool(v) => Ok(Value::Bool(*v)),
+            ExprKind::Str(s) => Ok(Value::Str(s.clone())),
+            ExprKind::Name(n) => self.lookup(n, e.span, scope),
+            ExprKind::List(items) => {
+                let mut out = Vec::new();
+                for it in items {
+                    out.push((self.eval(it, scope, None)?, it.span));
+                }
+                Ok(Value::List(out))
+            }
+            ExprKind::Call { callee, args } => self.call(callee, args, e.span, scope),
+            ExprKind::Label(inner, label) => {
+                let v = self.eval(inner, scope, segment)?;
+                let layer = self.to_layer(v, inner.span)?;
+                Ok(Value::Layer(Rc::new(LayerVal {
+                    kind: match Rc::try_unwrap(layer) {
+                        Ok(l) => l.kind,
+                        Err(shared) => LayerKind::Chain(vec![shared]),
+                    },
+                    label: Some(label.name.clone()),
+                    span: e.span,
+                })))
+            }
+            ExprKind::Pipe(lhs, rhs) => {
+                let l = self.eval(lhs, scope, segment)?;
+                let r = self.eval(rhs, scope, segment)?;
+                let layer = self.to_layer(r, rhs.span)?;
+                match l {
+                    Value::Tensor(t) => {
+                        let prefix = scope.prefix.clone();
+                        Ok(Value::Tensor(self.apply(
+                            &layer,
+                            Some(t),
+                            &prefix,
+                            segment,
+                        )?))
+                    }
+                    Value::Layer(first) if !matches!(first.kind, LayerKind::Merge { .. }) => {
+                        Ok(Value::Layer(Rc::new(LayerVal {
+                            kind: LayerKind::Chain(vec![first, layer]),
+                            label: None,
+                            span: e.span,
+                        })))
+                    }
+                    Value::Layer(merge) => {
+                        let prefix = scope.prefix.clone();
+                        let t = self.apply(&merge, None, &prefix, segment)?;
+                        Ok(Value::Tensor(self.apply(
+                            &layer,
+                            Some(t),
+                            &prefix,
+                            segment,
+                        )?))
+                    }
+                    other => Err(Diagnostic::new(
+                        lhs.span,
+                        format!(
+                            "the left side of `->` must be a tensor or a layer, found {}",
+                            other.kind()
+                        ),
+                    )),
+                }
+            }
+            ExprKind::If(c, a, b) => {
+                let cond = match self.eval(c, scope, None)? {
+                    Value::Bool(b) => b,
+                    other => {
+                        return Err(Diagnostic::new(
+                            c.span,
+                            format!("condition must be a boolean, found {}", other.kind()),
+                        ))
+                    }
+                };
+                self.eval(if cond { a } else { b }, scope, segment)
+            }
+            ExprKind::Unary(op, inner) => {
+                let v = self.eval(inner, scope, None)?;
+                match (op, v) {
+                    (UnOp::Neg, Value::Int(i)) => i
+                        .checked_neg()
+                        .map(Value::Int)
+                        .ok_or_else(|| Diagnostic::new(e.span, "integer overflow")),
+                    (UnOp::Neg, Value::Float(f)) => Ok(Value::Float(-f)),
+                    (UnOp::Not, Value::Bool(b)) => Ok(Value::Bool(!b)),
+                    (op, v) => Err(Diagnostic::new(
+                        e.span,
+                        format!(
+                            "`{}` cannot be applied to {}",
+                            if *op == UnOp::Neg { "-" } else { "!" },
+                            v.kind()
+                        ),
+                    )),
+                }
+            }
+            ExprKind::Binary(op, l, r) => {
+                let lv = self.eval(l, scope, None)?;
+                // `&&` and `||` short-circuit, so guards like
+                // `stride != 1 || channels(x) != c` read naturally.
+                match (op, &lv) {
+                    (BinOp::And, Value::Bool(false)) => return Ok(Value::Bool(false)),
+                    (BinOp::Or, Value::Bool(true)) => return Ok(Value::Bool(true)),
+                    _ => {}
+                }
+                let rv = self.eval(r, scope, None)?;
+                binary(*op, lv, rv, e.span)
+            }
+        }
+    }
+
+    fn call(&mut self, callee: &Ident, args: &[Arg], span: Span, scope: &mut Scope) -> R<Value> {
+        let name = callee.name.as_str();
+        if scope.vars.contains_key(name) {
+            return Err(Diagnostic::new(
+                callee.span,
+                format!("`{name}` is a value, not an op or block, and cannot be called"),
+            ));
+        }
+        let mut positional = Vec::new();
+        let mut named: Vec<(&Ident, Value, Span)> = Vec::new();
+        for a in args {
+            let v = self.eval(&a.value, scope, None)?;
+            match &a.name {
+                Some(n) => {
+                    if named.iter().any(|(m, _, _)| m.name == n.name) {
+                        return Err(Diagnostic::new(
+                            n.span,
+                            format!("argument `{}` is given twice", n.name),
+                        ));
+                    }
+                    named.push((n, v, a.value.span));
+                }
+                None => {
+                    if !named.is_empty() {
+                        return Err(Diagnostic::new(
+                            a.value.span,
+                            "positional arguments must come before named ones",
+                        ));
+                    }
+                    positional.push((v, a.value.span));
+                }
+            }
+        }
+        if let Some(v) = self.builtin_function(name, &positional, &named, span)? {
+            return Ok(v);
+        }
+        if ops::is_merge(name) {
+            if let Some((n, _, _)) = named.first() {
+                return Err(Diagnostic::new(
+                    n.span,
+                    format!("`{name}` takes only tensors, found argument `{}`", n.name),
+                ));
+            }
+            let mut others = Vec::new();
+            for (v, sp) in positional {
+                others.push(self.expect_tensor(v, sp)?);
+            }
+            let op = if name == "add" { Op::Add } else { Op::Concat };
+            return Ok(Value::Layer(Rc::new(LayerVal {
+                kind: LayerKind::Merge { op, others },
+                label: None,
+                span,
+            })));
+        }
+        if ops::is_op(name) {
+            let args = ops::bind(callee, positional, named)?;
+            return Ok(Value::Layer(Rc::new(LayerVal {
+                kind: LayerKind::Op {
+                    name: name.to_string(),
+                    args,
+                },
+                label: None,
+                span,
+            })));
+        }
+        if let Some(&index) = self.block_index.get(name) {
+            let def = self.blocks[index].def;
+            let mut bound: Vec<Option<(Value, Span)>> = vec![None; def.params.len()];
+            if positional.len() > def.params.len() {
+                return Err(Diagnostic::new(
+                    positional[def.params.len()].1,
+                    format!(
+                        "block `{name}` takes {} parameter{}, found {} arguments",
+                        def.params.len(),
+                        if def.params.len() == 1 { "" } else { "s" },
+                        positional.len()
+                    ),
+                ));
+            }
+            for (i, p) in positional.into_iter().enumerate() {
+                bound[i] = Some(p);
+            }
+            for (n, v, sp) in named {
+                let Some(i) = def.params.iter().position(|p| p.name.name == n.name) else {
+                    let names: Vec<&str> =
+                        def.params.iter().map(|p| p.name.name.as_str()).collect();
+                    let mut d = Diagnostic::new(
+                        n.span,
+                        format!("block `{name}` has no parameter `{}`", n.name),
+                    );
+                    d = d.note(format!("its parameters are: {}", names.join(", ")));
+                    return Err(d);
+                };
+                if bound[i].is_some() {
+                    return Err(Diagnostic::new(
+                        n.span,
+                        format!(
+                            "parameter `{}` is given both by position and by name",
+                            n.name
+                        ),
+                    ));
+                }
+                bound[i] = Some((v, sp));
+            }
+            // Defaults may refer to earlier parameters, so they are evaluated
+            // when the block is applied; here only check nothing is missing.
+            for (i, p) in def.params.iter().enumerate() {
+                if bound[i].is_none() && p.default.is_none() {
+                    return Err(Diagnostic::new(
+                        span,
+                        format!(
+                            "block `{name}` needs a value for parameter `{}`",
+                            p.name.name
+                        ),
+                    )
+                    .related(p.name.span, "declared here without a default"));
+                }
+            }
+            return Ok(Value::Layer(Rc::new(LayerVal {
+                kind: LayerKind::Block { index, args: bound },
+                label: None,
+                span,
+            })));
+        }
+        let mut known: Vec<&str> = self.block_index.keys().copied().collect();
+        known.extend(ops::OP_NAMES.iter().copied());
+        known.extend(BUILTIN_FUNCTIONS.iter().copied());
+        let mut d = Diagnostic::new(callee.span, format!("unknown op or block `{name}`"));
+        if let Some(s) = suggest(name, &known) {
+            d = d.note(format!("did you mean `{s}`?"));
+        }
+        Err(d)
+    }
+
+    fn builtin_function(
+        &mut self,
+        name: &str,
+        positional: &[(Value, Span)],
+        named: &[(&Ident, Value, Span)],
+        span: Span,
+    ) -> R<Option<Value>> {
+        if !BUILTIN_FUNCTIONS.contains(&name) {
+            return Ok(None);
+        }
+        if let Some((n, _, _)) = named.first() {
+            return Err(Diagnostic::new(
+                n.span,
+                format!("`{name}` takes no named arguments"),
+            ));
+        }
+        let arity = if matches!(name, "channels" | "height" | "width") {
+            1
+        } else {
+            2
+        };
+        if positional.len() != arity {
+            return Err(Diagnostic::new(
+                span,
+                format!(
+                    "`{name}` takes {arity} argument{}, found {}",
+                    if arity == 1 { "" } else { "s" },
+                    positional.len()
+                ),
+            ));
+        }
+        let int_arg = |i: usize| -> R<i64> {
+            match &positional[i].0 {
+                Value::Int(v) => Ok(*v),
+                other => Err(Diagnostic::new(
+                    positional[i].1,
+                    format!("`{name}` expects an integer, found {}", other.kind()),
+                )),
+            }
+        };
+        let v = match name {
+            "channels" | "height" | "width" => {
+                let t = self.expect_tensor(positional[0].0.clone(), positional[0].1)?;
+                let shape = self.net.shape(t);
+                let axis = match name {
+                    "channels" => 1,
+                    "height" => 2,
+                    _ => 3,
+                };
+                let Some(&d) = shape.0.get(axis) else {
+                    return Err(Diagnostic::new(
+                        positional[0].1,
+                        format!("`{name}` needs a rank-4 tensor, found shape {shape}"),
+                    ));
+                };
+                Value::Int(d as i64)
+            }
+            "min" => Value::Int(int_arg(0)?.min(int_arg(1)?)),
+            "max" => Value::Int(int_arg(0)?.max(int_arg(1)?)),
+            _ => {
+                let n = int_arg(0)?;
+                if !(0..=10_000).contains(&n) {
+                    return Err(Diagnostic::new(
+                        positional[0].1,
+                        format!("repeat count must be between 0 and 10000, found {n}"),
+                    ));
+                }
+                let layer = self.to_layer(positional[1].0.clone(), positional[1].1)?;
+                Value::Layer(Rc::new(LayerVal {
+                    kind: LayerKind::Repeat(n as usize, layer),
+                    label: None,
+                    span,
+                }))
+            }
+        };
+        Ok(Some(v))
+    }
+
+    fn to_layer(&mut self, v: Value, span: Span) -> R<Rc<LayerVal>> {
+        match v {
+            Value::Layer(l) => Ok(l),
+            Value::List(items) => {
+                let mut layers = Vec::new();
+                for (v, sp) in items {
+                    layers.push(self.to_layer(v, sp)?);
+                }
+                Ok(Rc::new(LayerVal {
+                    kind: LayerKind::Seq(layers),
+                    label: None,
+                    span,
+                }))
+            }
+            other => Err(Diagnostic::new(
+                span,
+                format!("expected a layer, found {}", other.kind()),
+            )),
+        }
+    }
+
+    fn expect_tensor(&mut self, v: Value, span: Span) -> R<TensorId> {
+        match v {
+            Value::Tensor(t) => Ok(t),
+            Value::Layer(l) if matches!(l.kind, LayerKind::Merge { .. }) => {
+                self.apply(&l, None, "", None)
+            }
+            other => Err(Diagnostic::new(
+                span,
+                format!("expected a tensor, found {}", other.kind()),
+            )),
+        }
+    }
+
+    /// Apply a layer to `input` (absent only for a standalone merge).
+    fn apply(
+        &mut self,
+        layer: &LayerVal,
+        input: Option<TensorId>,
+        prefix: &str,
+        segment: Option<&str>,
+    ) -> R<TensorId> {
+        let segment = layer.label.as_deref().or(segment);
+        let need_input = |input: Option<TensorId>| {
+            input.ok_or_else(|| Diagnostic::new(layer.span, "this layer has no input tensor"))
+        };
+        match &layer.kind {
+            LayerKind::Op { name, args } => {
+                let x = need_input(input)?;
+                let shape = self.net.shape(x).clone();
+                let built = ops::build(name, args, &shape, layer.span)?;
+                let path = join(prefix, segment.unwrap_or(""));
+                self.push_layer(path, name, built.op, vec![x], layer.span, &built.renames)
+            }
+            LayerKind::Merge { op, others } => {
+                let inputs: Vec<TensorId> =
+                    input.into_iter().chain(others.iter().copied()).collect();
+                if inputs.len() < 2 {
+                    return Err(Diagnostic::new(
+                        layer.span,
+                        format!(
+                            "`{}` needs at least two tensors, found {}",
+                            op.name(),
+                            inputs.len()
+                        ),
+                    ));
+                }
+                let path = join(prefix, segment.unwrap_or(""));
+                self.push_layer(path, op.name(), op.clone(), inputs, layer.span, &[])
+            }
+            LayerKind::Seq(items) => {
+                let mut x = need_input(input)?;
+                let base = join(prefix, segment.unwrap_or(""));
+                let mut index = 0usize;
+                for item in items {
+                    x = self.apply_seq_item(item, x, &base, &mut index)?;
+                }
+                Ok(x)
+            }
+            LayerKind::Repeat(n, inner) => {
+                let mut x = need_input(input)?;
+                let base = join(prefix, segment.unwrap_or(""));
+                for i in 0..*n {
+                    x = self.apply(inner, Some(x), &base, Some(&i.to_string()))?;
+                }
+                Ok(x)
+            }
+            LayerKind::Chain(items) => {
+                let mut x = need_input(input)?;
+                for item in items {
+                    x = self.apply(item, Some(x), prefix, segment)?;
+                }
+                Ok(x)
+            }
+            LayerKind::Block { index, args } => {
+                let x = need_input(input)?;
+                self.apply_block(
+                    *index,
+                    args,
+                    x,
+                    join(prefix, segment.unwrap_or("")),
+                    layer.span,
+                )
+            }
+        }
+    }
+
+    fn apply_seq_item(
+        &mut self,
+        item: &Rc<LayerVal>,
+        x: TensorId,
+        base: &str,
+        index: &mut usize,
+    ) -> R<TensorId> {
+        match &item.kind {
+            // A repeat inside a sequence continues the sequence's numbering.
+            LayerKind::Repeat(n, inner) if item.label.is_none() => {
+                let mut x = x;
+                for _ in 0..*n {
+                    x = self.apply(inner, Some(x), base, Some(&index.to_string()))?;
+                    *index += 1;
+                }
+                Ok(x)
+            }
+            _ => {
+                let seg = index.to_string();
+                *index += 1;
+                self.apply(item, Some(x), base, Some(&seg))
+            }
+        }
+    }
+
+    fn apply_block(
+        &mut self,
+        index: usize,
+        args: &[Option<(Value, Span)>],
+        x: TensorId,
+        prefix: String,
+        span: Span,
+    ) -> R<TensorId> {
+        let def = self.blocks[index].def;
+        if self.call_stack.contains(&index) {
+            return Err(Diagnostic::new(
+                span,
+                format!(
+                    "block `{}` calls itself (recursion is not allowed)",
+                    def.name.name
+                ),
+            )
+            .related(def.name.span, "defined here"));
+        }
+        if self.call_stack.len() >= self.limits.max_depth {
+            return Err(Diagnostic::new(
+                span,
+                format!("blocks nested more than {} deep", self.limits.max_depth),
+            ));
+        }
+        self.call_stack.push(index);
+        let mut scope = Scope {
+            vars: HashMap::new(),
+            prefix,
+        };
+        scope.vars.insert(
+            def.inputs[0].name.clone(),
+            (Value::Tensor(x), def.inputs[0].span),
+        );
+        for (p, arg) in def.params.iter().zip(args) {
+            let v = match (arg, &p.default) {
+                (Some((v, _)), _) => v.clone(),
+                (None, Some(d)) => self.eval(d, &mut scope, None)?,
+                (None, None) => return Err(Diagnostic::new(span, "missing argument")),
+            };
+            scope.vars.insert(p.name.name.clone(), (v, p.name.span));
+        }
+        let result = self.body(&def.body, &mut scope);
+        self.call_stack.pop();
+        let mut result = result?;
+        if result.len() != 1 {
+            return Err(Diagnostic::new(
+                def.body.span,
+                format!(
+                    "a block returns exactly one tensor, this one returns {}",
+                    result.len()
+                ),
+            ));
+        }
+        let (v, sp) = result.remove(0);
+        self.expect_tensor(v, sp)
+    }
+
+    fn new_tensor(&mut self, shape: Shape, rf: Option<ReceptiveField>) -> TensorId {
+        self.net.tensors.push(TensorInfo { shape, rf });
+        self.net.tensors.len() - 1
+    }
+
+    fn check_size(&self, shape: &Shape, span: Span) -> R<()> {
+        let bytes = shape
+            .checked_numel()
+            .and_then(|n| (n as u64).checked_mul(4));
+        match bytes {
+            Some(b) if b <= self.limits.max_tensor_bytes => Ok(()),
+            _ => Err(Diagnostic::new(
+                span,
+                format!(
+                    "tensor of shape {shape} would need {} of memory; the limit is {}",
+                    bytes.map_or("more than 2^64 bytes".to_string(), human_bytes),
+                    human_bytes(self.limits.max_tensor_bytes)
+                ),
+            )),
+        }
+    }
+
+    fn push_layer(
+        &mut self,
+        path: String,
+        kind: &str,
+        op: Op,
+        inputs: Vec<TensorId>,
+        span: Span,
+        renames: &[(String, String)],
+    ) -> R<TensorId> {
+        if self.net.layers.len() >= self.limits.max_layers {
+            return Err(Diagnostic::new(
+                span,
+                format!(
+                    "the model expands to more than {} layers",
+                    self.limits.max_layers
+                ),
+            ));
+        }
+        let in_shapes: Vec<&Shape> = inputs.iter().map(|&t| self.net.shape(t)).collect();
+        let shape = op
+            .infer(&in_shapes)
+            .map_err(|e| Diagnostic::new(span, e.to_string()))?;
+        self.check_size(&shape, span)?;
+        let rf = receptive_field(&op, &inputs, &self.net);
+        let specs = op.params();
+        let mut params = Vec::new();
+        for spec in specs {
+            let name = renames
+                .iter()
+                .find(|(role, _)| role == spec.role)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_else(|| join(&path, spec.role));
+            if let Some(first) = self.param_names.get(&name) {
+                return Err(Diagnostic::new(
+                    span,
+                    format!("parameter name `{name}` is used twice"),
+                )
+                .related(*first, "first used here")
+                .note("give one of the layers a different label with `as name`"));
+            }
+            self.param_names.insert(name.clone(), span);
+            params.push(super::network::Param { name, spec });
+        }
+        let name = self.unique_layer_name(&path, kind, !params.is_empty());
+        let output = self.new_tensor(shape, rf);
+        self.net.layers.push(Layer {
+            name,
+            op,
+            inputs,
+            output,
+            span,
+            params,
+        });
+        Ok(output)
+    }
+
+    /// Layer names are unique; layers without parameters may share a path
+    /// (`conv1 = x -> conv(..) -> relu`), so the op kind disambiguates.
+    fn unique_layer_name(&mut self, path: &str, kind: &str, has_params: bool) -> String {
+        let base = if has_params || path.is_empty() {
+            if path.is_empty() {
+                kind.to_string()
+            } else {
+                path.to_string()
+            }
+        } else if self.layer_names.contains_key(path) {
+            join(path, kind)
+        } else {
+            path.to_string()
+        };
+        let n = self.layer_names.entry(base.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            base
+        } else {
+            format!("{base}#{n}")
+        }
+    }
+}
+
+fn receptive_field(op: &Op, inputs: &[TensorId], net: &Network) -> Option<ReceptiveField> {
+    let mut rfs = inputs.iter().map(|&t| net.tensors[t].rf);
+    let first = rfs.next()??;
+    let grow = |rf: ReceptiveField, k: [usize; 2], s: [usize; 2], d: [usize; 2]| {
+        let mut out = rf;
+        for a in 0..2 {
+            out.size[a] = rf.size[a] + (k[a] as u64 - 1) * d[a] as u64 * rf.jump[a];
+            out.jump[a] = rf.jump[a] * s[a] as u64;
+        }
+        out
+    };
+    match op {
+        Op::Conv(c) => Some(grow(
+            first,
+            c.window.kernel,
+            c.window.stride,
+            c.window.dilation,
+        )),
+        Op::Pool(p) => Some(grow(
+            first,
+            p.window.kernel,
+            p.window.stride,
+            p.window.dilation,
+        )),
+        Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => {
+            let s = &net.tensors[inputs[0]].shape.0;
+            let (h, w) = (s[2], s[3]);
+            let k = match op {
+                Op::AdaptiveAvgPool { output } => [h.div_ceil(output[0]), w.div_ceil(output[1])],
+                _ => [h, w],
+            };
+            Some(grow(first, k, k, [1, 1]))
+        }
+        Op::Flatten | Op::Dense(_) => None,
+        Op::Concat | Op::Add => rfs.try_fold(first, |acc, rf| {
+            let rf = rf?;
+            Some(ReceptiveField {
+                size: [acc.size[0].max(rf.size[0]), acc.size[1].max(rf.size[1])],
+                jump: [acc.jump[0].max(rf.jump[0]), acc.jump[1].max(rf.jump[1])],
+            })
+        }),
+        _ => Some(first),
+    }
+}
+
+fn binary(op: BinOp, l: Value, r: Value, span: Span) -> R<Value> {
+    use BinOp::*;
+    let overflow = || Diagnostic::new(span, "integer overflow");
+    let v = match (op, &l, &r) {
+        (Add, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_add(*b).ok_or_else(overflow)?),
+        (Sub, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_sub(*b).ok_or_else(overflow)?),
+        (Mul, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_mul(*b).ok_or_else(overflow)?),
+        (Div | Rem, Value::Int(_), Value::Int(0)) => {
+            return Err(Diagnostic::new(span, "division by zero"))
+        }
+        (Div, Value::Int(a), Value::Int(b)) => {
+            Value::Int(a.checked_div_euclid(*b).ok_or_else(overflow)?)
+        }
+        (Rem, Value::Int(a), Value::Int(b)) => {
+            Value::Int(a.checked_rem_euclid(*b).ok_or_else(overflow)?)
+        }
+        (
+            Add | Sub | Mul | Div,
+            Value::Int(_) | Value::Float(_),
+            Value::Int(_) | Value::Float(_),
+        ) => {
+            let a = as_f64(&l);
+            let b = as_f64(&r);
+            let v = match op {
+                Add => a + b,
+                Sub => a - b,
+                Mul => a * b,
+                _ => a / b,
+            };
+            if !v.is_finite() {
+                return Err(Diagnostic::new(
+                    span,
+                    "arithmetic result is not a finite number",
+                ));
+            }
+            Value::Float(v)
+        }
+        (
+            Eq | Ne | Lt | Le | Gt | Ge,
+            Value::Int(_) | Value::Float(_),
+            Value::Int(_) | Value::Float(_),
+        ) => {
+            let (a, b) = (as_f64(&l), as_f64(&r));
+            Value::Bool(match op {
+                Eq => a == b,
+                Ne => a != b,
+                Lt => a < b,
+                Le => a <= b,
+                Gt => a > b,
+                _ => a >= b,
+            })
+        }
+        (Eq, Value::Bool(a), Value::Bool(b)) => Value::Bool(a == b),
+        (Ne, Value::Bool(a), Value::Bool(b)) => Value::Bool(a != b),
+        (Eq, Value::Str(a), Value::Str(b)) => Value::Bool(a == b),
+        (Ne, Value::Str(a), Value::Str(b)) => Value::Bool(a != b),
+        (And, Value::Bool(a), Value::Bool(b)) => Value::Bool(*a && *b),
+        (Or, Value::Bool(a), Value::Bool(b)) => Value::Bool(*a || *b),
+        _ => {
+            return Err(Diagnostic::new(
+                span,
+                format!(
+                    "operator `{}` cannot combine {} and {}",
+                    op_symbol(op),
+                    l.kind(),
+                    r.kind()
+                ),
+            ))
+        }
+    };
+    Ok(v)
+}
+
+fn as_f64(v: &Value) -> f64 {
+    match v {
+        Value::Int(i) => *i as f64,
+        Value::Float(f) => *f,
+        _ => f64::NAN,
+    }
+}
+
+fn op_symbol(op: BinOp) -> &'static str {
+    use BinOp::*;
+    match op {
+        Add => "+",
+        Sub => "-",
+        Mul => "*",
+        Div => "/",
+        Rem => "%",
+        Eq => "==",
+        Ne => "!=",
+        Lt => "<",
+        Le => "<=",
+        Gt => ">",
+        Ge => ">=",
+        And => "&&",
+        Or => "||",
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The closest known name within edit distance 2, for "did you mean".
+fn suggest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, _)| *d <= 2 && *d < name.len())
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,97 @@
+//! The checked network: every layer instantiated with concrete shapes,
+//! parameter names and the source span it came from.
+
+use crate::ir::op::{Op, ParamKind, ParamSpec};
+use crate::ir::shape::Shape;
+use crate::source::Span;
+use serde::Serialize;
+
+pub type TensorId = usize;
+
+/// Receptive field of one output position on the network input, per axis (h, w).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ReceptiveField {
+    pub size: [u64; 2],
+    pub jump: [u64; 2],
+}
+
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub shape: Shape,
+    /// `None` once spatial structure is gone (after flatten/dense).
+    pub rf: Option<ReceptiveField>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NetInput {
+    pub name: String,
+    pub tensor: TensorId,
+}
+
+/// One named parameter tensor of a layer.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub name: String,
+    pub spec: ParamSpec,
+}
+
+#[derive(Clone, Debug)]
+pub struct Layer {
+    /// Dotted path, unique in the network.
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<TensorId>,
+    pub output: TensorId,
+    /// The expression in the `.net` source that created this layer.
+    pub span: Span,
+    pub params: Vec<Param>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub name: String,
+    pub batch: usize,
+    pub tensors: Vec<TensorInfo>,
+    pub inputs: Vec<NetInput>,
+    pub layers: Vec<Layer>,
+    pub outputs: Vec<TensorId>,
+}
+
+impl Network {
+    pub fn shape(&self, t: TensorId) -> &Shape {
+        &self.tensors[t].shape
+    }
+
+    pub fn params(&self) -> impl Iterator<Item = &Param> {
+        self.layers.iter().flat_map(|l| l.params.iter())
+    }
+
+    pub fn learnable_params(&self) -> u64 {
+        self.params()
+            .filter(|p| p.spec.kind == ParamKind::Learnable)
+            .map(|p| p.spec.shape.numel() as u64)
+            .sum()
+    }
+
+    pub fn buffer_params(&self) -> u64 {
+        self.params()
+            .filter(|p| p.spec.kind == ParamKind::Buffer)
+            .map(|p| p.spec.shape.numel() as u64)
+            .sum()
+    }
+
+    pub fn macs(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| l.op.macs(self.shape(l.output)))
+            .sum()
+    }
+
+    /// Bytes of every intermediate and output tensor, none reused.
+    pub fn activation_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| 4 * self.shape(l.output).numel() as u64)
+            .sum()
+    }
+}

@@ -1,0 +1,535 @@
+//! The closed set of operations, with their shape rules, parameter tensors
+//! and multiply-accumulate counts side by side.
+
+use super::shape::Shape;
+use serde::Serialize;
+use std::fmt;
+use thiserror::Error;
+
+/// A shape rule an op's inputs violate.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ShapeError {
+    #[error("{op} expects a {expected} input, found shape {found}")]
+    Rank {
+        op: &'static str,
+        expected: &'static str,
+        found: Shape,
+    },
+    #[error("{op} expects {expected} input channels, found {found}")]
+    Channels {
+        op: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    #[error("{op} would produce an output {axis} of {size} (input {axis} {input}); it must be at least 1")]
+    Empty {
+        op: &'static str,
+        axis: &'static str,
+        size: i64,
+        input: usize,
+    },
+    #[error("{op} inputs disagree: {first} vs {other}")]
+    Mismatch {
+        op: &'static str,
+        first: Shape,
+        other: Shape,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum Activation {
+    Relu,
+    LeakyRelu(f32),
+    Sigmoid,
+    Tanh,
+}
+
+impl Activation {
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu => x.max(0.0),
+            Activation::LeakyRelu(a) => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    a * x
+                }
+            }
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Tanh => x.tanh(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::LeakyRelu(_) => "leaky_relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+        }
+    }
+}
+
+/// Spatial window geometry shared by convolution and pooling.
+/// Pads are `[top, left, bottom, right]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 4],
+    pub dilation: [usize; 2],
+}
+
+impl Window {
+    /// Output extent along `axis` (0 = height, 1 = width).
+    fn out_extent(&self, axis: usize, input: usize, ceil: bool) -> i64 {
+        let padded = (input + self.pad[axis] + self.pad[axis + 2]) as i64;
+        let span = (self.dilation[axis] * (self.kernel[axis] - 1) + 1) as i64;
+        let stride = self.stride[axis] as i64;
+        let room = padded - span;
+        if room < 0 {
+            return 0;
+        }
+        let mut out = if ceil {
+            (room + stride - 1) / stride + 1
+        } else {
+            room / stride + 1
+        };
+        // PyTorch's rule: in ceil mode the last window must start inside the
+        // input or its leading pad, never wholly in the trailing pad.
+        if ceil && (out - 1) * stride >= input as i64 + self.pad[axis] as i64 {
+            out -= 1;
+        }
+        out
+    }
+
+    fn output_hw(
+        &self,
+        op: &'static str,
+        h: usize,
+        w: usize,
+        ceil: bool,
+    ) -> Result<[usize; 2], ShapeError> {
+        let oh = self.out_extent(0, h, ceil);
+        let ow = self.out_extent(1, w, ceil);
+        if oh < 1 {
+            return Err(ShapeError::Empty {
+                op,
+                axis: "height",
+                size: oh,
+                input: h,
+            });
+        }
+        if ow < 1 {
+            return Err(ShapeError::Empty {
+                op,
+                axis: "width",
+                size: ow,
+                input: w,
+            });
+        }
+        Ok([oh as usize, ow as usize])
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Conv {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub window: Window,
+    pub groups: usize,
+    pub bias: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Pool {
+    pub kind: PoolKind,
+    pub window: Window,
+    pub ceil: bool,
+    /// Average pooling only: divide by the full window including padding.
+    pub count_include_pad: bool,
+}
+
+/// How a dense layer's weight matrix is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum WeightLayout {
+    /// `out × in`, as PyTorch stores `nn.Linear`.
+    OutIn,
+    /// `in × out`, as NumPy code (`x @ W`) stores it.
+    InOut,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Dense {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub bias: bool,
+    pub layout: WeightLayout,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Op {
+    Conv(Conv),
+    BatchNorm {
+        channels: usize,
+        eps: f32,
+    },
+    Activation(Activation),
+    Pool(Pool),
+    GlobalAvgPool,
+    /// PyTorch's `AdaptiveAvgPool2d` to a fixed output size.
+    AdaptiveAvgPool {
+        output: [usize; 2],
+    },
+    Dense(Dense),
+    Flatten,
+    /// Inference-time dropout: multiply by `scale` (1 for inverted dropout).
+    Dropout {
+        ratio: f32,
+        scale: f32,
+    },
+    /// Softmax over the channel axis.
+    Softmax,
+    /// Concatenate along the channel axis.
+    Concat,
+    /// Elementwise sum of all inputs.
+    Add,
+    /// Multiply by a constant.
+    Scale {
+        factor: f32,
+    },
+    Identity,
+}
+
+/// Whether a parameter tensor is trained or a running statistic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ParamKind {
+    Learnable,
+    Buffer,
+}
+
+/// A parameter tensor an op needs, by role (`weight`, `bias`, ...).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ParamSpec {
+    pub role: &'static str,
+    pub shape: Shape,
+    pub kind: ParamKind,
+}
+
+impl Op {
+    /// Short kind name, as written in `.net` files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "conv",
+            Op::BatchNorm { .. } => "batchnorm",
+            Op::Activation(a) => a.name(),
+            Op::Pool(p) if p.kind == PoolKind::Max => "maxpool",
+            Op::Pool(_) => "avgpool",
+            Op::GlobalAvgPool => "global_avgpool",
+            Op::AdaptiveAvgPool { .. } => "adaptive_avgpool",
+            Op::Dense(_) => "dense",
+            Op::Flatten => "flatten",
+            Op::Dropout { .. } => "dropout",
+            Op::Softmax => "softmax",
+            Op::Concat => "concat",
+            Op::Add => "add",
+            Op::Scale { .. } => "scale",
+            Op::Identity => "identity",
+        }
+    }
+
+    /// A one-line description with the attributes that matter.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::Conv(c) => {
+                let w = &c.window;
+                let mut s = format!("conv {}x{}", w.kernel[0], w.kernel[1]);
+                if w.stride != [1, 1] {
+                    s += &format!(" /{}", w.stride[0]);
+                }
+                if c.groups != 1 {
+                    s += &format!(" g{}", c.groups);
+                }
+                if w.dilation != [1, 1] {
+                    s += &format!(" d{}", w.dilation[0]);
+                }
+                s
+            }
+            Op::Pool(p) => format!(
+                "{} {}x{} /{}{}",
+                self.name(),
+                p.window.kernel[0],
+                p.window.kernel[1],
+                p.window.stride[0],
+                if p.ceil { " ceil" } else { "" }
+            ),
+            Op::Dense(d) => format!("dense {}→{}", d.in_features, d.out_features),
+            _ => self.name().to_string(),
+        }
+    }
+
+    /// The parameter tensors this op reads, in definition order.
+    pub fn params(&self) -> Vec<ParamSpec> {
+        let learn = |role, shape: Vec<usize>| ParamSpec {
+            role,
+            shape: Shape(shape),
+            kind: ParamKind::Learnable,
+        };
+        match self {
+            Op::Conv(c) => {
+                let k = c.window.kernel;
+                let mut v = vec![learn(
+                    "weight",
+                    vec![c.out_channels, c.in_channels / c.groups, k[0], k[1]],
+                )];
+                if c.bias {
+                    v.push(learn("bias", vec![c.out_channels]));
+                }
+                v
+            }
+            Op::BatchNorm { channels, .. } => {
+                let c = *channels;
+                let buffer = |role| ParamSpec {
+                    role,
+                    shape: Shape(vec![c]),
+                    kind: ParamKind::Buffer,
+                };
+                vec![
+                    learn("weight", vec![c]),
+                    learn("bias", vec![c]),
+                    buffer("running_mean"),
+                    buffer("running_var"),
+                ]
+            }
+            Op::Dense(d) => {
+                let shape = match d.layout {
+                    WeightLayout::OutIn => vec![d.out_features, d.in_features],
+                    WeightLayout::InOut => vec![d.in_features, d.out_features],
+                };
+                let mut v = vec![learn("weight", shape)];
+                if d.bias {
+                    v.push(learn("bias", vec![d.out_features]));
+                }
+                v
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Infer the output shape from the input shapes.
+    pub fn infer(&self, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
+        let name = self.name();
+        let first = inputs
+            .first()
+            .ok_or_else(|| ShapeError::Invalid(format!("{name} needs an input")))?;
+        let nchw = |s: &Shape| -> Result<[usize; 4], ShapeError> {
+            match s.0[..] {
+                [n, c, h, w] => Ok([n, c, h, w]),
+                _ => Err(ShapeError::Rank {
+                    op: name,
+                    expected: "rank-4 (NCHW)",
+                    found: s.clone(),
+                }),
+            }
+        };
+        match self {
+            Op::Conv(c) => {
+                let [n, ch, h, w] = nchw(first)?;
+                if ch != c.in_channels {
+                    return Err(ShapeError::Channels {
+                        op: name,
+                        expected: c.in_channels,
+                        found: ch,
+                    });
+                }
+                let [oh, ow] = c.window.output_hw(name, h, w, false)?;
+                Ok(Shape(vec![n, c.out_channels, oh, ow]))
+            }
+            Op::Pool(p) => {
+                let [n, ch, h, w] = nchw(first)?;
+                let [oh, ow] = p.window.output_hw(name, h, w, p.ceil)?;
+                Ok(Shape(vec![n, ch, oh, ow]))
+            }
+            Op::GlobalAvgPool => {
+                let [n, ch, _, _] = nchw(first)?;
+                Ok(Shape(vec![n, ch, 1, 1]))
+            }
+            Op::AdaptiveAvgPool { output } => {
+                let [n, ch, _, _] = nchw(first)?;
+                Ok(Shape(vec![n, ch, output[0], output[1]]))
+            }
+            Op::BatchNorm { channels, .. } => {
+                if first.rank() < 2 || first.0[1] != *channels {
+                    return Err(ShapeError::Channels {
+                        op: name,
+                        expected: *channels,
+                        found: first.0.get(1).copied().unwrap_or(0),
+                    });
+                }
+                Ok((*first).clone())
+            }
+            Op::Dense(d) => {
+                if first.rank() != 2 {
+                    return Err(ShapeError::Rank {
+                        op: name,
+                        expected: "rank-2 (flattened)",
+                        found: (*first).clone(),
+                    });
+                }
+                if first.0[1] != d.in_features {
+                    return Err(ShapeError::Channels {
+                        op: name,
+                        expected: d.in_features,
+                        found: first.0[1],
+                    });
+                }
+                Ok(Shape(vec![first.0[0], d.out_features]))
+            }
+            Op::Flatten => {
+                let rest = first.0[1..]
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d));
+                let rest =
+                    rest.ok_or_else(|| ShapeError::Invalid("flatten: size overflows".into()))?;
+                Ok(Shape(vec![first.0[0], rest]))
+            }
+            Op::Softmax => {
+                if first.rank() < 2 {
+                    return Err(ShapeError::Rank {
+                        op: name,
+                        expected: "rank-2 or higher",
+                        found: (*first).clone(),
+                    });
+                }
+                Ok((*first).clone())
+            }
+            Op::Concat => {
+                let r = first.rank();
+                if r < 2 {
+                    return Err(ShapeError::Rank {
+                        op: name,
+                        expected: "rank-2 or higher",
+                        found: (*first).clone(),
+                    });
+                }
+                let mut out = (*first).clone();
+                for s in &inputs[1..] {
+                    let same_rest =
+                        s.rank() == r && s.0[0] == first.0[0] && s.0[2..] == first.0[2..];
+                    if !same_rest {
+                        return Err(ShapeError::Mismatch {
+                            op: name,
+                            first: (*first).clone(),
+                            other: (*s).clone(),
+                        });
+                    }
+                    out.0[1] += s.0[1];
+                }
+                Ok(out)
+            }
+            Op::Add => {
+                for s in &inputs[1..] {
+                    if *s != *first {
+                        return Err(ShapeError::Mismatch {
+                            op: name,
+                            first: (*first).clone(),
+                            other: (*s).clone(),
+                        });
+                    }
+                }
+                Ok((*first).clone())
+            }
+            Op::Activation(_) | Op::Dropout { .. } | Op::Scale { .. } | Op::Identity => {
+                Ok((*first).clone())
+            }
+        }
+    }
+
+    /// Multiply-accumulates for one run producing `output`.
+    pub fn macs(&self, output: &Shape) -> u64 {
+        let out = output.numel() as u64;
+        match self {
+            Op::Conv(c) => {
+                let k = c.window.kernel;
+                out * (c.in_channels / c.groups * k[0] * k[1]) as u64
+            }
+            Op::Dense(d) => out * d.in_features as u64,
+            _ => 0,
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(k: usize, s: usize, p: usize) -> Window {
+        Window {
+            kernel: [k, k],
+            stride: [s, s],
+            pad: [p; 4],
+            dilation: [1, 1],
+        }
+    }
+
+    #[test]
+    fn ceil_mode_drops_window_starting_in_trailing_pad() {
+        // GoogLeNet: 112 -> maxpool 3/2 ceil -> 56; 14 -> 2/2 ceil -> 7.
+        let p = |k, s, input| {
+            Op::Pool(Pool {
+                kind: PoolKind::Max,
+                window: window(k, s, 0),
+                ceil: true,
+                count_include_pad: true,
+            })
+            .infer(&[&Shape(vec![1, 1, input, input])])
+            .unwrap()
+            .0[2]
+        };
+        assert_eq!(p(3, 2, 112), 56);
+        assert_eq!(p(2, 2, 14), 7);
+        assert_eq!(p(3, 2, 28), 14);
+        // 5 wide, k=2 s=2: floor gives 2, ceil gives 3.
+        assert_eq!(p(2, 2, 5), 3);
+    }
+
+    #[test]
+    fn conv_shape_and_errors() {
+        let conv = Op::Conv(Conv {
+            in_channels: 3,
+            out_channels: 64,
+            window: window(7, 2, 3),
+            groups: 1,
+            bias: false,
+        });
+        let s = conv.infer(&[&Shape(vec![2, 3, 224, 224])]).unwrap();
+        assert_eq!(s.0, vec![2, 64, 112, 112]);
+        assert_eq!(conv.macs(&Shape(vec![1, 64, 112, 112])), 118_013_952);
+        assert!(matches!(
+            conv.infer(&[&Shape(vec![1, 4, 224, 224])]),
+            Err(ShapeError::Channels {
+                expected: 3,
+                found: 4,
+                ..
+            })
+        ));
+        assert!(matches!(
+            conv.infer(&[&Shape(vec![1, 3, 2, 2])]),
+            Err(ShapeError::Empty { .. })
+        ));
+    }
+}

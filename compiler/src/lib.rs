@@ -1,0 +1,12 @@
+//! netc: a compiler for declarative convolutional network definitions.
+//!
+//! The pipeline, one module per stage: [`parse`] (`.net` text → AST),
+//! [`check`] (AST → a [`check::Network`] with every shape and name), [`ir`]
+//! (the petgraph dataflow graph), [`interp`] (the reference interpreter).
+
+pub mod check;
+pub mod cli;
+pub mod diag;
+pub mod ir;
+pub mod parse;
+pub mod source;
