@@ -109,6 +109,7 @@ pub(super) struct Elaborator<'a> {
     pub limits: Limits,
     param_names: HashMap<String, Span>,
     layer_names: HashMap<String, usize>,
+    auto_names: HashMap<String, usize>,
     call_stack: Vec<usize>,
 }
 
@@ -119,6 +120,15 @@ struct Scope {
 }
 
 type R<T> = Result<T, Diagnostic>;
+
+/// Where a layer is created: its name path, whether that path came from a
+/// label, statement or index (`named`), its source and parameter renames.
+struct Site<'r> {
+    path: String,
+    named: bool,
+    span: Span,
+    renames: &'r [(String, String)],
+}
 
 fn join(a: &str, b: &str) -> String {
     match (a.is_empty(), b.is_empty()) {
@@ -192,6 +202,7 @@ impl<'a> Elaborator<'a> {
             limits,
             param_names: HashMap::new(),
             layer_names: HashMap::new(),
+            auto_names: HashMap::new(),
             call_stack: Vec::new(),
         })
     }
@@ -301,7 +312,12 @@ impl<'a> Elaborator<'a> {
                     let v = match v {
                         // A named merge is the tensor it produces.
                         Value::Layer(l) if matches!(l.kind, LayerKind::Merge { .. }) => {
-                            Value::Tensor(self.apply(&l, None, &scope.prefix.clone(), None)?)
+                            Value::Tensor(self.apply(
+                                &l,
+                                None,
+                                &scope.prefix.clone(),
+                                Some(&name.name),
+                            )?)
                         }
                         v => v,
                     };
@@ -312,6 +328,7 @@ impl<'a> Elaborator<'a> {
                 }
                 Stmt::Expr(e) => {
                     let v = self.eval(e, scope, None)?;
+                    let v = self.materialize(v, &scope.prefix)?;
                     if last {
                         result = Some(vec![(v, e.span)]);
                     } else if !matches!(v, Value::Tensor(_)) {
@@ -324,7 +341,8 @@ impl<'a> Elaborator<'a> {
                 Stmt::Return { values, .. } => {
                     let mut out = Vec::new();
                     for e in values {
-                        out.push((self.eval(e, scope, None)?, e.span));
+                        let v = self.eval(e, scope, None)?;
+                        out.push((self.materialize(v, &scope.prefix)?, e.span));
                     }
                     result = Some(out);
                 }
@@ -389,7 +407,7 @@ impl<'a> Elaborator<'a> {
             ExprKind::Call { callee, args } => self.call(callee, args, e.span, scope),
             ExprKind::Label(inner, label) => {
                 let v = self.eval(inner, scope, segment)?;
-                let layer = self.to_layer(v, inner.span)?;
+                let layer = self.layer_of(v, inner.span)?;
                 Ok(Value::Layer(Rc::new(LayerVal {
                     kind: match Rc::try_unwrap(layer) {
                         Ok(l) => l.kind,
@@ -402,7 +420,7 @@ impl<'a> Elaborator<'a> {
             ExprKind::Pipe(lhs, rhs) => {
                 let l = self.eval(lhs, scope, segment)?;
                 let r = self.eval(rhs, scope, segment)?;
-                let layer = self.to_layer(r, rhs.span)?;
+                let layer = self.layer_of(r, rhs.span)?;
                 match l {
                     Value::Tensor(t) => {
                         let prefix = scope.prefix.clone();
@@ -686,7 +704,7 @@ impl<'a> Elaborator<'a> {
                         format!("repeat count must be between 0 and 10000, found {n}"),
                     ));
                 }
-                let layer = self.to_layer(positional[1].0.clone(), positional[1].1)?;
+                let layer = self.layer_of(positional[1].0.clone(), positional[1].1)?;
                 Value::Layer(Rc::new(LayerVal {
                     kind: LayerKind::Repeat(n as usize, layer),
                     label: None,
@@ -697,13 +715,23 @@ impl<'a> Elaborator<'a> {
         Ok(Some(v))
     }
 
-    fn to_layer(&mut self, v: Value, span: Span) -> R<Rc<LayerVal>> {
+    /// A standalone merge (`concat(a, b)`) is the tensor it produces.
+    fn materialize(&mut self, v: Value, prefix: &str) -> R<Value> {
+        match v {
+            Value::Layer(l) if matches!(l.kind, LayerKind::Merge { .. }) => {
+                Ok(Value::Tensor(self.apply(&l, None, prefix, None)?))
+            }
+            v => Ok(v),
+        }
+    }
+
+    fn layer_of(&mut self, v: Value, span: Span) -> R<Rc<LayerVal>> {
         match v {
             Value::Layer(l) => Ok(l),
             Value::List(items) => {
                 let mut layers = Vec::new();
                 for (v, sp) in items {
-                    layers.push(self.to_layer(v, sp)?);
+                    layers.push(self.layer_of(v, sp)?);
                 }
                 Ok(Rc::new(LayerVal {
                     kind: LayerKind::Seq(layers),
@@ -749,7 +777,13 @@ impl<'a> Elaborator<'a> {
                 let shape = self.net.shape(x).clone();
                 let built = ops::build(name, args, &shape, layer.span)?;
                 let path = join(prefix, segment.unwrap_or(""));
-                self.push_layer(path, name, built.op, vec![x], layer.span, &built.renames)
+                let site = Site {
+                    path,
+                    named: segment.is_some(),
+                    span: layer.span,
+                    renames: &built.renames,
+                };
+                self.push_layer(site, name, built.op, vec![x])
             }
             LayerKind::Merge { op, others } => {
                 let inputs: Vec<TensorId> =
@@ -765,7 +799,13 @@ impl<'a> Elaborator<'a> {
                     ));
                 }
                 let path = join(prefix, segment.unwrap_or(""));
-                self.push_layer(path, op.name(), op.clone(), inputs, layer.span, &[])
+                let site = Site {
+                    path,
+                    named: segment.is_some(),
+                    span: layer.span,
+                    renames: &[],
+                };
+                self.push_layer(site, op.name(), op.clone(), inputs)
             }
             LayerKind::Seq(items) => {
                 let mut x = need_input(input)?;
@@ -909,15 +949,13 @@ impl<'a> Elaborator<'a> {
         }
     }
 
-    fn push_layer(
-        &mut self,
-        path: String,
-        kind: &str,
-        op: Op,
-        inputs: Vec<TensorId>,
-        span: Span,
-        renames: &[(String, String)],
-    ) -> R<TensorId> {
+    fn push_layer(&mut self, site: Site, kind: &str, op: Op, inputs: Vec<TensorId>) -> R<TensorId> {
+        let Site {
+            path,
+            named,
+            span,
+            renames,
+        } = site;
         if self.net.layers.len() >= self.limits.max_layers {
             return Err(Diagnostic::new(
                 span,
@@ -934,8 +972,24 @@ impl<'a> Elaborator<'a> {
         self.check_size(&shape, span)?;
         let rf = receptive_field(&op, &inputs, &self.net);
         let specs = op.params();
+        let explicit = renames.iter().any(|(role, _)| role == "weight");
+        let path = if !named && !specs.is_empty() && !explicit {
+            // An unlabelled layer with parameters is named after its kind:
+            // `conv`, then `conv_2`, ... within the enclosing scope.
+            let base = join(&path, kind);
+            let n = self.auto_names.entry(base.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                base
+            } else {
+                format!("{base}_{n}")
+            }
+        } else {
+            path
+        };
         let mut params = Vec::new();
         for spec in specs {
+            self.check_size(&spec.shape, span)?;
             let name = renames
                 .iter()
                 .find(|(role, _)| role == spec.role)
@@ -952,7 +1006,13 @@ impl<'a> Elaborator<'a> {
             self.param_names.insert(name.clone(), span);
             params.push(super::network::Param { name, spec });
         }
-        let name = self.unique_layer_name(&path, kind, !params.is_empty());
+        let base = match renames.iter().find(|(role, _)| role == "weight") {
+            // A layer whose weight has an explicit key is known by that key.
+            Some((_, key)) if !named => key.clone(),
+            _ if named || !params.is_empty() => path,
+            _ => join(&path, kind),
+        };
+        let name = self.unique_layer_name(base);
         let output = self.new_tensor(shape, rf);
         self.net.layers.push(Layer {
             name,
@@ -965,20 +1025,9 @@ impl<'a> Elaborator<'a> {
         Ok(output)
     }
 
-    /// Layer names are unique; layers without parameters may share a path
-    /// (`conv1 = x -> conv(..) -> relu`), so the op kind disambiguates.
-    fn unique_layer_name(&mut self, path: &str, kind: &str, has_params: bool) -> String {
-        let base = if has_params || path.is_empty() {
-            if path.is_empty() {
-                kind.to_string()
-            } else {
-                path.to_string()
-            }
-        } else if self.layer_names.contains_key(path) {
-            join(path, kind)
-        } else {
-            path.to_string()
-        };
+    /// Layer names are unique; param-less layers may share a path
+    /// (`y = x -> relu -> relu`), so repeats get a `#n` suffix.
+    fn unique_layer_name(&mut self, base: String) -> String {
         let n = self.layer_names.entry(base.clone()).or_insert(0);
         *n += 1;
         if *n == 1 {

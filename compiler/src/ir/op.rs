@@ -527,9 +527,13 @@ mod tests {
                 ..
             })
         ));
+        let Op::Conv(mut unpadded) = conv else {
+            unreachable!()
+        };
+        unpadded.window.pad = [0; 4];
         assert!(matches!(
-            conv.infer(&[&Shape(vec![1, 3, 2, 2])]),
-            Err(ShapeError::Empty { .. })
+            Op::Conv(unpadded).infer(&[&Shape(vec![1, 3, 6, 6])]),
+            Err(ShapeError::Empty { size: 0, .. })
         ));
     }
 }

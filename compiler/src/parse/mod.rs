@@ -22,8 +22,10 @@ const MAX_NESTING: usize = 128;
 /// Parse one source file.
 pub fn parse(file: FileId, text: &str) -> Result<File, Diagnostic> {
     check_nesting(file, text)?;
-    let mut pairs =
-        NetParser::parse(Rule::file, text).map_err(|e| syntax_error(file, text, *Box::new(e)))?;
+    // Detailed errors record the literal tokens (`)`, `,`) the parser tried,
+    // not only the rules, so messages can say "expected `)`".
+    pest::set_error_detail(true);
+    let mut pairs = NetParser::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
     let Some(root) = pairs.next() else {
         return Err(Diagnostic::new(Span::new(file, 0, 0), "empty parse"));
     };
@@ -83,19 +85,15 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::model_input => "an input like `x: [N, 3, 224, 224]`",
         Rule::batch_dim => "`N`",
         Rule::body => "`{`",
-        Rule::return_stmt => "`return`",
+        Rule::return_stmt => "",
         Rule::assign => "an assignment",
         Rule::expr_stmt | Rule::expr | Rule::pipe | Rule::if_expr => "an expression",
         Rule::or_expr | Rule::and_expr | Rule::cmp_expr | Rule::sum | Rule::product => {
             "an expression"
         }
-        Rule::unary | Rule::labelled => "an expression",
-        Rule::or_op => "`||`",
-        Rule::and_op => "`&&`",
-        Rule::cmp_op => "a comparison",
-        Rule::add_op => "`+` or `-`",
-        Rule::mul_op => "`*`, `/` or `%`",
-        Rule::prefix_op => "`-` or `!`",
+        Rule::unary | Rule::labelled | Rule::keyword => "an expression",
+        Rule::or_op | Rule::and_op | Rule::cmp_op | Rule::add_op | Rule::mul_op => "",
+        Rule::prefix_op => "an expression",
         Rule::call => "a call",
         Rule::named_arg => "a named argument",
         Rule::list => "`[`",
@@ -104,7 +102,15 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::float => "a number",
         Rule::bool => "`true` or `false`",
         Rule::string | Rule::string_inner => "a string",
-        _ => "something else",
+        Rule::kw_import => "`import`",
+        Rule::kw_block => "`block`",
+        Rule::kw_model => "`model`",
+        Rule::kw_return => "",
+        Rule::kw_if => "`if`",
+        Rule::kw_then => "`then`",
+        Rule::kw_else => "`else`",
+        Rule::kw_as => "",
+        _ => "",
     }
 }
 
@@ -126,16 +132,48 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
     } else {
         format!("`{}`", &rest[..token_len])
     };
+    if rest.starts_with('"') && !rest.lines().next().unwrap_or("")[1..].contains('"') {
+        let d = Diagnostic::new(Span::new(file, start, start + 1), "unterminated string");
+        return d.note("a string ends with `\"` on the same line");
+    }
     let message = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } => {
-            let mut expected: Vec<&str> = positives.iter().map(describe).collect();
+            let mut expected: Vec<String> = Vec::new();
+            if let Some(attempts) = e.parse_attempts() {
+                for t in attempts.expected_tokens() {
+                    let t = t.to_string();
+                    // Only structural tokens help; operators and comment
+                    // openers could follow almost anything.
+                    if [")", "]", "}", "(", "[", "{", ",", ":", "=", "->"].contains(&t.as_str()) {
+                        expected.push(format!("`{t}`"));
+                    }
+                }
+            }
+            let operator = positives.iter().any(|r| {
+                matches!(
+                    r,
+                    Rule::or_op | Rule::and_op | Rule::cmp_op | Rule::add_op | Rule::mul_op
+                )
+            });
+            for r in positives {
+                let d = describe(r);
+                if !d.is_empty() {
+                    expected.push(d.to_string());
+                }
+            }
+            if operator {
+                expected.push("an operator".to_string());
+            }
             expected.sort_unstable();
             expected.dedup();
             match expected.len() {
                 0 => format!("syntax error: unexpected {found}"),
                 1 => format!("expected {}, found {found}", expected[0]),
                 _ => {
-                    let (last, init) = expected.split_last().unwrap_or((&"", &[]));
+                    let (last, init) = match expected.split_last() {
+                        Some((l, i)) => (l.as_str(), i),
+                        None => ("", &[][..]),
+                    };
                     format!("expected {} or {last}, found {found}", init.join(", "))
                 }
             }

@@ -1,0 +1,149 @@
+//! The shipped models against torchvision's published facts: parameter
+//! names and shapes, learnable totals and MACs.
+
+use netc::check::{self, report, CheckOptions};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn check(model: &str, batch: usize) -> check::Network {
+    let path = root().join("models").join(format!("{model}.net"));
+    let options = CheckOptions {
+        batch,
+        ..CheckOptions::default()
+    };
+    match check::check_file(&path, options) {
+        Ok((_, net)) => net,
+        Err(e) => panic!("{model}: {e}"),
+    }
+}
+
+/// (model, learnable params, published conv+dense GMACs)
+const TORCHVISION: &[(&str, u64, f64)] = &[
+    ("alexnet", 61_100_840, 0.71),
+    ("vgg16", 138_357_544, 15.47),
+    ("googlenet", 6_624_904, 1.50),
+    ("resnet18", 11_689_512, 1.81),
+    ("resnet34", 21_797_672, 3.66),
+    ("resnet50", 25_557_032, 4.09),
+    ("resnet101", 44_549_160, 7.80),
+];
+
+#[test]
+fn params_match_torchvision_state_dict_keys() {
+    for &(model, _, _) in TORCHVISION {
+        let keys = root().join(format!("../shared/reference/torchvision/{model}.keys"));
+        let Ok(text) = std::fs::read_to_string(&keys) else {
+            panic!("missing reference {}", keys.display());
+        };
+        let mut expected: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("num_batches_tracked"))
+            .collect();
+        let net = check(model, 1);
+        let printed = report::params(&net);
+        let mut got: Vec<&str> = printed.lines().collect();
+        expected.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, expected, "{model}");
+    }
+}
+
+#[test]
+fn totals_match_published_numbers() {
+    for &(model, params, gmacs) in TORCHVISION {
+        let net = check(model, 1);
+        assert_eq!(net.learnable_params(), params, "{model} params");
+        let got = net.macs() as f64 / 1e9;
+        assert!(
+            (got - gmacs).abs() / gmacs < 0.01,
+            "{model}: {got:.3} GMACs vs published {gmacs}"
+        );
+    }
+}
+
+#[test]
+fn batch_scales_shapes_and_macs() {
+    let one = check("resnet18", 1);
+    let three = check("resnet18", 3);
+    assert_eq!(three.macs(), 3 * one.macs());
+    assert_eq!(three.shape(three.outputs[0]).0, vec![3, 1000]);
+}
+
+#[test]
+fn deep_convnet_uses_the_books_names() {
+    let net = check("deep_convnet", 1);
+    let names: Vec<String> = net
+        .params()
+        .map(|p| format!("{}\t{}", p.name, p.spec.shape))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "W1\t16x1x3x3",
+            "b1\t16",
+            "W2\t16x16x3x3",
+            "b2\t16",
+            "W3\t32x16x3x3",
+            "b3\t32",
+            "W4\t32x32x3x3",
+            "b4\t32",
+            "W5\t64x32x3x3",
+            "b5\t64",
+            "W6\t64x64x3x3",
+            "b6\t64",
+            "W7\t1024x50",
+            "b7\t50",
+            "W8\t50x10",
+            "b8\t10",
+        ]
+    );
+}
+
+#[test]
+fn claims_stacked_3x3_has_18_of_25_weights_and_same_field() {
+    let net = check("claims/stacked_3x3_vs_5x5", 1);
+    let weights = |prefix: &str| -> u64 {
+        net.layers
+            .iter()
+            .filter(|l| l.name.starts_with(prefix))
+            .flat_map(|l| &l.params)
+            .map(|p| p.spec.shape.numel() as u64)
+            .sum()
+    };
+    assert_eq!(weights("stacked") * 25, weights("single") * 18);
+    let rfs: Vec<_> = net
+        .outputs
+        .iter()
+        .map(|&t| net.tensors[t].rf.unwrap().size)
+        .collect();
+    assert_eq!(rfs, vec![[5, 5], [5, 5]]);
+}
+
+#[test]
+fn claims_inception_reductions_cut_macs() {
+    let net = check("claims/inception_reductions", 1);
+    let macs = |prefix: &str| -> u64 {
+        net.layers
+            .iter()
+            .filter(|l| l.name.starts_with(prefix))
+            .map(|l| l.op.macs(net.shape(l.output)))
+            .sum()
+    };
+    assert_eq!(macs("reduced"), 128_049_152);
+    assert_eq!(macs("naive"), 303_464_448);
+}
+
+#[test]
+fn json_report_has_the_documented_fields() {
+    let net = check("googlenet", 1);
+    let json = serde_json::to_value(report::summary(&net)).unwrap();
+    assert_eq!(json["params"], 6_624_904);
+    let layer = &json["layers"][0];
+    for key in ["name", "op", "shape", "params", "macs", "receptive_field"] {
+        assert!(layer.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(layer["receptive_field"]["size"][0], 7);
+}
