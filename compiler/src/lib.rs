@@ -2,11 +2,14 @@
 //!
 //! The pipeline, one module per stage: [`parse`] (`.net` text → AST),
 //! [`check`] (AST → a [`check::Network`] with every shape and name), [`ir`]
-//! (the petgraph dataflow graph), [`interp`] (the reference interpreter).
+//! (the petgraph dataflow graph), [`interp`] (the reference interpreter),
+//! [`weights`] (parameters bound by name).
 
 pub mod check;
 pub mod cli;
 pub mod diag;
+pub mod interp;
 pub mod ir;
 pub mod parse;
 pub mod source;
+pub mod weights;

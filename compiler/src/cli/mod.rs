@@ -2,8 +2,14 @@
 //! Every error becomes one message on stderr and exit code 1.
 
 mod check;
+mod compile;
+mod run;
 
+use crate::check::{self as checker, CheckOptions};
+use crate::ir::Graph;
+use crate::weights::Weights;
 use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -26,6 +32,10 @@ pub struct Cli {
 enum Command {
     /// Check a model: parse it, infer every shape, and print a per-layer table.
     Check(check::Args),
+    /// Run a model on an input tensor or an MNIST file.
+    Run(run::Args),
+    /// Lower a model to the graph IR and print it.
+    Compile(compile::Args),
 }
 
 /// A failed command: the message to print and the exit code.
@@ -53,6 +63,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(a) => check::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Compile(a) => compile::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,6 +76,46 @@ pub fn main() -> ExitCode {
                 eprintln!("error: {msg}");
             }
             ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Check a model file for `batch` and lower it to a validated graph.
+pub fn load_graph(file: &Path, batch: usize) -> Result<Graph, Failure> {
+    let options = CheckOptions {
+        batch,
+        ..CheckOptions::default()
+    };
+    let (_, net) = checker::check_file(file, options).map_err(Failure::new)?;
+    let graph = Graph::from_network(&net);
+    graph.validate()?;
+    Ok(graph)
+}
+
+/// Where a model's weights come from.
+#[derive(clap::Args)]
+pub struct WeightArgs {
+    /// Weight file: safetensors, .npz or .npy (f64/f32/f16/bf16), keys as
+    /// printed by `netc check --params`.
+    #[arg(long, value_name = "FILE", conflicts_with = "random_weights")]
+    weights: Option<PathBuf>,
+    /// Deterministic He-style random weights from this seed (the default,
+    /// with seed 0, when no --weights is given).
+    #[arg(long, value_name = "SEED")]
+    random_weights: Option<u64>,
+}
+
+pub fn load_weights(graph: &Graph, a: &WeightArgs) -> Result<Weights, Failure> {
+    match (&a.weights, a.random_weights) {
+        (Some(path), _) => {
+            let file = netc_runtime::weights::load(path)?;
+            Ok(Weights::bind(graph, file)?)
+        }
+        (None, seed) => {
+            if seed.is_none() {
+                eprintln!("note: no --weights given; using random weights (seed 0)");
+            }
+            Ok(Weights::random(graph, seed.unwrap_or(0)))
         }
     }
 }

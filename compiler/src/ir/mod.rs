@@ -1,4 +1,7 @@
 //! The graph IR shared by every stage after checking.
 
+pub mod graph;
 pub mod op;
 pub mod shape;
+
+pub use graph::Graph;

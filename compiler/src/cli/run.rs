@@ -1,0 +1,259 @@
+//! `netc run`: execute a model on real inputs.
+
+use super::{load_graph, load_weights, Failure, WeightArgs};
+use crate::interp;
+use crate::ir::Graph;
+use crate::weights::Weights;
+use indicatif::{ProgressBar, ProgressStyle};
+use netc_runtime::data::idx;
+use netc_runtime::init::{random_tensor, Init};
+use netc_runtime::weights::{read_npy, write_npy};
+use netc_runtime::Tensor;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+netc run models/deep_convnet.net --weights ../shared/data/deep_convnet/deep_convnet_params.npz \\\n      \
+--mnist-images ../shared/data/mnist/t10k-images-idx3-ubyte.gz \\\n      \
+--mnist-labels ../shared/data/mnist/t10k-labels-idx1-ubyte.gz\n  \
+netc run models/resnet18.net --random-weights 1 --input x.npy --output y.npy")]
+pub struct Args {
+    /// The model file (.net).
+    file: PathBuf,
+    #[command(flatten)]
+    weights: WeightArgs,
+    /// Execution engine.
+    #[arg(long, value_enum, default_value_t = Backend::Reference)]
+    backend: Backend,
+    /// Batch size the model is compiled for (default: the input's batch,
+    /// 100 for MNIST runs).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Input tensor (.npy, shape [N, C, H, W]). Without any input, a
+    /// deterministic random tensor is used.
+    #[arg(long, value_name = "FILE.npy")]
+    input: Option<PathBuf>,
+    /// MNIST images (IDX, raw or .gz), fed in batches.
+    #[arg(long, value_name = "FILE")]
+    mnist_images: Option<PathBuf>,
+    /// MNIST labels (IDX, raw or .gz): prints `accuracy: …`.
+    #[arg(long, value_name = "FILE", requires = "mnist_images")]
+    mnist_labels: Option<PathBuf>,
+    /// Use only the first N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Write the first output to this .npy file (further outputs get `_1`, `_2`, … suffixes).
+    #[arg(long, short, value_name = "FILE.npy")]
+    output: Option<PathBuf>,
+    /// How many top classes to print per batch item (0 to disable).
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Backend {
+    /// The reference interpreter: plain loops, the correctness oracle.
+    Reference,
+}
+
+pub fn run(a: Args) -> Result<(), Failure> {
+    if let Some(images) = &a.mnist_images {
+        return run_mnist(&a, images);
+    }
+    let input = match &a.input {
+        Some(p) => Some(read_npy(p)?),
+        None => None,
+    };
+    let batch = match (&input, a.batch) {
+        (_, Some(b)) => b,
+        (Some(t), None) => t.shape().first().copied().unwrap_or(1),
+        (None, None) => 1,
+    };
+    let graph = load_graph(&a.file, batch)?;
+    let weights = load_weights(&graph, &a.weights)?;
+    let inputs = match input {
+        Some(t) => vec![t],
+        None => {
+            eprintln!("note: no --input given; using a random input (seed 1)");
+            graph
+                .inputs
+                .iter()
+                .map(|&n| {
+                    let node = &graph.g[n];
+                    random_tensor(
+                        1,
+                        &node.name,
+                        node.shape.dims().to_vec(),
+                        Init::Uniform { lo: 0.0, hi: 1.0 },
+                    )
+                })
+                .collect()
+        }
+    };
+    let outputs = execute(a.backend, &graph, &weights, &inputs)?;
+    for (i, out) in outputs.iter().enumerate() {
+        println!("output {i}: shape {}", out.shape_string());
+        if a.top_k > 0 && out.shape().len() == 2 {
+            print_top_k(out, a.top_k);
+        }
+    }
+    if let Some(path) = &a.output {
+        for (i, out) in outputs.iter().enumerate() {
+            let p = if i == 0 {
+                path.clone()
+            } else {
+                suffixed(path, i)
+            };
+            std::fs::write(&p, write_npy(out))
+                .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+fn execute(
+    backend: Backend,
+    graph: &Graph,
+    weights: &Weights,
+    inputs: &[Tensor],
+) -> Result<Vec<Tensor>, Failure> {
+    match backend {
+        Backend::Reference => Ok(interp::run(graph, weights, inputs)?),
+    }
+}
+
+fn suffixed(path: &Path, i: usize) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "npy".into());
+    path.with_file_name(format!("{stem}_{i}.{ext}"))
+}
+
+fn print_top_k(out: &Tensor, k: usize) {
+    let classes = out.shape()[1];
+    for (n, row) in out.data().chunks(classes).enumerate() {
+        let mut idx: Vec<usize> = (0..classes).collect();
+        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        let top: Vec<String> = idx
+            .iter()
+            .take(k)
+            .map(|&c| format!("{c} ({:.4})", row[c]))
+            .collect();
+        println!("  [{n}] top-{}: {}", k.min(classes), top.join(", "));
+    }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0
+}
+
+fn run_mnist(a: &Args, images_path: &Path) -> Result<(), Failure> {
+    let images = idx::read_images(images_path)?;
+    let labels = match &a.mnist_labels {
+        Some(p) => Some(idx::read_labels(p)?),
+        None => None,
+    };
+    let mut total = images.shape()[0];
+    if let Some(l) = &labels {
+        if l.len() != total {
+            return Err(Failure::new(format!(
+                "{} images but {} labels",
+                total,
+                l.len()
+            )));
+        }
+    }
+    if let Some(limit) = a.limit {
+        total = total.min(limit);
+    }
+    let batch = a.batch.unwrap_or(100).clamp(1, total.max(1));
+    let graph = load_graph(&a.file, batch)?;
+    let weights = load_weights(&graph, &a.weights)?;
+    let input_shape = graph.g[graph.inputs[0]].shape.dims().to_vec();
+    let image_size: usize = images.shape()[1..].iter().product();
+    if input_shape[1..] != images.shape()[1..] {
+        return Err(Failure::new(format!(
+            "the model's input is {} per image, the MNIST file holds {}",
+            input_shape[1..]
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x"),
+            images.shape()[1..]
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x"),
+        )));
+    }
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} (eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let start = std::time::Instant::now();
+    let mut correct = 0usize;
+    let mut outputs: Vec<f32> = Vec::new();
+    let mut classes = 0;
+    for first in (0..total).step_by(batch) {
+        let count = batch.min(total - first);
+        // The graph is compiled for a fixed batch: pad the last one with zeros.
+        let mut data = images.data()[first * image_size..(first + count) * image_size].to_vec();
+        data.resize(batch * image_size, 0.0);
+        let x = Tensor::new(input_shape.clone(), data)?;
+        let out = execute(a.backend, &graph, &weights, &[x])?.remove(0);
+        classes = out.shape().get(1).copied().unwrap_or(1);
+        for (i, row) in out.data().chunks(classes).take(count).enumerate() {
+            if let Some(l) = &labels {
+                correct += usize::from(argmax(row) == l[first + i] as usize);
+            }
+            if a.output.is_some() {
+                outputs.extend_from_slice(row);
+            }
+        }
+        if let Some(bar) = &progress {
+            bar.inc(count as u64);
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    eprintln!(
+        "ran {total} images in {:.2} s (batch {batch})",
+        start.elapsed().as_secs_f64()
+    );
+    if labels.is_some() {
+        println!(
+            "accuracy: {:.4} ({correct}/{total})",
+            correct as f64 / total.max(1) as f64
+        );
+    }
+    if let Some(path) = &a.output {
+        let t = Tensor::new(vec![total, classes], outputs)?;
+        std::fs::write(path, write_npy(&t))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,491 @@
+//! Reference kernels: plain loops over NCHW data, accumulating in f64.
+//! They are the oracle every optimisation and the JIT are tested against,
+//! so they favour being obviously right over being fast; only the outer
+//! loop of the two heavy ones (conv, dense) is spread over threads.
+
+use crate::ir::op::{Activation, Conv, Dense, Pool, PoolKind, WeightLayout};
+use netc_runtime::Tensor;
+use rayon::prelude::*;
+
+fn dims4(t: &Tensor) -> [usize; 4] {
+    let s = t.shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// Input index along one axis for output position `o` and kernel tap `k`,
+/// or `None` when it falls in the padding.
+fn tap(
+    o: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    size: usize,
+) -> Option<usize> {
+    let i = (o * stride + k * dilation).checked_sub(pad)?;
+    (i < size).then_some(i)
+}
+
+/// Output positions `o` whose input index `o·stride + k·dilation − pad`
+/// lies inside `0..size`, for kernel tap `k`.
+fn valid_outputs(
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    size: usize,
+    out: usize,
+) -> std::ops::Range<usize> {
+    let offset = k * dilation;
+    // o·stride ≥ pad − offset
+    let lo = pad.saturating_sub(offset).div_ceil(stride);
+    // o·stride + offset − pad ≤ size − 1
+    let hi = match (size + pad).checked_sub(offset + 1) {
+        Some(room) => (room / stride + 1).min(out),
+        None => 0,
+    };
+    lo..hi.max(lo)
+}
+
+/// Convolution with groups, dilation, asymmetric padding and optional bias.
+///
+/// For each output plane it loops over (input channel, kernel tap) and adds
+/// `weight × shifted input row` into an f64 accumulator plane: the same sum
+/// as the textbook seven-deep loop, in an order whose inner loop is a
+/// contiguous row, so the oracle stays usable on full networks.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Conv,
+    out_shape: &[usize],
+) -> Tensor {
+    let [_, in_c, h, wd] = dims4(x);
+    let (oc_n, oh_n, ow_n) = (out_shape[1], out_shape[2], out_shape[3]);
+    let [kh_n, kw_n] = c.window.kernel;
+    let [sh, sw] = c.window.stride;
+    let [dh, dw] = c.window.dilation;
+    let [pt, pl, _, _] = c.window.pad;
+    let in_per_group = in_c / c.groups;
+    let out_per_group = oc_n / c.groups;
+    let (xd, wdata) = (x.data(), w.data());
+    let mut out = Tensor::zeros(out_shape.to_vec());
+    out.data_mut()
+        .par_chunks_mut(oh_n * ow_n)
+        .enumerate()
+        .for_each(|(plane, y)| {
+            let (n, oc) = (plane / oc_n, plane % oc_n);
+            let group = oc / out_per_group;
+            let b = bias.map_or(0.0, |b| b.data()[oc] as f64);
+            let mut acc = vec![b; oh_n * ow_n];
+            for icg in 0..in_per_group {
+                let ic = group * in_per_group + icg;
+                let input = &xd[(n * in_c + ic) * h * wd..][..h * wd];
+                for kh in 0..kh_n {
+                    for kw in 0..kw_n {
+                        let wv = wdata[((oc * in_per_group + icg) * kh_n + kh) * kw_n + kw] as f64;
+                        let cols = valid_outputs(kw, sw, dw, pl, wd, ow_n);
+                        for oh in valid_outputs(kh, sh, dh, pt, h, oh_n) {
+                            let ih = oh * sh + kh * dh - pt;
+                            let row = &input[ih * wd..][..wd];
+                            let acc_row = &mut acc[oh * ow_n..][..ow_n];
+                            for ow in cols.clone() {
+                                acc_row[ow] += row[ow * sw + kw * dw - pl] as f64 * wv;
+                            }
+                        }
+                    }
+                }
+            }
+            for (yv, a) in y.iter_mut().zip(&acc) {
+                *yv = *a as f32;
+            }
+        });
+    out
+}
+
+/// Max or average pooling. Max ignores padding; average divides by the
+/// window clipped to the padded input (`count_include_pad`) or by the
+/// number of real elements, as PyTorch does.
+pub fn pool2d(x: &Tensor, p: &Pool, out_shape: &[usize]) -> Tensor {
+    let [n_n, c_n, h, wd] = dims4(x);
+    let (oh_n, ow_n) = (out_shape[2], out_shape[3]);
+    let [kh_n, kw_n] = p.window.kernel;
+    let [sh, sw] = p.window.stride;
+    let [dh, dw] = p.window.dilation;
+    let [pt, pl, pb, pr] = p.window.pad;
+    let xd = x.data();
+    let mut out = Tensor::zeros(out_shape.to_vec());
+    let y = out.data_mut();
+    for n in 0..n_n {
+        for c in 0..c_n {
+            let plane = &xd[(n * c_n + c) * h * wd..][..h * wd];
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let mut max = f32::NEG_INFINITY;
+                    let mut sum = 0.0f64;
+                    let mut count = 0usize;
+                    for kh in 0..kh_n {
+                        let Some(ih) = tap(oh, kh, sh, dh, pt, h) else {
+                            continue;
+                        };
+                        for kw in 0..kw_n {
+                            let Some(iw) = tap(ow, kw, sw, dw, pl, wd) else {
+                                continue;
+                            };
+                            let v = plane[ih * wd + iw];
+                            max = max.max(v);
+                            sum += v as f64;
+                            count += 1;
+                        }
+                    }
+                    let v = match p.kind {
+                        PoolKind::Max => max,
+                        PoolKind::Avg => {
+                            let divisor = if p.count_include_pad {
+                                let extent =
+                                    |o: usize,
+                                     s: usize,
+                                     k: usize,
+                                     pad0: usize,
+                                     pad1: usize,
+                                     size: usize| {
+                                        let start = o * s;
+                                        let end = (start + k).min(size + pad0 + pad1);
+                                        end - start
+                                    };
+                                extent(oh, sh, kh_n, pt, pb, h) * extent(ow, sw, kw_n, pl, pr, wd)
+                            } else {
+                                count
+                            };
+                            (sum / divisor.max(1) as f64) as f32
+                        }
+                    };
+                    y[((n * c_n + c) * oh_n + oh) * ow_n + ow] = v;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// PyTorch's adaptive average pooling: output cell `i` averages input rows
+/// `floor(i·H/OH) .. ceil((i+1)·H/OH)`. Global average pooling is `OH = OW = 1`.
+pub fn adaptive_avg_pool(x: &Tensor, out_shape: &[usize]) -> Tensor {
+    let [n_n, c_n, h, wd] = dims4(x);
+    let (oh_n, ow_n) = (out_shape[2], out_shape[3]);
+    let xd = x.data();
+    let mut out = Tensor::zeros(out_shape.to_vec());
+    let y = out.data_mut();
+    for n in 0..n_n {
+        for c in 0..c_n {
+            let plane = &xd[(n * c_n + c) * h * wd..][..h * wd];
+            for oh in 0..oh_n {
+                let (h0, h1) = (oh * h / oh_n, ((oh + 1) * h).div_ceil(oh_n));
+                for ow in 0..ow_n {
+                    let (w0, w1) = (ow * wd / ow_n, ((ow + 1) * wd).div_ceil(ow_n));
+                    let mut sum = 0.0f64;
+                    for ih in h0..h1 {
+                        for iw in w0..w1 {
+                            sum += plane[ih * wd + iw] as f64;
+                        }
+                    }
+                    y[((n * c_n + c) * oh_n + oh) * ow_n + ow] =
+                        (sum / ((h1 - h0) * (w1 - w0)) as f64) as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Inference batch norm: `(x − mean) / sqrt(var + eps) · gamma + beta`
+/// per channel (axis 1).
+pub fn batch_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f32,
+) -> Tensor {
+    let s = x.shape();
+    let (n_n, c_n) = (s[0], s[1]);
+    let inner: usize = s[2..].iter().product();
+    let mut out = x.clone();
+    let y = out.data_mut();
+    for n in 0..n_n {
+        for c in 0..c_n {
+            let inv = 1.0 / (var.data()[c] as f64 + eps as f64).sqrt();
+            let (g, b, m) = (
+                gamma.data()[c] as f64,
+                beta.data()[c] as f64,
+                mean.data()[c] as f64,
+            );
+            for v in &mut y[(n * c_n + c) * inner..][..inner] {
+                *v = ((*v as f64 - m) * inv * g + b) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Fully connected layer on `[N, in]`, weight stored `out×in` or `in×out`.
+pub fn dense(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, d: &Dense) -> Tensor {
+    let (n_n, in_n, out_n) = (x.shape()[0], d.in_features, d.out_features);
+    let (xd, wd) = (x.data(), w.data());
+    let weight = |o: usize, i: usize| match d.layout {
+        WeightLayout::OutIn => wd[o * in_n + i],
+        WeightLayout::InOut => wd[i * out_n + o],
+    };
+    let mut out = Tensor::zeros(vec![n_n, out_n]);
+    out.data_mut()
+        .par_chunks_mut(out_n)
+        .enumerate()
+        .for_each(|(n, y)| {
+            for (o, yo) in y.iter_mut().enumerate() {
+                let mut acc = bias.map_or(0.0, |b| b.data()[o] as f64);
+                for i in 0..in_n {
+                    acc += xd[n * in_n + i] as f64 * weight(o, i) as f64;
+                }
+                *yo = acc as f32;
+            }
+        });
+    out
+}
+
+pub fn activation(x: &Tensor, a: Activation) -> Tensor {
+    map(x, |v| a.apply(v))
+}
+
+pub fn map(x: &Tensor, f: impl Fn(f32) -> f32) -> Tensor {
+    let mut out = x.clone();
+    out.data_mut().iter_mut().for_each(|v| *v = f(*v));
+    out
+}
+
+/// Softmax over axis 1 (channels), independently at every other position.
+pub fn softmax(x: &Tensor) -> Tensor {
+    let s = x.shape();
+    let (n_n, c_n) = (s[0], s[1]);
+    let inner: usize = s[2..].iter().product();
+    let mut out = x.clone();
+    let y = out.data_mut();
+    for n in 0..n_n {
+        for i in 0..inner {
+            let at = |c: usize| (n * c_n + c) * inner + i;
+            let max = (0..c_n).map(|c| y[at(c)]).fold(f32::NEG_INFINITY, f32::max);
+            let total: f64 = (0..c_n).map(|c| ((y[at(c)] - max) as f64).exp()).sum();
+            for c in 0..c_n {
+                y[at(c)] = (((y[at(c)] - max) as f64).exp() / total) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Concatenate along axis 1.
+pub fn concat(xs: &[&Tensor], out_shape: &[usize]) -> Tensor {
+    let n_n = out_shape[0];
+    let inner: usize = out_shape[2..].iter().product();
+    let mut out = Vec::with_capacity(out_shape.iter().product());
+    for n in 0..n_n {
+        for x in xs {
+            let block = x.shape()[1] * inner;
+            out.extend_from_slice(&x.data()[n * block..][..block]);
+        }
+    }
+    // Shapes were validated: the pieces fill the output exactly.
+    match Tensor::new(out_shape.to_vec(), out) {
+        Ok(t) => t,
+        Err(e) => unreachable!("concat of validated shapes: {e}"),
+    }
+}
+
+/// Elementwise sum.
+pub fn add(xs: &[&Tensor]) -> Tensor {
+    let mut out = xs[0].clone();
+    for x in &xs[1..] {
+        out.data_mut()
+            .iter_mut()
+            .zip(x.data())
+            .for_each(|(a, b)| *a += b);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::op::Window;
+
+    fn t(shape: &[usize], data: &[f32]) -> Tensor {
+        Tensor::new(shape.to_vec(), data.to_vec()).unwrap()
+    }
+
+    fn window(k: usize, s: usize, pad: [usize; 4]) -> Window {
+        Window {
+            kernel: [k, k],
+            stride: [s, s],
+            pad,
+            dilation: [1, 1],
+        }
+    }
+
+    fn conv(in_c: usize, out_c: usize, w: Window, groups: usize) -> Conv {
+        Conv {
+            in_channels: in_c,
+            out_channels: out_c,
+            window: w,
+            groups,
+            bias: true,
+        }
+    }
+
+    #[test]
+    fn valid_output_ranges() {
+        // k=0 with pad 1 on size 3, stride 1, 3 outputs: o=0 reads −1.
+        assert_eq!(valid_outputs(0, 1, 1, 1, 3, 3), 1..3);
+        assert_eq!(valid_outputs(2, 1, 1, 1, 3, 3), 0..2);
+        // stride 2, dilation 2, no valid position at all.
+        assert_eq!(valid_outputs(3, 2, 2, 0, 5, 1).len(), 0);
+    }
+
+    #[test]
+    fn conv_padding_edges() {
+        // 3x3 input of ones, 3x3 kernel of ones, pad 1: corner sees 4, edge 6, centre 9.
+        let x = t(&[1, 1, 3, 3], &[1.0; 9]);
+        let w = t(&[1, 1, 3, 3], &[1.0; 9]);
+        let b = t(&[1], &[0.5]);
+        let y = conv2d(
+            &x,
+            &w,
+            Some(&b),
+            &conv(1, 1, window(3, 1, [1; 4]), 1),
+            &[1, 1, 3, 3],
+        );
+        assert_eq!(y.data(), &[4.5, 6.5, 4.5, 6.5, 9.5, 6.5, 4.5, 6.5, 4.5]);
+    }
+
+    #[test]
+    fn conv_stride_and_asymmetric_pad() {
+        // 1x4 row 1,2,3,4; kernel [1,1] width 2, stride 2, pad left 1 right 0.
+        let x = t(&[1, 1, 1, 4], &[1., 2., 3., 4.]);
+        let w = t(&[1, 1, 1, 2], &[1., 10.]);
+        let c = Conv {
+            in_channels: 1,
+            out_channels: 1,
+            window: Window {
+                kernel: [1, 2],
+                stride: [1, 2],
+                pad: [0, 1, 0, 0],
+                dilation: [1, 1],
+            },
+            groups: 1,
+            bias: false,
+        };
+        // Windows: [pad,1] -> 10; [2,3] -> 2+30 = 32. (5 wide padded, k2 s2 -> 2 outputs)
+        let y = conv2d(&x, &w, None, &c, &[1, 1, 1, 2]);
+        assert_eq!(y.data(), &[10., 32.]);
+    }
+
+    #[test]
+    fn conv_groups_and_dilation_and_batch() {
+        // Two groups, each channel convolved with its own 1x1 weight.
+        let x = t(&[2, 2, 1, 1], &[1., 2., 3., 4.]);
+        let w = t(&[2, 1, 1, 1], &[10., 100.]);
+        let y = conv2d(
+            &x,
+            &w,
+            None,
+            &conv(2, 2, window(1, 1, [0; 4]), 2),
+            &[2, 2, 1, 1],
+        );
+        assert_eq!(y.data(), &[10., 200., 30., 400.]);
+        // Dilation 2: a 2x2 kernel reads x[0,0], x[0,2], x[2,0], x[2,2].
+        let x = t(&[1, 1, 3, 3], &[1., 2., 3., 4., 5., 6., 7., 8., 9.]);
+        let w = t(&[1, 1, 2, 2], &[1., 1., 1., 1.]);
+        let mut c = conv(1, 1, window(2, 1, [0; 4]), 1);
+        c.window.dilation = [2, 2];
+        c.bias = false;
+        let y = conv2d(&x, &w, None, &c, &[1, 1, 1, 1]);
+        assert_eq!(y.data(), &[1. + 3. + 7. + 9.]);
+    }
+
+    #[test]
+    fn ceil_mode_pool_window_hangs_over_the_edge() {
+        // 1x3 input, max and avg pool k2 s2 ceil: windows [0,1] and [2, overhang].
+        let x = t(&[1, 1, 1, 3], &[1., 5., 3.]);
+        let mut p = Pool {
+            kind: PoolKind::Max,
+            window: Window {
+                kernel: [1, 2],
+                stride: [1, 2],
+                pad: [0; 4],
+                dilation: [1, 1],
+            },
+            ceil: true,
+            count_include_pad: true,
+        };
+        assert_eq!(pool2d(&x, &p, &[1, 1, 1, 2]).data(), &[5., 3.]);
+        // The overhanging window is clipped to the input: 3 / 1, not 3 / 2.
+        p.kind = PoolKind::Avg;
+        assert_eq!(pool2d(&x, &p, &[1, 1, 1, 2]).data(), &[3., 3.]);
+    }
+
+    #[test]
+    fn avg_pool_count_include_pad() {
+        let x = t(&[1, 1, 2, 2], &[4., 4., 4., 4.]);
+        let mut p = Pool {
+            kind: PoolKind::Avg,
+            window: window(2, 2, [1; 4]),
+            ceil: false,
+            count_include_pad: true,
+        };
+        // Corner window covers one real element and three pads.
+        assert_eq!(pool2d(&x, &p, &[1, 1, 2, 2]).data(), &[1.; 4]);
+        p.count_include_pad = false;
+        assert_eq!(pool2d(&x, &p, &[1, 1, 2, 2]).data(), &[4.; 4]);
+    }
+
+    #[test]
+    fn adaptive_pool_overlapping_cells() {
+        // 3 -> 2: cells [0,2) and [1,3).
+        let x = t(&[1, 1, 1, 3], &[1., 2., 3.]);
+        assert_eq!(adaptive_avg_pool(&x, &[1, 1, 1, 2]).data(), &[1.5, 2.5]);
+    }
+
+    #[test]
+    fn dense_layouts_agree() {
+        let x = t(&[1, 2], &[1., 2.]);
+        let out_in = t(&[3, 2], &[1., 0., 0., 1., 1., 1.]);
+        let in_out = t(&[2, 3], &[1., 0., 1., 0., 1., 1.]);
+        let mut d = Dense {
+            in_features: 2,
+            out_features: 3,
+            bias: false,
+            layout: WeightLayout::OutIn,
+        };
+        let a = dense(&x, &out_in, None, &d);
+        d.layout = WeightLayout::InOut;
+        let b = dense(&x, &in_out, None, &d);
+        assert_eq!(a.data(), &[1., 2., 3.]);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn softmax_concat_add_batchnorm() {
+        let x = t(&[1, 2], &[0., 0.]);
+        assert_eq!(softmax(&x).data(), &[0.5, 0.5]);
+        let a = t(&[2, 1, 1, 1], &[1., 2.]);
+        let b = t(&[2, 2, 1, 1], &[3., 4., 5., 6.]);
+        assert_eq!(
+            concat(&[&a, &b], &[2, 3, 1, 1]).data(),
+            &[1., 3., 4., 2., 5., 6.]
+        );
+        assert_eq!(add(&[&a, &a]).data(), &[2., 4.]);
+        let one = t(&[1], &[1.]);
+        let y = batch_norm(&a, &t(&[1], &[2.]), &one, &one, &t(&[1], &[3.]), 1.0);
+        // (x − 1) / 2 · 2 + 1
+        assert_eq!(y.data(), &[1., 2.]);
+    }
+}

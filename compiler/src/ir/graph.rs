@@ -1,0 +1,346 @@
+//! The dataflow graph: nodes are ops, edges are the tensors between them.
+//!
+//! Every node produces exactly one tensor (its `shape`); an edge carries a
+//! copy of that shape and dtype plus the consumer's input `port`. The graph
+//! is built from a checked [`Network`] and [`Graph::validate`]d after every
+//! transformation.
+
+use super::op::Op;
+use super::shape::Shape;
+use crate::check::{Network, Param};
+use crate::source::Span;
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::{EdgeRef, IntoEdgeReferences};
+use petgraph::Direction;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum DType {
+    F32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeKind {
+    /// The `index`-th model input.
+    Input {
+        index: usize,
+    },
+    Op(Op),
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub kind: NodeKind,
+    /// Shape of the tensor this node produces.
+    pub shape: Shape,
+    /// Parameter tensors, looked up by name in the bound weights.
+    pub params: Vec<Param>,
+    /// Source statements this node came from (several once fused).
+    pub origin: Vec<Span>,
+}
+
+impl Node {
+    pub fn op(&self) -> Option<&Op> {
+        match &self.kind {
+            NodeKind::Op(op) => Some(op),
+            NodeKind::Input { .. } => None,
+        }
+    }
+
+    /// The parameter with the given role (`weight`, `bias`, ...).
+    pub fn param(&self, role: &str) -> Option<&Param> {
+        self.params.iter().find(|p| p.spec.role == role)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edge {
+    pub shape: Shape,
+    pub dtype: DType,
+    /// Which input of the consumer this tensor is.
+    pub port: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub name: String,
+    pub batch: usize,
+    pub g: StableDiGraph<Node, Edge>,
+    pub inputs: Vec<NodeIndex>,
+    pub outputs: Vec<NodeIndex>,
+}
+
+/// A broken graph invariant: a bug in a pass, never a user error.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum GraphError {
+    #[error("graph has a cycle through `{0}`")]
+    Cycle(String),
+    #[error("node `{node}` input {port} is {problem}")]
+    Port {
+        node: String,
+        port: usize,
+        problem: String,
+    },
+    #[error("node `{node}`: edge from `{from}` says {edge}, the producer makes {actual}")]
+    EdgeShape {
+        node: String,
+        from: String,
+        edge: Shape,
+        actual: Shape,
+    },
+    #[error("node `{node}`: shape {stored} recorded, inputs give {inferred}")]
+    Shape {
+        node: String,
+        stored: String,
+        inferred: String,
+    },
+    #[error("output {0} is not a node of the graph")]
+    Output(usize),
+}
+
+impl Graph {
+    /// Lower a checked network.
+    pub fn from_network(net: &Network) -> Graph {
+        let mut g = StableDiGraph::new();
+        let mut producer: Vec<Option<NodeIndex>> = vec![None; net.tensors.len()];
+        let mut inputs = Vec::new();
+        for (index, input) in net.inputs.iter().enumerate() {
+            let n = g.add_node(Node {
+                name: input.name.clone(),
+                kind: NodeKind::Input { index },
+                shape: net.shape(input.tensor).clone(),
+                params: Vec::new(),
+                origin: Vec::new(),
+            });
+            producer[input.tensor] = Some(n);
+            inputs.push(n);
+        }
+        for layer in &net.layers {
+            let n = g.add_node(Node {
+                name: layer.name.clone(),
+                kind: NodeKind::Op(layer.op.clone()),
+                shape: net.shape(layer.output).clone(),
+                params: layer.params.clone(),
+                origin: vec![layer.span],
+            });
+            for (port, &t) in layer.inputs.iter().enumerate() {
+                // The checker creates tensors before their consumers, so
+                // every input has a producer.
+                if let Some(src) = producer[t] {
+                    g.add_edge(
+                        src,
+                        n,
+                        Edge {
+                            shape: net.shape(t).clone(),
+                            dtype: DType::F32,
+                            port,
+                        },
+                    );
+                }
+            }
+            producer[layer.output] = Some(n);
+        }
+        let outputs = net.outputs.iter().filter_map(|&t| producer[t]).collect();
+        Graph {
+            name: net.name.clone(),
+            batch: net.batch,
+            g,
+            inputs,
+            outputs,
+        }
+    }
+
+    /// Input producers of `n`, in port order.
+    pub fn operands(&self, n: NodeIndex) -> Vec<NodeIndex> {
+        let mut e: Vec<(usize, NodeIndex)> = self
+            .g
+            .edges_directed(n, Direction::Incoming)
+            .map(|e| (e.weight().port, e.source()))
+            .collect();
+        e.sort_unstable();
+        e.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Consumers of `n`'s output (one entry per edge).
+    pub fn users(&self, n: NodeIndex) -> Vec<NodeIndex> {
+        self.g
+            .edges_directed(n, Direction::Outgoing)
+            .map(|e| e.target())
+            .collect()
+    }
+
+    /// Nodes in an order where every producer precedes its consumers.
+    pub fn topo_order(&self) -> Result<Vec<NodeIndex>, GraphError> {
+        petgraph::algo::toposort(&self.g, None)
+            .map_err(|c| GraphError::Cycle(self.g[c.node_id()].name.clone()))
+    }
+
+    /// Check every invariant: acyclic, ports 0..k bound exactly once,
+    /// edge shapes equal producer shapes, node shapes equal inference.
+    pub fn validate(&self) -> Result<(), GraphError> {
+        self.topo_order()?;
+        for n in self.g.node_indices() {
+            let node = &self.g[n];
+            let mut ports: Vec<usize> = self
+                .g
+                .edges_directed(n, Direction::Incoming)
+                .map(|e| e.weight().port)
+                .collect();
+            ports.sort_unstable();
+            for (i, &p) in ports.iter().enumerate() {
+                if p != i {
+                    return Err(GraphError::Port {
+                        node: node.name.clone(),
+                        port: i,
+                        problem: if p > i {
+                            "unbound".into()
+                        } else {
+                            "bound twice".into()
+                        },
+                    });
+                }
+            }
+            for e in self.g.edges_directed(n, Direction::Incoming) {
+                let src = &self.g[e.source()];
+                if e.weight().shape != src.shape {
+                    return Err(GraphError::EdgeShape {
+                        node: node.name.clone(),
+                        from: src.name.clone(),
+                        edge: e.weight().shape.clone(),
+                        actual: src.shape.clone(),
+                    });
+                }
+            }
+            match &node.kind {
+                NodeKind::Input { .. } => {
+                    if !ports.is_empty() {
+                        return Err(GraphError::Port {
+                            node: node.name.clone(),
+                            port: 0,
+                            problem: "bound on an input node".into(),
+                        });
+                    }
+                }
+                NodeKind::Op(op) => {
+                    let operands = self.operands(n);
+                    let shapes: Vec<&Shape> = operands.iter().map(|&s| &self.g[s].shape).collect();
+                    let inferred = op.infer(&shapes);
+                    if inferred.as_ref() != Ok(&node.shape) {
+                        return Err(GraphError::Shape {
+                            node: node.name.clone(),
+                            stored: node.shape.to_string(),
+                            inferred: match inferred {
+                                Ok(s) => s.to_string(),
+                                Err(e) => e.to_string(),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        for (i, &o) in self.outputs.iter().enumerate() {
+            if !self.g.contains_node(o) {
+                return Err(GraphError::Output(i));
+            }
+        }
+        Ok(())
+    }
+
+    /// A readable listing: one line per node in topological order.
+    pub fn to_text(&self) -> String {
+        let order = self
+            .topo_order()
+            .unwrap_or_else(|_| self.g.node_indices().collect());
+        let id = |n: NodeIndex| format!("%{}", n.index());
+        let mut out = format!("graph {} (batch {}) {{\n", self.name, self.batch);
+        for n in order {
+            let node = &self.g[n];
+            let args: Vec<String> = self.operands(n).into_iter().map(id).collect();
+            let op = match &node.kind {
+                NodeKind::Input { index } => format!("input {index}"),
+                NodeKind::Op(op) => format!("{}({})", op.describe(), args.join(", ")),
+            };
+            let _ = write!(out, "  {} = {op} : {}", id(n), node.shape);
+            if !node.params.is_empty() {
+                let ps: Vec<&str> = node.params.iter().map(|p| p.name.as_str()).collect();
+                let _ = write!(out, "  [{}]", ps.join(", "));
+            }
+            let _ = writeln!(out, "  # {}", node.name);
+        }
+        let outs: Vec<String> = self.outputs.iter().map(|&o| id(o)).collect();
+        let _ = writeln!(out, "  return {}\n}}", outs.join(", "));
+        out
+    }
+
+    /// Graphviz DOT.
+    pub fn to_dot(&self) -> String {
+        let mut out = format!(
+            "digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
+            self.name
+        );
+        for n in self.g.node_indices() {
+            let node = &self.g[n];
+            let label = match &node.kind {
+                NodeKind::Input { .. } => format!("input {}", node.name),
+                NodeKind::Op(op) => format!("{}\\n{}", node.name, op.describe()),
+            };
+            let style = if self.outputs.contains(&n) {
+                ", peripheries=2"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  n{} [label=\"{}\"{style}];",
+                n.index(),
+                label.replace('"', "'")
+            );
+        }
+        for e in (&self.g).edge_references() {
+            let _ = writeln!(
+                out,
+                "  n{} -> n{} [label=\"{}\"];",
+                e.source().index(),
+                e.target().index(),
+                e.weight().shape
+            );
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{check_source, CheckOptions};
+
+    fn graph(src: &str) -> Graph {
+        let net = check_source("t.net", src, CheckOptions::default())
+            .map_err(|e| e.1.message)
+            .unwrap();
+        Graph::from_network(&net)
+    }
+
+    #[test]
+    fn lowers_branches_and_validates() {
+        let g = graph(
+            "model m(x: [N, 3, 8, 8]) { a = x -> conv(4, 3, pad: 1)\n b = x -> conv(4, 1)\n concat(a, b) -> relu }",
+        );
+        g.validate().unwrap();
+        assert_eq!(g.g.node_count(), 5);
+        let text = g.to_text();
+        assert!(text.contains("concat(%1, %2)"), "{text}");
+        assert!(g.to_dot().contains("->"));
+    }
+
+    #[test]
+    fn validate_catches_a_wrong_shape() {
+        let mut g = graph("model m(x: [N, 3, 8, 8]) { x -> conv(4, 3) }");
+        let conv = g.outputs[0];
+        g.g[conv].shape = Shape(vec![1, 4, 7, 7]);
+        assert!(matches!(g.validate(), Err(GraphError::Shape { .. })));
+    }
+}

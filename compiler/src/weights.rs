@@ -1,0 +1,168 @@
+//! Binding weight tensors to a network's parameters by name.
+//!
+//! A file must provide exactly the parameters the model declares, with the
+//! declared shapes: a missing key, an unexpected key or a shape mismatch is
+//! an error naming the key. PyTorch's `num_batches_tracked` counters are
+//! the one exception: they are ignored.
+
+use crate::check::Param;
+use crate::ir::graph::Graph;
+use crate::ir::op::{Op, WeightLayout};
+use netc_runtime::init::{random_tensor, Init};
+use netc_runtime::weights::WeightFile;
+use netc_runtime::Tensor;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BindError {
+    #[error("{file}: missing tensor `{key}` (expected shape {expected}){more}")]
+    Missing {
+        file: PathBuf,
+        key: String,
+        expected: String,
+        /// ", and N more: a, b, …" when several are missing.
+        more: String,
+    },
+    #[error(
+        "{file}: unexpected tensor `{key}` (shape {found}); the model has no such parameter{more}"
+    )]
+    Unexpected {
+        file: PathBuf,
+        key: String,
+        found: String,
+        more: String,
+    },
+    #[error("{file}: tensor `{key}` has shape {found}, the model expects {expected}")]
+    Shape {
+        file: PathBuf,
+        key: String,
+        expected: String,
+        found: String,
+    },
+}
+
+/// Parameter tensors by name.
+#[derive(Clone, Debug, Default)]
+pub struct Weights {
+    map: HashMap<String, Tensor>,
+}
+
+fn more(extra: &[&str]) -> String {
+    match extra.len() {
+        0 => String::new(),
+        n => {
+            let shown: Vec<&str> = extra.iter().take(5).copied().collect();
+            let ellipsis = if n > 5 { ", …" } else { "" };
+            format!(", and {n} more: {}{ellipsis}", shown.join(", "))
+        }
+    }
+}
+
+impl Weights {
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.map.get(name)
+    }
+
+    pub fn insert(&mut self, name: String, t: Tensor) {
+        self.map.insert(name, t);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Total bytes as f32.
+    pub fn bytes(&self) -> u64 {
+        self.map.values().map(|t| 4 * t.numel() as u64).sum()
+    }
+
+    /// Bind a loaded file to the parameters of `graph`.
+    pub fn bind(graph: &Graph, file: WeightFile) -> Result<Weights, BindError> {
+        let params: Vec<&Param> = graph
+            .g
+            .node_weights()
+            .flat_map(|n| n.params.iter())
+            .collect();
+        let path = file.path.clone();
+        let mut available: HashMap<String, Tensor> = file
+            .tensors
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+            .collect();
+        let mut map = HashMap::new();
+        let mut missing = Vec::new();
+        for p in &params {
+            match available.remove(&p.name) {
+                Some(t) => {
+                    if t.shape() != p.spec.shape.dims() {
+                        return Err(BindError::Shape {
+                            file: path,
+                            key: p.name.clone(),
+                            expected: p.spec.shape.to_string(),
+                            found: t.shape_string(),
+                        });
+                    }
+                    map.insert(p.name.clone(), t);
+                }
+                None => missing.push(*p),
+            }
+        }
+        if let Some(first) = missing.first() {
+            let rest: Vec<&str> = missing[1..].iter().map(|p| p.name.as_str()).collect();
+            return Err(BindError::Missing {
+                file: path,
+                key: first.name.clone(),
+                expected: first.spec.shape.to_string(),
+                more: more(&rest),
+            });
+        }
+        let mut extra: Vec<(&String, &Tensor)> = available.iter().collect();
+        extra.sort_by_key(|(k, _)| k.as_str());
+        if let Some((key, t)) = extra.first() {
+            let rest: Vec<&str> = extra[1..].iter().map(|(k, _)| k.as_str()).collect();
+            return Err(BindError::Unexpected {
+                file: path,
+                key: (*key).clone(),
+                found: t.shape_string(),
+                more: more(&rest),
+            });
+        }
+        Ok(Weights { map })
+    }
+
+    /// Deterministic random weights for every parameter of `graph`: He
+    /// initialisation for conv and dense weights, small random biases and
+    /// batch-norm statistics away from the identity, so every op matters.
+    pub fn random(graph: &Graph, seed: u64) -> Weights {
+        let mut map = HashMap::new();
+        for node in graph.g.node_weights() {
+            let Some(op) = node.op() else { continue };
+            for p in &node.params {
+                let dims = p.spec.shape.dims().to_vec();
+                let init = match (op, p.spec.role) {
+                    (Op::Conv(_), "weight") => Init::He {
+                        fan_in: dims[1..].iter().product(),
+                    },
+                    (Op::Dense(d), "weight") => Init::He {
+                        fan_in: match d.layout {
+                            WeightLayout::OutIn => dims[1],
+                            WeightLayout::InOut => dims[0],
+                        },
+                    },
+                    (Op::BatchNorm { .. }, "weight" | "running_var") => {
+                        Init::Uniform { lo: 0.5, hi: 1.5 }
+                    }
+                    (Op::BatchNorm { .. }, _) => Init::Normal { std: 0.1 },
+                    _ => Init::Normal { std: 0.05 },
+                };
+                map.insert(p.name.clone(), random_tensor(seed, &p.name, dims, init));
+            }
+        }
+        Weights { map }
+    }
+}

@@ -1,0 +1,3 @@
+//! Input data: MNIST IDX files.
+
+pub mod idx;

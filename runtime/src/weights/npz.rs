@@ -1,0 +1,49 @@
+//! NumPy `.npz`: a zip archive of `.npy` files (stored or deflated).
+
+use super::{npy, WeightError};
+use crate::tensor::Tensor;
+use std::io::{Cursor, Read};
+use std::path::Path;
+
+fn corrupt(path: &Path, offset: u64, message: impl Into<String>) -> WeightError {
+    WeightError::Corrupt {
+        path: path.to_path_buf(),
+        format: "npz",
+        offset,
+        message: message.into(),
+    }
+}
+
+pub(crate) fn read(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, WeightError> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| corrupt(path, 0, format!("not a readable zip archive: {e}")))?;
+    let mut out = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| corrupt(path, 0, format!("entry {i}: {e}")))?;
+        let name = entry
+            .name()
+            .map_err(|e| corrupt(path, 0, format!("entry {i}: {e}")))?
+            .to_string();
+        let offset = entry.header_start();
+        let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
+        // A compressed entry can claim any size; never inflate more than the
+        // archive could plausibly hold (deflate's best ratio is ~1032:1).
+        let limit = (bytes.len() as u64).saturating_mul(1100).min(64 << 30);
+        if entry.size() > limit {
+            return Err(corrupt(
+                path,
+                offset,
+                format!("entry `{name}` claims {} bytes uncompressed", entry.size()),
+            ));
+        }
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        (&mut entry)
+            .take(limit)
+            .read_to_end(&mut data)
+            .map_err(|e| corrupt(path, offset, format!("entry `{name}`: {e}")))?;
+        out.push((key.clone(), npy::parse(path, &key, &data)?));
+    }
+    Ok(out)
+}
