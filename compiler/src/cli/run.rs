@@ -6,6 +6,7 @@ use crate::ir::Graph;
 use crate::weights::Weights;
 use indicatif::{ProgressBar, ProgressStyle};
 use netc_runtime::data::idx;
+use netc_runtime::data::image::{self, Preprocess};
 use netc_runtime::init::{random_tensor, Init};
 use netc_runtime::weights::{read_npy, write_npy};
 use netc_runtime::Tensor;
@@ -34,6 +35,21 @@ pub struct Args {
     /// deterministic random tensor is used.
     #[arg(long, value_name = "FILE.npy")]
     input: Option<PathBuf>,
+    /// PNG or JPEG images (repeat for a batch), preprocessed as below.
+    #[arg(long, value_name = "FILE", conflicts_with = "input")]
+    image: Vec<PathBuf>,
+    /// Resize images so the shorter side has this many pixels
+    /// (default: 256/224 of the model's input height; 0 disables).
+    #[arg(long, value_name = "PIXELS")]
+    resize: Option<u32>,
+    /// Per-channel mean subtracted after scaling pixels to [0, 1]
+    /// (default: ImageNet's 0.485,0.456,0.406 for RGB, 0 for greyscale).
+    #[arg(long, value_delimiter = ',', value_name = "M,M,M")]
+    mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation divided by after the mean
+    /// (default: ImageNet's 0.229,0.224,0.225 for RGB, 1 for greyscale).
+    #[arg(long, value_delimiter = ',', value_name = "S,S,S")]
+    std: Option<Vec<f32>>,
     /// MNIST images (IDX, raw or .gz), fed in batches.
     #[arg(long, value_name = "FILE")]
     mnist_images: Option<PathBuf>,
@@ -63,6 +79,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     }
     let input = match &a.input {
         Some(p) => Some(read_npy(p)?),
+        None if !a.image.is_empty() => Some(load_images(&a)?),
         None => None,
     };
     let batch = match (&input, a.batch) {
@@ -111,6 +128,45 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Decode `--image` files into one `[N, C, H, W]` batch sized for the model.
+fn load_images(a: &Args) -> Result<Tensor, Failure> {
+    // The crop comes from the model's input shape, so check at batch 1 first.
+    let probe = load_graph(&a.file, 1)?;
+    let dims = probe.g[probe.inputs[0]].shape.dims().to_vec();
+    let [_, c, h, w] = dims[..] else {
+        return Err(Failure::new(
+            "--image needs a model whose input is [N, C, H, W]",
+        ));
+    };
+    let rgb = c == 3;
+    let mut p = if rgb {
+        Preprocess::imagenet(h as u32)
+    } else {
+        Preprocess {
+            resize: Some(h as u32),
+            crop: None,
+            mean: vec![0.0],
+            std: vec![1.0],
+            channels: c,
+        }
+    };
+    p.crop = Some([h as u32, w as u32]);
+    if let Some(r) = a.resize {
+        p.resize = (r > 0).then_some(r);
+    }
+    if let Some(m) = &a.mean {
+        p.mean = m.clone();
+    }
+    if let Some(s) = &a.std {
+        p.std = s.clone();
+    }
+    let mut data = Vec::new();
+    for path in &a.image {
+        data.extend_from_slice(image::load(path, &p)?.data());
+    }
+    Ok(Tensor::new(vec![a.image.len(), c, h, w], data)?)
 }
 
 fn execute(

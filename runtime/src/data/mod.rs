@@ -1,3 +1,4 @@
-//! Input data: MNIST IDX files.
+//! Input data: MNIST IDX files and PNG/JPEG images.
 
 pub mod idx;
+pub mod image;
