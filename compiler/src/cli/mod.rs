@@ -33,7 +33,7 @@ enum Command {
     /// Check a model: parse it, infer every shape, and print a per-layer table.
     Check(check::Args),
     /// Run a model on an input tensor or an MNIST file.
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Lower a model to the graph IR and print it.
     Compile(compile::Args),
 }
@@ -63,7 +63,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(a) => check::run(a),
-        Command::Run(a) => run::run(a),
+        Command::Run(a) => run::run(*a),
         Command::Compile(a) => compile::run(a),
     };
     match result {
