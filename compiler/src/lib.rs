@@ -11,5 +11,6 @@ pub mod diag;
 pub mod interp;
 pub mod ir;
 pub mod parse;
+pub mod passes;
 pub mod source;
 pub mod weights;

@@ -809,7 +809,16 @@ impl<'a> Elaborator<'a> {
             }
             LayerKind::Seq(items) => {
                 let mut x = need_input(input)?;
-                let base = join(prefix, segment.unwrap_or(""));
+                let Some(segment) = segment else {
+                    // An anonymous sequence (in a call argument or a bare
+                    // expression) has no name to index under: its layers
+                    // are named like any unlabelled layer, by their kind.
+                    for item in items {
+                        x = self.apply(item, Some(x), prefix, None)?;
+                    }
+                    return Ok(x);
+                };
+                let base = join(prefix, segment);
                 let mut index = 0usize;
                 for item in items {
                     x = self.apply_seq_item(item, x, &base, &mut index)?;

@@ -354,6 +354,8 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
                 },
                 groups,
                 bias,
+                epilogue: Vec::new(),
+                algo: ConvAlgo::Auto,
             })
         }
         "batchnorm" => {
@@ -458,6 +460,7 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
                 out_features: args.int("out", 1, 1)?,
                 bias,
                 layout,
+                epilogue: Vec::new(),
             })
         }
         "flatten" => Op::Flatten,

@@ -119,3 +119,23 @@ pub fn load_weights(graph: &Graph, a: &WeightArgs) -> Result<Weights, Failure> {
         }
     }
 }
+
+/// Optimisation flags shared by `run`, `compile` and `bench`.
+#[derive(clap::Args, Clone, Default)]
+pub struct OptArgs {
+    /// Optimisation level: 0 runs no passes, 1 (the default) runs all.
+    #[arg(short = 'O', value_name = "LEVEL", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    level: u8,
+    /// Skip one pass (repeatable); `netc compile --emit passes` lists them.
+    #[arg(long = "disable-pass", value_name = "NAME")]
+    disabled: Vec<String>,
+}
+
+impl OptArgs {
+    pub fn options(&self) -> crate::passes::Options {
+        crate::passes::Options {
+            disable_all: self.level == 0,
+            disabled: self.disabled.clone(),
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! `netc run`: execute a model on real inputs.
 
-use super::{load_graph, load_weights, Failure, WeightArgs};
+use super::{load_graph, load_weights, Failure, OptArgs, WeightArgs};
 use crate::interp;
 use crate::ir::Graph;
+use crate::passes;
 use crate::weights::Weights;
 use indicatif::{ProgressBar, ProgressStyle};
 use netc_runtime::data::idx;
@@ -27,6 +28,8 @@ pub struct Args {
     /// Execution engine.
     #[arg(long, value_enum, default_value_t = Backend::Reference)]
     backend: Backend,
+    #[command(flatten)]
+    opt: OptArgs,
     /// Batch size the model is compiled for (default: the input's batch,
     /// 100 for MNIST runs).
     #[arg(long)]
@@ -69,8 +72,12 @@ pub struct Args {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Backend {
-    /// The reference interpreter: plain loops, the correctness oracle.
+    /// The reference interpreter on the unoptimised graph: plain loops,
+    /// the correctness oracle.
     Reference,
+    /// The optimised graph (see -O, --disable-pass) run by the reference
+    /// kernels inside its planned activation arena.
+    Planned,
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
@@ -87,8 +94,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         (Some(t), None) => t.shape().first().copied().unwrap_or(1),
         (None, None) => 1,
     };
-    let graph = load_graph(&a.file, batch)?;
-    let weights = load_weights(&graph, &a.weights)?;
+    let (graph, weights) = prepare(&a, batch)?;
     let inputs = match input {
         Some(t) => vec![t],
         None => {
@@ -169,6 +175,19 @@ fn load_images(a: &Args) -> Result<Tensor, Failure> {
     Ok(Tensor::new(vec![a.image.len(), c, h, w], data)?)
 }
 
+/// The graph and weights the backend runs: optimised unless reference.
+fn prepare(a: &Args, batch: usize) -> Result<(Graph, Weights), Failure> {
+    let mut graph = load_graph(&a.file, batch)?;
+    let mut weights = load_weights(&graph, &a.weights)?;
+    if !matches!(a.backend, Backend::Reference) {
+        passes::optimize(&mut graph, &mut weights, &a.opt.options())?;
+        if graph.plan.is_none() {
+            passes::memory::run(&mut graph, &mut weights)?;
+        }
+    }
+    Ok((graph, weights))
+}
+
 fn execute(
     backend: Backend,
     graph: &Graph,
@@ -177,6 +196,7 @@ fn execute(
 ) -> Result<Vec<Tensor>, Failure> {
     match backend {
         Backend::Reference => Ok(interp::run(graph, weights, inputs)?),
+        Backend::Planned => Ok(interp::planned::run(graph, weights, inputs)?),
     }
 }
 
@@ -239,8 +259,7 @@ fn run_mnist(a: &Args, images_path: &Path) -> Result<(), Failure> {
         total = total.min(limit);
     }
     let batch = a.batch.unwrap_or(100).clamp(1, total.max(1));
-    let graph = load_graph(&a.file, batch)?;
-    let weights = load_weights(&graph, &a.weights)?;
+    let (graph, weights) = prepare(a, batch)?;
     let input_shape = graph.g[graph.inputs[0]].shape.dims().to_vec();
     let image_size: usize = images.shape()[1..].iter().product();
     if input_shape[1..] != images.shape()[1..] {

@@ -3,7 +3,7 @@
 //! so they favour being obviously right over being fast; only the outer
 //! loop of the two heavy ones (conv, dense) is spread over threads.
 
-use crate::ir::op::{Activation, Conv, Dense, Pool, PoolKind, WeightLayout};
+use crate::ir::op::{Activation, Conv, Dense, Pool, PoolKind, Step, WeightLayout};
 use netc_runtime::Tensor;
 use rayon::prelude::*;
 
@@ -44,7 +44,7 @@ fn valid_outputs(
         Some(room) => (room / stride + 1).min(out),
         None => 0,
     };
-    lo..hi.max(lo)
+    lo.min(hi)..hi
 }
 
 /// Convolution with groups, dilation, asymmetric padding and optional bias.
@@ -85,12 +85,25 @@ pub fn conv2d(
                     for kw in 0..kw_n {
                         let wv = wdata[((oc * in_per_group + icg) * kh_n + kh) * kw_n + kw] as f64;
                         let cols = valid_outputs(kw, sw, dw, pl, wd, ow_n);
+                        if cols.is_empty() {
+                            continue;
+                        }
                         for oh in valid_outputs(kh, sh, dh, pt, h, oh_n) {
                             let ih = oh * sh + kh * dh - pt;
                             let row = &input[ih * wd..][..wd];
-                            let acc_row = &mut acc[oh * ow_n..][..ow_n];
-                            for ow in cols.clone() {
-                                acc_row[ow] += row[ow * sw + kw * dw - pl] as f64 * wv;
+                            let acc_row = &mut acc[oh * ow_n..][cols.clone()];
+                            // Input column of the first valid output, then every `sw`-th.
+                            let first = cols.start * sw + kw * dw - pl;
+                            if sw == 1 {
+                                let inputs = &row[first..][..acc_row.len()];
+                                for (a, &xv) in acc_row.iter_mut().zip(inputs) {
+                                    *a += xv as f64 * wv;
+                                }
+                            } else {
+                                let inputs = row[first..].iter().step_by(sw);
+                                for (a, &xv) in acc_row.iter_mut().zip(inputs) {
+                                    *a += xv as f64 * wv;
+                                }
                             }
                         }
                     }
@@ -301,6 +314,39 @@ pub fn concat(xs: &[&Tensor], out_shape: &[usize]) -> Tensor {
     }
 }
 
+/// Channels `start ..` of `x`, as many as `out_shape` holds.
+pub fn slice_channels(x: &Tensor, start: usize, out_shape: &[usize]) -> Tensor {
+    let (n_n, c_in, len) = (out_shape[0], x.shape()[1], out_shape[1]);
+    let inner: usize = out_shape[2..].iter().product();
+    let mut out = Vec::with_capacity(n_n * len * inner);
+    for n in 0..n_n {
+        out.extend_from_slice(&x.data()[(n * c_in + start) * inner..][..len * inner]);
+    }
+    match Tensor::new(out_shape.to_vec(), out) {
+        Ok(t) => t,
+        Err(e) => unreachable!("slice of a validated shape: {e}"),
+    }
+}
+
+/// Apply fused epilogue steps in order; `Add` consumes `residuals` in order.
+pub fn epilogue(mut y: Tensor, steps: &[Step], residuals: &[&Tensor]) -> Tensor {
+    let mut next = residuals.iter();
+    for step in steps {
+        match step {
+            Step::Add => {
+                if let Some(r) = next.next() {
+                    y.data_mut()
+                        .iter_mut()
+                        .zip(r.data())
+                        .for_each(|(a, b)| *a += b);
+                }
+            }
+            Step::Act(a) => y.data_mut().iter_mut().for_each(|v| *v = a.apply(*v)),
+        }
+    }
+    y
+}
+
 /// Elementwise sum.
 pub fn add(xs: &[&Tensor]) -> Tensor {
     let mut out = xs[0].clone();
@@ -338,6 +384,8 @@ mod tests {
             window: w,
             groups,
             bias: true,
+            epilogue: Vec::new(),
+            algo: Default::default(),
         }
     }
 
@@ -382,6 +430,8 @@ mod tests {
             },
             groups: 1,
             bias: false,
+            epilogue: Vec::new(),
+            algo: Default::default(),
         };
         // Windows: [pad,1] -> 10; [2,3] -> 2+30 = 32. (5 wide padded, k2 s2 -> 2 outputs)
         let y = conv2d(&x, &w, None, &c, &[1, 1, 1, 2]);
@@ -464,6 +514,7 @@ mod tests {
             out_features: 3,
             bias: false,
             layout: WeightLayout::OutIn,
+            epilogue: Vec::new(),
         };
         let a = dense(&x, &out_in, None, &d);
         d.layout = WeightLayout::InOut;

@@ -3,6 +3,7 @@
 //! and for the JIT.
 
 pub mod kernels;
+pub mod planned;
 
 use crate::ir::graph::{Graph, NodeKind};
 use crate::ir::op::Op;
@@ -95,7 +96,7 @@ pub fn run(graph: &Graph, weights: &Weights, inputs: &[Tensor]) -> Result<Vec<Te
         .collect()
 }
 
-fn eval<'w>(
+pub(crate) fn eval<'w>(
     op: &Op,
     args: &[&Tensor],
     out_shape: &[usize],
@@ -111,9 +112,13 @@ fn eval<'w>(
     };
     Ok(match op {
         Op::Conv(c) => {
-            kernels::conv2d(x, param("weight")?, optional(c.bias, "bias")?, c, out_shape)
+            let y = kernels::conv2d(x, param("weight")?, optional(c.bias, "bias")?, c, out_shape);
+            kernels::epilogue(y, &c.epilogue, &args[1..])
         }
-        Op::Dense(d) => kernels::dense(x, param("weight")?, optional(d.bias, "bias")?, d),
+        Op::Dense(d) => {
+            let y = kernels::dense(x, param("weight")?, optional(d.bias, "bias")?, d);
+            kernels::epilogue(y, &d.epilogue, &args[1..])
+        }
         Op::BatchNorm { eps, .. } => kernels::batch_norm(
             x,
             param("weight")?,
@@ -133,6 +138,7 @@ fn eval<'w>(
         Op::Scale { factor } => kernels::map(x, |v| v * factor),
         Op::Softmax => kernels::softmax(x),
         Op::Concat => kernels::concat(args, out_shape),
+        Op::Slice { start, .. } => kernels::slice_channels(x, *start, out_shape),
         Op::Add => kernels::add(args),
         Op::Identity => x.clone(),
     })

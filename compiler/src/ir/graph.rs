@@ -39,6 +39,16 @@ pub struct Node {
     pub params: Vec<Param>,
     /// Source statements this node came from (several once fused).
     pub origin: Vec<Span>,
+    /// Set by concat elimination: this node writes its output straight into
+    /// its channel slice of the given concat's buffer.
+    pub write_into: Option<ConcatSlot>,
+}
+
+/// A producer's place inside a concatenation's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConcatSlot {
+    pub concat: NodeIndex,
+    pub channel_offset: usize,
 }
 
 impl Node {
@@ -70,6 +80,8 @@ pub struct Graph {
     pub g: StableDiGraph<Node, Edge>,
     pub inputs: Vec<NodeIndex>,
     pub outputs: Vec<NodeIndex>,
+    /// Set by the memory-planning pass; codegen only reads it.
+    pub plan: Option<crate::passes::memory::MemoryPlan>,
 }
 
 /// A broken graph invariant: a bug in a pass, never a user error.
@@ -113,6 +125,7 @@ impl Graph {
                 shape: net.shape(input.tensor).clone(),
                 params: Vec::new(),
                 origin: Vec::new(),
+                write_into: None,
             });
             producer[input.tensor] = Some(n);
             inputs.push(n);
@@ -124,6 +137,7 @@ impl Graph {
                 shape: net.shape(layer.output).clone(),
                 params: layer.params.clone(),
                 origin: vec![layer.span],
+                write_into: None,
             });
             for (port, &t) in layer.inputs.iter().enumerate() {
                 // The checker creates tensors before their consumers, so
@@ -149,7 +163,116 @@ impl Graph {
             g,
             inputs,
             outputs,
+            plan: None,
         }
+    }
+
+    /// Add an op node with its operands in port order.
+    pub fn add_op(
+        &mut self,
+        name: String,
+        op: Op,
+        shape: Shape,
+        operands: &[NodeIndex],
+    ) -> NodeIndex {
+        let n = self.g.add_node(Node {
+            name,
+            kind: NodeKind::Op(op),
+            shape,
+            params: Vec::new(),
+            origin: Vec::new(),
+            write_into: None,
+        });
+        for (port, &src) in operands.iter().enumerate() {
+            self.connect(src, n, port);
+        }
+        n
+    }
+
+    /// Feed `src`'s output to input `port` of `dst`.
+    pub fn connect(&mut self, src: NodeIndex, dst: NodeIndex, port: usize) {
+        let shape = self.g[src].shape.clone();
+        self.g.add_edge(
+            src,
+            dst,
+            Edge {
+                shape,
+                dtype: DType::F32,
+                port,
+            },
+        );
+    }
+
+    /// Make every user of `from` (and the output list) read `to` instead.
+    pub fn redirect_users(&mut self, from: NodeIndex, to: NodeIndex) {
+        let edges: Vec<_> = self
+            .g
+            .edges_directed(from, Direction::Outgoing)
+            .map(|e| (e.id(), e.target(), e.weight().port))
+            .collect();
+        for (id, target, port) in edges {
+            self.g.remove_edge(id);
+            self.connect(to, target, port);
+        }
+        for o in &mut self.outputs {
+            if *o == from {
+                *o = to;
+            }
+        }
+    }
+
+    /// Remove a single-input node, wiring its users to its operand. The
+    /// node's source spans move to the operand so reports still name them.
+    pub fn bypass(&mut self, n: NodeIndex) {
+        let Some(&src) = self.operands(n).first() else {
+            return;
+        };
+        self.redirect_users(n, src);
+        if let Some(node) = self.g.remove_node(n) {
+            self.g[src].origin.extend(node.origin);
+        }
+    }
+
+    /// The only consumer of `n`, if it has exactly one and is not an output.
+    pub fn single_user(&self, n: NodeIndex) -> Option<NodeIndex> {
+        match self.users(n)[..] {
+            [u] if !self.outputs.contains(&n) => Some(u),
+            _ => None,
+        }
+    }
+
+    pub fn op(&self, n: NodeIndex) -> Option<&Op> {
+        self.g.node_weight(n).and_then(Node::op)
+    }
+
+    pub fn op_mut(&mut self, n: NodeIndex) -> Option<&mut Op> {
+        match self.g.node_weight_mut(n).map(|w| &mut w.kind) {
+            Some(NodeKind::Op(op)) => Some(op),
+            _ => None,
+        }
+    }
+
+    /// Multiply-accumulates of one run.
+    pub fn macs(&self) -> u64 {
+        self.g
+            .node_weights()
+            .filter_map(|n| n.op().map(|op| op.macs(&n.shape)))
+            .sum()
+    }
+
+    /// Bytes of every op output that needs memory of its own: views
+    /// (`slice`, `flatten`) and producers placed inside a concat need none.
+    pub fn activation_bytes(&self) -> u64 {
+        self.g
+            .node_weights()
+            .filter(|n| n.write_into.is_none())
+            .filter(|n| matches!(n.op(), Some(op) if !matches!(op, Op::Slice { .. } | Op::Flatten | Op::Identity)))
+            .map(|n| 4 * n.shape.numel() as u64)
+            .sum()
+    }
+
+    pub fn op_count(&self) -> usize {
+        self.g.node_weights().filter(|n| n.op().is_some()).count()
     }
 
     /// Input producers of `n`, in port order.
@@ -243,6 +366,19 @@ impl Graph {
         for (i, &o) in self.outputs.iter().enumerate() {
             if !self.g.contains_node(o) {
                 return Err(GraphError::Output(i));
+            }
+        }
+        for n in self.g.node_indices() {
+            if let Some(slot) = self.g[n].write_into {
+                let ok = self.single_user(n) == Some(slot.concat)
+                    && matches!(self.op(slot.concat), Some(Op::Concat));
+                if !ok {
+                    return Err(GraphError::Port {
+                        node: self.g[n].name.clone(),
+                        port: 0,
+                        problem: "placed into a concat that is not its only user".into(),
+                    });
+                }
             }
         }
         Ok(())

@@ -134,13 +134,63 @@ impl Window {
     }
 }
 
+/// One step applied to a conv/dense result before it is stored, in order.
+/// Epilogues are how fusion is expressed: the optimiser appends steps and
+/// removes the nodes they replace.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum Step {
+    /// Add the node's next extra input (ports 1, 2, … in step order).
+    Add,
+    Act(Activation),
+}
+
+/// How a convolution is computed; chosen by the optimiser, read by codegen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+pub enum ConvAlgo {
+    /// Not yet chosen (the reference interpreter ignores this).
+    #[default]
+    Auto,
+    /// A stride-1, unpadded 1×1 convolution: a plain matrix multiply over
+    /// channels, no im2col.
+    Pointwise,
+    /// Direct convolution over the padded input.
+    Direct,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Conv {
     pub in_channels: usize,
     pub out_channels: usize,
     pub window: Window,
     pub groups: usize,
     pub bias: bool,
+    pub epilogue: Vec<Step>,
+    pub algo: ConvAlgo,
+}
+
+impl Conv {
+    /// A stride-1, unpadded, ungrouped 1×1 convolution: a matrix multiply.
+    pub fn is_pointwise(&self) -> bool {
+        self.window.kernel == [1, 1]
+            && self.window.stride == [1, 1]
+            && self.window.pad == [0; 4]
+            && self.groups == 1
+    }
+}
+
+/// Number of extra (residual) inputs an epilogue reads.
+pub fn residual_inputs(epilogue: &[Step]) -> usize {
+    epilogue.iter().filter(|s| matches!(s, Step::Add)).count()
+}
+
+fn describe_epilogue(epilogue: &[Step]) -> String {
+    epilogue
+        .iter()
+        .map(|s| match s {
+            Step::Add => "+add".to_string(),
+            Step::Act(a) => format!("+{}", a.name()),
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -167,12 +217,13 @@ pub enum WeightLayout {
     InOut,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Dense {
     pub in_features: usize,
     pub out_features: usize,
     pub bias: bool,
     pub layout: WeightLayout,
+    pub epilogue: Vec<Step>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -205,6 +256,11 @@ pub enum Op {
     /// Multiply by a constant.
     Scale {
         factor: f32,
+    },
+    /// Channels `start .. start + len` of the input (a view, no copy).
+    Slice {
+        start: usize,
+        len: usize,
     },
     Identity,
 }
@@ -242,6 +298,7 @@ impl Op {
             Op::Concat => "concat",
             Op::Add => "add",
             Op::Scale { .. } => "scale",
+            Op::Slice { .. } => "slice",
             Op::Identity => "identity",
         }
     }
@@ -261,7 +318,7 @@ impl Op {
                 if w.dilation != [1, 1] {
                     s += &format!(" d{}", w.dilation[0]);
                 }
-                s
+                s + &describe_epilogue(&c.epilogue)
             }
             Op::Pool(p) => format!(
                 "{} {}x{} /{}{}",
@@ -271,7 +328,13 @@ impl Op {
                 p.window.stride[0],
                 if p.ceil { " ceil" } else { "" }
             ),
-            Op::Dense(d) => format!("dense {}→{}", d.in_features, d.out_features),
+            Op::Dense(d) => format!(
+                "dense {}→{}{}",
+                d.in_features,
+                d.out_features,
+                describe_epilogue(&d.epilogue)
+            ),
+            Op::Slice { start, len } => format!("slice {start}..{}", start + len),
             _ => self.name().to_string(),
         }
     }
@@ -351,7 +414,9 @@ impl Op {
                     });
                 }
                 let [oh, ow] = c.window.output_hw(name, h, w, false)?;
-                Ok(Shape(vec![n, c.out_channels, oh, ow]))
+                let out = Shape(vec![n, c.out_channels, oh, ow]);
+                check_residuals(name, &c.epilogue, inputs, &out)?;
+                Ok(out)
             }
             Op::Pool(p) => {
                 let [n, ch, h, w] = nchw(first)?;
@@ -391,7 +456,23 @@ impl Op {
                         found: first.0[1],
                     });
                 }
-                Ok(Shape(vec![first.0[0], d.out_features]))
+                let out = Shape(vec![first.0[0], d.out_features]);
+                check_residuals(name, &d.epilogue, inputs, &out)?;
+                Ok(out)
+            }
+            Op::Slice { start, len } => {
+                let end = start
+                    .checked_add(*len)
+                    .filter(|&e| *len > 0 && first.rank() >= 2 && e <= first.0[1]);
+                if end.is_none() {
+                    return Err(ShapeError::Invalid(format!(
+                        "slice {start}..{} out of range for shape {first}",
+                        start.saturating_add(*len)
+                    )));
+                }
+                let mut out = (*first).clone();
+                out.0[1] = *len;
+                Ok(out)
             }
             Op::Flatten => {
                 let rest = first.0[1..]
@@ -467,6 +548,33 @@ impl Op {
     }
 }
 
+/// The inputs after the first must match the residual adds of the epilogue.
+fn check_residuals(
+    op: &'static str,
+    epilogue: &[Step],
+    inputs: &[&Shape],
+    out: &Shape,
+) -> Result<(), ShapeError> {
+    let expected = residual_inputs(epilogue);
+    if inputs.len() != 1 + expected {
+        return Err(ShapeError::Invalid(format!(
+            "{op} with {expected} fused residual add(s) needs {} inputs, found {}",
+            1 + expected,
+            inputs.len()
+        )));
+    }
+    for s in &inputs[1..] {
+        if *s != out {
+            return Err(ShapeError::Mismatch {
+                op,
+                first: out.clone(),
+                other: (*s).clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.describe())
@@ -515,6 +623,8 @@ mod tests {
             window: window(7, 2, 3),
             groups: 1,
             bias: false,
+            epilogue: Vec::new(),
+            algo: ConvAlgo::Auto,
         });
         let s = conv.infer(&[&Shape(vec![2, 3, 224, 224])]).unwrap();
         assert_eq!(s.0, vec![2, 64, 112, 112]);

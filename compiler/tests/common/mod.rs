@@ -34,3 +34,4 @@ pub fn source_graph(src: &str, batch: usize) -> Graph {
         Err((sources, d)) => panic!("{}", d.render(&sources)),
     }
 }
+pub mod gen;

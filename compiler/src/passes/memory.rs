@@ -1,0 +1,301 @@
+//! Memory planning: where every tensor lives.
+//!
+//! Each node's output gets a [`TensorLoc`]: an offset in one activation
+//! arena (or in a caller's input buffer) and a batch stride — a batch item
+//! is always contiguous, but a channel slice of a wider tensor (a concat
+//! slot, a `slice` view) is strided across the batch.
+//!
+//! - Views (`slice`, `flatten`) alias their operand.
+//! - Producers placed by `concat_elim` alias their slot in the concat.
+//! - Elementwise ops (activation, scale, dropout, batch norm) run in place
+//!   when nothing reads their operand's buffer afterwards.
+//! - Every other op gets a fresh buffer. A buffer lives from its first
+//!   writer to the last reader of anything aliasing it; buffers are given
+//!   arena offsets greedily, largest first, lowest offset that does not
+//!   overlap a buffer with an overlapping lifetime.
+//!
+//! Codegen only reads the plan. Network inputs are never written.
+
+use super::PassError;
+use crate::ir::graph::NodeKind;
+use crate::ir::op::Op;
+use crate::ir::Graph;
+use crate::weights::Weights;
+use petgraph::stable_graph::NodeIndex;
+use std::collections::HashMap;
+
+/// Arena offsets are multiples of 16 floats (64 bytes, one AVX-512 vector).
+pub const ALIGN: usize = 16;
+
+/// Where a tensor lives: item `n` occupies `offset + n·batch_stride ..
+/// + item` of the arena, or of input `input` when that is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorLoc {
+    pub input: Option<usize>,
+    pub offset: usize,
+    pub batch_stride: usize,
+    pub item: usize,
+}
+
+/// One arena allocation and the live range (positions in `order`).
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    pub offset: usize,
+    pub size: usize,
+    pub first: usize,
+    pub last: usize,
+    pub members: Vec<NodeIndex>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MemoryPlan {
+    /// Execution order the lifetimes refer to.
+    pub order: Vec<NodeIndex>,
+    pub locs: HashMap<NodeIndex, TensorLoc>,
+    pub buffers: Vec<Buffer>,
+    pub arena_floats: usize,
+    /// Every op output in its own buffer, nothing reused.
+    pub naive_floats: usize,
+    pub in_place: usize,
+}
+
+fn align(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// Where a tensor sits relative to its root (a buffer or an input).
+#[derive(Clone, Copy, Debug)]
+enum Root {
+    Buffer(usize),
+    Input(usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Rel {
+    root: Root,
+    offset: usize,
+    batch_stride: usize,
+}
+
+fn is_view(op: &Op) -> bool {
+    matches!(op, Op::Slice { .. } | Op::Flatten | Op::Identity)
+}
+
+fn is_elementwise(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Activation(_) | Op::Scale { .. } | Op::Dropout { .. } | Op::BatchNorm { .. }
+    )
+}
+
+pub fn plan(graph: &Graph) -> Result<MemoryPlan, PassError> {
+    let order = graph.topo_order().map_err(|source| PassError::Invalid {
+        pass: "memory",
+        source,
+    })?;
+    let pos: HashMap<NodeIndex, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let end = order.len();
+    let last_use: HashMap<NodeIndex, usize> = order
+        .iter()
+        .map(|&n| {
+            let users = graph
+                .users(n)
+                .into_iter()
+                .map(|u| pos[&u])
+                .max()
+                .unwrap_or(pos[&n]);
+            let out = if graph.outputs.contains(&n) {
+                end
+            } else {
+                users
+            };
+            (n, out)
+        })
+        .collect();
+    let item = |n: NodeIndex| -> usize { graph.g[n].shape.0[1..].iter().product() };
+    let batch = |n: NodeIndex| graph.g[n].shape.0[0];
+
+    let mut rel: HashMap<NodeIndex, Rel> = HashMap::new();
+    let mut buffers: Vec<Buffer> = Vec::new();
+    let fresh = |n: NodeIndex, buffers: &mut Vec<Buffer>| -> Rel {
+        buffers.push(Buffer {
+            offset: 0,
+            size: align(batch(n) * item(n)),
+            first: 0,
+            last: 0,
+            members: vec![n],
+        });
+        Rel {
+            root: Root::Buffer(buffers.len() - 1),
+            offset: 0,
+            batch_stride: item(n),
+        }
+    };
+
+    // Concats and the producers placed in them, consumers first.
+    for &n in order.iter().rev() {
+        let node = &graph.g[n];
+        if let Some(slot) = node.write_into {
+            let Some(&c) = rel.get(&slot.concat) else {
+                continue;
+            };
+            let hw: usize = node.shape.0[2..].iter().product();
+            let r = Rel {
+                offset: c.offset + slot.channel_offset * hw,
+                ..c
+            };
+            if let Root::Buffer(b) = r.root {
+                buffers[b].members.push(n);
+            }
+            rel.insert(n, r);
+        } else if matches!(node.op(), Some(Op::Concat)) {
+            let r = fresh(n, &mut buffers);
+            rel.insert(n, r);
+        }
+    }
+    let mut in_place = 0;
+    for &n in &order {
+        if rel.contains_key(&n) {
+            continue;
+        }
+        let node = &graph.g[n];
+        let r = match &node.kind {
+            NodeKind::Input { index } => Rel {
+                root: Root::Input(*index),
+                offset: 0,
+                batch_stride: item(n),
+            },
+            NodeKind::Op(op) => {
+                let operand = graph.operands(n).first().copied();
+                let src = operand.and_then(|o| rel.get(&o).copied());
+                match (op, src) {
+                    (Op::Slice { start, .. }, Some(s)) => {
+                        let hw: usize = node.shape.0[2..].iter().product();
+                        Rel {
+                            offset: s.offset + start * hw,
+                            ..s
+                        }
+                    }
+                    (op, Some(s)) if is_view(op) => s,
+                    (
+                        op,
+                        Some(
+                            s @ Rel {
+                                root: Root::Buffer(b),
+                                ..
+                            },
+                        ),
+                    ) if is_elementwise(op) => {
+                        // In place only if nothing reads the operand's
+                        // buffer after this node.
+                        let busy = buffers[b].members.iter().any(|m| last_use[m] > pos[&n]);
+                        if busy {
+                            fresh(n, &mut buffers)
+                        } else {
+                            in_place += 1;
+                            s
+                        }
+                    }
+                    _ => fresh(n, &mut buffers),
+                }
+            }
+        };
+        if let Root::Buffer(b) = r.root {
+            if !buffers[b].members.contains(&n) {
+                buffers[b].members.push(n);
+            }
+        }
+        rel.insert(n, r);
+    }
+    for b in &mut buffers {
+        b.first = b.members.iter().map(|m| pos[m]).min().unwrap_or(0);
+        b.last = b.members.iter().map(|m| last_use[m]).max().unwrap_or(0);
+    }
+    let arena_floats = assign_offsets(&mut buffers);
+    let naive_floats = order
+        .iter()
+        .filter(|&&n| graph.op(n).is_some_and(|op| !is_view(op)))
+        .map(|&n| align(batch(n) * item(n)))
+        .sum();
+    let locs = rel
+        .into_iter()
+        .map(|(n, r)| {
+            let (input, base) = match r.root {
+                Root::Input(i) => (Some(i), 0),
+                Root::Buffer(b) => (None, buffers[b].offset),
+            };
+            (
+                n,
+                TensorLoc {
+                    input,
+                    offset: base + r.offset,
+                    batch_stride: r.batch_stride,
+                    item: item(n),
+                },
+            )
+        })
+        .collect();
+    Ok(MemoryPlan {
+        order,
+        locs,
+        buffers,
+        arena_floats,
+        naive_floats,
+        in_place,
+    })
+}
+
+/// Greedy by size: each buffer at the lowest aligned offset that overlaps
+/// no already-placed buffer alive at the same time. Returns the arena size.
+fn assign_offsets(buffers: &mut [Buffer]) -> usize {
+    let mut by_size: Vec<usize> = (0..buffers.len()).collect();
+    by_size.sort_by_key(|&i| (std::cmp::Reverse(buffers[i].size), i));
+    let mut placed: Vec<usize> = Vec::new();
+    let mut arena = 0;
+    for i in by_size {
+        let (first, last, size) = (buffers[i].first, buffers[i].last, buffers[i].size);
+        let mut busy: Vec<(usize, usize)> = placed
+            .iter()
+            .map(|&j| &buffers[j])
+            .filter(|b| b.first <= last && first <= b.last)
+            .map(|b| (b.offset, b.offset + b.size))
+            .collect();
+        busy.sort_unstable();
+        let mut offset = 0;
+        for (start, stop) in busy {
+            if offset + size <= start {
+                break;
+            }
+            offset = offset.max(align(stop));
+        }
+        buffers[i].offset = offset;
+        arena = arena.max(offset + size);
+        placed.push(i);
+    }
+    arena
+}
+
+impl MemoryPlan {
+    /// Pairs of buffers that are alive together and overlap in the arena
+    /// (always empty for a correct plan).
+    pub fn conflicts(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (i, a) in self.buffers.iter().enumerate() {
+            for (j, b) in self.buffers.iter().enumerate().skip(i + 1) {
+                let live_together = a.first <= b.last && b.first <= a.last;
+                let overlap = a.offset < b.offset + b.size && b.offset < a.offset + a.size;
+                if live_together && overlap && a.size > 0 && b.size > 0 {
+                    out.push((i, j));
+                }
+            }
+        }
+        out
+    }
+}
+
+pub fn run(graph: &mut Graph, _: &mut Weights) -> Result<usize, PassError> {
+    let plan = plan(graph)?;
+    let n = plan.buffers.len();
+    graph.plan = Some(plan);
+    Ok(n)
+}

@@ -1,0 +1,27 @@
+//! Convolution algorithm selection.
+//!
+//! A stride-1, unpadded, ungrouped 1×1 conv is a plain matrix multiply of
+//! the weight (out×in) with the input viewed as in×(H·W): no im2col, no
+//! window arithmetic. Everything else is marked for direct convolution.
+//! Counts only the 1×1 convs lowered to matrix multiplies.
+
+use super::PassError;
+use crate::ir::op::{ConvAlgo, Op};
+use crate::ir::Graph;
+use crate::weights::Weights;
+
+pub fn run(graph: &mut Graph, _: &mut Weights) -> Result<usize, PassError> {
+    let mut pointwise = 0;
+    let nodes: Vec<_> = graph.g.node_indices().collect();
+    for n in nodes {
+        if let Some(Op::Conv(c)) = graph.op_mut(n) {
+            c.algo = if c.is_pointwise() {
+                pointwise += 1;
+                ConvAlgo::Pointwise
+            } else {
+                ConvAlgo::Direct
+            };
+        }
+    }
+    Ok(pointwise)
+}
