@@ -6,6 +6,7 @@
 //! [`weights`] (parameters bound by name).
 
 pub mod check;
+pub mod codegen;
 pub mod cli;
 pub mod diag;
 pub mod interp;

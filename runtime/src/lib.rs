@@ -1,8 +1,11 @@
-//! netc runtime: tensors, weight files, input data and deterministic
-//! random initialisation. Everything here treats files as untrusted.
+//! netc runtime: tensors, weight files, input data, deterministic random
+//! initialisation, and the native kernels and C ABI that generated code
+//! calls. Everything here treats files as untrusted.
 
+pub mod abi;
 pub mod data;
 pub mod init;
+pub mod kernels;
 pub mod tensor;
 pub mod weights;
 

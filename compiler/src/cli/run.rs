@@ -3,6 +3,7 @@
 use super::{load_graph, load_weights, Failure, OptArgs, WeightArgs};
 use crate::interp;
 use crate::ir::Graph;
+use crate::codegen::{self, jit::JitModel};
 use crate::passes;
 use crate::weights::Weights;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,8 +27,11 @@ pub struct Args {
     #[command(flatten)]
     weights: WeightArgs,
     /// Execution engine.
-    #[arg(long, value_enum, default_value_t = Backend::Reference)]
+    #[arg(long, value_enum, default_value_t = Backend::Jit)]
     backend: Backend,
+    /// Worker threads for the JIT backend (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     #[command(flatten)]
     opt: OptArgs,
     /// Batch size the model is compiled for (default: the input's batch,
@@ -72,6 +76,8 @@ pub struct Args {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Backend {
+    /// Native code generated with Cranelift from the optimised graph.
+    Jit,
     /// The reference interpreter on the unoptimised graph: plain loops,
     /// the correctness oracle.
     Reference,
@@ -94,11 +100,12 @@ pub fn run(a: Args) -> Result<(), Failure> {
         (Some(t), None) => t.shape().first().copied().unwrap_or(1),
         (None, None) => 1,
     };
-    let (graph, weights) = prepare(&a, batch)?;
+    let mut engine = prepare(&a, batch)?;
     let inputs = match input {
         Some(t) => vec![t],
         None => {
             eprintln!("note: no --input given; using a random input (seed 1)");
+            let graph = load_graph(&a.file, batch)?;
             graph
                 .inputs
                 .iter()
@@ -114,7 +121,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 .collect()
         }
     };
-    let outputs = execute(a.backend, &graph, &weights, &inputs)?;
+    let outputs = engine.run(&inputs)?;
     for (i, out) in outputs.iter().enumerate() {
         println!("output {i}: shape {}", out.shape_string());
         if a.top_k > 0 && out.shape().len() == 2 {
@@ -175,28 +182,40 @@ fn load_images(a: &Args) -> Result<Tensor, Failure> {
     Ok(Tensor::new(vec![a.image.len(), c, h, w], data)?)
 }
 
-/// The graph and weights the backend runs: optimised unless reference.
-fn prepare(a: &Args, batch: usize) -> Result<(Graph, Weights), Failure> {
-    let mut graph = load_graph(&a.file, batch)?;
-    let mut weights = load_weights(&graph, &a.weights)?;
-    if !matches!(a.backend, Backend::Reference) {
-        passes::optimize(&mut graph, &mut weights, &a.opt.options())?;
-        if graph.plan.is_none() {
-            passes::memory::run(&mut graph, &mut weights)?;
-        }
-    }
-    Ok((graph, weights))
+/// A model prepared for one backend.
+enum Engine {
+    Reference(Graph, Weights),
+    Planned(Graph, Weights),
+    Jit(Box<JitModel>),
 }
 
-fn execute(
-    backend: Backend,
-    graph: &Graph,
-    weights: &Weights,
-    inputs: &[Tensor],
-) -> Result<Vec<Tensor>, Failure> {
-    match backend {
-        Backend::Reference => Ok(interp::run(graph, weights, inputs)?),
-        Backend::Planned => Ok(interp::planned::run(graph, weights, inputs)?),
+impl Engine {
+    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Failure> {
+        match self {
+            Engine::Reference(g, w) => Ok(interp::run(g, w, inputs)?),
+            Engine::Planned(g, w) => Ok(interp::planned::run(g, w, inputs)?),
+            Engine::Jit(m) => Ok(m.run(inputs)?),
+        }
+    }
+}
+
+/// Check, lower, optimise (unless reference) and compile (JIT) the model.
+fn prepare(a: &Args, batch: usize) -> Result<Engine, Failure> {
+    let mut graph = load_graph(&a.file, batch)?;
+    let mut weights = load_weights(&graph, &a.weights)?;
+    if matches!(a.backend, Backend::Reference) {
+        return Ok(Engine::Reference(graph, weights));
+    }
+    passes::optimize(&mut graph, &mut weights, &a.opt.options())?;
+    if graph.plan.is_none() {
+        passes::memory::run(&mut graph, &mut weights)?;
+    }
+    match a.backend {
+        Backend::Planned => Ok(Engine::Planned(graph, weights)),
+        _ => {
+            let lowered = codegen::lower(graph, &weights)?;
+            Ok(Engine::Jit(Box::new(JitModel::compile(lowered, a.threads)?)))
+        }
     }
 }
 
@@ -259,10 +278,12 @@ fn run_mnist(a: &Args, images_path: &Path) -> Result<(), Failure> {
         total = total.min(limit);
     }
     let batch = a.batch.unwrap_or(100).clamp(1, total.max(1));
-    let (graph, weights) = prepare(a, batch)?;
-    let input_shape = graph.g[graph.inputs[0]].shape.dims().to_vec();
+    let mut engine = prepare(a, batch)?;
+    let input_shape = vec![batch, images.shape()[1], images.shape()[2], images.shape()[3]];
+    let model_input = load_graph(&a.file, batch)?;
+    let model_input = model_input.g[model_input.inputs[0]].shape.dims().to_vec();
     let image_size: usize = images.shape()[1..].iter().product();
-    if input_shape[1..] != images.shape()[1..] {
+    if model_input != input_shape {
         return Err(Failure::new(format!(
             "the model's input is {} per image, the MNIST file holds {}",
             input_shape[1..]
@@ -297,7 +318,7 @@ fn run_mnist(a: &Args, images_path: &Path) -> Result<(), Failure> {
         let mut data = images.data()[first * image_size..(first + count) * image_size].to_vec();
         data.resize(batch * image_size, 0.0);
         let x = Tensor::new(input_shape.clone(), data)?;
-        let out = execute(a.backend, &graph, &weights, &[x])?.remove(0);
+        let out = engine.run(&[x])?.remove(0);
         classes = out.shape().get(1).copied().unwrap_or(1);
         for (i, row) in out.data().chunks(classes).take(count).enumerate() {
             if let Some(l) = &labels {

@@ -1,0 +1,273 @@
+//! Code generation: the optimised, memory-planned graph becomes one native
+//! function, emitted with Cranelift against the [`Module`] trait so the
+//! same code serves the JIT ([`jit`]) and object files ([`object`]).
+//!
+//! The generated function is
+//! `forward(inputs: *const *const f32, outputs: *const *mut f32,
+//!  weights: *const f32, arena: *mut f32)`. Every shape, stride, arena
+//! offset and weight offset is a constant in the code; there is no
+//! per-op dispatch and no allocation at run time.
+//!
+//! The split between generated code and the runtime: generated code does
+//! the graph's control flow and addressing and the loop nests of pooling,
+//! elementwise ops, residual adds, batch norm, concat copies and output
+//! copies. Convolutions and dense layers call `netc_rt_gemm` with a
+//! constant descriptor: its packing and micro-kernels are Rust compiled by
+//! LLVM with AVX-512/AVX2 intrinsics chosen at run time, because Cranelift
+//! only offers 128-bit vectors and no loop optimisation, and those loops
+//! are where 90% of the time goes.
+
+mod emit;
+pub mod jit;
+pub mod object;
+
+use crate::ir::graph::NodeKind;
+use crate::ir::op::{Activation, Op, Step, WeightLayout};
+use crate::ir::Graph;
+use crate::passes::memory::{MemoryPlan, TensorLoc};
+use crate::weights::Weights;
+use cranelift_module::{FuncId, Module, ModuleError};
+use netc_runtime::kernels::gemm::{self, GemmDesc};
+use petgraph::stable_graph::NodeIndex;
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    #[error("the graph has no memory plan; run the `memory` pass")]
+    NoPlan,
+    #[error("missing weight `{0}`")]
+    MissingWeight(String),
+    #[error("unsupported for code generation: {0}")]
+    Unsupported(String),
+    #[error("cranelift: {0}")]
+    Module(#[from] Box<ModuleError>),
+    #[error("cranelift: {0}")]
+    Isa(String),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<ModuleError> for CodegenError {
+    fn from(e: ModuleError) -> Self {
+        CodegenError::Module(Box::new(e))
+    }
+}
+
+/// Where a node's constants sit in the packed weight blob.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NodeConsts {
+    /// Packed matrix (conv/dense) or per-channel scale (batch norm).
+    pub a: usize,
+    /// Bias (conv/dense) or per-channel shift (batch norm); `None` if absent.
+    pub b: Option<usize>,
+    pub desc: Option<GemmDesc>,
+}
+
+/// A model ready to emit: the plan, the packed weights and per-node constants.
+pub struct Lowered {
+    pub name: String,
+    pub graph: Graph,
+    pub weights: Vec<f32>,
+    pub(crate) consts: HashMap<NodeIndex, NodeConsts>,
+    pub arena_floats: usize,
+    pub input_shapes: Vec<Vec<usize>>,
+    pub output_shapes: Vec<Vec<usize>>,
+}
+
+impl Lowered {
+    pub(crate) fn plan(&self) -> &MemoryPlan {
+        // `lower` refuses graphs without a plan.
+        match &self.graph.plan {
+            Some(p) => p,
+            None => unreachable!("lowered graph without a plan"),
+        }
+    }
+
+    pub(crate) fn loc(&self, n: NodeIndex) -> TensorLoc {
+        self.plan().locs[&n]
+    }
+
+    /// Bytes of packed weights.
+    pub fn weight_bytes(&self) -> usize {
+        4 * self.weights.len()
+    }
+}
+
+fn step_code(step: &Step, desc: &mut GemmDesc, i: usize) {
+    desc.steps[i] = match step {
+        Step::Add => gemm::STEP_ADD,
+        Step::Act(Activation::Relu) => gemm::STEP_RELU,
+        Step::Act(Activation::LeakyRelu(a)) => {
+            desc.alpha[i] = *a;
+            gemm::STEP_LEAKY
+        }
+        Step::Act(Activation::Sigmoid) => gemm::STEP_SIGMOID,
+        Step::Act(Activation::Tanh) => gemm::STEP_TANH,
+    };
+}
+
+/// Pack weights and build descriptors for every node of a planned graph.
+pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
+    let plan = graph.plan.as_ref().ok_or(CodegenError::NoPlan)?;
+    let mut blob: Vec<f32> = Vec::new();
+    let mut consts = HashMap::new();
+    let tensor = |name: &str| weights.get(name).ok_or_else(|| CodegenError::MissingWeight(name.to_string()));
+    let param = |n: NodeIndex, role: &str| -> Result<Option<&netc_runtime::Tensor>, CodegenError> {
+        match graph.g[n].param(role) {
+            Some(p) => tensor(&p.name).map(Some),
+            None => Ok(None),
+        }
+    };
+    // Keep every constant 64-byte aligned for vector loads.
+    let push = |blob: &mut Vec<f32>, data: &[f32]| -> usize {
+        blob.resize(blob.len().div_ceil(16) * 16, 0.0);
+        let at = blob.len();
+        blob.extend_from_slice(data);
+        at
+    };
+    for &n in &plan.order {
+        let node = &graph.g[n];
+        let NodeKind::Op(op) = &node.kind else { continue };
+        let operands = graph.operands(n);
+        match op {
+            Op::Conv(c) => {
+                let w = param(n, "weight")?.ok_or_else(|| CodegenError::MissingWeight(format!("{}.weight", node.name)))?;
+                let in_shape = &graph.g[operands[0]].shape.0;
+                let mut d = GemmDesc {
+                    kind: if c.is_pointwise() { gemm::KIND_POINTWISE } else { gemm::KIND_IM2COL },
+                    batch: in_shape[0] as u32,
+                    groups: c.groups as u32,
+                    in_c: c.in_channels as u32,
+                    h: in_shape[2] as u32,
+                    w: in_shape[3] as u32,
+                    out_c: c.out_channels as u32,
+                    oh: node.shape.0[2] as u32,
+                    ow: node.shape.0[3] as u32,
+                    kh: c.window.kernel[0] as u32,
+                    kw: c.window.kernel[1] as u32,
+                    sh: c.window.stride[0] as u32,
+                    sw: c.window.stride[1] as u32,
+                    pt: c.window.pad[0] as u32,
+                    pl: c.window.pad[1] as u32,
+                    dh: c.window.dilation[0] as u32,
+                    dw: c.window.dilation[1] as u32,
+                    ..GemmDesc::default()
+                };
+                let (m, k) = (d.m(), d.k());
+                // PyTorch's [out, in/g, kh, kw] is already rows of length K.
+                let packed = gemm::pack_weights(c.groups, m, k, |g, row, kk| w.data()[(g * m + row) * k + kk]);
+                let a = push(&mut blob, &packed);
+                let b = match param(n, "bias")? {
+                    Some(t) => Some(push(&mut blob, t.data())),
+                    None => None,
+                };
+                fill_epilogue(&mut d, &c.epilogue, &graph, plan, n, &operands)?;
+                d.has_bias = u32::from(b.is_some());
+                consts.insert(n, NodeConsts { a, b, desc: Some(d) });
+            }
+            Op::Dense(dn) => {
+                let w = param(n, "weight")?.ok_or_else(|| CodegenError::MissingWeight(format!("{}.weight", node.name)))?;
+                let mut d = GemmDesc {
+                    kind: gemm::KIND_DENSE,
+                    batch: node.shape.0[0] as u32,
+                    groups: 1,
+                    in_c: dn.in_features as u32,
+                    h: 1,
+                    w: 1,
+                    out_c: dn.out_features as u32,
+                    oh: 1,
+                    ow: 1,
+                    kh: 1,
+                    kw: 1,
+                    sh: 1,
+                    sw: 1,
+                    dh: 1,
+                    dw: 1,
+                    ..GemmDesc::default()
+                };
+                let (m, k) = (dn.out_features, dn.in_features);
+                let packed = gemm::pack_weights(1, m, k, |_, row, kk| match dn.layout {
+                    WeightLayout::OutIn => w.data()[row * k + kk],
+                    WeightLayout::InOut => w.data()[kk * m + row],
+                });
+                let a = push(&mut blob, &packed);
+                let b = match param(n, "bias")? {
+                    Some(t) => Some(push(&mut blob, t.data())),
+                    None => None,
+                };
+                fill_epilogue(&mut d, &dn.epilogue, &graph, plan, n, &operands)?;
+                d.has_bias = u32::from(b.is_some());
+                consts.insert(n, NodeConsts { a, b, desc: Some(d) });
+            }
+            Op::BatchNorm { eps, .. } => {
+                let get = |role: &str| param(n, role)?.ok_or_else(|| CodegenError::MissingWeight(format!("{}.{role}", node.name)));
+                let (g, b, mean, var) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
+                let scale: Vec<f32> = g
+                    .data()
+                    .iter()
+                    .zip(var.data())
+                    .map(|(&g, &v)| (g as f64 / (v as f64 + *eps as f64).sqrt()) as f32)
+                    .collect();
+                let shift: Vec<f32> = (0..scale.len())
+                    .map(|c| (b.data()[c] as f64 - mean.data()[c] as f64 * scale[c] as f64) as f32)
+                    .collect();
+                let a = push(&mut blob, &scale);
+                let b = Some(push(&mut blob, &shift));
+                consts.insert(n, NodeConsts { a, b, desc: None });
+            }
+            _ => {}
+        }
+    }
+    let arena_floats = plan.arena_floats;
+    let input_shapes = graph.inputs.iter().map(|&i| graph.g[i].shape.0.clone()).collect();
+    let output_shapes = graph.outputs.iter().map(|&o| graph.g[o].shape.0.clone()).collect();
+    Ok(Lowered {
+        name: graph.name.clone(),
+        graph,
+        weights: blob,
+        consts,
+        arena_floats,
+        input_shapes,
+        output_shapes,
+    })
+}
+
+fn fill_epilogue(
+    d: &mut GemmDesc,
+    steps: &[Step],
+    graph: &Graph,
+    plan: &MemoryPlan,
+    n: NodeIndex,
+    operands: &[NodeIndex],
+) -> Result<(), CodegenError> {
+    if steps.len() > gemm::MAX_STEPS || operands.len() - 1 > gemm::MAX_RESIDUALS {
+        return Err(CodegenError::Unsupported(format!(
+            "`{}` fuses {} epilogue steps and {} residuals (at most {} and {})",
+            graph.g[n].name,
+            steps.len(),
+            operands.len() - 1,
+            gemm::MAX_STEPS,
+            gemm::MAX_RESIDUALS
+        )));
+    }
+    for (i, s) in steps.iter().enumerate() {
+        step_code(s, d, i);
+    }
+    d.n_steps = steps.len() as u32;
+    d.n_res = (operands.len() - 1) as u32;
+    d.x_bstride = plan.locs[&operands[0]].batch_stride as u64;
+    d.out_bstride = plan.locs[&n].batch_stride as u64;
+    for (i, r) in operands[1..].iter().enumerate() {
+        d.res_bstride[i] = plan.locs[r].batch_stride as u64;
+    }
+    Ok(())
+}
+
+/// Emit the model's `forward` function into `module` under `name`.
+pub fn emit<M: Module>(module: &mut M, lowered: &Lowered, name: &str, linkage: cranelift_module::Linkage) -> Result<FuncId, CodegenError> {
+    emit::forward(module, lowered, name, linkage)
+}

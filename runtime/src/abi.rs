@@ -1,0 +1,67 @@
+//! The C ABI: the symbols generated code calls (resolved by the JIT, or by
+//! the linker against this crate's static library for `netc compile`), and
+//! the entry points a C program uses.
+
+use crate::kernels::{gemm, simple};
+
+/// Run a conv or dense layer; see [`gemm::GemmDesc`].
+///
+/// # Safety
+/// `desc` must point to a valid descriptor and `ptrs` to its pointers.
+#[no_mangle]
+pub unsafe extern "C" fn netc_rt_gemm(desc: *const gemm::GemmDesc, ptrs: *const *mut f32) {
+    gemm::run(&*desc, ptrs);
+}
+
+/// Elementwise sigmoid (code 0) or tanh (code 1) over `len` floats.
+///
+/// # Safety
+/// `src` and `dst` must hold `len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn netc_rt_unary(code: u32, src: *const f32, dst: *mut f32, len: u64) {
+    simple::unary(code, src, dst, len as usize);
+}
+
+/// Softmax over channels; see [`simple::softmax`].
+///
+/// # Safety
+/// As [`simple::softmax`].
+#[no_mangle]
+pub unsafe extern "C" fn netc_rt_softmax(
+    src: *const f32,
+    dst: *mut f32,
+    items: u64,
+    channels: u64,
+    inner: u64,
+    src_stride: u64,
+    dst_stride: u64,
+) {
+    simple::softmax(
+        src,
+        dst,
+        items as usize,
+        channels as usize,
+        inner as usize,
+        src_stride as usize,
+        dst_stride as usize,
+    );
+}
+
+/// Use `threads` worker threads for every later call (0: one per core).
+/// Returns 0 on success, -1 if the thread pool was already started.
+#[no_mangle]
+pub extern "C" fn netc_set_threads(threads: u32) -> i32 {
+    match rayon::ThreadPoolBuilder::new().num_threads(threads as usize).build_global() {
+        Ok(()) => 0,
+        Err(_) => -1,
+    }
+}
+
+/// Every runtime symbol generated code may reference, with its address.
+pub fn symbols() -> Vec<(&'static str, *const u8)> {
+    vec![
+        ("netc_rt_gemm", netc_rt_gemm as *const u8),
+        ("netc_rt_unary", netc_rt_unary as *const u8),
+        ("netc_rt_softmax", netc_rt_softmax as *const u8),
+    ]
+}

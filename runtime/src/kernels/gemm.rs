@@ -1,0 +1,390 @@
+//! Convolution and dense layers as blocked matrix multiplies.
+//!
+//! Every conv/dense is `C = A·B` per (batch item, group): A is the weight
+//! matrix (out × K), packed once at compile time ([`pack_weights`]); B is
+//! K × columns, packed per block at run time straight from the input —
+//! for a general conv by im2col indexing (no im2col buffer is ever
+//! written), for a 1×1 stride-1 conv as a plain copy of channel rows, for
+//! a dense layer from the batch rows. The epilogue (bias, residual adds,
+//! activations) is applied as each output tile is stored, so every output
+//! element is written once.
+//!
+//! Work is split into (item, group, column block, row block) tasks run
+//! on rayon; each thread keeps its B buffer between calls, so steady-state
+//! runs allocate nothing.
+
+use super::micro::{self, MicroKernel, MR};
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+/// How B is read from the input.
+pub const KIND_IM2COL: u32 = 0;
+pub const KIND_POINTWISE: u32 = 1;
+pub const KIND_DENSE: u32 = 2;
+
+/// Epilogue step codes.
+pub const STEP_ADD: u32 = 0;
+pub const STEP_RELU: u32 = 1;
+pub const STEP_LEAKY: u32 = 2;
+pub const STEP_SIGMOID: u32 = 3;
+pub const STEP_TANH: u32 = 4;
+
+pub const MAX_STEPS: usize = 8;
+pub const MAX_RESIDUALS: usize = 4;
+
+/// Everything a conv/dense call needs besides pointers; built by the code
+/// generator and stored as constant data next to the generated code.
+///
+/// The pointer array passed alongside is `[x, out, packed_weights, bias
+/// (or null), residual 0, …]`. Tensor item `n` starts at `base + n·stride`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GemmDesc {
+    pub kind: u32,
+    pub batch: u32,
+    pub groups: u32,
+    pub in_c: u32,
+    pub h: u32,
+    pub w: u32,
+    pub out_c: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub sh: u32,
+    pub sw: u32,
+    pub pt: u32,
+    pub pl: u32,
+    pub dh: u32,
+    pub dw: u32,
+    pub has_bias: u32,
+    pub n_res: u32,
+    pub n_steps: u32,
+    pub steps: [u32; MAX_STEPS],
+    pub alpha: [f32; MAX_STEPS],
+    pub x_bstride: u64,
+    pub out_bstride: u64,
+    pub res_bstride: [u64; MAX_RESIDUALS],
+}
+
+impl GemmDesc {
+    /// Rows of A per group.
+    pub fn m(&self) -> usize {
+        (self.out_c / self.groups) as usize
+    }
+
+    /// Reduction length per group.
+    pub fn k(&self) -> usize {
+        (self.in_c / self.groups * self.kh * self.kw) as usize
+    }
+
+    /// Columns of C per (item, group).
+    pub fn cols(&self) -> usize {
+        if self.kind == KIND_DENSE {
+            self.batch as usize
+        } else {
+            (self.oh * self.ow) as usize
+        }
+    }
+
+    fn items(&self) -> usize {
+        if self.kind == KIND_DENSE {
+            1
+        } else {
+            self.batch as usize
+        }
+    }
+
+    /// The descriptor as raw bytes, for embedding in generated code.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let size = std::mem::size_of::<GemmDesc>();
+        let mut out = vec![0u8; size];
+        // SAFETY: GemmDesc is repr(C) plain old data.
+        unsafe { std::ptr::copy_nonoverlapping(self as *const GemmDesc as *const u8, out.as_mut_ptr(), size) };
+        out
+    }
+}
+
+/// Floats of packed weights for `groups` blocks of `m × k`.
+pub fn packed_len(groups: usize, m: usize, k: usize) -> usize {
+    groups * m.div_ceil(MR) * MR * k
+}
+
+/// Pack weights for [`run`]: per group, panels of MR rows stored k-major,
+/// zero-padded to a whole panel. `at(g, row, k)` reads the original.
+pub fn pack_weights(groups: usize, m: usize, k: usize, at: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
+    let panels = m.div_ceil(MR);
+    let mut out = vec![0.0; packed_len(groups, m, k)];
+    for g in 0..groups {
+        for p in 0..panels {
+            let base = (g * panels + p) * MR * k;
+            for kk in 0..k {
+                for r in 0..MR {
+                    let row = p * MR + r;
+                    if row < m {
+                        out[base + kk * MR + r] = at(g, row, kk);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Columns per task block and reduction block; B blocks stay in L2.
+const NC: usize = 128;
+const KC: usize = 256;
+
+fn kernel() -> MicroKernel {
+    static KERNEL: OnceLock<MicroKernel> = OnceLock::new();
+    *KERNEL.get_or_init(micro::select)
+}
+
+/// Name of the micro-kernel in use.
+pub fn kernel_name() -> &'static str {
+    kernel().name
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+#[derive(Clone, Copy)]
+struct Ptrs {
+    x: *const f32,
+    out: *mut f32,
+    a: *const f32,
+    bias: *const f32,
+    res: [*const f32; MAX_RESIDUALS],
+}
+
+// SAFETY: the pointers address buffers the caller keeps alive for the call;
+// tasks write disjoint output tiles.
+unsafe impl Send for Ptrs {}
+unsafe impl Sync for Ptrs {}
+
+/// Run one conv or dense layer.
+///
+/// # Safety
+/// `ptrs` must hold `4 + d.n_res` pointers to buffers of the sizes the
+/// descriptor implies; the output must not overlap the input.
+pub unsafe fn run(d: &GemmDesc, ptrs: *const *mut f32) {
+    let mut res = [std::ptr::null(); MAX_RESIDUALS];
+    for (i, r) in res.iter_mut().enumerate().take(d.n_res as usize) {
+        *r = *ptrs.add(4 + i);
+    }
+    let p = Ptrs {
+        x: *ptrs,
+        out: *ptrs.add(1),
+        a: *ptrs.add(2),
+        bias: *ptrs.add(3),
+        res,
+    };
+    let (m, cols) = (d.m(), d.cols());
+    let col_blocks = cols.div_ceil(NC);
+    let row_panels = m.div_ceil(MR);
+    // Enough tasks to keep every thread busy even when there are few
+    // columns (late layers at batch 1): split rows too.
+    let base_tasks = d.items() * d.groups as usize * col_blocks;
+    let threads = rayon::current_num_threads();
+    let row_splits = (4 * threads).div_ceil(base_tasks).clamp(1, row_panels);
+    let panels_per_split = row_panels.div_ceil(row_splits);
+    let tasks = base_tasks * row_splits;
+    let task = |t: usize| {
+        let rs = t % row_splits;
+        let rest = t / row_splits;
+        let cb = rest % col_blocks;
+        let rest = rest / col_blocks;
+        let g = rest % d.groups as usize;
+        let item = rest / d.groups as usize;
+        let panels = rs * panels_per_split..((rs + 1) * panels_per_split).min(row_panels);
+        if panels.is_empty() {
+            return;
+        }
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            // SAFETY: forwarded from the caller's contract.
+            unsafe { tile_task(d, &p, &mut s, item, g, cb * NC, panels) };
+        });
+    };
+    if tasks == 1 {
+        task(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(task);
+    }
+}
+
+/// One task: columns `col0 .. col0+NC` of rows in `panels` for (item, g).
+unsafe fn tile_task(
+    d: &GemmDesc,
+    p: &Ptrs,
+    scratch: &mut Vec<f32>,
+    item: usize,
+    g: usize,
+    col0: usize,
+    panels: std::ops::Range<usize>,
+) {
+    let kern = kernel();
+    let nr = kern.nr;
+    let (m, k, cols) = (d.m(), d.k(), d.cols());
+    let ncols = NC.min(cols - col0);
+    let col_panels = ncols.div_ceil(nr);
+    let need = KC * col_panels * nr;
+    if scratch.len() < need {
+        scratch.resize(need, 0.0);
+    }
+    let a_group = p.a.add(g * m.div_ceil(MR) * MR * k);
+    let mut tile = [0.0f32; MR * 32];
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = KC.min(k - k0);
+        pack_b(d, p.x, scratch, item, g, k0, kc, col0, ncols, nr);
+        let first = k0 == 0;
+        let last = k0 + kc == k;
+        for panel in panels.clone() {
+            let a_panel = a_group.add(panel * MR * k + k0 * MR);
+            for cp in 0..col_panels {
+                (kern.run)(kc, a_panel, scratch.as_ptr().add(cp * kc * nr), tile.as_mut_ptr());
+                let rows = MR.min(m - panel * MR);
+                let width = nr.min(ncols - cp * nr);
+                store(d, p, &tile, nr, item, g, panel * MR, rows, col0 + cp * nr, width, first, last);
+            }
+        }
+        k0 += kc;
+    }
+}
+
+/// Pack `kc` rows of B starting at `k0`, columns `col0 .. col0+ncols`, into
+/// panels of `nr` columns (k-major, zero-padded).
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_b(
+    d: &GemmDesc,
+    x: *const f32,
+    out: &mut [f32],
+    item: usize,
+    g: usize,
+    k0: usize,
+    kc: usize,
+    col0: usize,
+    ncols: usize,
+    nr: usize,
+) {
+    let panels = ncols.div_ceil(nr);
+    out[..panels * kc * nr].fill(0.0);
+    let put = |out: &mut [f32], kk: usize, j: usize, v: f32| {
+        out[(j / nr) * kc * nr + kk * nr + j % nr] = v;
+    };
+    match d.kind {
+        KIND_DENSE => {
+            for j in 0..ncols {
+                let row = x.add((col0 + j) * d.x_bstride as usize + k0);
+                for kk in 0..kc {
+                    put(out, kk, j, *row.add(kk));
+                }
+            }
+        }
+        KIND_POINTWISE => {
+            let plane = cols_of(d);
+            let xi = x.add(item * d.x_bstride as usize + (g * (d.in_c / d.groups) as usize + k0) * plane);
+            for kk in 0..kc {
+                let row = xi.add(kk * plane + col0);
+                for j in 0..ncols {
+                    put(out, kk, j, *row.add(j));
+                }
+            }
+        }
+        _ => {
+            let (h, w) = (d.h as usize, d.w as usize);
+            let (kh, kw) = (d.kh as usize, d.kw as usize);
+            let ow = d.ow as usize;
+            let in_per_group = (d.in_c / d.groups) as usize;
+            let xi = x.add(item * d.x_bstride as usize);
+            for kk in 0..kc {
+                let kidx = k0 + kk;
+                let ic = g * in_per_group + kidx / (kh * kw);
+                let r = kidx % (kh * kw);
+                let (ki, kj) = (r / kw, r % kw);
+                let plane = xi.add(ic * h * w);
+                let (mut oh, mut owp) = ((col0) / ow, col0 % ow);
+                for j in 0..ncols {
+                    let ih = (oh * d.sh as usize + ki * d.dh as usize).wrapping_sub(d.pt as usize);
+                    let iw = (owp * d.sw as usize + kj * d.dw as usize).wrapping_sub(d.pl as usize);
+                    if ih < h && iw < w {
+                        put(out, kk, j, *plane.add(ih * w + iw));
+                    }
+                    owp += 1;
+                    if owp == ow {
+                        owp = 0;
+                        oh += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn cols_of(d: &GemmDesc) -> usize {
+    (d.h * d.w) as usize
+}
+
+/// Address offset of C element (row `oc`, column `j`) of item `item`.
+fn c_offset(d: &GemmDesc, bstride: u64, item: usize, oc: usize, j: usize) -> usize {
+    if d.kind == KIND_DENSE {
+        j * bstride as usize + oc
+    } else {
+        item * bstride as usize + oc * d.cols() + j
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn store(
+    d: &GemmDesc,
+    p: &Ptrs,
+    tile: &[f32],
+    nr: usize,
+    item: usize,
+    g: usize,
+    row0: usize,
+    rows: usize,
+    col0: usize,
+    width: usize,
+    first: bool,
+    last: bool,
+) {
+    let m = d.m();
+    for r in 0..rows {
+        let oc = g * m + row0 + r;
+        let bias = if last && d.has_bias != 0 { *p.bias.add(oc) } else { 0.0 };
+        for c in 0..width {
+            let j = col0 + c;
+            let dst = p.out.add(c_offset(d, d.out_bstride, item, oc, j));
+            let mut v = tile[r * nr + c] + if first { 0.0 } else { *dst };
+            if last {
+                v += bias;
+                let mut residual = 0;
+                for s in 0..d.n_steps as usize {
+                    v = match d.steps[s] {
+                        STEP_ADD => {
+                            let off = c_offset(d, d.res_bstride[residual], item, oc, j);
+                            let add = *p.res[residual].add(off);
+                            residual += 1;
+                            v + add
+                        }
+                        STEP_RELU => v.max(0.0),
+                        STEP_LEAKY => {
+                            if v >= 0.0 {
+                                v
+                            } else {
+                                v * d.alpha[s]
+                            }
+                        }
+                        STEP_SIGMOID => 1.0 / (1.0 + (-v).exp()),
+                        _ => v.tanh(),
+                    };
+                }
+            }
+            *dst = v;
+        }
+    }
+}

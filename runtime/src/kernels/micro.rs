@@ -1,0 +1,150 @@
+//! GEMM micro-kernels: `tile[MR×NR] = A_panel[MR×kc] · B_panel[kc×NR]`,
+//! A packed k-major in groups of MR rows, B packed k-major in groups of NR
+//! columns. One variant per instruction set, chosen once at run time from
+//! the CPU's features (never at compile time: the same binary must run on
+//! machines without AVX-512).
+
+/// Rows of A per micro-tile; weights are packed for this at compile time.
+pub const MR: usize = 8;
+
+/// A micro-kernel and the number of columns it produces.
+#[derive(Clone, Copy)]
+pub struct MicroKernel {
+    pub nr: usize,
+    pub name: &'static str,
+    /// `(kc, a, b, tile)`; `tile` holds MR×nr floats, row-major.
+    pub run: unsafe fn(usize, *const f32, *const f32, *mut f32),
+}
+
+/// The best kernel this CPU supports.
+pub fn select() -> MicroKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::env::var_os("NETC_NO_AVX512").is_none() && std::arch::is_x86_feature_detected!("avx512f") {
+            return MicroKernel {
+                nr: 32,
+                name: "avx512f 8x32",
+                run: avx512::kernel,
+            };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return MicroKernel {
+                nr: 16,
+                name: "avx2+fma 8x16",
+                run: avx2::kernel,
+            };
+        }
+    }
+    MicroKernel {
+        nr: 8,
+        name: "scalar 8x8",
+        run: scalar_kernel,
+    }
+}
+
+/// Portable fallback; also the reference the SIMD kernels are tested against.
+///
+/// # Safety
+/// `a` must hold `MR·kc` floats, `b` `8·kc`, `tile` `MR·8`.
+pub unsafe fn scalar_kernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+    const NR: usize = 8;
+    let mut acc = [[0.0f32; NR]; MR];
+    for k in 0..kc {
+        for (m, row) in acc.iter_mut().enumerate() {
+            let av = *a.add(k * MR + m);
+            for (n, c) in row.iter_mut().enumerate() {
+                *c += av * *b.add(k * NR + n);
+            }
+        }
+    }
+    for (m, row) in acc.iter().enumerate() {
+        for (n, c) in row.iter().enumerate() {
+            *tile.add(m * NR + n) = *c;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::MR;
+    use std::arch::x86_64::*;
+
+    /// 8×32: sixteen zmm accumulators, two B vectors and a broadcast per k.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `a` holds `8·kc`, `b` `32·kc`, `tile` 256 floats.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+        let mut c = [[_mm512_setzero_ps(); 2]; MR];
+        for k in 0..kc {
+            let b0 = _mm512_loadu_ps(b.add(k * 32));
+            let b1 = _mm512_loadu_ps(b.add(k * 32 + 16));
+            for (m, cm) in c.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(k * MR + m));
+                cm[0] = _mm512_fmadd_ps(av, b0, cm[0]);
+                cm[1] = _mm512_fmadd_ps(av, b1, cm[1]);
+            }
+        }
+        for (m, cm) in c.iter().enumerate() {
+            _mm512_storeu_ps(tile.add(m * 32), cm[0]);
+            _mm512_storeu_ps(tile.add(m * 32 + 16), cm[1]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::MR;
+    use std::arch::x86_64::*;
+
+    /// 8×16: sixteen ymm accumulators.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `a` holds `8·kc`, `b` `16·kc`, `tile` 128 floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+        let mut c = [[_mm256_setzero_ps(); 2]; MR];
+        for k in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(k * 16));
+            let b1 = _mm256_loadu_ps(b.add(k * 16 + 8));
+            for (m, cm) in c.iter_mut().enumerate() {
+                let av = _mm256_set1_ps(*a.add(k * MR + m));
+                cm[0] = _mm256_fmadd_ps(av, b0, cm[0]);
+                cm[1] = _mm256_fmadd_ps(av, b1, cm[1]);
+            }
+        }
+        for (m, cm) in c.iter().enumerate() {
+            _mm256_storeu_ps(tile.add(m * 16), cm[0]);
+            _mm256_storeu_ps(tile.add(m * 16 + 8), cm[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel this CPU has, against plain loops.
+    #[test]
+    fn kernels_match_plain_loops() {
+        let mut kernels = vec![MicroKernel {
+            nr: 8,
+            name: "scalar",
+            run: scalar_kernel,
+        }];
+        kernels.push(select());
+        for k in kernels {
+            let kc = 37;
+            let a: Vec<f32> = (0..MR * kc).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+            let b: Vec<f32> = (0..k.nr * kc).map(|i| ((i * 5) % 11) as f32 * 0.5).collect();
+            let mut tile = vec![0.0; MR * k.nr];
+            unsafe { (k.run)(kc, a.as_ptr(), b.as_ptr(), tile.as_mut_ptr()) };
+            for m in 0..MR {
+                for n in 0..k.nr {
+                    let want: f32 = (0..kc).map(|kk| a[kk * MR + m] * b[kk * k.nr + n]).sum();
+                    assert!((tile[m * k.nr + n] - want).abs() < 1e-3, "{} at {m},{n}", k.name);
+                }
+            }
+        }
+    }
+}
