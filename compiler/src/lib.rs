@@ -6,8 +6,8 @@
 //! [`weights`] (parameters bound by name).
 
 pub mod check;
-pub mod codegen;
 pub mod cli;
+pub mod codegen;
 pub mod diag;
 pub mod interp;
 pub mod ir;

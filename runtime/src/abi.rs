@@ -51,7 +51,10 @@ pub unsafe extern "C" fn netc_rt_softmax(
 /// Returns 0 on success, -1 if the thread pool was already started.
 #[no_mangle]
 pub extern "C" fn netc_set_threads(threads: u32) -> i32 {
-    match rayon::ThreadPoolBuilder::new().num_threads(threads as usize).build_global() {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads as usize)
+        .build_global()
+    {
         Ok(()) => 0,
         Err(_) => -1,
     }

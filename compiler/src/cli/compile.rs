@@ -1,7 +1,8 @@
-//! `netc compile`: lower and optimise a model, and print the graph IR or
-//! what each pass did.
+//! `netc compile`: lower and optimise a model; print the graph IR or what
+//! each pass did, and/or write an object file with a C header.
 
 use super::{load_graph, load_weights, Failure, OptArgs, WeightArgs};
+use crate::codegen;
 use crate::passes::{self, PASSES};
 use std::path::PathBuf;
 
@@ -13,8 +14,12 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// What to print.
-    #[arg(long, value_enum)]
-    emit: Emit,
+    #[arg(long, value_enum, required_unless_present = "output")]
+    emit: Option<Emit>,
+    /// Write a relocatable object file here, with a C header (`.h`) and
+    /// the packed weights (`.weights`) next to it.
+    #[arg(long, short, value_name = "FILE.o")]
+    output: Option<PathBuf>,
     #[command(flatten)]
     opt: OptArgs,
     #[command(flatten)]
@@ -41,9 +46,10 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let mut weights = load_weights(&graph, &a.weights)?;
     let report = passes::optimize(&mut graph, &mut weights, &a.opt.options())?;
     match a.emit {
-        Emit::Ir => print!("{}", graph.to_text()),
-        Emit::Dot => print!("{}", graph.to_dot()),
-        Emit::Passes => {
+        None => {}
+        Some(Emit::Ir) => print!("{}", graph.to_text()),
+        Some(Emit::Dot) => print!("{}", graph.to_dot()),
+        Some(Emit::Passes) => {
             println!(
                 "== before ({} ops, {} MACs)",
                 before.op_count(),
@@ -63,6 +69,21 @@ pub fn run(a: Args) -> Result<(), Failure> {
             );
             print!("{}", graph.to_text());
         }
+    }
+    if let Some(out) = &a.output {
+        if graph.plan.is_none() {
+            passes::memory::run(&mut graph, &mut weights)?;
+        }
+        let lowered = codegen::lower(graph, &weights)?;
+        let stem = codegen::object::write(&lowered, out)?;
+        eprintln!(
+            "wrote {} ({stem}_run/{stem}_forward), {} and {} ({} of packed weights, arena {})",
+            out.display(),
+            out.with_extension("h").display(),
+            out.with_extension("weights").display(),
+            crate::check::human_bytes(lowered.weight_bytes() as u64),
+            crate::check::human_bytes(4 * lowered.arena_floats as u64),
+        );
     }
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! `netc run`: execute a model on real inputs.
 
 use super::{load_graph, load_weights, Failure, OptArgs, WeightArgs};
+use crate::codegen::{self, jit::JitModel};
 use crate::interp;
 use crate::ir::Graph;
-use crate::codegen::{self, jit::JitModel};
 use crate::passes;
 use crate::weights::Weights;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -214,7 +214,9 @@ fn prepare(a: &Args, batch: usize) -> Result<Engine, Failure> {
         Backend::Planned => Ok(Engine::Planned(graph, weights)),
         _ => {
             let lowered = codegen::lower(graph, &weights)?;
-            Ok(Engine::Jit(Box::new(JitModel::compile(lowered, a.threads)?)))
+            Ok(Engine::Jit(Box::new(JitModel::compile(
+                lowered, a.threads,
+            )?)))
         }
     }
 }
@@ -279,7 +281,12 @@ fn run_mnist(a: &Args, images_path: &Path) -> Result<(), Failure> {
     }
     let batch = a.batch.unwrap_or(100).clamp(1, total.max(1));
     let mut engine = prepare(a, batch)?;
-    let input_shape = vec![batch, images.shape()[1], images.shape()[2], images.shape()[3]];
+    let input_shape = vec![
+        batch,
+        images.shape()[1],
+        images.shape()[2],
+        images.shape()[3],
+    ];
     let model_input = load_graph(&a.file, batch)?;
     let model_input = model_input.g[model_input.inputs[0]].shape.dims().to_vec();
     let image_size: usize = images.shape()[1..].iter().product();

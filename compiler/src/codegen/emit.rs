@@ -8,7 +8,8 @@ use crate::ir::op::{Activation, Op, Pool, PoolKind};
 use crate::passes::memory::TensorLoc;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    types, AbiParam, BlockArg, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type, Value,
+    types, AbiParam, BlockArg, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind,
+    Type, Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, FuncId, Linkage, Module};
@@ -46,7 +47,10 @@ impl Ctx<'_, '_> {
     /// Address of item 0 of a tensor.
     fn base(&mut self, loc: &TensorLoc) -> Value {
         let root = match loc.input {
-            Some(i) => self.b.ins().load(self.ptr, flags(), self.inputs, (8 * i) as i32),
+            Some(i) => self
+                .b
+                .ins()
+                .load(self.ptr, flags(), self.inputs, (8 * i) as i32),
             None => self.arena,
         };
         self.b.ins().iadd_imm_s(root, (4 * loc.offset) as i64)
@@ -102,7 +106,13 @@ impl Ctx<'_, '_> {
     }
 
     /// For every item `n` and element `i` of a tensor: `dst = f(src…)`.
-    fn map(&mut self, srcs: &[TensorLoc], dst: &TensorLoc, batch: usize, f: &dyn Fn(&mut Self, &[Value]) -> Value) {
+    fn map(
+        &mut self,
+        srcs: &[TensorLoc],
+        dst: &TensorLoc,
+        batch: usize,
+        f: &dyn Fn(&mut Self, &[Value]) -> Value,
+    ) {
         let src_bases: Vec<Value> = srcs.iter().map(|l| self.base(l)).collect();
         let dst_base = self.base(dst);
         let item = dst.item as i64;
@@ -183,14 +193,27 @@ pub(super) fn forward<M: Module>(
     };
     let gemm_id = import(module, "netc_rt_gemm", &[ptr, ptr])?;
     let unary_id = import(module, "netc_rt_unary", &[types::I32, ptr, ptr, types::I64])?;
-    let softmax_id = import(module, "netc_rt_softmax", &[ptr, ptr, types::I64, types::I64, types::I64, types::I64, types::I64])?;
+    let softmax_id = import(
+        module,
+        "netc_rt_softmax",
+        &[
+            ptr,
+            ptr,
+            types::I64,
+            types::I64,
+            types::I64,
+            types::I64,
+            types::I64,
+        ],
+    )?;
 
     // Conv/dense descriptors as read-only data next to the code.
     let plan = lowered.plan();
     let mut descs = std::collections::HashMap::new();
     for (i, &n) in plan.order.iter().enumerate() {
         if let Some(d) = lowered.consts.get(&n).and_then(|c| c.desc) {
-            let id = module.declare_data(&format!("{name}.desc{i}"), Linkage::Local, false, false)?;
+            let id =
+                module.declare_data(&format!("{name}.desc{i}"), Linkage::Local, false, false)?;
             let mut data = DataDescription::new();
             data.define(d.to_bytes().into_boxed_slice());
             data.set_align(8);
@@ -262,7 +285,14 @@ pub(super) fn forward<M: Module>(
 }
 
 /// Copy `batch` items from `src` to `dst` (both given by item-0 pointers).
-fn copy_items(c: &mut Ctx, src_base: Value, src: &TensorLoc, dst_base: Value, dst: &TensorLoc, batch: usize) {
+fn copy_items(
+    c: &mut Ctx,
+    src_base: Value,
+    src: &TensorLoc,
+    dst_base: Value,
+    dst: &TensorLoc,
+    batch: usize,
+) {
     let item = src.item as i64;
     c.for_range(batch as i64, |c, n| {
         let s = c.item(src_base, n, src.batch_stride);
@@ -276,11 +306,17 @@ fn copy_items(c: &mut Ctx, src_base: Value, src: &TensorLoc, dst_base: Value, ds
     });
 }
 
-fn emit_node(c: &mut Ctx, n: NodeIndex, desc: Option<cranelift_codegen::ir::GlobalValue>) -> Result<(), CodegenError> {
+fn emit_node(
+    c: &mut Ctx,
+    n: NodeIndex,
+    desc: Option<cranelift_codegen::ir::GlobalValue>,
+) -> Result<(), CodegenError> {
     let lowered = c.lowered;
     let graph = &lowered.graph;
     let node = &graph.g[n];
-    let NodeKind::Op(op) = &node.kind else { return Ok(()) };
+    let NodeKind::Op(op) = &node.kind else {
+        return Ok(());
+    };
     let out = lowered.loc(n);
     if out.input.is_some() {
         return Ok(()); // a view of an input
@@ -292,7 +328,10 @@ fn emit_node(c: &mut Ctx, n: NodeIndex, desc: Option<cranelift_codegen::ir::Glob
     match op {
         Op::Conv(_) | Op::Dense(_) => {
             let Some(gv) = desc else {
-                return Err(CodegenError::Unsupported(format!("`{}` has no descriptor", node.name)));
+                return Err(CodegenError::Unsupported(format!(
+                    "`{}` has no descriptor",
+                    node.name
+                )));
             };
             let desc_ptr = c.b.ins().symbol_value(c.ptr, gv);
             let slot = c.b.ins().stack_addr(c.ptr, c.ptr_slot, 0);
@@ -313,7 +352,11 @@ fn emit_node(c: &mut Ctx, n: NodeIndex, desc: Option<cranelift_codegen::ir::Glob
             c.b.ins().call(c.gemm, &[desc_ptr, slot]);
         }
         Op::Activation(a @ (Activation::Sigmoid | Activation::Tanh)) => {
-            let code = if matches!(a, Activation::Sigmoid) { UNARY_SIGMOID } else { UNARY_TANH };
+            let code = if matches!(a, Activation::Sigmoid) {
+                UNARY_SIGMOID
+            } else {
+                UNARY_TANH
+            };
             let (src, dst) = (c.base(&locs[0]), c.base(&out));
             let (sl, item) = (locs[0], out.item as i64);
             c.for_range(batch as i64, |c, i| {
@@ -336,7 +379,9 @@ fn emit_node(c: &mut Ctx, n: NodeIndex, desc: Option<cranelift_codegen::ir::Glob
             });
         }
         Op::Add => {
-            c.map(&locs, &out, batch, &|c, v| v[1..].iter().fold(v[0], |acc, &x| c.b.ins().fadd(acc, x)));
+            c.map(&locs, &out, batch, &|c, v| {
+                v[1..].iter().fold(v[0], |acc, &x| c.b.ins().fadd(acc, x))
+            });
         }
         Op::BatchNorm { .. } => {
             let channels = node.shape.0[1];
@@ -374,7 +419,10 @@ fn emit_node(c: &mut Ctx, n: NodeIndex, desc: Option<cranelift_codegen::ir::Glob
                 if graph.g[p].write_into.is_none() {
                     let src_base = c.base(l);
                     let slot = c.b.ins().iadd_imm_s(dst_base, (4 * channel * inner) as i64);
-                    let dst = TensorLoc { item: l.item, ..out };
+                    let dst = TensorLoc {
+                        item: l.item,
+                        ..out
+                    };
                     copy_items(c, src_base, l, slot, &dst, batch);
                 }
                 channel += graph.g[p].shape.0[1];
@@ -396,15 +444,35 @@ fn emit_node(c: &mut Ctx, n: NodeIndex, desc: Option<cranelift_codegen::ir::Glob
             ];
             c.b.ins().call(c.softmax, &args);
         }
-        Op::Pool(p) => pool(c, p, &locs[0], &out, &graph.g[operands[0]].shape.0, &node.shape.0),
-        Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => adaptive_pool(c, &locs[0], &out, &graph.g[operands[0]].shape.0, &node.shape.0),
+        Op::Pool(p) => pool(
+            c,
+            p,
+            &locs[0],
+            &out,
+            &graph.g[operands[0]].shape.0,
+            &node.shape.0,
+        ),
+        Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => adaptive_pool(
+            c,
+            &locs[0],
+            &out,
+            &graph.g[operands[0]].shape.0,
+            &node.shape.0,
+        ),
     }
     Ok(())
 }
 
 /// Max/avg pooling: a loop nest over (n, c, oh, ow, kh, kw) with constant
 /// bounds; taps in the padding are skipped by a bounds test.
-fn pool(c: &mut Ctx, p: &Pool, src: &TensorLoc, dst: &TensorLoc, in_shape: &[usize], out_shape: &[usize]) {
+fn pool(
+    c: &mut Ctx,
+    p: &Pool,
+    src: &TensorLoc,
+    dst: &TensorLoc,
+    in_shape: &[usize],
+    out_shape: &[usize],
+) {
     let p = *p;
     let (channels, h, w) = (in_shape[1] as i64, in_shape[2] as i64, in_shape[3] as i64);
     let (oh_n, ow_n) = (out_shape[2] as i64, out_shape[3] as i64);
@@ -447,7 +515,11 @@ fn pool(c: &mut Ctx, p: &Pool, src: &TensorLoc, dst: &TensorLoc, in_shape: &[usi
                                     let a = c.elem(s_plane, idx);
                                     let v = c.b.ins().load(types::F32, flags(), a, 0);
                                     let old = c.b.use_var(acc);
-                                    let new = if is_max { c.b.ins().fmax(old, v) } else { c.b.ins().fadd(old, v) };
+                                    let new = if is_max {
+                                        c.b.ins().fmax(old, v)
+                                    } else {
+                                        c.b.ins().fadd(old, v)
+                                    };
                                     c.b.def_var(acc, new);
                                     let k = c.b.use_var(count);
                                     let k = c.b.ins().iadd_imm_s(k, 1);
@@ -489,7 +561,13 @@ fn pool(c: &mut Ctx, p: &Pool, src: &TensorLoc, dst: &TensorLoc, in_shape: &[usi
 
 /// Adaptive (and global) average pooling: cell `i` averages rows
 /// `floor(i·H/OH) .. ceil((i+1)·H/OH)`.
-fn adaptive_pool(c: &mut Ctx, src: &TensorLoc, dst: &TensorLoc, in_shape: &[usize], out_shape: &[usize]) {
+fn adaptive_pool(
+    c: &mut Ctx,
+    src: &TensorLoc,
+    dst: &TensorLoc,
+    in_shape: &[usize],
+    out_shape: &[usize],
+) {
     let (channels, h, w) = (in_shape[1] as i64, in_shape[2] as i64, in_shape[3] as i64);
     let (oh_n, ow_n) = (out_shape[2] as i64, out_shape[3] as i64);
     let (src_base, dst_base) = (c.base(src), c.base(dst));

@@ -11,7 +11,9 @@ type Forward = unsafe extern "C" fn(*const *const f32, *const *mut f32, *const f
 /// The host's instruction set, with Cranelift optimising for speed.
 pub(crate) fn host_isa(pic: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
     let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| CodegenError::Isa(e.to_string()));
+    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+        f.set(k, v).map_err(|e| CodegenError::Isa(e.to_string()))
+    };
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
     let isa = cranelift_native::builder().map_err(|e| CodegenError::Isa(e.to_string()))?;
@@ -79,13 +81,22 @@ impl JitModel {
 
     /// Run on `inputs` (shapes as compiled), returning every output.
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, JitRunError> {
-        let mut outputs: Vec<Tensor> = self.lowered.output_shapes.iter().map(|s| Tensor::zeros(s.clone())).collect();
+        let mut outputs: Vec<Tensor> = self
+            .lowered
+            .output_shapes
+            .iter()
+            .map(|s| Tensor::zeros(s.clone()))
+            .collect();
         self.run_into(inputs, &mut outputs)?;
         Ok(outputs)
     }
 
     /// Run writing into preallocated outputs (no allocation: for benchmarks).
-    pub fn run_into(&mut self, inputs: &[Tensor], outputs: &mut [Tensor]) -> Result<(), JitRunError> {
+    pub fn run_into(
+        &mut self,
+        inputs: &[Tensor],
+        outputs: &mut [Tensor],
+    ) -> Result<(), JitRunError> {
         let expected = &self.lowered.input_shapes;
         if inputs.len() != expected.len() {
             return Err(JitRunError::InputCount {
@@ -103,7 +114,10 @@ impl JitModel {
             }
         }
         let in_ptrs: Vec<*const f32> = inputs.iter().map(|t| t.data().as_ptr()).collect();
-        let out_ptrs: Vec<*mut f32> = outputs.iter_mut().map(|t| t.data_mut().as_mut_ptr()).collect();
+        let out_ptrs: Vec<*mut f32> = outputs
+            .iter_mut()
+            .map(|t| t.data_mut().as_mut_ptr())
+            .collect();
         // Addresses cross into the pool's thread as integers; the buffers
         // outlive the call, which `install` waits for.
         let args = (

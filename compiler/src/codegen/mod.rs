@@ -115,7 +115,11 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
     let plan = graph.plan.as_ref().ok_or(CodegenError::NoPlan)?;
     let mut blob: Vec<f32> = Vec::new();
     let mut consts = HashMap::new();
-    let tensor = |name: &str| weights.get(name).ok_or_else(|| CodegenError::MissingWeight(name.to_string()));
+    let tensor = |name: &str| {
+        weights
+            .get(name)
+            .ok_or_else(|| CodegenError::MissingWeight(name.to_string()))
+    };
     let param = |n: NodeIndex, role: &str| -> Result<Option<&netc_runtime::Tensor>, CodegenError> {
         match graph.g[n].param(role) {
             Some(p) => tensor(&p.name).map(Some),
@@ -131,14 +135,21 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
     };
     for &n in &plan.order {
         let node = &graph.g[n];
-        let NodeKind::Op(op) = &node.kind else { continue };
+        let NodeKind::Op(op) = &node.kind else {
+            continue;
+        };
         let operands = graph.operands(n);
         match op {
             Op::Conv(c) => {
-                let w = param(n, "weight")?.ok_or_else(|| CodegenError::MissingWeight(format!("{}.weight", node.name)))?;
+                let w = param(n, "weight")?
+                    .ok_or_else(|| CodegenError::MissingWeight(format!("{}.weight", node.name)))?;
                 let in_shape = &graph.g[operands[0]].shape.0;
                 let mut d = GemmDesc {
-                    kind: if c.is_pointwise() { gemm::KIND_POINTWISE } else { gemm::KIND_IM2COL },
+                    kind: if c.is_pointwise() {
+                        gemm::KIND_POINTWISE
+                    } else {
+                        gemm::KIND_IM2COL
+                    },
                     batch: in_shape[0] as u32,
                     groups: c.groups as u32,
                     in_c: c.in_channels as u32,
@@ -159,7 +170,9 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                 };
                 let (m, k) = (d.m(), d.k());
                 // PyTorch's [out, in/g, kh, kw] is already rows of length K.
-                let packed = gemm::pack_weights(c.groups, m, k, |g, row, kk| w.data()[(g * m + row) * k + kk]);
+                let packed = gemm::pack_weights(c.groups, m, k, |g, row, kk| {
+                    w.data()[(g * m + row) * k + kk]
+                });
                 let a = push(&mut blob, &packed);
                 let b = match param(n, "bias")? {
                     Some(t) => Some(push(&mut blob, t.data())),
@@ -167,10 +180,18 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                 };
                 fill_epilogue(&mut d, &c.epilogue, &graph, plan, n, &operands)?;
                 d.has_bias = u32::from(b.is_some());
-                consts.insert(n, NodeConsts { a, b, desc: Some(d) });
+                consts.insert(
+                    n,
+                    NodeConsts {
+                        a,
+                        b,
+                        desc: Some(d),
+                    },
+                );
             }
             Op::Dense(dn) => {
-                let w = param(n, "weight")?.ok_or_else(|| CodegenError::MissingWeight(format!("{}.weight", node.name)))?;
+                let w = param(n, "weight")?
+                    .ok_or_else(|| CodegenError::MissingWeight(format!("{}.weight", node.name)))?;
                 let mut d = GemmDesc {
                     kind: gemm::KIND_DENSE,
                     batch: node.shape.0[0] as u32,
@@ -201,11 +222,26 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                 };
                 fill_epilogue(&mut d, &dn.epilogue, &graph, plan, n, &operands)?;
                 d.has_bias = u32::from(b.is_some());
-                consts.insert(n, NodeConsts { a, b, desc: Some(d) });
+                consts.insert(
+                    n,
+                    NodeConsts {
+                        a,
+                        b,
+                        desc: Some(d),
+                    },
+                );
             }
             Op::BatchNorm { eps, .. } => {
-                let get = |role: &str| param(n, role)?.ok_or_else(|| CodegenError::MissingWeight(format!("{}.{role}", node.name)));
-                let (g, b, mean, var) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
+                let get = |role: &str| {
+                    param(n, role)?
+                        .ok_or_else(|| CodegenError::MissingWeight(format!("{}.{role}", node.name)))
+                };
+                let (g, b, mean, var) = (
+                    get("weight")?,
+                    get("bias")?,
+                    get("running_mean")?,
+                    get("running_var")?,
+                );
                 let scale: Vec<f32> = g
                     .data()
                     .iter()
@@ -223,8 +259,16 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
         }
     }
     let arena_floats = plan.arena_floats;
-    let input_shapes = graph.inputs.iter().map(|&i| graph.g[i].shape.0.clone()).collect();
-    let output_shapes = graph.outputs.iter().map(|&o| graph.g[o].shape.0.clone()).collect();
+    let input_shapes = graph
+        .inputs
+        .iter()
+        .map(|&i| graph.g[i].shape.0.clone())
+        .collect();
+    let output_shapes = graph
+        .outputs
+        .iter()
+        .map(|&o| graph.g[o].shape.0.clone())
+        .collect();
     Ok(Lowered {
         name: graph.name.clone(),
         graph,
@@ -268,6 +312,11 @@ fn fill_epilogue(
 }
 
 /// Emit the model's `forward` function into `module` under `name`.
-pub fn emit<M: Module>(module: &mut M, lowered: &Lowered, name: &str, linkage: cranelift_module::Linkage) -> Result<FuncId, CodegenError> {
+pub fn emit<M: Module>(
+    module: &mut M,
+    lowered: &Lowered,
+    name: &str,
+    linkage: cranelift_module::Linkage,
+) -> Result<FuncId, CodegenError> {
     emit::forward(module, lowered, name, linkage)
 }

@@ -61,11 +61,18 @@ fn run_wrapper(module: &mut ObjectModule, name: &str, forward: FuncId) -> Result
         b.switch_to_block(block);
         b.seal_block(block);
         let p = b.block_params(block).to_vec();
-        let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 3));
+        let slot =
+            b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 3));
         let ins = b.ins().stack_addr(ptr, slot, 0);
         let outs = b.ins().stack_addr(ptr, slot, 8);
-        b.ins().store(cranelift_codegen::ir::MemFlagsData::trusted(), p[0], ins, 0);
-        b.ins().store(cranelift_codegen::ir::MemFlagsData::trusted(), p[1], outs, 0);
+        b.ins()
+            .store(cranelift_codegen::ir::MemFlagsData::trusted(), p[0], ins, 0);
+        b.ins().store(
+            cranelift_codegen::ir::MemFlagsData::trusted(),
+            p[1],
+            outs,
+            0,
+        );
         b.ins().call(callee, &[ins, outs, p[2], p[3]]);
         b.ins().return_(&[]);
         b.finalize(frontend);
@@ -75,7 +82,11 @@ fn run_wrapper(module: &mut ObjectModule, name: &str, forward: FuncId) -> Result
 }
 
 fn dims(shape: &[usize]) -> String {
-    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
 }
 
 /// The C header declaring the object's functions.
@@ -111,16 +122,40 @@ void {stem}_forward(const float *const *inputs, float *const *outputs, const flo
 /// Write `<out>` (object), `<out>.h` next to it and `<out stem>.weights`.
 /// Returns the C name prefix used.
 pub fn write(lowered: &Lowered, out: &Path) -> Result<String, CodegenError> {
-    let stem = c_name(&out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| lowered.name.clone()));
-    let builder = ObjectBuilder::new(host_isa(true)?, stem.as_bytes().to_vec(), default_libcall_names())?;
+    let stem = c_name(
+        &out.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| lowered.name.clone()),
+    );
+    let builder = ObjectBuilder::new(
+        host_isa(true)?,
+        stem.as_bytes().to_vec(),
+        default_libcall_names(),
+    )?;
     let mut module = ObjectModule::new(builder);
-    let forward = emit(&mut module, lowered, &format!("{stem}_forward"), Linkage::Export)?;
+    let forward = emit(
+        &mut module,
+        lowered,
+        &format!("{stem}_forward"),
+        Linkage::Export,
+    )?;
     if lowered.input_shapes.len() == 1 && lowered.output_shapes.len() == 1 {
         run_wrapper(&mut module, &format!("{stem}_run"), forward)?;
     }
-    constant_fn(&mut module, &format!("{stem}_arena_size"), 4 * lowered.arena_floats as u64)?;
-    constant_fn(&mut module, &format!("{stem}_weights_size"), lowered.weight_bytes() as u64)?;
-    let bytes = module.finish().emit().map_err(|e| CodegenError::Isa(e.to_string()))?;
+    constant_fn(
+        &mut module,
+        &format!("{stem}_arena_size"),
+        4 * lowered.arena_floats as u64,
+    )?;
+    constant_fn(
+        &mut module,
+        &format!("{stem}_weights_size"),
+        lowered.weight_bytes() as u64,
+    )?;
+    let bytes = module
+        .finish()
+        .emit()
+        .map_err(|e| CodegenError::Isa(e.to_string()))?;
     let io = |path: &Path, e: std::io::Error| CodegenError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -129,7 +164,11 @@ pub fn write(lowered: &Lowered, out: &Path) -> Result<String, CodegenError> {
     let h = out.with_extension("h");
     std::fs::write(&h, header(lowered, &stem)).map_err(|e| io(&h, e))?;
     let w = out.with_extension("weights");
-    let raw: Vec<u8> = lowered.weights.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let raw: Vec<u8> = lowered
+        .weights
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     std::fs::write(&w, raw).map_err(|e| io(&w, e))?;
     Ok(stem)
 }

@@ -53,8 +53,8 @@ impl Gen {
     /// A random conv (+ optional batch norm and activation) from `x`.
     fn conv(&mut self, x: &T) -> T {
         for _ in 0..20 {
-            let k = [1, 1, 2, 3, 3, 5, 7][self.below(7)];
-            let stride = self.range(1, 3);
+            let k = [1, 1, 2, 3, 3, 5, 7, 11][self.below(8)];
+            let stride = self.range(1, 4);
             let dil = if k > 1 && self.chance(20) { 2 } else { 1 };
             let pads = [self.below(k), self.below(k), self.below(k), self.below(k)];
             let span = dil * (k - 1) + 1;
@@ -64,7 +64,11 @@ impl Gen {
             }
             let oh = (ph - span) / stride + 1;
             let ow = (pw - span) / stride + 1;
-            let mut out = self.range(1, 13);
+            let mut out = if self.chance(20) {
+                self.range(17, 40)
+            } else {
+                self.range(1, 13)
+            };
             let groups = if x.c.is_multiple_of(2) && self.chance(25) {
                 out = 2 * self.range(1, 6);
                 2
@@ -160,8 +164,8 @@ impl Gen {
     /// A whole model source.
     pub fn model(mut self) -> String {
         let c = self.range(1, 5);
-        let h = self.range(3, 14);
-        let w = self.range(3, 14);
+        let h = self.range(3, 24);
+        let w = self.range(3, 24);
         let mut x = T {
             name: "x".into(),
             c,

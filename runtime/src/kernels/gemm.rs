@@ -101,7 +101,13 @@ impl GemmDesc {
         let size = std::mem::size_of::<GemmDesc>();
         let mut out = vec![0u8; size];
         // SAFETY: GemmDesc is repr(C) plain old data.
-        unsafe { std::ptr::copy_nonoverlapping(self as *const GemmDesc as *const u8, out.as_mut_ptr(), size) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self as *const GemmDesc as *const u8,
+                out.as_mut_ptr(),
+                size,
+            )
+        };
         out
     }
 }
@@ -113,7 +119,12 @@ pub fn packed_len(groups: usize, m: usize, k: usize) -> usize {
 
 /// Pack weights for [`run`]: per group, panels of MR rows stored k-major,
 /// zero-padded to a whole panel. `at(g, row, k)` reads the original.
-pub fn pack_weights(groups: usize, m: usize, k: usize, at: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
+pub fn pack_weights(
+    groups: usize,
+    m: usize,
+    k: usize,
+    at: impl Fn(usize, usize, usize) -> f32,
+) -> Vec<f32> {
     let panels = m.div_ceil(MR);
     let mut out = vec![0.0; packed_len(groups, m, k)];
     for g in 0..groups {
@@ -245,10 +256,28 @@ unsafe fn tile_task(
         for panel in panels.clone() {
             let a_panel = a_group.add(panel * MR * k + k0 * MR);
             for cp in 0..col_panels {
-                (kern.run)(kc, a_panel, scratch.as_ptr().add(cp * kc * nr), tile.as_mut_ptr());
+                (kern.run)(
+                    kc,
+                    a_panel,
+                    scratch.as_ptr().add(cp * kc * nr),
+                    tile.as_mut_ptr(),
+                );
                 let rows = MR.min(m - panel * MR);
                 let width = nr.min(ncols - cp * nr);
-                store(d, p, &tile, nr, item, g, panel * MR, rows, col0 + cp * nr, width, first, last);
+                store(
+                    d,
+                    p,
+                    &tile,
+                    nr,
+                    item,
+                    g,
+                    panel * MR,
+                    rows,
+                    col0 + cp * nr,
+                    width,
+                    first,
+                    last,
+                );
             }
         }
         k0 += kc;
@@ -286,7 +315,8 @@ unsafe fn pack_b(
         }
         KIND_POINTWISE => {
             let plane = cols_of(d);
-            let xi = x.add(item * d.x_bstride as usize + (g * (d.in_c / d.groups) as usize + k0) * plane);
+            let xi = x
+                .add(item * d.x_bstride as usize + (g * (d.in_c / d.groups) as usize + k0) * plane);
             for kk in 0..kc {
                 let row = xi.add(kk * plane + col0);
                 for j in 0..ncols {
@@ -355,7 +385,11 @@ unsafe fn store(
     let m = d.m();
     for r in 0..rows {
         let oc = g * m + row0 + r;
-        let bias = if last && d.has_bias != 0 { *p.bias.add(oc) } else { 0.0 };
+        let bias = if last && d.has_bias != 0 {
+            *p.bias.add(oc)
+        } else {
+            0.0
+        };
         for c in 0..width {
             let j = col0 + c;
             let dst = p.out.add(c_offset(d, d.out_bstride, item, oc, j));

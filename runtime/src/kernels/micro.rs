@@ -20,14 +20,17 @@ pub struct MicroKernel {
 pub fn select() -> MicroKernel {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::env::var_os("NETC_NO_AVX512").is_none() && std::arch::is_x86_feature_detected!("avx512f") {
+        if std::env::var_os("NETC_NO_AVX512").is_none()
+            && std::arch::is_x86_feature_detected!("avx512f")
+        {
             return MicroKernel {
                 nr: 32,
                 name: "avx512f 8x32",
                 run: avx512::kernel,
             };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             return MicroKernel {
                 nr: 16,
                 name: "avx2+fma 8x16",
@@ -136,13 +139,19 @@ mod tests {
         for k in kernels {
             let kc = 37;
             let a: Vec<f32> = (0..MR * kc).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-            let b: Vec<f32> = (0..k.nr * kc).map(|i| ((i * 5) % 11) as f32 * 0.5).collect();
+            let b: Vec<f32> = (0..k.nr * kc)
+                .map(|i| ((i * 5) % 11) as f32 * 0.5)
+                .collect();
             let mut tile = vec![0.0; MR * k.nr];
             unsafe { (k.run)(kc, a.as_ptr(), b.as_ptr(), tile.as_mut_ptr()) };
             for m in 0..MR {
                 for n in 0..k.nr {
                     let want: f32 = (0..kc).map(|kk| a[kk * MR + m] * b[kk * k.nr + n]).sum();
-                    assert!((tile[m * k.nr + n] - want).abs() < 1e-3, "{} at {m},{n}", k.name);
+                    assert!(
+                        (tile[m * k.nr + n] - want).abs() < 1e-3,
+                        "{} at {m},{n}",
+                        k.name
+                    );
                 }
             }
         }

@@ -24,7 +24,15 @@ pub unsafe fn unary(code: u32, src: *const f32, dst: *mut f32, len: usize) {
 /// # Safety
 /// Items of `channels·inner` floats at `src + n·src_stride` and
 /// `dst + n·dst_stride` for `n < items` must be valid (may be in place).
-pub unsafe fn softmax(src: *const f32, dst: *mut f32, items: usize, channels: usize, inner: usize, src_stride: usize, dst_stride: usize) {
+pub unsafe fn softmax(
+    src: *const f32,
+    dst: *mut f32,
+    items: usize,
+    channels: usize,
+    inner: usize,
+    src_stride: usize,
+    dst_stride: usize,
+) {
     for n in 0..items {
         let (s, d) = (src.add(n * src_stride), dst.add(n * dst_stride));
         for i in 0..inner {

@@ -1,10 +1,12 @@
-//! Every optimisation against the reference interpreter: the optimised
-//! graph, run by the reference kernels inside its planned arena, must match
-//! the unoptimised graph (max |Δ| ≤ 1e-4 · max |output|) on every model and
-//! on randomly generated graphs.
+//! Differential tests against the reference interpreter on the unoptimised
+//! graph: the optimised graph run by the reference kernels inside its
+//! planned arena, and the JIT's native code with 1 and 2 threads, must all
+//! match it (max |Δ| ≤ 1e-4 · max |output|) on every model at batch 1 and
+//! 3 and on randomly generated graphs.
 
 mod common;
 
+use netc::codegen::{self, jit::JitModel};
 use netc::interp;
 use netc::ir::op::Op;
 use netc::ir::Graph;
@@ -29,8 +31,20 @@ fn inputs(graph: &Graph, seed: u64) -> Vec<Tensor> {
         .collect()
 }
 
-/// Optimise a copy of `graph` and compare it with the original; returns
-/// the optimised graph for further checks.
+fn assert_close(label: &str, what: &str, got: &[Tensor], expected: &[Tensor]) {
+    assert_eq!(got.len(), expected.len(), "{label}: {what}: output count");
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        let diff = g.max_abs_diff(e).unwrap_or(f32::INFINITY);
+        let scale = e.max_abs();
+        assert!(
+            diff <= 1e-4 * scale,
+            "{label}: {what}: output {i} differs by {diff} (max |output| {scale})"
+        );
+    }
+}
+
+/// Optimise a copy of `graph` and compare the planned interpreter and the
+/// JIT (threads 1 and 2) with the reference; returns the optimised graph.
 fn check_equivalent(label: &str, graph: &Graph, options: &Options) -> Graph {
     let weights = Weights::random(graph, 7);
     let x = inputs(graph, 3);
@@ -48,15 +62,15 @@ fn check_equivalent(label: &str, graph: &Graph, options: &Options) -> Graph {
         plan.conflicts()
     );
     let got = interp::planned::run(&opt, &w, &x).unwrap_or_else(|e| panic!("{label}: {e}"));
-    assert_eq!(got.len(), expected.len());
-    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-        let diff = g.max_abs_diff(e).unwrap_or(f32::INFINITY);
-        let scale = e.max_abs();
-        assert!(
-            diff <= 1e-4 * scale,
-            "{label}: output {i} differs by {diff} (max |output| {scale})"
-        );
-    }
+    assert_close(label, "planned", &got, &expected);
+    let lowered = codegen::lower(opt.clone(), &w).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let mut model = JitModel::compile(lowered, 1).unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert_close(label, "jit 1 thread", &model.run(&x).unwrap(), &expected);
+    let lowered = codegen::lower(opt.clone(), &w).unwrap();
+    let mut model = JitModel::compile(lowered, 2).unwrap();
+    assert_close(label, "jit 2 threads", &model.run(&x).unwrap(), &expected);
+    // Running twice reuses the arena: results must not depend on leftovers.
+    assert_close(label, "jit second run", &model.run(&x).unwrap(), &expected);
     opt
 }
 
