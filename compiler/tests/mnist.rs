@@ -5,21 +5,18 @@
 
 mod common;
 
+use netc::codegen::{self, jit::JitModel};
 use netc::interp;
+use netc::passes::{self, Options};
 use netc::weights::Weights;
 use netc_runtime::data::idx;
 use netc_runtime::weights;
 use netc_runtime::Tensor;
 
-#[test]
-fn deep_convnet_reproduces_the_books_accuracy() {
+fn count_correct(mut run: impl FnMut(Tensor) -> Tensor, batch: usize) -> usize {
     let data = common::root().join("../shared/data");
     let images = idx::read_images(&data.join("mnist/t10k-images-idx3-ubyte.gz")).unwrap();
     let labels = idx::read_labels(&data.join("mnist/t10k-labels-idx1-ubyte.gz")).unwrap();
-    let batch = 500;
-    let graph = common::model_graph("deep_convnet", batch);
-    let file = weights::load(&data.join("deep_convnet/deep_convnet_params.npz")).unwrap();
-    let w = Weights::bind(&graph, file).unwrap();
     let per_image = 28 * 28;
     let mut correct = 0;
     for first in (0..10_000).step_by(batch) {
@@ -28,12 +25,34 @@ fn deep_convnet_reproduces_the_books_accuracy() {
             images.data()[first * per_image..(first + batch) * per_image].to_vec(),
         )
         .unwrap();
-        let out = interp::run(&graph, &w, &[x]).unwrap().remove(0);
+        let out = run(x);
         for (i, row) in out.data().chunks(10).enumerate() {
             let best = (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
             correct += usize::from(best == labels[first + i] as usize);
         }
     }
-    eprintln!("deep_convnet: {correct}/10000");
-    assert!((9795..=9799).contains(&correct), "{correct}/10000");
+    correct
+}
+
+fn book_weights(graph: &netc::ir::Graph) -> Weights {
+    let path = common::root().join("../shared/data/deep_convnet/deep_convnet_params.npz");
+    Weights::bind(graph, weights::load(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn deep_convnet_reproduces_the_books_accuracy_on_reference_and_jit() {
+    let batch = 500;
+    let graph = common::model_graph("deep_convnet", batch);
+    let w = book_weights(&graph);
+    let reference = count_correct(|x| interp::run(&graph, &w, &[x]).unwrap().remove(0), batch);
+    eprintln!("deep_convnet, reference: {reference}/10000");
+    assert!((9795..=9799).contains(&reference), "{reference}/10000");
+
+    let mut opt = graph.clone();
+    let mut ow = w.clone();
+    passes::optimize(&mut opt, &mut ow, &Options::default()).unwrap();
+    let mut jit = JitModel::compile(codegen::lower(opt, &ow).unwrap(), 0).unwrap();
+    let native = count_correct(|x| jit.run(&[x]).unwrap().remove(0), batch);
+    eprintln!("deep_convnet, jit: {native}/10000");
+    assert_eq!(native, reference, "JIT and reference disagree");
 }

@@ -174,10 +174,7 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                     w.data()[(g * m + row) * k + kk]
                 });
                 let a = push(&mut blob, &packed);
-                let b = match param(n, "bias")? {
-                    Some(t) => Some(push(&mut blob, t.data())),
-                    None => None,
-                };
+                let b = param(n, "bias")?.map(|t| push(&mut blob, t.data()));
                 fill_epilogue(&mut d, &c.epilogue, &graph, plan, n, &operands)?;
                 d.has_bias = u32::from(b.is_some());
                 consts.insert(
@@ -216,10 +213,7 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                     WeightLayout::InOut => w.data()[kk * m + row],
                 });
                 let a = push(&mut blob, &packed);
-                let b = match param(n, "bias")? {
-                    Some(t) => Some(push(&mut blob, t.data())),
-                    None => None,
-                };
+                let b = param(n, "bias")?.map(|t| push(&mut blob, t.data()));
                 fill_epilogue(&mut d, &dn.epilogue, &graph, plan, n, &operands)?;
                 d.has_bias = u32::from(b.is_some());
                 consts.insert(

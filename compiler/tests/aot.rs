@@ -1,0 +1,99 @@
+//! `netc compile -o`: the object file, linked with the runtime's static
+//! library into a C program, computes what the JIT computes.
+
+mod common;
+
+use netc::codegen::{self, jit::JitModel};
+use netc::passes::{self, Options};
+use netc::weights::Weights;
+use netc_runtime::init::{random_tensor, Init};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Build the runtime's static library (in the release profile, which the
+/// CI's main job builds anyway) and return its path.
+fn runtime_staticlib() -> PathBuf {
+    let root = common::root();
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "-p", "netc-runtime", "--lib"])
+        .current_dir(&root)
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "building the runtime static library failed"
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
+    let lib = target.join("release/libnetc_runtime.a");
+    assert!(lib.exists(), "{} not found", lib.display());
+    lib
+}
+
+#[test]
+fn c_program_matches_the_jit() {
+    let dir = std::env::temp_dir().join(format!("netc-aot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (model, batch) in [("deep_convnet", 2), ("googlenet", 1)] {
+        let mut graph = common::model_graph(model, batch);
+        let mut weights = Weights::random(&graph, 11);
+        passes::optimize(&mut graph, &mut weights, &Options::default()).unwrap();
+        let lowered = codegen::lower(graph.clone(), &weights).unwrap();
+        let object = dir.join("model.o");
+        let stem = codegen::object::write(&lowered, &object).unwrap();
+        assert_eq!(stem, "model");
+
+        let shape = lowered.input_shapes[0].clone();
+        let x = random_tensor(5, "x", shape, Init::Uniform { lo: 0.0, hi: 1.0 });
+        let mut jit = JitModel::compile(lowered, 2).unwrap();
+        let expected = jit.run(std::slice::from_ref(&x)).unwrap().remove(0);
+
+        let input = dir.join("input.bin");
+        let raw: Vec<u8> = x.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&input, raw).unwrap();
+        let exe = dir.join("driver");
+        let driver = common::root().join("compiler/tests/c/driver.c");
+        let out = Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(&driver)
+            .arg(&object)
+            .arg(runtime_staticlib())
+            .args(["-lpthread", "-ldl", "-lm", "-I"])
+            .arg(&dir)
+            .output()
+            .expect("run cc");
+        assert!(
+            out.status.success(),
+            "cc failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let output = dir.join("output.bin");
+        let run = Command::new(&exe)
+            .arg(dir.join("model.weights"))
+            .arg(&input)
+            .arg(x.numel().to_string())
+            .arg(&output)
+            .arg(expected.numel().to_string())
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "driver failed:\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let got: Vec<f32> = std::fs::read(&output)
+            .unwrap()
+            .chunks(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let max = expected.max_abs();
+        let diff = got
+            .iter()
+            .zip(expected.data())
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-5 * max.max(1.0),
+            "{model}: C output differs from the JIT by {diff}"
+        );
+    }
+}
