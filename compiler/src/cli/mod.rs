@@ -1,6 +1,7 @@
 //! The `netc` command line: argument parsing and one function per command.
 //! Every error becomes one message on stderr and exit code 1.
 
+mod bench;
 mod check;
 mod compile;
 mod run;
@@ -36,6 +37,8 @@ enum Command {
     Run(Box<run::Args>),
     /// Lower a model to the graph IR and print it.
     Compile(compile::Args),
+    /// Time the JIT-compiled model end to end.
+    Bench(bench::Args),
 }
 
 /// A failed command: the message to print and the exit code.
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Run(a) => run::run(*a),
         Command::Compile(a) => compile::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -285,7 +285,9 @@ unsafe fn tile_task(
 }
 
 /// Pack `kc` rows of B starting at `k0`, columns `col0 .. col0+ncols`, into
-/// panels of `nr` columns (k-major, zero-padded).
+/// panels of `nr` columns (k-major, zero-padded). Loops run panel by panel
+/// and row by row so the inner loop is a contiguous copy wherever the
+/// source allows (no per-element division).
 #[allow(clippy::too_many_arguments)]
 unsafe fn pack_b(
     d: &GemmDesc,
@@ -300,55 +302,102 @@ unsafe fn pack_b(
     nr: usize,
 ) {
     let panels = ncols.div_ceil(nr);
-    out[..panels * kc * nr].fill(0.0);
-    let put = |out: &mut [f32], kk: usize, j: usize, v: f32| {
-        out[(j / nr) * kc * nr + kk * nr + j % nr] = v;
-    };
-    match d.kind {
-        KIND_DENSE => {
-            for j in 0..ncols {
-                let row = x.add((col0 + j) * d.x_bstride as usize + k0);
+    for p in 0..panels {
+        let j0 = col0 + p * nr;
+        let width = nr.min(ncols - p * nr);
+        let panel = &mut out[p * kc * nr..(p + 1) * kc * nr];
+        match d.kind {
+            KIND_DENSE => {
+                panel.fill(0.0);
+                for jj in 0..width {
+                    let row = x.add((j0 + jj) * d.x_bstride as usize + k0);
+                    for kk in 0..kc {
+                        panel[kk * nr + jj] = *row.add(kk);
+                    }
+                }
+            }
+            KIND_POINTWISE => {
+                let plane = cols_of(d);
+                let xi = x.add(item * d.x_bstride as usize + (g * (d.in_c / d.groups) as usize + k0) * plane);
                 for kk in 0..kc {
-                    put(out, kk, j, *row.add(kk));
+                    let dst = &mut panel[kk * nr..(kk + 1) * nr];
+                    let src = std::slice::from_raw_parts(xi.add(kk * plane + j0), width);
+                    dst[..width].copy_from_slice(src);
+                    dst[width..].fill(0.0);
                 }
             }
+            _ => pack_im2col(d, x, panel, item, g, k0, kc, j0, width, nr),
         }
-        KIND_POINTWISE => {
-            let plane = cols_of(d);
-            let xi = x
-                .add(item * d.x_bstride as usize + (g * (d.in_c / d.groups) as usize + k0) * plane);
-            for kk in 0..kc {
-                let row = xi.add(kk * plane + col0);
-                for j in 0..ncols {
-                    put(out, kk, j, *row.add(j));
+    }
+}
+
+/// One B panel of a general convolution, read through im2col indexing.
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_im2col(
+    d: &GemmDesc,
+    x: *const f32,
+    panel: &mut [f32],
+    item: usize,
+    g: usize,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    width: usize,
+    nr: usize,
+) {
+    let (h, w) = (d.h as usize, d.w as usize);
+    let (kh, kw) = (d.kh as usize, d.kw as usize);
+    let (sh, sw, dh, dw) = (d.sh as usize, d.sw as usize, d.dh as usize, d.dw as usize);
+    let (pt, pl) = (d.pt as usize, d.pl as usize);
+    let ow = d.ow as usize;
+    let in_per_group = (d.in_c / d.groups) as usize;
+    let xi = x.add(item * d.x_bstride as usize);
+    let (oh0, ow0) = (j0 / ow, j0 % ow);
+    for kk in 0..kc {
+        let kidx = k0 + kk;
+        let ic = g * in_per_group + kidx / (kh * kw);
+        let r = kidx % (kh * kw);
+        let (ki, kj) = (r / kw, r % kw);
+        let plane = xi.add(ic * h * w);
+        let dst = &mut panel[kk * nr..(kk + 1) * nr];
+        dst[width..].fill(0.0);
+        let (mut oh, mut owp) = (oh0, ow0);
+        let mut jj = 0;
+        while jj < width {
+            // The run of columns left in this output row.
+            let run = (ow - owp).min(width - jj);
+            let ih = (oh * sh + ki * dh).wrapping_sub(pt);
+            if ih >= h {
+                dst[jj..jj + run].fill(0.0);
+            } else {
+                let row = plane.add(ih * w);
+                // iw(t) = (owp + t)·sw + kj·dw − pl; the t with 0 ≤ iw < w
+                // form one range, copied without per-element tests.
+                let first = (owp * sw + kj * dw) as isize - pl as isize;
+                let lo = if first >= 0 { 0 } else { ((-first) as usize).div_ceil(sw) }.min(run);
+                let hi = if (w as isize) > first {
+                    ((w as isize - first) as usize).div_ceil(sw).min(run)
+                } else {
+                    0
+                }
+                .max(lo);
+                let out = &mut dst[jj..jj + run];
+                out[..lo].fill(0.0);
+                out[hi..].fill(0.0);
+                let start = (first + (lo * sw) as isize) as usize;
+                if sw == 1 {
+                    out[lo..hi].copy_from_slice(std::slice::from_raw_parts(row.add(start), hi - lo));
+                } else {
+                    for (t, o) in out[lo..hi].iter_mut().enumerate() {
+                        *o = *row.add(start + t * sw);
+                    }
                 }
             }
-        }
-        _ => {
-            let (h, w) = (d.h as usize, d.w as usize);
-            let (kh, kw) = (d.kh as usize, d.kw as usize);
-            let ow = d.ow as usize;
-            let in_per_group = (d.in_c / d.groups) as usize;
-            let xi = x.add(item * d.x_bstride as usize);
-            for kk in 0..kc {
-                let kidx = k0 + kk;
-                let ic = g * in_per_group + kidx / (kh * kw);
-                let r = kidx % (kh * kw);
-                let (ki, kj) = (r / kw, r % kw);
-                let plane = xi.add(ic * h * w);
-                let (mut oh, mut owp) = ((col0) / ow, col0 % ow);
-                for j in 0..ncols {
-                    let ih = (oh * d.sh as usize + ki * d.dh as usize).wrapping_sub(d.pt as usize);
-                    let iw = (owp * d.sw as usize + kj * d.dw as usize).wrapping_sub(d.pl as usize);
-                    if ih < h && iw < w {
-                        put(out, kk, j, *plane.add(ih * w + iw));
-                    }
-                    owp += 1;
-                    if owp == ow {
-                        owp = 0;
-                        oh += 1;
-                    }
-                }
+            jj += run;
+            owp += run;
+            if owp == ow {
+                owp = 0;
+                oh += 1;
             }
         }
     }
@@ -369,6 +418,64 @@ fn c_offset(d: &GemmDesc, bstride: u64, item: usize, oc: usize, j: usize) -> usi
 
 #[allow(clippy::too_many_arguments)]
 unsafe fn store(
+    d: &GemmDesc,
+    p: &Ptrs,
+    tile: &[f32],
+    nr: usize,
+    item: usize,
+    g: usize,
+    row0: usize,
+    rows: usize,
+    col0: usize,
+    width: usize,
+    first: bool,
+    last: bool,
+) {
+    if d.kind == KIND_DENSE {
+        return store_scalar(d, p, tile, nr, item, g, row0, rows, col0, width, first, last);
+    }
+    // Conv output rows are contiguous: work on whole row slices so every
+    // step vectorises.
+    let m = d.m();
+    for r in 0..rows {
+        let oc = g * m + row0 + r;
+        let dst = std::slice::from_raw_parts_mut(p.out.add(c_offset(d, d.out_bstride, item, oc, col0)), width);
+        let src = &tile[r * nr..r * nr + width];
+        if first {
+            dst.copy_from_slice(src);
+        } else {
+            dst.iter_mut().zip(src).for_each(|(o, s)| *o += s);
+        }
+        if !last {
+            continue;
+        }
+        if d.has_bias != 0 {
+            let b = *p.bias.add(oc);
+            dst.iter_mut().for_each(|v| *v += b);
+        }
+        let mut residual = 0;
+        for s in 0..d.n_steps as usize {
+            match d.steps[s] {
+                STEP_ADD => {
+                    let off = c_offset(d, d.res_bstride[residual], item, oc, col0);
+                    let res = std::slice::from_raw_parts(p.res[residual].add(off), width);
+                    dst.iter_mut().zip(res).for_each(|(v, r)| *v += r);
+                    residual += 1;
+                }
+                STEP_RELU => dst.iter_mut().for_each(|v| *v = v.max(0.0)),
+                STEP_LEAKY => {
+                    let a = d.alpha[s];
+                    dst.iter_mut().for_each(|v| *v = if *v >= 0.0 { *v } else { *v * a });
+                }
+                STEP_SIGMOID => dst.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
+                _ => dst.iter_mut().for_each(|v| *v = v.tanh()),
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_scalar(
     d: &GemmDesc,
     p: &Ptrs,
     tile: &[f32],

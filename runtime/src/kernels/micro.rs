@@ -32,8 +32,8 @@ pub fn select() -> MicroKernel {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             return MicroKernel {
-                nr: 16,
-                name: "avx2+fma 8x16",
+                nr: 12,
+                name: "avx2+fma 8x12",
                 run: avx2::kernel,
             };
         }
@@ -100,25 +100,35 @@ mod avx2 {
     use super::MR;
     use std::arch::x86_64::*;
 
-    /// 8×16: sixteen ymm accumulators.
+    const NR: usize = 12;
+
+    /// 8×12 with the roles swapped: one ymm holds a column of A's eight
+    /// rows (A is packed k-major, so that is one load), each B value is
+    /// broadcast. Twelve accumulators plus two operands fit AVX2's sixteen
+    /// registers; the natural 8×16 layout would need nineteen and spill.
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `a` holds `8·kc`, `b` `16·kc`, `tile` 128 floats.
+    /// AVX2 and FMA must be available; `a` holds `8·kc`, `b` `12·kc`, `tile` 96 floats.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
-        let mut c = [[_mm256_setzero_ps(); 2]; MR];
+        let mut c = [_mm256_setzero_ps(); NR];
         for k in 0..kc {
-            let b0 = _mm256_loadu_ps(b.add(k * 16));
-            let b1 = _mm256_loadu_ps(b.add(k * 16 + 8));
-            for (m, cm) in c.iter_mut().enumerate() {
-                let av = _mm256_set1_ps(*a.add(k * MR + m));
-                cm[0] = _mm256_fmadd_ps(av, b0, cm[0]);
-                cm[1] = _mm256_fmadd_ps(av, b1, cm[1]);
+            let av = _mm256_loadu_ps(a.add(k * MR));
+            let bk = b.add(k * NR);
+            for (n, cn) in c.iter_mut().enumerate() {
+                let bv = _mm256_broadcast_ss(&*bk.add(n));
+                *cn = _mm256_fmadd_ps(av, bv, *cn);
             }
         }
-        for (m, cm) in c.iter().enumerate() {
-            _mm256_storeu_ps(tile.add(m * 16), cm[0]);
-            _mm256_storeu_ps(tile.add(m * 16 + 8), cm[1]);
+        // c[n] holds column n; the tile is row-major.
+        let mut columns = [0.0f32; MR * NR];
+        for (n, cn) in c.iter().enumerate() {
+            _mm256_storeu_ps(columns.as_mut_ptr().add(n * MR), *cn);
+        }
+        for m in 0..MR {
+            for n in 0..NR {
+                *tile.add(m * NR + n) = columns[n * MR + m];
+            }
         }
     }
 }
