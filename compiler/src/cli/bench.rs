@@ -82,10 +82,22 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .input_shapes
         .iter()
         .enumerate()
-        .map(|(i, s)| random_tensor(1, &format!("input{i}"), s.clone(), Init::Uniform { lo: 0.0, hi: 1.0 }))
+        .map(|(i, s)| {
+            random_tensor(
+                1,
+                &format!("input{i}"),
+                s.clone(),
+                Init::Uniform { lo: 0.0, hi: 1.0 },
+            )
+        })
         .collect();
     let mut model = JitModel::compile(lowered, a.threads)?;
-    let mut outputs: Vec<Tensor> = model.lowered().output_shapes.iter().map(|s| Tensor::zeros(s.clone())).collect();
+    let mut outputs: Vec<Tensor> = model
+        .lowered()
+        .output_shapes
+        .iter()
+        .map(|s| Tensor::zeros(s.clone()))
+        .collect();
     for _ in 0..a.warmup {
         model.run_into(&inputs, &mut outputs)?;
     }

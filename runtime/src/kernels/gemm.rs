@@ -250,18 +250,42 @@ unsafe fn tile_task(
     let mut k0 = 0;
     while k0 < k {
         let kc = KC.min(k - k0);
-        pack_b(d, p.x, scratch, item, g, k0, kc, col0, ncols, nr);
+        // A 1×1 stride-1 conv's B is already a row-major K × (H·W) matrix:
+        // full panels read it in place, only a ragged last panel is packed.
+        let direct = d.kind == KIND_POINTWISE;
+        if !direct {
+            pack_b(d, p.x, scratch, item, g, k0, kc, col0, ncols, nr);
+        } else if ncols % nr != 0 {
+            let last_panel = col_panels - 1;
+            let (at, width) = (col0 + last_panel * nr, ncols - last_panel * nr);
+            pack_b(
+                d,
+                p.x,
+                &mut scratch[last_panel * kc * nr..],
+                item,
+                g,
+                k0,
+                kc,
+                at,
+                width,
+                nr,
+            );
+        }
+        let plane = cols_of(d);
+        let group_rows = (g * (d.in_c / d.groups) as usize + k0) * plane;
+        let x_rows = p.x.add(item * d.x_bstride as usize + group_rows + col0);
         let first = k0 == 0;
         let last = k0 + kc == k;
         for panel in panels.clone() {
             let a_panel = a_group.add(panel * MR * k + k0 * MR);
             for cp in 0..col_panels {
-                (kern.run)(
-                    kc,
-                    a_panel,
-                    scratch.as_ptr().add(cp * kc * nr),
-                    tile.as_mut_ptr(),
-                );
+                let full = (cp + 1) * nr <= ncols;
+                let (b, ldb) = if direct && full {
+                    (x_rows.add(cp * nr), plane)
+                } else {
+                    (scratch.as_ptr().add(cp * kc * nr), nr)
+                };
+                (kern.run)(kc, a_panel, b, ldb, tile.as_mut_ptr());
                 let rows = MR.min(m - panel * MR);
                 let width = nr.min(ncols - cp * nr);
                 store(
@@ -318,7 +342,9 @@ unsafe fn pack_b(
             }
             KIND_POINTWISE => {
                 let plane = cols_of(d);
-                let xi = x.add(item * d.x_bstride as usize + (g * (d.in_c / d.groups) as usize + k0) * plane);
+                let xi = x.add(
+                    item * d.x_bstride as usize + (g * (d.in_c / d.groups) as usize + k0) * plane,
+                );
                 for kk in 0..kc {
                     let dst = &mut panel[kk * nr..(kk + 1) * nr];
                     let src = std::slice::from_raw_parts(xi.add(kk * plane + j0), width);
@@ -374,7 +400,12 @@ unsafe fn pack_im2col(
                 // iw(t) = (owp + t)·sw + kj·dw − pl; the t with 0 ≤ iw < w
                 // form one range, copied without per-element tests.
                 let first = (owp * sw + kj * dw) as isize - pl as isize;
-                let lo = if first >= 0 { 0 } else { ((-first) as usize).div_ceil(sw) }.min(run);
+                let lo = if first >= 0 {
+                    0
+                } else {
+                    ((-first) as usize).div_ceil(sw)
+                }
+                .min(run);
                 let hi = if (w as isize) > first {
                     ((w as isize - first) as usize).div_ceil(sw).min(run)
                 } else {
@@ -386,7 +417,8 @@ unsafe fn pack_im2col(
                 out[hi..].fill(0.0);
                 let start = (first + (lo * sw) as isize) as usize;
                 if sw == 1 {
-                    out[lo..hi].copy_from_slice(std::slice::from_raw_parts(row.add(start), hi - lo));
+                    out[lo..hi]
+                        .copy_from_slice(std::slice::from_raw_parts(row.add(start), hi - lo));
                 } else {
                     for (t, o) in out[lo..hi].iter_mut().enumerate() {
                         *o = *row.add(start + t * sw);
@@ -432,14 +464,19 @@ unsafe fn store(
     last: bool,
 ) {
     if d.kind == KIND_DENSE {
-        return store_scalar(d, p, tile, nr, item, g, row0, rows, col0, width, first, last);
+        return store_scalar(
+            d, p, tile, nr, item, g, row0, rows, col0, width, first, last,
+        );
     }
     // Conv output rows are contiguous: work on whole row slices so every
     // step vectorises.
     let m = d.m();
     for r in 0..rows {
         let oc = g * m + row0 + r;
-        let dst = std::slice::from_raw_parts_mut(p.out.add(c_offset(d, d.out_bstride, item, oc, col0)), width);
+        let dst = std::slice::from_raw_parts_mut(
+            p.out.add(c_offset(d, d.out_bstride, item, oc, col0)),
+            width,
+        );
         let src = &tile[r * nr..r * nr + width];
         if first {
             dst.copy_from_slice(src);
@@ -465,7 +502,8 @@ unsafe fn store(
                 STEP_RELU => dst.iter_mut().for_each(|v| *v = v.max(0.0)),
                 STEP_LEAKY => {
                     let a = d.alpha[s];
-                    dst.iter_mut().for_each(|v| *v = if *v >= 0.0 { *v } else { *v * a });
+                    dst.iter_mut()
+                        .for_each(|v| *v = if *v >= 0.0 { *v } else { *v * a });
                 }
                 STEP_SIGMOID => dst.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
                 _ => dst.iter_mut().for_each(|v| *v = v.tanh()),

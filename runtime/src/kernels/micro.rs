@@ -12,8 +12,9 @@ pub const MR: usize = 8;
 pub struct MicroKernel {
     pub nr: usize,
     pub name: &'static str,
-    /// `(kc, a, b, tile)`; `tile` holds MR×nr floats, row-major.
-    pub run: unsafe fn(usize, *const f32, *const f32, *mut f32),
+    /// `(kc, a, b, ldb, tile)`: B row `k` starts at `b + k·ldb`; `tile`
+    /// receives MR×nr floats, row-major.
+    pub run: unsafe fn(usize, *const f32, *const f32, usize, *mut f32),
 }
 
 /// The best kernel this CPU supports.
@@ -48,15 +49,15 @@ pub fn select() -> MicroKernel {
 /// Portable fallback; also the reference the SIMD kernels are tested against.
 ///
 /// # Safety
-/// `a` must hold `MR·kc` floats, `b` `8·kc`, `tile` `MR·8`.
-pub unsafe fn scalar_kernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+/// `a` must hold `MR·kc` floats, B rows of 8 at stride `ldb`, `tile` `MR·8`.
+pub unsafe fn scalar_kernel(kc: usize, a: *const f32, b: *const f32, ldb: usize, tile: *mut f32) {
     const NR: usize = 8;
     let mut acc = [[0.0f32; NR]; MR];
     for k in 0..kc {
         for (m, row) in acc.iter_mut().enumerate() {
             let av = *a.add(k * MR + m);
             for (n, c) in row.iter_mut().enumerate() {
-                *c += av * *b.add(k * NR + n);
+                *c += av * *b.add(k * ldb + n);
             }
         }
     }
@@ -77,11 +78,11 @@ mod avx512 {
     /// # Safety
     /// AVX-512F must be available; `a` holds `8·kc`, `b` `32·kc`, `tile` 256 floats.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, ldb: usize, tile: *mut f32) {
         let mut c = [[_mm512_setzero_ps(); 2]; MR];
         for k in 0..kc {
-            let b0 = _mm512_loadu_ps(b.add(k * 32));
-            let b1 = _mm512_loadu_ps(b.add(k * 32 + 16));
+            let b0 = _mm512_loadu_ps(b.add(k * ldb));
+            let b1 = _mm512_loadu_ps(b.add(k * ldb + 16));
             for (m, cm) in c.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(k * MR + m));
                 cm[0] = _mm512_fmadd_ps(av, b0, cm[0]);
@@ -110,11 +111,11 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA must be available; `a` holds `8·kc`, `b` `12·kc`, `tile` 96 floats.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, ldb: usize, tile: *mut f32) {
         let mut c = [_mm256_setzero_ps(); NR];
         for k in 0..kc {
             let av = _mm256_loadu_ps(a.add(k * MR));
-            let bk = b.add(k * NR);
+            let bk = b.add(k * ldb);
             for (n, cn) in c.iter_mut().enumerate() {
                 let bv = _mm256_broadcast_ss(&*bk.add(n));
                 *cn = _mm256_fmadd_ps(av, bv, *cn);
@@ -153,7 +154,7 @@ mod tests {
                 .map(|i| ((i * 5) % 11) as f32 * 0.5)
                 .collect();
             let mut tile = vec![0.0; MR * k.nr];
-            unsafe { (k.run)(kc, a.as_ptr(), b.as_ptr(), tile.as_mut_ptr()) };
+            unsafe { (k.run)(kc, a.as_ptr(), b.as_ptr(), k.nr, tile.as_mut_ptr()) };
             for m in 0..MR {
                 for n in 0..k.nr {
                     let want: f32 = (0..kc).map(|kk| a[kk * MR + m] * b[kk * k.nr + n]).sum();
