@@ -255,7 +255,7 @@ unsafe fn tile_task(
         let direct = d.kind == KIND_POINTWISE;
         if !direct {
             pack_b(d, p.x, scratch, item, g, k0, kc, col0, ncols, nr);
-        } else if ncols % nr != 0 {
+        } else if !ncols.is_multiple_of(nr) {
             let last_panel = col_panels - 1;
             let (at, width) = (col0 + last_panel * nr, ncols - last_panel * nr);
             pack_b(
