@@ -127,3 +127,26 @@ pub fn run(graph: &mut Graph, weights: &mut Weights) -> Result<usize, PassError>
     }
     Ok(rewrites)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{apply, count};
+    use super::*;
+
+    #[test]
+    fn composes_dense_pairs_and_pointwise_pairs() {
+        let src = "model m(x: [N, 8, 3, 3]) {\n y = x -> [conv(8, 1), conv(2, 1)]\n y -> [flatten, dense(4, layout: \"in_out\"), dense(3)]\n}";
+        let (g, n) = apply(src, run);
+        assert_eq!(n, 2);
+        assert_eq!(count(&g, |op| matches!(op, Op::Conv(_))), 1);
+        assert_eq!(count(&g, |op| matches!(op, Op::Dense(_))), 1);
+    }
+
+    #[test]
+    fn skips_when_composition_costs_more() {
+        // 8 → 1 → 8: 8·8 = 64 > 8 + 8 multiplies per position.
+        let src = "model m(x: [N, 8]) {\n x -> [dense(1), dense(8)] as f\n}";
+        let (_, n) = apply(src, run);
+        assert_eq!(n, 0);
+    }
+}

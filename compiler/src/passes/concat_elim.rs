@@ -59,3 +59,23 @@ pub fn run(graph: &mut Graph, _: &mut Weights) -> Result<usize, PassError> {
     }
     Ok(placed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::graph;
+    use super::*;
+
+    #[test]
+    fn places_single_use_producers_only() {
+        // `a` also feeds the output list, `x` is an input: neither is placed.
+        let (mut g, mut w) = graph("model m(x: [N, 2, 3, 3]) {\n a = x -> conv(2, 1)\n b = x -> conv(3, 1)\n return concat(a, b, x), a\n}");
+        let n = run(&mut g, &mut w).unwrap();
+        assert_eq!(n, 1);
+        g.validate().unwrap();
+        let placed: Vec<usize> =
+            g.g.node_weights()
+                .filter_map(|n| n.write_into.map(|s| s.channel_offset))
+                .collect();
+        assert_eq!(placed, vec![2]);
+    }
+}

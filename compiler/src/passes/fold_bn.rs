@@ -91,3 +91,28 @@ pub fn run(graph: &mut Graph, weights: &mut Weights) -> Result<usize, PassError>
     }
     Ok(rewrites)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{apply, count};
+    use super::*;
+
+    #[test]
+    fn folds_into_conv_and_dense() {
+        let src = "model m(x: [N, 3, 6, 6]) {\n y = x -> [conv(4, 3, bias: false), batchnorm, relu, flatten, dense(5), batchnorm]\n y\n}";
+        let (g, n) = apply(src, run);
+        assert_eq!(n, 2);
+        assert_eq!(count(&g, |op| matches!(op, Op::BatchNorm { .. })), 0);
+        // The conv gained a bias it did not have.
+        assert_eq!(count(&g, |op| matches!(op, Op::Conv(c) if c.bias)), 1);
+    }
+
+    #[test]
+    fn leaves_bn_after_a_shared_producer() {
+        // The conv also feeds the add, so folding would change that use.
+        let src = "model m(x: [N, 3, 6, 6]) {\n c = x -> conv(3, 1)\n add(c -> batchnorm, c)\n}";
+        let (g, n) = apply(src, run);
+        assert_eq!(n, 0);
+        assert_eq!(count(&g, |op| matches!(op, Op::BatchNorm { .. })), 1);
+    }
+}

@@ -68,3 +68,28 @@ pub fn run(graph: &mut Graph, weights: &mut Weights) -> Result<usize, PassError>
     }
     Ok(rewrites)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{apply, count};
+    use super::*;
+
+    #[test]
+    fn folds_backwards_and_forwards() {
+        // The first scale follows a relu: it folds into the next dense; the
+        // second follows a dense: it folds into that dense.
+        let src =
+            "model m(x: [N, 6]) {\n x -> [dense(5), relu, scale(0.5), dense(3), scale(-2)] as f\n}";
+        let (g, n) = apply(src, run);
+        assert_eq!(n, 2);
+        assert_eq!(count(&g, |op| matches!(op, Op::Scale { .. })), 0);
+    }
+
+    #[test]
+    fn keeps_a_scale_before_a_non_linear_op() {
+        let src = "model m(x: [N, 6]) {\n x -> [dense(5), relu, scale(0.5), sigmoid] as f\n}";
+        let (g, n) = apply(src, run);
+        assert_eq!(n, 0);
+        assert_eq!(count(&g, |op| matches!(op, Op::Scale { .. })), 1);
+    }
+}

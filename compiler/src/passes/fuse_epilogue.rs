@@ -102,3 +102,33 @@ pub fn run(graph: &mut Graph, _: &mut Weights) -> Result<usize, PassError> {
         rounds: MAX_ROUNDS,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{apply, count};
+    use super::*;
+
+    #[test]
+    fn fuses_residual_add_and_following_relu() {
+        let src = "model m(x: [N, 4, 5, 5]) {\n y = x -> [conv(4, 3, pad: 1), relu, conv(4, 3, pad: 1)]\n add(y, x) -> relu\n}";
+        let (g, n) = apply(src, run);
+        assert_eq!(n, 3);
+        assert_eq!(count(&g, |op| matches!(op, Op::Add | Op::Activation(_))), 0);
+        let last = g.outputs[0];
+        let Some(Op::Conv(c)) = g.op(last) else {
+            panic!()
+        };
+        assert_eq!(
+            c.epilogue,
+            vec![Step::Add, Step::Act(crate::ir::op::Activation::Relu)]
+        );
+        assert_eq!(g.operands(last).len(), 2);
+    }
+
+    #[test]
+    fn does_not_fuse_into_a_conv_with_other_users() {
+        let src = "model m(x: [N, 4, 5, 5]) {\n c = x -> conv(4, 1)\n return c -> relu, c\n}";
+        let (_, n) = apply(src, run);
+        assert_eq!(n, 0);
+    }
+}

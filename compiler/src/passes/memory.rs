@@ -299,3 +299,43 @@ pub fn run(graph: &mut Graph, _: &mut Weights) -> Result<usize, PassError> {
     graph.plan = Some(plan);
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::graph;
+    use super::*;
+
+    #[test]
+    fn reuses_dead_buffers_and_runs_relu_in_place() {
+        let (mut g, mut w) = graph("model m(x: [N, 4, 8, 8]) {\n x -> [conv(4, 3, pad: 1), relu, conv(4, 3, pad: 1), relu, conv(4, 3, pad: 1)] as s\n}");
+        run(&mut g, &mut w).unwrap();
+        let plan = g.plan.as_ref().unwrap();
+        assert!(plan.conflicts().is_empty());
+        assert_eq!(plan.in_place, 2);
+        // Three conv outputs of 2·4·8·8 floats, but at most two live at once.
+        assert_eq!(plan.naive_floats, 5 * 512);
+        assert_eq!(plan.arena_floats, 2 * 512);
+    }
+
+    #[test]
+    fn conflicts_detects_overlap() {
+        let (mut g, mut w) = graph(
+            "model m(x: [N, 2, 4, 4]) {\n a = x -> conv(2, 1)\n b = x -> conv(2, 1)\n add(a, b)\n}",
+        );
+        run(&mut g, &mut w).unwrap();
+        let mut plan = g.plan.clone().unwrap();
+        assert!(plan.conflicts().is_empty());
+        // Force two simultaneously live buffers onto one offset.
+        let offsets: Vec<usize> = plan.buffers.iter().map(|b| b.offset).collect();
+        let (i, j) = (0..plan.buffers.len())
+            .flat_map(|i| (0..plan.buffers.len()).map(move |j| (i, j)))
+            .find(|&(i, j)| {
+                i < j
+                    && plan.buffers[i].first <= plan.buffers[j].last
+                    && plan.buffers[j].first <= plan.buffers[i].last
+            })
+            .unwrap();
+        plan.buffers[j].offset = offsets[i];
+        assert!(!plan.conflicts().is_empty());
+    }
+}

@@ -131,3 +131,21 @@ fn merge(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{apply, count};
+    use super::*;
+
+    #[test]
+    fn merges_siblings_with_equal_epilogues() {
+        let src = "model m(x: [N, 6, 4, 4]) {\n a = x -> conv(3, 1)\n b = x -> conv(5, 1)\n c = x -> conv(2, 3, pad: 1)\n concat(a, b, c)\n}";
+        let (g, n) = apply(src, run);
+        assert_eq!(n, 1);
+        assert_eq!(count(&g, |op| matches!(op, Op::Slice { .. })), 2);
+        assert_eq!(
+            count(&g, |op| matches!(op, Op::Conv(c) if c.out_channels == 8)),
+            1
+        );
+    }
+}

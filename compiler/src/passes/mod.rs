@@ -273,3 +273,66 @@ pub(crate) fn set_param(
         }),
     }
 }
+
+/// Helpers for the passes' own tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::check::{check_source, CheckOptions};
+    use crate::interp;
+    use crate::ir::op::Op;
+    use crate::ir::Graph;
+    use crate::weights::Weights;
+    use netc_runtime::init::{random_tensor, Init};
+
+    /// A graph from source, with random weights.
+    pub fn graph(src: &str) -> (Graph, Weights) {
+        let options = CheckOptions {
+            batch: 2,
+            ..CheckOptions::default()
+        };
+        let net = match check_source("t.net", src, options) {
+            Ok(n) => n,
+            Err((sources, d)) => panic!("{}", d.render(&sources)),
+        };
+        let g = Graph::from_network(&net);
+        let w = Weights::random(&g, 3);
+        (g, w)
+    }
+
+    /// Run `pass` on a copy; assert the result validates and computes the
+    /// same outputs. Returns the rewritten graph and the rewrite count.
+    pub fn apply(src: &str, pass: super::PassFn) -> (Graph, usize) {
+        let (g, w) = graph(src);
+        let x: Vec<_> = g
+            .inputs
+            .iter()
+            .map(|&n| {
+                random_tensor(
+                    9,
+                    "x",
+                    g.g[n].shape.dims().to_vec(),
+                    Init::Uniform { lo: -1.0, hi: 1.0 },
+                )
+            })
+            .collect();
+        let before = interp::run(&g, &w, &x).unwrap();
+        let (mut g2, mut w2) = (g.clone(), w.clone());
+        let n = pass(&mut g2, &mut w2).unwrap();
+        g2.validate().unwrap();
+        let after = interp::run(&g2, &w2, &x).unwrap();
+        for (a, b) in after.iter().zip(&before) {
+            let diff = a.max_abs_diff(b).unwrap();
+            assert!(
+                diff <= 1e-4 * b.max_abs().max(1e-6),
+                "outputs differ by {diff}"
+            );
+        }
+        (g2, n)
+    }
+
+    pub fn count(g: &Graph, f: impl Fn(&Op) -> bool) -> usize {
+        g.g.node_weights()
+            .filter(|n| n.op().is_some_and(&f))
+            .count()
+    }
+}

@@ -25,3 +25,15 @@ pub fn run(graph: &mut Graph, _: &mut Weights) -> Result<usize, PassError> {
     }
     Ok(pointwise)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::graph;
+    use super::*;
+
+    #[test]
+    fn only_unpadded_stride_1_1x1_is_pointwise() {
+        let (mut g, mut w) = graph("model m(x: [N, 2, 5, 5]) {\n x -> [conv(2, 1), conv(2, 1, stride: 2), conv(2, 1, pad: 1), conv(2, 3)] as s\n}");
+        assert_eq!(run(&mut g, &mut w).unwrap(), 1);
+    }
+}
