@@ -5,7 +5,7 @@
 pub mod kernels;
 pub mod planned;
 
-use crate::ir::graph::{Graph, NodeKind};
+use crate::ir::graph::{Graph, Node, NodeKind};
 use crate::ir::op::Op;
 use crate::weights::Weights;
 use netc_runtime::Tensor;
@@ -62,14 +62,7 @@ pub fn run(graph: &Graph, weights: &Weights, inputs: &[Tensor]) -> Result<Vec<Te
             NodeKind::Op(op) => {
                 let operands = graph.operands(n);
                 let args: Vec<&Tensor> = operands.iter().map(|o| &values[o]).collect();
-                let param = |role: &str| -> Result<&Tensor, RunError> {
-                    let p = node
-                        .param(role)
-                        .ok_or_else(|| RunError::MissingWeight(format!("{}.{role}", node.name)))?;
-                    weights
-                        .get(&p.name)
-                        .ok_or_else(|| RunError::MissingWeight(p.name.clone()))
-                };
+                let param = |role: &str| node_param(node, weights, role);
                 let out = eval(op, &args, node.shape.dims(), &param)?;
                 for o in operands {
                     if let Some(r) = remaining.get_mut(&o) {
@@ -94,6 +87,20 @@ pub fn run(graph: &Graph, weights: &Weights, inputs: &[Tensor]) -> Result<Vec<Te
                 .ok_or_else(|| RunError::Internal(format!("output {} was not computed", o.index())))
         })
         .collect()
+}
+
+/// The bound tensor for parameter `role` of `node`.
+pub(crate) fn node_param<'w>(
+    node: &Node,
+    weights: &'w Weights,
+    role: &str,
+) -> Result<&'w Tensor, RunError> {
+    let p = node
+        .param(role)
+        .ok_or_else(|| RunError::MissingWeight(format!("{}.{role}", node.name)))?;
+    weights
+        .get(&p.name)
+        .ok_or_else(|| RunError::MissingWeight(p.name.clone()))
 }
 
 pub(crate) fn eval<'w>(

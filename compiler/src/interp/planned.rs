@@ -4,7 +4,7 @@
 //! were misplaced, outputs would differ from [`super::run`]'s; the arena
 //! starts filled with NaN so reads of never-written memory show too.
 
-use super::{eval, RunError};
+use super::{eval, node_param, RunError};
 use crate::ir::graph::NodeKind;
 use crate::ir::op::Op;
 use crate::ir::Graph;
@@ -89,14 +89,7 @@ pub fn run(graph: &Graph, weights: &Weights, inputs: &[Tensor]) -> Result<Vec<Te
             .map(|&o| Ok(read(loc(o)?, graph.g[o].shape.dims(), &arena, inputs)))
             .collect::<Result<_, RunError>>()?;
         let arg_refs: Vec<&Tensor> = args.iter().collect();
-        let param = |role: &str| -> Result<&Tensor, RunError> {
-            let p = node
-                .param(role)
-                .ok_or_else(|| RunError::MissingWeight(format!("{}.{role}", node.name)))?;
-            weights
-                .get(&p.name)
-                .ok_or_else(|| RunError::MissingWeight(p.name.clone()))
-        };
+        let param = |role: &str| node_param(node, weights, role);
         let out = eval(op, &arg_refs, node.shape.dims(), &param)?;
         write(&out_loc, &out, &mut arena);
     }

@@ -448,6 +448,21 @@ fn c_offset(d: &GemmDesc, bstride: u64, item: usize, oc: usize, j: usize) -> usi
     }
 }
 
+/// Read `width` floats at `src` spaced `stride` apart into `out`.
+unsafe fn gather(out: &mut [f32], src: *const f32, stride: usize) {
+    if stride == 1 {
+        out.copy_from_slice(std::slice::from_raw_parts(src, out.len()));
+    } else {
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = *src.add(c * stride);
+        }
+    }
+}
+
+/// Store one row segment of a tile: accumulate onto earlier K blocks, and
+/// on the last block add the bias and run the epilogue steps, so every
+/// output element is written once per K block. A conv's row is contiguous;
+/// a dense layer's "row" (one output feature across the batch) is strided.
 #[allow(clippy::too_many_arguments)]
 unsafe fn store(
     d: &GemmDesc,
@@ -463,107 +478,55 @@ unsafe fn store(
     first: bool,
     last: bool,
 ) {
-    if d.kind == KIND_DENSE {
-        return store_scalar(
-            d, p, tile, nr, item, g, row0, rows, col0, width, first, last,
-        );
-    }
-    // Conv output rows are contiguous: work on whole row slices so every
-    // step vectorises.
+    let dense = d.kind == KIND_DENSE;
+    let col_stride = |bstride: u64| if dense { bstride as usize } else { 1 };
+    let out_stride = col_stride(d.out_bstride);
+    let mut buf = [0.0f32; 32];
+    let mut extra = [0.0f32; 32];
     let m = d.m();
     for r in 0..rows {
         let oc = g * m + row0 + r;
-        let dst = std::slice::from_raw_parts_mut(
-            p.out.add(c_offset(d, d.out_bstride, item, oc, col0)),
-            width,
-        );
-        let src = &tile[r * nr..r * nr + width];
-        if first {
-            dst.copy_from_slice(src);
-        } else {
-            dst.iter_mut().zip(src).for_each(|(o, s)| *o += s);
+        let dst = p.out.add(c_offset(d, d.out_bstride, item, oc, col0));
+        let v = &mut buf[..width];
+        v.copy_from_slice(&tile[r * nr..r * nr + width]);
+        if !first {
+            let acc = &mut extra[..width];
+            gather(acc, dst, out_stride);
+            v.iter_mut().zip(acc.iter()).for_each(|(x, a)| *x += a);
         }
-        if !last {
-            continue;
-        }
-        if d.has_bias != 0 {
-            let b = *p.bias.add(oc);
-            dst.iter_mut().for_each(|v| *v += b);
-        }
-        let mut residual = 0;
-        for s in 0..d.n_steps as usize {
-            match d.steps[s] {
-                STEP_ADD => {
-                    let off = c_offset(d, d.res_bstride[residual], item, oc, col0);
-                    let res = std::slice::from_raw_parts(p.res[residual].add(off), width);
-                    dst.iter_mut().zip(res).for_each(|(v, r)| *v += r);
-                    residual += 1;
+        if last {
+            if d.has_bias != 0 {
+                let b = *p.bias.add(oc);
+                v.iter_mut().for_each(|x| *x += b);
+            }
+            let mut residual = 0;
+            for s in 0..d.n_steps as usize {
+                match d.steps[s] {
+                    STEP_ADD => {
+                        let bstride = d.res_bstride[residual];
+                        let res = p.res[residual].add(c_offset(d, bstride, item, oc, col0));
+                        let add = &mut extra[..width];
+                        gather(add, res, col_stride(bstride));
+                        v.iter_mut().zip(add.iter()).for_each(|(x, a)| *x += a);
+                        residual += 1;
+                    }
+                    STEP_RELU => v.iter_mut().for_each(|x| *x = x.max(0.0)),
+                    STEP_LEAKY => {
+                        let a = d.alpha[s];
+                        v.iter_mut()
+                            .for_each(|x| *x = if *x >= 0.0 { *x } else { *x * a });
+                    }
+                    STEP_SIGMOID => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
+                    _ => v.iter_mut().for_each(|x| *x = x.tanh()),
                 }
-                STEP_RELU => dst.iter_mut().for_each(|v| *v = v.max(0.0)),
-                STEP_LEAKY => {
-                    let a = d.alpha[s];
-                    dst.iter_mut()
-                        .for_each(|v| *v = if *v >= 0.0 { *v } else { *v * a });
-                }
-                STEP_SIGMOID => dst.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
-                _ => dst.iter_mut().for_each(|v| *v = v.tanh()),
             }
         }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-unsafe fn store_scalar(
-    d: &GemmDesc,
-    p: &Ptrs,
-    tile: &[f32],
-    nr: usize,
-    item: usize,
-    g: usize,
-    row0: usize,
-    rows: usize,
-    col0: usize,
-    width: usize,
-    first: bool,
-    last: bool,
-) {
-    let m = d.m();
-    for r in 0..rows {
-        let oc = g * m + row0 + r;
-        let bias = if last && d.has_bias != 0 {
-            *p.bias.add(oc)
+        if out_stride == 1 {
+            std::slice::from_raw_parts_mut(dst, width).copy_from_slice(v);
         } else {
-            0.0
-        };
-        for c in 0..width {
-            let j = col0 + c;
-            let dst = p.out.add(c_offset(d, d.out_bstride, item, oc, j));
-            let mut v = tile[r * nr + c] + if first { 0.0 } else { *dst };
-            if last {
-                v += bias;
-                let mut residual = 0;
-                for s in 0..d.n_steps as usize {
-                    v = match d.steps[s] {
-                        STEP_ADD => {
-                            let off = c_offset(d, d.res_bstride[residual], item, oc, j);
-                            let add = *p.res[residual].add(off);
-                            residual += 1;
-                            v + add
-                        }
-                        STEP_RELU => v.max(0.0),
-                        STEP_LEAKY => {
-                            if v >= 0.0 {
-                                v
-                            } else {
-                                v * d.alpha[s]
-                            }
-                        }
-                        STEP_SIGMOID => 1.0 / (1.0 + (-v).exp()),
-                        _ => v.tanh(),
-                    };
-                }
+            for (c, x) in v.iter().enumerate() {
+                *dst.add(c * out_stride) = *x;
             }
-            *dst = v;
         }
     }
 }
