@@ -66,5 +66,6 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("netc_rt_gemm", netc_rt_gemm as *const u8),
         ("netc_rt_unary", netc_rt_unary as *const u8),
         ("netc_rt_softmax", netc_rt_softmax as *const u8),
+        ("netc_rt_mark", crate::profile::netc_rt_mark as *const u8),
     ]
 }

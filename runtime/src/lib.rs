@@ -6,6 +6,7 @@ pub mod abi;
 pub mod data;
 pub mod init;
 pub mod kernels;
+pub mod profile;
 pub mod tensor;
 pub mod weights;
 

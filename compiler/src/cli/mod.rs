@@ -37,8 +37,8 @@ enum Command {
     Run(Box<run::Args>),
     /// Lower a model to the graph IR and print it.
     Compile(compile::Args),
-    /// Time the JIT-compiled model end to end.
-    Bench(bench::Args),
+    /// Time the JIT-compiled model end to end, per layer and per layer type.
+    Bench(Box<bench::Args>),
 }
 
 /// A failed command: the message to print and the exit code.
@@ -68,7 +68,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Run(a) => run::run(*a),
         Command::Compile(a) => compile::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => bench::run(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,4 +142,18 @@ impl OptArgs {
             disabled: self.disabled.clone(),
         }
     }
+}
+
+/// A progress bar on stderr when it is a terminal, hidden otherwise.
+pub fn progress(total: usize, unit: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {unit}  {{elapsed}} (eta {{eta}})");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
 }

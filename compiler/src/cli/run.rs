@@ -6,13 +6,11 @@ use crate::interp;
 use crate::ir::Graph;
 use crate::passes;
 use crate::weights::Weights;
-use indicatif::{ProgressBar, ProgressStyle};
 use netc_runtime::data::idx;
 use netc_runtime::data::image::{self, Preprocess};
 use netc_runtime::init::{random_tensor, Init};
 use netc_runtime::weights::{read_npy, write_npy};
 use netc_runtime::Tensor;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -305,16 +303,7 @@ fn run_mnist(a: &Args, images_path: &Path) -> Result<(), Failure> {
                 .join("x"),
         )));
     }
-    let progress = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} (eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        Some(bar)
-    } else {
-        None
-    };
+    let progress = super::progress(total, "images");
     let start = std::time::Instant::now();
     let mut correct = 0usize;
     let mut outputs: Vec<f32> = Vec::new();
@@ -335,13 +324,9 @@ fn run_mnist(a: &Args, images_path: &Path) -> Result<(), Failure> {
                 outputs.extend_from_slice(row);
             }
         }
-        if let Some(bar) = &progress {
-            bar.inc(count as u64);
-        }
+        progress.inc(count as u64);
     }
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
+    progress.finish_and_clear();
     eprintln!(
         "ran {total} images in {:.2} s (batch {batch})",
         start.elapsed().as_secs_f64()

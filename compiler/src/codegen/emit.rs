@@ -193,6 +193,7 @@ pub(super) fn forward<M: Module>(
     };
     let gemm_id = import(module, "netc_rt_gemm", &[ptr, ptr])?;
     let unary_id = import(module, "netc_rt_unary", &[types::I32, ptr, ptr, types::I64])?;
+    let mark_id = import(module, "netc_rt_mark", &[types::I32])?;
     let softmax_id = import(
         module,
         "netc_rt_softmax",
@@ -231,6 +232,7 @@ pub(super) fn forward<M: Module>(
         let gemm = module.declare_func_in_func(gemm_id, b.func);
         let unary = module.declare_func_in_func(unary_id, b.func);
         let softmax = module.declare_func_in_func(softmax_id, b.func);
+        let mark = module.declare_func_in_func(mark_id, b.func);
         let desc_gvs: std::collections::HashMap<NodeIndex, _> = descs
             .iter()
             .map(|(&n, &id)| (n, module.declare_data_in_func(id, b.func)))
@@ -258,9 +260,19 @@ pub(super) fn forward<M: Module>(
             softmax,
             ptr_slot,
         };
-        for &n in &plan.order {
+        let mark_after = |c: &mut Ctx, index: u32| {
+            let i = c.b.ins().iconst(types::I32, index as i64);
+            c.b.ins().call(mark, &[i]);
+        };
+        if lowered.profile {
+            mark_after(&mut c, u32::MAX);
+        }
+        for (i, &n) in plan.order.iter().enumerate() {
             let desc = desc_gvs.get(&n).copied();
             emit_node(&mut c, n, desc)?;
+            if lowered.profile && lowered.graph.g[n].op().is_some() {
+                mark_after(&mut c, i as u32);
+            }
         }
         // Copy each output to the caller's contiguous buffer.
         for (i, &o) in lowered.graph.outputs.iter().enumerate() {

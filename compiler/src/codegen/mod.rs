@@ -76,6 +76,8 @@ pub struct Lowered {
     pub arena_floats: usize,
     pub input_shapes: Vec<Vec<usize>>,
     pub output_shapes: Vec<Vec<usize>>,
+    /// Emit a `netc_rt_mark(i)` call after op `i` (plan order) for `netc bench`.
+    pub profile: bool,
 }
 
 impl Lowered {
@@ -271,6 +273,7 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
         arena_floats,
         input_shapes,
         output_shapes,
+        profile: false,
     })
 }
 

@@ -1,0 +1,87 @@
+//! The `netc` binary end to end: exit codes, messages and report schemas.
+
+mod common;
+
+use std::process::Command;
+
+fn netc(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args(args)
+        .current_dir(common::root())
+        .output()
+        .expect("run netc")
+}
+
+#[test]
+fn bench_json_has_the_documented_schema() {
+    let out = netc(&[
+        "bench",
+        "models/deep_convnet.net",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["latency_ms"]["median"].as_f64().unwrap() > 0.0);
+    let conv = &v["by_type"]["conv 3x3"];
+    assert!(conv["ms"].as_f64().unwrap() > 0.0);
+    let share: f64 = v["by_type"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|t| t["share"].as_f64().unwrap())
+        .sum();
+    assert!((share - 1.0).abs() < 1e-6, "shares sum to {share}");
+    for key in ["weights_bytes", "arena_bytes", "peak_rss_bytes"] {
+        assert!(v["memory"][key].as_u64().unwrap() > 0, "memory.{key}");
+    }
+    for key in ["peak_gflops", "bandwidth_gbs"] {
+        assert!(v["machine"][key].as_f64().unwrap() > 0.0, "machine.{key}");
+    }
+    // Every conv row names its source statement.
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.iter().filter(|l| l["type"] == "conv 3x3").count(), 6);
+    assert!(layers.iter().all(|l| l["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("models/deep_convnet.net:")));
+}
+
+#[test]
+fn errors_exit_1_with_one_message() {
+    let out = netc(&["check", "compiler/tests/malformed/unknown_op.net"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(
+            "compiler/tests/malformed/unknown_op.net:2:10: unknown op or block `convv`"
+        ),
+        "{err}"
+    );
+    let out = netc(&[
+        "run",
+        "models/deep_convnet.net",
+        "--weights",
+        "no/such/file.npz",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read no/such/file.npz"));
+    let out = netc(&[
+        "compile",
+        "models/deep_convnet.net",
+        "--emit",
+        "ir",
+        "--disable-pass",
+        "nope",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown pass `nope`"));
+}

@@ -1,0 +1,103 @@
+//! Per-layer timing and machine figures for `netc bench`.
+//!
+//! Code compiled for profiling calls [`netc_rt_mark`] before the first op
+//! and after every op; the marks' differences are the ops' times.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+static MARKS: Mutex<Vec<(u32, Instant)>> = Mutex::new(Vec::new());
+
+/// Record that op `index` (in plan order) has just finished
+/// (`u32::MAX`: the run is starting).
+#[no_mangle]
+pub extern "C" fn netc_rt_mark(index: u32) {
+    let now = Instant::now();
+    if let Ok(mut m) = MARKS.lock() {
+        m.push((index, now));
+    }
+}
+
+/// Take the marks recorded since the last call.
+pub fn take_marks() -> Vec<(u32, Instant)> {
+    MARKS
+        .lock()
+        .map(|mut m| std::mem::take(&mut *m))
+        .unwrap_or_default()
+}
+
+/// Peak resident memory of this process in bytes (Linux; 0 elsewhere).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Peak FP32 GFLOP/s of one thread: independent FMA chains, long enough
+/// to hide latency. Run it on every thread to get the machine's figure.
+pub fn fma_gflops_one_thread(seconds: f64) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features were just detected.
+            return unsafe { fma_avx2(seconds) };
+        }
+    }
+    let start = Instant::now();
+    let mut acc = [1.0f32; 8];
+    let mut iters = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        for _ in 0..1000 {
+            for a in acc.iter_mut() {
+                *a = a.mul_add(0.999_999, 1e-7);
+            }
+        }
+        iters += 1000;
+    }
+    std::hint::black_box(acc);
+    2.0 * 8.0 * iters as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_avx2(seconds: f64) -> f64 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_set1_ps(1.0); 12];
+    let (m, a) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let start = Instant::now();
+    let mut iters = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        for _ in 0..10_000 {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, m, a);
+            }
+        }
+        iters += 10_000;
+    }
+    std::hint::black_box(acc);
+    // 12 vectors × 8 lanes × 2 flops per iteration.
+    2.0 * 8.0 * 12.0 * iters as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// Copy bandwidth in GB/s (bytes read + written) over a buffer much
+/// larger than the caches.
+pub fn copy_bandwidth_gbs(seconds: f64) -> f64 {
+    let n = 32 << 20; // 128 MiB of f32 per buffer
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let start = Instant::now();
+    let mut copies = 0u64;
+    while copies == 0 || start.elapsed().as_secs_f64() < seconds {
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&mut dst);
+        copies += 1;
+    }
+    2.0 * 4.0 * n as f64 * copies as f64 / start.elapsed().as_secs_f64() / 1e9
+}
