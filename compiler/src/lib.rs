@@ -5,6 +5,7 @@
 //! (the petgraph dataflow graph), [`interp`] (the reference interpreter),
 //! [`weights`] (parameters bound by name).
 
+pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod codegen;

@@ -270,7 +270,11 @@ pub(super) fn forward<M: Module>(
         for (i, &n) in plan.order.iter().enumerate() {
             let desc = desc_gvs.get(&n).copied();
             emit_node(&mut c, n, desc)?;
-            if lowered.profile && lowered.graph.g[n].op().is_some() {
+            if lowered.profile
+                && lowered.graph.g[n]
+                    .op()
+                    .is_some_and(|op| !matches!(op, Op::Slice { .. } | Op::Flatten | Op::Identity))
+            {
                 mark_after(&mut c, i as u32);
             }
         }

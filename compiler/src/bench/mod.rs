@@ -1,0 +1,401 @@
+//! Benchmarking the JIT-compiled model: end-to-end latency, time per layer
+//! and per layer type (from marks the profiling build records after every
+//! op), memory, and the machine's measured peak. Reports render as a
+//! table, Markdown with an SVG chart, JSON and a Chrome trace
+//! ([`render`]); [`compare`] flags regressions against an earlier JSON.
+
+pub mod compare;
+pub mod render;
+
+use crate::codegen::jit::{JitModel, JitRunError};
+use crate::ir::op::{Op, Step};
+use crate::ir::Graph;
+use crate::source::SourceMap;
+use netc_runtime::init::{random_tensor, Init};
+use netc_runtime::profile;
+use netc_runtime::Tensor;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Latency {
+    pub median: f64,
+    pub p10: f64,
+    pub p90: f64,
+    pub min: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct LayerReport {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub op: String,
+    /// `file:line` of the statement that produced the layer.
+    pub source: String,
+    /// `file:line` of every statement fused into it.
+    pub fused: Vec<String>,
+    pub ms: f64,
+    pub share: f64,
+    pub macs: u64,
+    pub gflops: f64,
+    pub percent_of_peak: f64,
+    pub bytes: u64,
+    /// FLOPs per byte moved: the layer's roofline abscissa.
+    pub arithmetic_intensity: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct TypeReport {
+    pub count: usize,
+    /// Median over iterations of the type's summed time.
+    pub ms: f64,
+    pub share: f64,
+    pub macs: u64,
+    /// Spread of the per-iteration sums: the run-to-run noise.
+    pub p10: f64,
+    pub p90: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Memory {
+    pub weights_bytes: u64,
+    pub packed_weights_bytes: u64,
+    pub arena_bytes: u64,
+    pub naive_activation_bytes: u64,
+    pub peak_rss_bytes: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Machine {
+    pub peak_gflops: f64,
+    pub bandwidth_gbs: f64,
+    pub threads: usize,
+    pub micro_kernel: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Report {
+    pub model: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub iters: usize,
+    pub latency_ms: Latency,
+    pub images_per_second: f64,
+    pub gflops: f64,
+    pub by_type: BTreeMap<String, TypeReport>,
+    pub layers: Vec<LayerReport>,
+    pub memory: Memory,
+    pub machine: Machine,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+/// The type a layer's time is attributed to; fused parts are named apart.
+fn layer_type(op: &Op) -> String {
+    match op {
+        Op::Conv(c) if c.window.kernel == [1, 1] => "conv 1x1".into(),
+        Op::Conv(c) if c.window.kernel == [3, 3] => "conv 3x3".into(),
+        Op::Conv(_) => "conv other".into(),
+        Op::Dense(_) => "dense".into(),
+        Op::Pool(_) | Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => "pool".into(),
+        Op::BatchNorm { .. } => "bn".into(),
+        Op::Activation(_) => "activation".into(),
+        Op::Add => "add".into(),
+        Op::Concat => "concat".into(),
+        Op::Softmax => "softmax".into(),
+        Op::Scale { .. } | Op::Dropout { .. } => "scale".into(),
+        Op::Slice { .. } | Op::Flatten | Op::Identity => "view".into(),
+    }
+}
+
+fn location(sources: &SourceMap, span: crate::source::Span) -> String {
+    let (line, _) = sources.line_col(span.file, span.start);
+    format!("{}:{line}", sources.get(span.file).path.display())
+}
+
+/// Bytes a layer reads and writes once: inputs, weights, output.
+fn bytes_moved(graph: &Graph, n: petgraph::stable_graph::NodeIndex) -> u64 {
+    let node = &graph.g[n];
+    let inputs: u64 = graph
+        .operands(n)
+        .iter()
+        .map(|&o| graph.g[o].shape.numel() as u64)
+        .sum();
+    let params: u64 = node
+        .params
+        .iter()
+        .map(|p| p.spec.shape.numel() as u64)
+        .sum();
+    4 * (inputs + params + node.shape.numel() as u64)
+}
+
+/// Peak FLOP/s and copy bandwidth, measured once per machine and thread
+/// count and cached under the user's cache directory.
+fn machine(threads: usize) -> Machine {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("netc").join(format!("machine-{threads}t.json")));
+    if let Some(m) = cache
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|s| serde_json::from_str::<Machine>(&s).ok())
+    {
+        return m;
+    }
+    eprintln!("measuring the machine's peak FLOP/s and bandwidth (cached afterwards)…");
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+    let peak = match pool {
+        Ok(pool) => pool
+            .broadcast(|_| profile::fma_gflops_one_thread(0.3))
+            .iter()
+            .sum(),
+        Err(_) => profile::fma_gflops_one_thread(0.3),
+    };
+    let m = Machine {
+        peak_gflops: peak,
+        bandwidth_gbs: profile::copy_bandwidth_gbs(0.3),
+        threads,
+        micro_kernel: netc_runtime::kernels::gemm::kernel_name().to_string(),
+    };
+    if let Some(p) = cache {
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Ok(s) = serde_json::to_string_pretty(&m) {
+            let _ = std::fs::write(p, s);
+        }
+    }
+    m
+}
+
+/// One layer execution, for the Chrome trace.
+#[derive(Clone, Debug)]
+pub struct TraceEvent {
+    pub name: String,
+    pub kind: String,
+    pub iteration: usize,
+    pub start_us: f64,
+    pub dur_us: f64,
+}
+
+/// How to run a benchmark.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub batch: usize,
+    pub iters: usize,
+    pub warmup: usize,
+}
+
+/// What the caller knows about the model before compilation.
+pub struct ModelInfo<'a> {
+    pub name: String,
+    pub sources: &'a SourceMap,
+    /// MACs of the unoptimised graph (the work the model defines).
+    pub macs: u64,
+    /// Bytes of the weights as stored (f32).
+    pub weights_bytes: u64,
+}
+
+/// Run `model` (compiled with profiling marks) and build the report.
+pub fn measure(
+    info: &ModelInfo,
+    model: &mut JitModel,
+    settings: Settings,
+) -> Result<(Report, Vec<TraceEvent>), JitRunError> {
+    let inputs: Vec<Tensor> = model
+        .lowered()
+        .input_shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            random_tensor(
+                1,
+                &format!("input{i}"),
+                s.clone(),
+                Init::Uniform { lo: 0.0, hi: 1.0 },
+            )
+        })
+        .collect();
+    let threads = model.threads();
+    let machine = machine(threads);
+    let mut outputs: Vec<Tensor> = model
+        .lowered()
+        .output_shapes
+        .iter()
+        .map(|s| Tensor::zeros(s.clone()))
+        .collect();
+    let bar = crate::cli::progress(settings.warmup + settings.iters, "runs");
+    for _ in 0..settings.warmup {
+        model.run_into(&inputs, &mut outputs)?;
+        bar.inc(1);
+    }
+    profile::take_marks();
+    let iters = settings.iters.max(1);
+    let mut times = Vec::with_capacity(iters);
+    let mut per_op: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
+    let mut raw_marks = Vec::with_capacity(iters);
+    let epoch = Instant::now();
+    for _ in 0..iters {
+        let start = Instant::now();
+        model.run_into(&inputs, &mut outputs)?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        let marks = profile::take_marks();
+        for w in marks.windows(2) {
+            per_op
+                .entry(w[1].0)
+                .or_default()
+                .push((w[1].1 - w[0].1).as_secs_f64() * 1e3);
+        }
+        raw_marks.push(marks);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    times.sort_by(f64::total_cmp);
+    let total = percentile(&times, 0.5);
+
+    let lowered = model.lowered();
+    let graph = &lowered.graph;
+    let plan = lowered.plan();
+    let kind_of = |i: u32| -> Option<(String, String)> {
+        let &n = plan.order.get(i as usize)?;
+        let node = &graph.g[n];
+        Some((node.name.clone(), layer_type(node.op()?)))
+    };
+    let mut layers = Vec::new();
+    for (&i, ms_list) in &per_op {
+        let Some(&n) = plan.order.get(i as usize) else {
+            continue;
+        };
+        let node = &graph.g[n];
+        let Some(op) = node.op() else { continue };
+        let ms = median(ms_list.clone());
+        let layer_macs = op.macs(&node.shape);
+        let flops = 2.0 * layer_macs as f64;
+        let gflops = if ms > 0.0 {
+            flops / (ms / 1e3) / 1e9
+        } else {
+            0.0
+        };
+        let bytes = bytes_moved(graph, n);
+        let mut fused: Vec<String> = node
+            .origin
+            .iter()
+            .skip(1)
+            .map(|&s| location(info.sources, s))
+            .collect();
+        let epilogue = match op {
+            Op::Conv(c) => c.epilogue.clone(),
+            Op::Dense(d) => d.epilogue.clone(),
+            _ => Vec::new(),
+        };
+        for s in epilogue {
+            fused.push(match s {
+                Step::Add => "add".into(),
+                Step::Act(a) => a.name().into(),
+            });
+        }
+        layers.push(LayerReport {
+            name: node.name.clone(),
+            kind: layer_type(op),
+            op: op.describe(),
+            source: node
+                .origin
+                .first()
+                .map_or_else(String::new, |&s| location(info.sources, s)),
+            fused,
+            ms,
+            share: 0.0,
+            macs: layer_macs,
+            gflops,
+            percent_of_peak: 100.0 * gflops / machine.peak_gflops.max(1e-9),
+            bytes,
+            arithmetic_intensity: flops / bytes.max(1) as f64,
+        });
+    }
+    // Per type: the per-iteration sums, so the spread is real noise.
+    let mut type_runs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut trace = Vec::new();
+    for (iteration, marks) in raw_marks.iter().enumerate() {
+        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+        for w in marks.windows(2) {
+            let Some((name, kind)) = kind_of(w[1].0) else {
+                continue;
+            };
+            let dur = (w[1].1 - w[0].1).as_secs_f64();
+            *sums.entry(kind.clone()).or_default() += dur * 1e3;
+            trace.push(TraceEvent {
+                name,
+                kind,
+                iteration,
+                start_us: (w[0].1 - epoch).as_secs_f64() * 1e6,
+                dur_us: dur * 1e6,
+            });
+        }
+        for (k, v) in sums {
+            type_runs.entry(k).or_default().push(v);
+        }
+    }
+    let layer_total: f64 = layers.iter().map(|l| l.ms).sum::<f64>().max(1e-12);
+    for l in &mut layers {
+        l.share = l.ms / layer_total;
+    }
+    let mut by_type: BTreeMap<String, TypeReport> = BTreeMap::new();
+    for (kind, mut runs) in type_runs {
+        runs.sort_by(f64::total_cmp);
+        let of_kind = layers.iter().filter(|l| l.kind == kind);
+        by_type.insert(
+            kind.clone(),
+            TypeReport {
+                count: of_kind.clone().count(),
+                ms: percentile(&runs, 0.5),
+                share: 0.0,
+                macs: of_kind.map(|l| l.macs).sum(),
+                p10: percentile(&runs, 0.1),
+                p90: percentile(&runs, 0.9),
+            },
+        );
+    }
+    let type_total: f64 = by_type.values().map(|t| t.ms).sum::<f64>().max(1e-12);
+    for t in by_type.values_mut() {
+        t.share = t.ms / type_total;
+    }
+    let report = Report {
+        model: info.name.clone(),
+        batch: settings.batch,
+        threads,
+        iters,
+        latency_ms: Latency {
+            median: total,
+            p10: percentile(&times, 0.1),
+            p90: percentile(&times, 0.9),
+            min: times[0],
+        },
+        images_per_second: settings.batch as f64 / (total / 1e3),
+        gflops: 2.0 * info.macs as f64 / (total / 1e3) / 1e9,
+        by_type,
+        layers,
+        memory: Memory {
+            weights_bytes: info.weights_bytes,
+            packed_weights_bytes: lowered.weight_bytes() as u64,
+            arena_bytes: 4 * plan.arena_floats as u64,
+            naive_activation_bytes: 4 * plan.naive_floats as u64,
+            peak_rss_bytes: profile::peak_rss_bytes(),
+        },
+        machine,
+    };
+    Ok((report, trace))
+}
