@@ -1,0 +1,70 @@
+//! Shared setup for the criterion benchmarks: compile a model (a file in
+//! `models/` or inline source) with the JIT and random weights.
+
+use netc::check::{self, CheckOptions};
+use netc::codegen::{self, jit::JitModel};
+use netc::ir::Graph;
+use netc::passes::{self, Options};
+use netc::weights::Weights;
+use netc_runtime::init::{random_tensor, Init};
+use netc_runtime::Tensor;
+use std::path::Path;
+
+/// A compiled model with an input and preallocated outputs.
+pub struct Ready {
+    pub model: JitModel,
+    pub inputs: Vec<Tensor>,
+    pub outputs: Vec<Tensor>,
+}
+
+impl Ready {
+    pub fn run(&mut self) {
+        if let Err(e) = self.model.run_into(&self.inputs, &mut self.outputs) {
+            panic!("benchmark run failed: {e}");
+        }
+    }
+}
+
+fn compile(mut graph: Graph, threads: usize) -> Ready {
+    let mut weights = Weights::random(&graph, 1);
+    if let Err(e) = passes::optimize(&mut graph, &mut weights, &Options::default()) {
+        panic!("{e}");
+    }
+    let lowered = codegen::lower(graph, &weights).unwrap_or_else(|e| panic!("{e}"));
+    let inputs = lowered
+        .input_shapes
+        .iter()
+        .map(|s| random_tensor(2, "x", s.clone(), Init::Uniform { lo: 0.0, hi: 1.0 }))
+        .collect();
+    let outputs = lowered
+        .output_shapes
+        .iter()
+        .map(|s| Tensor::zeros(s.clone()))
+        .collect();
+    let model = JitModel::compile(lowered, threads).unwrap_or_else(|e| panic!("{e}"));
+    Ready {
+        model,
+        inputs,
+        outputs,
+    }
+}
+
+/// `models/<name>.net` at `batch`.
+pub fn model(name: &str, batch: usize, threads: usize) -> Ready {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(format!("{name}.net"));
+    let options = CheckOptions {
+        batch,
+        ..CheckOptions::default()
+    };
+    let (_, net) = check::check_file(&path, options).unwrap_or_else(|e| panic!("{e}"));
+    compile(Graph::from_network(&net), threads)
+}
+
+/// A model from source text.
+pub fn source(src: &str, threads: usize) -> Ready {
+    let net = check::check_source("bench.net", src, CheckOptions::default())
+        .unwrap_or_else(|(sources, d)| panic!("{}", d.render(&sources)));
+    compile(Graph::from_network(&net), threads)
+}
