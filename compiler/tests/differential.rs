@@ -184,7 +184,7 @@ fn unknown_pass_is_an_error() {
 
 #[test]
 fn random_graphs_match_unoptimised() {
-    for seed in 0..300u64 {
+    for seed in 0..500u64 {
         let src = common::gen::Gen::new(seed).model();
         let batch = 1 + (seed % 3) as usize;
         let g = common::source_graph(&src, batch);

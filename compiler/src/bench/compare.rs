@@ -127,6 +127,7 @@ mod tests {
                 packed_weights_bytes: 1,
                 arena_bytes: 1,
                 naive_activation_bytes: 1,
+                workspace_bytes: 1,
                 peak_rss_bytes: 1,
             },
             machine: Machine {

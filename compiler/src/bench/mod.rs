@@ -45,6 +45,8 @@ pub struct LayerReport {
     pub bytes: u64,
     /// FLOPs per byte moved: the layer's roofline abscissa.
     pub arithmetic_intensity: f64,
+    /// Scratch the layer's kernel uses per thread (GEMM B panels).
+    pub workspace_bytes: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -65,6 +67,8 @@ pub struct Memory {
     pub packed_weights_bytes: u64,
     pub arena_bytes: u64,
     pub naive_activation_bytes: u64,
+    /// Largest per-layer workspace times the thread count.
+    pub workspace_bytes: u64,
     pub peak_rss_bytes: u64,
 }
 
@@ -324,6 +328,10 @@ pub fn measure(
             percent_of_peak: 100.0 * gflops / machine.peak_gflops.max(1e-9),
             bytes,
             arithmetic_intensity: flops / bytes.max(1) as f64,
+            workspace_bytes: match op {
+                Op::Conv(_) | Op::Dense(_) => netc_runtime::kernels::gemm::workspace_bytes(),
+                _ => 0,
+            },
         });
     }
     // Per type: the per-iteration sums, so the spread is real noise.
@@ -373,6 +381,8 @@ pub fn measure(
     for t in by_type.values_mut() {
         t.share = t.ms / type_total;
     }
+    let workspace_bytes =
+        threads as u64 * layers.iter().map(|l| l.workspace_bytes).max().unwrap_or(0);
     let report = Report {
         model: info.name.clone(),
         batch: settings.batch,
@@ -393,6 +403,7 @@ pub fn measure(
             packed_weights_bytes: lowered.weight_bytes() as u64,
             arena_bytes: 4 * plan.arena_floats as u64,
             naive_activation_bytes: 4 * plan.naive_floats as u64,
+            workspace_bytes,
             peak_rss_bytes: profile::peak_rss_bytes(),
         },
         machine,

@@ -67,11 +67,12 @@ pub fn table(r: &Report, top: usize) -> String {
     }
     let m = &r.memory;
     out += &format!(
-        "\nmemory: weights {} ({} packed), activation arena {} (naive {}), peak RSS {}\n",
+        "\nmemory: weights {} ({} packed), activation arena {} (naive {}), kernel workspace {}, peak RSS {}\n",
         human_bytes(m.weights_bytes),
         human_bytes(m.packed_weights_bytes),
         human_bytes(m.arena_bytes),
         human_bytes(m.naive_activation_bytes),
+        human_bytes(m.workspace_bytes),
         human_bytes(m.peak_rss_bytes)
     );
     out
@@ -138,11 +139,12 @@ pub fn markdown(r: &Report, chart: Option<&str>, top: usize) -> String {
     }
     let m = &r.memory;
     out += &format!(
-        "\n## Memory\n\n| weights | packed weights | activation arena | naive activations | peak RSS |\n|---|---|---|---|---|\n| {} | {} | {} | {} | {} |\n",
+        "\n## Memory\n\n| weights | packed weights | activation arena | naive activations | kernel workspace | peak RSS |\n|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} |\n",
         human_bytes(m.weights_bytes),
         human_bytes(m.packed_weights_bytes),
         human_bytes(m.arena_bytes),
         human_bytes(m.naive_activation_bytes),
+        human_bytes(m.workspace_bytes),
         human_bytes(m.peak_rss_bytes)
     );
     out

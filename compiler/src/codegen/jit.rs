@@ -31,8 +31,15 @@ pub struct JitModel {
     pool: rayon::ThreadPool,
 }
 
+/// Floats of sentinel before and after the arena.
+const GUARD: usize = 64;
+/// A NaN with a payload no computation produces.
+const SENTINEL: u32 = 0x7fc0_5eed;
+
 #[derive(Debug, thiserror::Error)]
 pub enum JitRunError {
+    #[error("internal error: generated code wrote outside its arena (guard word {0} changed)")]
+    OutOfBounds(usize),
     #[error("the model takes {expected} inputs, {found} given")]
     InputCount { expected: usize, found: usize },
     #[error("input {index} must have shape {expected:?}, found {found:?}")]
@@ -61,7 +68,9 @@ impl JitModel {
             .num_threads(threads)
             .build()
             .map_err(|e| CodegenError::Isa(format!("thread pool: {e}")))?;
-        let arena = vec![0.0; lowered.arena_floats.max(1)];
+        // The arena sits between two guard regions checked after every run.
+        let mut arena = vec![f32::from_bits(SENTINEL); lowered.arena_floats + 2 * GUARD];
+        arena[GUARD..GUARD + lowered.arena_floats].fill(0.0);
         Ok(JitModel {
             _module: module,
             forward,
@@ -124,7 +133,8 @@ impl JitModel {
             in_ptrs.as_ptr() as usize,
             out_ptrs.as_ptr() as usize,
             self.lowered.weights.as_ptr() as usize,
-            self.arena.as_mut_ptr() as usize,
+            // SAFETY: GUARD < arena.len().
+            unsafe { self.arena.as_mut_ptr().add(GUARD) } as usize,
         );
         let forward = self.forward;
         // SAFETY: shapes were checked above; the generated code reads and
@@ -138,6 +148,62 @@ impl JitModel {
                 args.3 as *mut f32,
             )
         });
-        Ok(())
+        self.check_guards()
+    }
+
+    fn check_guards(&self) -> Result<(), JitRunError> {
+        let n = self.arena.len();
+        let guards = (0..GUARD).chain(n - GUARD..n);
+        match guards
+            .into_iter()
+            .find(|&i| self.arena[i].to_bits() != SENTINEL)
+        {
+            Some(i) => Err(JitRunError::OutOfBounds(i)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{check_source, CheckOptions};
+    use crate::ir::Graph;
+    use crate::passes;
+    use crate::weights::Weights;
+
+    fn tiny() -> JitModel {
+        let net = check_source(
+            "t.net",
+            "model m(x: [N, 2, 4, 4]) { x -> conv(3, 3, pad: 1) -> relu }",
+            CheckOptions::default(),
+        )
+        .map_err(|e| e.1.message)
+        .unwrap();
+        let mut g = Graph::from_network(&net);
+        let mut w = Weights::random(&g, 1);
+        passes::optimize(&mut g, &mut w, &passes::Options::default()).unwrap();
+        JitModel::compile(crate::codegen::lower(g, &w).unwrap(), 1).unwrap()
+    }
+
+    #[test]
+    fn runs_and_checks_its_guards() {
+        let mut m = tiny();
+        let x = Tensor::zeros(vec![1, 2, 4, 4]);
+        m.run(std::slice::from_ref(&x)).unwrap();
+        // Simulate a stray write just past the arena.
+        let end = m.arena.len() - 1;
+        m.arena[end] = 1.0;
+        assert!(matches!(m.run(&[x]), Err(JitRunError::OutOfBounds(_))));
+    }
+
+    #[test]
+    fn wrong_input_shape_is_an_error() {
+        let mut m = tiny();
+        let e = m.run(&[Tensor::zeros(vec![1, 3, 4, 4])]).unwrap_err();
+        assert!(
+            e.to_string().contains("must have shape [1, 2, 4, 4]"),
+            "{e}"
+        );
     }
 }

@@ -152,6 +152,11 @@ fn kernel() -> MicroKernel {
     *KERNEL.get_or_init(micro::select)
 }
 
+/// Bytes of B-panel scratch one thread uses (the most any layer needs).
+pub fn workspace_bytes() -> u64 {
+    (4 * KC * NC.next_multiple_of(kernel().nr)) as u64
+}
+
 /// Name of the micro-kernel in use.
 pub fn kernel_name() -> &'static str {
     kernel().name
