@@ -148,6 +148,31 @@ impl Ctx<'_, '_> {
         self.b.ins().iadd(base, off)
     }
 
+    /// For every (item, channel) plane: `body(src_plane, dst_plane)`, the
+    /// planes of `src_plane_len` and `dst_plane_len` floats.
+    fn for_each_plane(
+        &mut self,
+        (src, dst): (&TensorLoc, &TensorLoc),
+        batch: usize,
+        channels: i64,
+        (src_plane_len, dst_plane_len): (i64, i64),
+        body: impl Fn(&mut Self, Value, Value),
+    ) {
+        let (src_base, dst_base) = (self.base(src), self.base(dst));
+        let (sl, dl) = (*src, *dst);
+        self.for_range(batch as i64, |c, nn| {
+            let s_item = c.item(src_base, nn, sl.batch_stride);
+            let d_item = c.item(dst_base, nn, dl.batch_stride);
+            c.for_range(channels, |c, ch| {
+                let off = c.b.ins().imul_imm_s(ch, 4 * src_plane_len);
+                let s_plane = c.b.ins().iadd(s_item, off);
+                let off = c.b.ins().imul_imm_s(ch, 4 * dst_plane_len);
+                let d_plane = c.b.ins().iadd(d_item, off);
+                body(c, s_plane, d_plane);
+            });
+        });
+    }
+
     fn weight_ptr(&mut self, offset: usize) -> Value {
         self.b.ins().iadd_imm_s(self.weights, (4 * offset) as i64)
     }
@@ -514,8 +539,6 @@ fn pool(
     let p = *p;
     let (channels, h, w) = (in_shape[1] as i64, in_shape[2] as i64, in_shape[3] as i64);
     let (oh_n, ow_n) = (out_shape[2] as i64, out_shape[3] as i64);
-    let (src_base, dst_base) = (c.base(src), c.base(dst));
-    let (sl, dl) = (*src, *dst);
     let win = p.window;
     let rows = interior(
         win.kernel[0],
@@ -534,14 +557,13 @@ fn pool(
         out_shape[3],
     );
     let geometry = Geometry { h, w, ow_n };
-    c.for_range(out_shape[0] as i64, |c, nn| {
-        let s_item = c.item(src_base, nn, sl.batch_stride);
-        let d_item = c.item(dst_base, nn, dl.batch_stride);
-        c.for_range(channels, |c, ch| {
-            let s_plane_off = c.b.ins().imul_imm_s(ch, 4 * h * w);
-            let s_plane = c.b.ins().iadd(s_item, s_plane_off);
-            let d_plane_off = c.b.ins().imul_imm_s(ch, 4 * oh_n * ow_n);
-            let d_plane = c.b.ins().iadd(d_item, d_plane_off);
+    let planes_len = (h * w, oh_n * ow_n);
+    c.for_each_plane(
+        (src, dst),
+        out_shape[0],
+        channels,
+        planes_len,
+        |c, s_plane, d_plane| {
             let planes = (s_plane, d_plane);
             for (r0, r1, inner_rows) in [
                 (0, rows.0, false),
@@ -577,8 +599,8 @@ fn pool(
                     }
                 });
             }
-        });
-    });
+        },
+    );
 }
 
 #[derive(Clone, Copy)]
@@ -724,8 +746,6 @@ fn adaptive_pool(
 ) {
     let (channels, h, w) = (in_shape[1] as i64, in_shape[2] as i64, in_shape[3] as i64);
     let (oh_n, ow_n) = (out_shape[2] as i64, out_shape[3] as i64);
-    let (src_base, dst_base) = (c.base(src), c.base(dst));
-    let (sl, dl) = (*src, *dst);
     let bounds = |c: &mut Ctx, i: Value, size: i64, out: i64| {
         let lo = c.b.ins().imul_imm_s(i, size);
         let lo = c.b.ins().udiv_imm_u(lo, out);
@@ -735,14 +755,13 @@ fn adaptive_pool(
         let hi = c.b.ins().udiv_imm_u(hi, out);
         (lo, hi)
     };
-    c.for_range(out_shape[0] as i64, |c, nn| {
-        let s_item = c.item(src_base, nn, sl.batch_stride);
-        let d_item = c.item(dst_base, nn, dl.batch_stride);
-        c.for_range(channels, |c, ch| {
-            let off = c.b.ins().imul_imm_s(ch, 4 * h * w);
-            let s_plane = c.b.ins().iadd(s_item, off);
-            let off = c.b.ins().imul_imm_s(ch, 4 * oh_n * ow_n);
-            let d_plane = c.b.ins().iadd(d_item, off);
+    let planes_len = (h * w, oh_n * ow_n);
+    c.for_each_plane(
+        (src, dst),
+        out_shape[0],
+        channels,
+        planes_len,
+        |c, s_plane, d_plane| {
             c.for_range(oh_n, |c, oh| {
                 let (h0, h1) = bounds(c, oh, h, oh_n);
                 c.for_range(ow_n, |c, ow| {
@@ -783,6 +802,6 @@ fn adaptive_pool(
                     c.b.ins().store(flags(), v, a, 0);
                 });
             });
-        });
-    });
+        },
+    );
 }
