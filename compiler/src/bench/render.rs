@@ -1,7 +1,7 @@
 //! Rendering a benchmark [`Report`]: terminal table, Markdown with an SVG
 //! chart drawn by plotters, and Chrome-trace JSON.
 
-use super::{LayerReport, Report, TraceEvent, TypeReport};
+use super::{LayerReport, Memory, Report, TraceEvent, TypeReport};
 use crate::check::human_bytes;
 use plotters::prelude::*;
 
@@ -65,17 +65,24 @@ pub fn table(r: &Report, top: usize) -> String {
             fused
         );
     }
-    let m = &r.memory;
+    let [w, packed, arena, naive, workspace, rss] = memory_cells(&r.memory);
     out += &format!(
-        "\nmemory: weights {} ({} packed), activation arena {} (naive {}), kernel workspace {}, peak RSS {}\n",
-        human_bytes(m.weights_bytes),
-        human_bytes(m.packed_weights_bytes),
-        human_bytes(m.arena_bytes),
-        human_bytes(m.naive_activation_bytes),
-        human_bytes(m.workspace_bytes),
-        human_bytes(m.peak_rss_bytes)
+        "\nmemory: weights {w} ({packed} packed), activation arena {arena} (naive {naive}), kernel workspace {workspace}, peak RSS {rss}\n"
     );
     out
+}
+
+/// The memory figures, human-readable, in report order.
+fn memory_cells(m: &Memory) -> [String; 6] {
+    [
+        m.weights_bytes,
+        m.packed_weights_bytes,
+        m.arena_bytes,
+        m.naive_activation_bytes,
+        m.workspace_bytes,
+        m.peak_rss_bytes,
+    ]
+    .map(human_bytes)
 }
 
 fn sorted_types(r: &Report) -> Vec<(&String, &TypeReport)> {
@@ -137,16 +144,8 @@ pub fn markdown(r: &Report, chart: Option<&str>, top: usize) -> String {
             x.fused.join(", ")
         );
     }
-    let m = &r.memory;
-    out += &format!(
-        "\n## Memory\n\n| weights | packed weights | activation arena | naive activations | kernel workspace | peak RSS |\n|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} |\n",
-        human_bytes(m.weights_bytes),
-        human_bytes(m.packed_weights_bytes),
-        human_bytes(m.arena_bytes),
-        human_bytes(m.naive_activation_bytes),
-        human_bytes(m.workspace_bytes),
-        human_bytes(m.peak_rss_bytes)
-    );
+    out += "\n## Memory\n\n| weights | packed weights | activation arena | naive activations | kernel workspace | peak RSS |\n|---|---|---|---|---|---|\n";
+    out += &format!("| {} |\n", memory_cells(&r.memory).join(" | "));
     out
 }
 
