@@ -12,6 +12,7 @@ pub mod codegen;
 pub mod diag;
 pub mod interp;
 pub mod ir;
+pub mod onnx;
 pub mod parse;
 pub mod passes;
 pub mod source;

@@ -4,6 +4,8 @@
 mod bench;
 mod check;
 mod compile;
+mod export;
+mod import;
 mod run;
 
 use crate::check::{self as checker, CheckOptions};
@@ -22,7 +24,9 @@ use std::process::ExitCode;
 checks it and infers every shape, and runs it.\n\nExamples:\n  \
 netc check models/resnet50.net\n  \
 netc check models/googlenet.net --params\n  \
-netc check models/vgg16.net --batch 8 --format json"
+netc check models/vgg16.net --batch 8 --format json\n  \
+netc export models/resnet18.net --onnx resnet18.onnx --random-weights 1\n  \
+netc import resnet18.onnx -o resnet18_imported.net"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,6 +43,10 @@ enum Command {
     Compile(compile::Args),
     /// Time the JIT-compiled model end to end, per layer and per layer type.
     Bench(Box<bench::Args>),
+    /// Write a model and its weights as an ONNX file.
+    Export(export::Args),
+    /// Turn an ONNX CNN into a .net file and a safetensors weight file.
+    Import(import::Args),
 }
 
 /// A failed command: the message to print and the exit code.
@@ -69,6 +77,8 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(*a),
         Command::Compile(a) => compile::run(a),
         Command::Bench(a) => bench::run(*a),
+        Command::Export(a) => export::run(a),
+        Command::Import(a) => import::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@ mod npz;
 mod st;
 
 pub use npy::{read_npy, write_npy};
+pub use st::write_safetensors;
 
 use crate::tensor::Tensor;
 use std::path::{Path, PathBuf};

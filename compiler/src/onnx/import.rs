@@ -1,0 +1,1068 @@
+//! ONNX → `.net` source and a weight map.
+//!
+//! Contract: a CNN graph made of the ops in [`SUPPORTED`] becomes a `.net`
+//! model with one statement per layer, whose parameters keep their ONNX
+//! initialiser names (through `weight: "…"` renames), plus those tensors as
+//! f32. Identity, Dropout and flattening Reshapes become aliases, not
+//! statements. Anything else — an op, an attribute value or a tensor netc
+//! cannot express — is an [`OnnxError`] naming the node; the generated
+//! source is checked before it is returned, so a file that imports also
+//! compiles.
+
+use super::proto::*;
+use super::OnnxError;
+use crate::check::{self, CheckOptions};
+use crate::ir::op::{Activation, Conv, Dense, Op, Pool, PoolKind, WeightLayout, Window};
+use crate::ir::shape::Shape;
+use netc_runtime::Tensor;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+/// The ONNX operators the importer understands.
+pub const SUPPORTED: &[&str] = &[
+    "Conv",
+    "BatchNormalization",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Gemm",
+    "MatMul",
+    "Flatten",
+    "Reshape",
+    "Concat",
+    "Add",
+    "Sum",
+    "Mul",
+    "Softmax",
+    "Dropout",
+    "Identity",
+    "Constant",
+];
+
+/// Window sizes, strides, pads and dimensions above this are refused: real
+/// networks stay far below it, and it keeps shape arithmetic in range.
+const MAX_EXTENT: i64 = 1 << 24;
+
+/// The result of an import.
+#[derive(Debug)]
+pub struct Imported {
+    /// The `.net` source text.
+    pub source: String,
+    /// Parameters by their (ONNX initialiser) names, in definition order.
+    pub weights: Vec<(String, Tensor)>,
+}
+
+/// A constant: an initialiser or a `Constant` node's value.
+#[derive(Clone, Debug)]
+enum Const {
+    Float(Tensor),
+    Int(Vec<i64>),
+}
+
+/// A tensor of the imported network: its `.net` variable and its shape (at
+/// batch 1; the batch is always dimension 0).
+#[derive(Clone, Debug)]
+struct Value {
+    var: String,
+    shape: Shape,
+}
+
+fn tensor_of(t: &TensorProto, what: &str) -> Result<Const, String> {
+    if t.data_location == Some(1) || !t.external_data.is_empty() {
+        return Err(format!(
+            "{what} keeps its data in an external file; save the model with all tensors inside it"
+        ));
+    }
+    let mut dims = Vec::new();
+    for &d in &t.dims {
+        if !(0..=MAX_EXTENT).contains(&d) {
+            return Err(format!("{what} has dimension {d}"));
+        }
+        dims.push(d as usize);
+    }
+    let numel = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= 1 << 32)
+        .ok_or_else(|| format!("{what} is too large ({dims:?})"))?;
+    let raw = t.raw_data.as_deref();
+    let check_len = |len: usize, size: usize| {
+        if len != numel {
+            Err(format!(
+                "{what} has {len} values ({} bytes), its shape {dims:?} needs {numel}",
+                len * size
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let dtype = t.data_type.unwrap_or(0);
+    let from_raw = |size: usize| -> Result<Option<&[u8]>, String> {
+        match raw {
+            Some(r) if !r.is_empty() || numel == 0 => {
+                if r.len() % size != 0 {
+                    return Err(format!(
+                        "{what} has {} bytes of raw data, not a multiple of {size}",
+                        r.len()
+                    ));
+                }
+                check_len(r.len() / size, size)?;
+                Ok(Some(r))
+            }
+            _ => Ok(None),
+        }
+    };
+    let floats: Vec<f32> = match dtype {
+        data_type::FLOAT => match from_raw(4)? {
+            Some(r) => r
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            None => {
+                check_len(t.float_data.len(), 4)?;
+                t.float_data.clone()
+            }
+        },
+        data_type::DOUBLE => match from_raw(8)? {
+            Some(r) => r
+                .chunks_exact(8)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
+                .collect(),
+            None => {
+                check_len(t.double_data.len(), 8)?;
+                t.double_data.iter().map(|&x| x as f32).collect()
+            }
+        },
+        data_type::FLOAT16 | data_type::BFLOAT16 => {
+            let bits: Vec<u16> = match from_raw(2)? {
+                Some(r) => r
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+                None => {
+                    check_len(t.int32_data.len(), 2)?;
+                    t.int32_data.iter().map(|&x| x as u16).collect()
+                }
+            };
+            bits.into_iter()
+                .map(|b| {
+                    if dtype == data_type::FLOAT16 {
+                        half::f16::from_bits(b).to_f32()
+                    } else {
+                        half::bf16::from_bits(b).to_f32()
+                    }
+                })
+                .collect()
+        }
+        data_type::INT64 | data_type::INT32 => {
+            let ints: Vec<i64> = match (
+                dtype,
+                from_raw(if dtype == data_type::INT64 { 8 } else { 4 })?,
+            ) {
+                (data_type::INT64, Some(r)) => r
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .collect(),
+                (_, Some(r)) => r
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                    .collect(),
+                (data_type::INT64, None) => {
+                    check_len(t.int64_data.len(), 8)?;
+                    t.int64_data.clone()
+                }
+                (_, None) => {
+                    check_len(t.int32_data.len(), 4)?;
+                    t.int32_data.iter().map(|&x| x as i64).collect()
+                }
+            };
+            return Ok(Const::Int(ints));
+        }
+        other => {
+            return Err(format!(
+                "{what} has data type {other}; netc reads float32/64/16, bfloat16 and int32/64"
+            ))
+        }
+    };
+    Tensor::new(dims, floats)
+        .map(Const::Float)
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Node attributes by name.
+struct Attrs<'a> {
+    node: &'a str,
+    op: &'a str,
+    map: HashMap<&'a str, &'a AttributeProto>,
+    used: HashSet<&'a str>,
+}
+
+impl<'a> Attrs<'a> {
+    fn new(node: &'a str, op: &'a str, attrs: &'a [AttributeProto]) -> Self {
+        let map = attrs
+            .iter()
+            .map(|a| (a.name.as_deref().unwrap_or(""), a))
+            .collect();
+        Attrs {
+            node,
+            op,
+            map,
+            used: HashSet::new(),
+        }
+    }
+
+    fn err(&self, message: String) -> OnnxError {
+        OnnxError::Import {
+            node: self.node.to_string(),
+            op: self.op.to_string(),
+            message,
+        }
+    }
+
+    fn get(&mut self, name: &'a str) -> Option<&'a AttributeProto> {
+        self.used.insert(name);
+        self.map.get(name).copied()
+    }
+
+    fn int(&mut self, name: &'a str, default: i64) -> i64 {
+        self.get(name).and_then(|a| a.i).unwrap_or(default)
+    }
+
+    fn float(&mut self, name: &'a str, default: f32) -> f32 {
+        self.get(name).and_then(|a| a.f).unwrap_or(default)
+    }
+
+    fn string(&mut self, name: &'a str) -> Option<String> {
+        self.get(name)
+            .and_then(|a| a.s.as_ref())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+    }
+
+    /// A list of `len` extents in `lo..=MAX_EXTENT`, or `default` if absent.
+    fn extents(
+        &mut self,
+        name: &'a str,
+        len: usize,
+        lo: i64,
+        default: Vec<usize>,
+    ) -> Result<Vec<usize>, OnnxError> {
+        let Some(a) = self.get(name) else {
+            return Ok(default);
+        };
+        if a.ints.len() != len {
+            return Err(self.err(format!(
+                "`{name}` has {} values, expected {len}",
+                a.ints.len()
+            )));
+        }
+        a.ints
+            .iter()
+            .map(|&v| {
+                if (lo..=MAX_EXTENT).contains(&v) {
+                    Ok(v as usize)
+                } else {
+                    Err(self.err(format!("`{name}` value {v} is out of range")))
+                }
+            })
+            .collect()
+    }
+
+    /// Attributes present on the node but never read: netc cannot honour
+    /// what it does not know, so they are errors, not silently dropped.
+    fn finish(&self, ignorable: &[&str]) -> Result<(), OnnxError> {
+        let mut names: Vec<&&str> = self.map.keys().collect();
+        names.sort();
+        for name in names {
+            if !self.used.contains(*name) && !ignorable.contains(name) {
+                return Err(self.err(format!("attribute `{name}` is not supported")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names that are keywords, ops or builtins of the `.net` language.
+const RESERVED: &[&str] = &[
+    "block",
+    "model",
+    "import",
+    "return",
+    "if",
+    "then",
+    "else",
+    "as",
+    "true",
+    "false",
+    "conv",
+    "batchnorm",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "leaky_relu",
+    "maxpool",
+    "avgpool",
+    "global_avgpool",
+    "adaptive_avgpool",
+    "dense",
+    "flatten",
+    "dropout",
+    "softmax",
+    "scale",
+    "add",
+    "concat",
+    "identity",
+    "repeat",
+    "channels",
+    "height",
+    "width",
+    "min",
+    "max",
+    "N",
+];
+
+/// A `.net` identifier made from an ONNX name.
+fn identifier(name: &str) -> String {
+    let mut s = String::new();
+    for c in name.chars() {
+        let c = if c.is_ascii_alphanumeric() { c } else { '_' };
+        if !(c == '_' && (s.is_empty() || s.ends_with('_'))) {
+            s.push(c);
+        }
+    }
+    while s.ends_with('_') {
+        s.pop();
+    }
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, 't');
+    }
+    if RESERVED.contains(&s.as_str()) {
+        s.push_str("_1");
+    }
+    s
+}
+
+/// A parameter key the `.net` string syntax can hold.
+fn key_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+fn float_text(x: f32) -> String {
+    let s = format!("{x:?}");
+    if s.contains('.') || s.contains('e') {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
+
+fn pair_text(v: [usize; 2]) -> String {
+    if v[0] == v[1] {
+        v[0].to_string()
+    } else {
+        format!("[{}, {}]", v[0], v[1])
+    }
+}
+
+fn pad_text(p: [usize; 4]) -> String {
+    if p[0] == p[2] && p[1] == p[3] {
+        pair_text([p[0], p[1]])
+    } else {
+        format!("[{}, {}, {}, {}]", p[0], p[1], p[2], p[3])
+    }
+}
+
+/// The `.net` layer expression for `op`, with parameter keys by role.
+fn layer_text(op: &Op, keys: &[(&str, String)]) -> String {
+    let mut args: Vec<String> = Vec::new();
+    let window = |args: &mut Vec<String>, w: &Window, stride_default: [usize; 2]| {
+        if w.stride != stride_default {
+            args.push(format!("stride: {}", pair_text(w.stride)));
+        }
+        if w.pad != [0; 4] {
+            args.push(format!("pad: {}", pad_text(w.pad)));
+        }
+        if w.dilation != [1, 1] {
+            args.push(format!("dilation: {}", pair_text(w.dilation)));
+        }
+    };
+    let name = op.name();
+    match op {
+        Op::Conv(c) => {
+            args.push(c.out_channels.to_string());
+            args.push(pair_text(c.window.kernel));
+            window(&mut args, &c.window, [1, 1]);
+            if c.groups != 1 {
+                args.push(format!("groups: {}", c.groups));
+            }
+            if !c.bias {
+                args.push("bias: false".into());
+            }
+        }
+        Op::BatchNorm { eps, .. } => {
+            if *eps != 1e-5 {
+                args.push(format!("eps: {}", float_text(*eps)));
+            }
+        }
+        Op::Activation(Activation::LeakyRelu(a)) => {
+            if *a != 0.01 {
+                args.push(format!("alpha: {}", float_text(*a)));
+            }
+        }
+        Op::Pool(p) => {
+            args.push(pair_text(p.window.kernel));
+            window(&mut args, &p.window, p.window.kernel);
+            if p.ceil {
+                args.push("ceil: true".into());
+            }
+            if p.kind == PoolKind::Avg && !p.count_include_pad {
+                args.push("count_include_pad: false".into());
+            }
+        }
+        Op::Dense(d) => {
+            args.push(d.out_features.to_string());
+            if !d.bias {
+                args.push("bias: false".into());
+            }
+            if d.layout == WeightLayout::InOut {
+                args.push("layout: \"in_out\"".into());
+            }
+        }
+        Op::Scale { factor } => args.push(float_text(*factor)),
+        _ => {}
+    }
+    for (role, key) in keys {
+        args.push(format!("{role}: \"{key}\""));
+    }
+    if args.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}({})", args.join(", "))
+    }
+}
+
+struct Importer {
+    opset: i64,
+    values: HashMap<String, Value>,
+    consts: HashMap<String, Const>,
+    vars: HashSet<String>,
+    body: String,
+    weights: Vec<(String, Tensor)>,
+    keys: HashSet<String>,
+}
+
+impl Importer {
+    fn fresh_var(&mut self, base: &str) -> String {
+        let base = identifier(base);
+        let mut name = base.clone();
+        let mut k = 2;
+        while self.vars.contains(&name) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        self.vars.insert(name.clone());
+        name
+    }
+
+    fn value(&self, name: &str, node: &str, op: &str) -> Result<Value, OnnxError> {
+        self.values
+            .get(name)
+            .cloned()
+            .ok_or_else(|| OnnxError::Import {
+                node: node.into(),
+                op: op.into(),
+                message: if self.consts.contains_key(name) {
+                    format!("input `{name}` is a constant where netc expects a computed tensor")
+                } else {
+                    format!("input `{name}` is not produced by any earlier node or graph input")
+                },
+            })
+    }
+
+    /// Store a parameter tensor under its (string-safe) initialiser name.
+    fn param(&mut self, name: &str, tensor: Tensor) -> Result<String, String> {
+        let key = key_name(name);
+        if !self.keys.insert(key.clone()) {
+            return Err(format!(
+                "initialiser `{name}` is used by two layers; netc parameters belong to one layer"
+            ));
+        }
+        self.weights.push((key.clone(), tensor));
+        Ok(key)
+    }
+}
+
+/// Shape rule errors become node errors.
+fn infer(op: &Op, inputs: &[&Shape], node: &str, op_type: &str) -> Result<Shape, OnnxError> {
+    op.infer(inputs).map_err(|e| OnnxError::Import {
+        node: node.into(),
+        op: op_type.into(),
+        message: e.to_string(),
+    })
+}
+
+/// The statement name for a node: its weight's name without the role, else
+/// the last meaningful segment of the node name (PyTorch writes
+/// `/layer1/layer1.0/relu/Relu`), else the op.
+fn statement_base(node: &NodeProto, op_type: &str, weight: Option<&str>) -> String {
+    if let Some(w) = weight {
+        let stem = w
+            .strip_suffix(".weight")
+            .or_else(|| w.strip_suffix("_weight"))
+            .unwrap_or(w);
+        if !stem.is_empty() {
+            return stem.to_string();
+        }
+    }
+    let name = node.name.as_deref().unwrap_or("");
+    let mut parts: Vec<&str> = name.split('/').filter(|s| !s.is_empty()).collect();
+    if parts.len() > 1 && parts.last().is_some_and(|l| l.starts_with(op_type)) {
+        parts.pop();
+    }
+    match parts.last() {
+        Some(p) => p.to_string(),
+        None => op_type.to_lowercase(),
+    }
+}
+
+/// Import a decoded ONNX model as a `.net` model called `name`.
+pub fn import(model: &ModelProto, name: &str) -> Result<Imported, OnnxError> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| OnnxError::Invalid("the model has no graph".into()))?;
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| {
+            o.domain.as_deref().unwrap_or("").is_empty() || o.domain.as_deref() == Some("ai.onnx")
+        })
+        .and_then(|o| o.version)
+        .ok_or_else(|| {
+            OnnxError::Invalid("the model imports no version of the default ONNX opset".into())
+        })?;
+    if opset < 7 {
+        return Err(OnnxError::Invalid(format!(
+            "opset {opset} is older than netc reads (7 and later)"
+        )));
+    }
+    let mut im = Importer {
+        opset,
+        values: HashMap::new(),
+        consts: HashMap::new(),
+        vars: HashSet::new(),
+        body: String::new(),
+        weights: Vec::new(),
+        keys: HashSet::new(),
+    };
+    for t in &graph.initializer {
+        let tname = t.name.clone().unwrap_or_default();
+        let c = tensor_of(t, &format!("initialiser `{tname}`")).map_err(OnnxError::Invalid)?;
+        im.consts.insert(tname, c);
+    }
+    // Graph inputs that are not initialisers are the model's inputs.
+    let mut signature = Vec::new();
+    for input in &graph.input {
+        let iname = input.name.clone().unwrap_or_default();
+        if im.consts.contains_key(&iname) {
+            continue;
+        }
+        let dims = input
+            .r#type
+            .as_ref()
+            .and_then(|t| t.tensor_type.as_ref())
+            .and_then(|t| t.shape.as_ref())
+            .map(|s| s.dim.clone())
+            .ok_or_else(|| OnnxError::Invalid(format!("input `{iname}` has no tensor shape")))?;
+        if dims.len() != 4 && dims.len() != 2 {
+            return Err(OnnxError::Invalid(format!(
+                "input `{iname}` has rank {}; netc models take NCHW (rank 4) or NC (rank 2) inputs",
+                dims.len()
+            )));
+        }
+        let mut shape = vec![1];
+        let mut text = vec!["N".to_string()];
+        for d in &dims[1..] {
+            match d.dim_value {
+                Some(v) if (1..=MAX_EXTENT).contains(&v) => {
+                    shape.push(v as usize);
+                    text.push(v.to_string());
+                }
+                _ => {
+                    return Err(OnnxError::Invalid(format!(
+                        "input `{iname}` needs fixed sizes after the batch dimension, found {}",
+                        d.dim_param
+                            .clone()
+                            .unwrap_or_else(|| format!("{:?}", d.dim_value))
+                    )))
+                }
+            }
+        }
+        let var = im.fresh_var(&iname);
+        signature.push(format!("{var}: [{}]", text.join(", ")));
+        im.values.insert(
+            iname,
+            Value {
+                var,
+                shape: Shape(shape),
+            },
+        );
+    }
+    if signature.is_empty() {
+        return Err(OnnxError::Invalid("the graph has no inputs".into()));
+    }
+    for node in &graph.node {
+        import_node(&mut im, node)?;
+    }
+    let mut outputs = Vec::new();
+    for o in &graph.output {
+        let oname = o.name.clone().unwrap_or_default();
+        let v = im.values.get(&oname).ok_or_else(|| {
+            OnnxError::Invalid(format!(
+                "graph output `{oname}` is not computed by any node"
+            ))
+        })?;
+        outputs.push(v.var.clone());
+    }
+    if outputs.is_empty() {
+        return Err(OnnxError::Invalid("the graph has no outputs".into()));
+    }
+    let producer = model.producer_name.clone().unwrap_or_default();
+    let mut source = format!(
+        "// Imported by `netc import` from an ONNX model{} (opset {opset}).\n\
+// Parameters keep their ONNX initialiser names.\n\nmodel {}({}) {{\n",
+        if producer.is_empty() {
+            String::new()
+        } else {
+            format!(" written by {producer}")
+        },
+        identifier(name),
+        signature.join(", "),
+    );
+    source += &im.body;
+    let _ = writeln!(source, "    return {}\n}}", outputs.join(", "));
+    // The generated text must compile: a failure here is netc's bug or an
+    // ONNX graph netc's checker rejects (e.g. resource limits).
+    if let Err((sources, d)) = check::check_source("imported.net", &source, CheckOptions::default())
+    {
+        return Err(OnnxError::Invalid(format!(
+            "the generated .net model does not check:\n{}",
+            d.render(&sources)
+        )));
+    }
+    Ok(Imported {
+        source,
+        weights: im.weights,
+    })
+}
+
+fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
+    let op_type = node.op_type.clone().unwrap_or_default();
+    let node_name = node
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| node.output.first().cloned())
+        .unwrap_or_default();
+    let mut attrs = Attrs::new(&node_name, &op_type, &node.attribute);
+    let fail = |message: String| OnnxError::Import {
+        node: node_name.clone(),
+        op: op_type.clone(),
+        message,
+    };
+    let domain = node.domain.as_deref().unwrap_or("");
+    if !domain.is_empty() && domain != "ai.onnx" {
+        return Err(fail(format!("operator domain `{domain}` is not supported")));
+    }
+    let Some(out) = node.output.first().filter(|o| !o.is_empty()).cloned() else {
+        return Err(fail("the node has no output".into()));
+    };
+    let input = |i: usize| node.input.get(i).filter(|s| !s.is_empty()).cloned();
+    let need = |i: usize| input(i).ok_or_else(|| fail(format!("input {i} is missing")));
+    let float_const = |im: &Importer, i: usize, what: &str| -> Result<Tensor, OnnxError> {
+        let name = need(i)?;
+        match im.consts.get(&name) {
+            Some(Const::Float(t)) => Ok(t.clone()),
+            Some(Const::Int(..)) => Err(fail(format!("{what} `{name}` is an integer tensor"))),
+            None => Err(fail(format!(
+                "{what} `{name}` must be an initialiser: netc compiles weights in"
+            ))),
+        }
+    };
+    // A layer statement: `var = input -> layer`.
+    let emit = |im: &mut Importer,
+                op: Op,
+                x: &Value,
+                keys: Vec<(&str, String)>,
+                weight: Option<&str>|
+     -> Result<(), OnnxError> {
+        let shape = infer(&op, &[&x.shape], &node_name, &op_type)?;
+        let var = im.fresh_var(&statement_base(node, &op_type, weight));
+        let _ = writeln!(
+            im.body,
+            "    {var} = {} -> {}",
+            x.var,
+            layer_text(&op, &keys)
+        );
+        im.values.insert(out.clone(), Value { var, shape });
+        Ok(())
+    };
+    match op_type.as_str() {
+        "Constant" => {
+            let value = attrs
+                .get("value")
+                .and_then(|a| a.t.as_ref())
+                .ok_or_else(|| fail("only tensor-valued `value` constants are supported".into()))?;
+            let c = tensor_of(value, &format!("constant `{out}`")).map_err(&fail)?;
+            attrs.finish(&[])?;
+            im.consts.insert(out, c);
+        }
+        "Identity" | "Dropout" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            // Dropout's ratio/training_mode inputs and seed only matter in training.
+            attrs.finish(&["seed", "ratio", "is_test"])?;
+            im.values.insert(out, x);
+        }
+        "Conv" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            let w = float_const(im, 1, "weight")?;
+            let [out_ch, per_group, kh, kw] = w.shape()[..] else {
+                return Err(fail(format!(
+                    "weight has shape {}; netc convolutions are 2-D",
+                    w.shape_string()
+                )));
+            };
+            if let Some(p) = attrs.string("auto_pad").filter(|p| p != "NOTSET") {
+                return Err(fail(format!(
+                    "auto_pad `{p}` is not supported; export with explicit pads"
+                )));
+            }
+            let kernel = attrs.extents("kernel_shape", 2, 1, vec![kh, kw])?;
+            if kernel != [kh, kw] {
+                return Err(fail(format!(
+                    "kernel_shape {kernel:?} disagrees with the weight's {kh}x{kw}"
+                )));
+            }
+            let stride = attrs.extents("strides", 2, 1, vec![1, 1])?;
+            let dilation = attrs.extents("dilations", 2, 1, vec![1, 1])?;
+            let pad = attrs.extents("pads", 4, 0, vec![0; 4])?;
+            let groups = attrs.int("group", 1);
+            attrs.finish(&[])?;
+            if !(1..=MAX_EXTENT).contains(&groups) {
+                return Err(fail(format!("group {groups} is out of range")));
+            }
+            let groups = groups as usize;
+            let bias = match input(2) {
+                Some(_) => Some(float_const(im, 2, "bias")?),
+                None => None,
+            };
+            let op = Op::Conv(Conv {
+                in_channels: per_group * groups,
+                out_channels: out_ch,
+                window: Window {
+                    kernel: [kh, kw],
+                    stride: [stride[0], stride[1]],
+                    pad: [pad[0], pad[1], pad[2], pad[3]],
+                    dilation: [dilation[0], dilation[1]],
+                },
+                groups,
+                bias: bias.is_some(),
+                epilogue: Vec::new(),
+                algo: Default::default(),
+            });
+            let wname = need(1)?;
+            let mut keys = vec![("weight", im.param(&wname, w).map_err(&fail)?)];
+            if let (Some(b), Some(bname)) = (bias, input(2)) {
+                keys.push(("bias", im.param(&bname, b).map_err(&fail)?));
+            }
+            emit(im, op, &x, keys, Some(&wname))?;
+        }
+        "BatchNormalization" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            let eps = attrs.float("epsilon", 1e-5);
+            if attrs.int("training_mode", 0) != 0 {
+                return Err(fail("training_mode=1 is not inference".into()));
+            }
+            if im.opset < 9 && attrs.int("spatial", 1) != 1 {
+                return Err(fail("spatial=0 batch norm is not supported".into()));
+            }
+            attrs.finish(&["momentum", "spatial", "is_test", "consumed_inputs"])?;
+            if node.output.iter().skip(1).any(|o| !o.is_empty()) {
+                return Err(fail(
+                    "training outputs (running statistics) are not supported".into(),
+                ));
+            }
+            let channels = x.shape.dims().get(1).copied().unwrap_or(0);
+            let mut keys = Vec::new();
+            for (i, role) in ["weight", "bias", "running_mean", "running_var"]
+                .into_iter()
+                .enumerate()
+            {
+                let t = float_const(im, i + 1, role)?;
+                if t.shape() != [channels] {
+                    return Err(fail(format!(
+                        "{role} has shape {}, expected {channels}",
+                        t.shape_string()
+                    )));
+                }
+                keys.push((role, im.param(&need(i + 1)?, t).map_err(&fail)?));
+            }
+            let weight = need(1)?;
+            emit(im, Op::BatchNorm { channels, eps }, &x, keys, Some(&weight))?;
+        }
+        "Relu" | "Sigmoid" | "Tanh" | "LeakyRelu" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            let act = match op_type.as_str() {
+                "Relu" => Activation::Relu,
+                "Sigmoid" => Activation::Sigmoid,
+                "Tanh" => Activation::Tanh,
+                _ => Activation::LeakyRelu(attrs.float("alpha", 0.01)),
+            };
+            attrs.finish(&[])?;
+            emit(im, Op::Activation(act), &x, vec![], None)?;
+        }
+        "MaxPool" | "AveragePool" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            if let Some(p) = attrs.string("auto_pad").filter(|p| p != "NOTSET") {
+                return Err(fail(format!(
+                    "auto_pad `{p}` is not supported; export with explicit pads"
+                )));
+            }
+            if node.output.iter().skip(1).any(|o| !o.is_empty()) {
+                return Err(fail("the Indices output is not supported".into()));
+            }
+            let kernel = attrs.extents("kernel_shape", 2, 1, Vec::new())?;
+            if kernel.is_empty() {
+                return Err(fail("kernel_shape is missing or not 2-D".into()));
+            }
+            let stride = attrs.extents("strides", 2, 1, vec![1, 1])?;
+            let dilation = attrs.extents("dilations", 2, 1, vec![1, 1])?;
+            let pad = attrs.extents("pads", 4, 0, vec![0; 4])?;
+            let ceil = attrs.int("ceil_mode", 0) != 0;
+            let max = op_type == "MaxPool";
+            let count_include_pad = !max && attrs.int("count_include_pad", 0) != 0;
+            if max && attrs.int("storage_order", 0) != 0 {
+                return Err(fail("storage_order=1 is not supported".into()));
+            }
+            attrs.finish(&[])?;
+            if !max && dilation != [1, 1] {
+                return Err(fail("dilated average pooling is not supported".into()));
+            }
+            let op = Op::Pool(Pool {
+                kind: if max { PoolKind::Max } else { PoolKind::Avg },
+                window: Window {
+                    kernel: [kernel[0], kernel[1]],
+                    stride: [stride[0], stride[1]],
+                    pad: [pad[0], pad[1], pad[2], pad[3]],
+                    dilation: [dilation[0], dilation[1]],
+                },
+                ceil,
+                count_include_pad,
+            });
+            emit(im, op, &x, vec![], None)?;
+        }
+        "GlobalAveragePool" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            attrs.finish(&[])?;
+            emit(im, Op::GlobalAvgPool, &x, vec![], None)?;
+        }
+        "Flatten" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            let axis = attrs.int("axis", 1);
+            attrs.finish(&[])?;
+            if axis != 1 {
+                return Err(fail(format!(
+                    "axis {axis} is not supported; netc flattens from axis 1"
+                )));
+            }
+            if x.shape.rank() == 2 {
+                im.values.insert(out, x);
+            } else {
+                emit(im, Op::Flatten, &x, vec![], None)?;
+            }
+        }
+        "Reshape" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            attrs.finish(&["allowzero"])?;
+            let target = match im.consts.get(&need(1)?) {
+                Some(Const::Int(v)) => v.clone(),
+                _ => return Err(fail("the target shape must be a constant".into())),
+            };
+            let features = x.shape.dims()[1..].iter().product::<usize>() as i64;
+            // Only reshapes that flatten (keep the batch, merge the rest).
+            let flattens = target.len() == 2
+                && matches!(target[0], 0 | 1 | -1)
+                && (target[1] == -1 || target[1] == features)
+                && !(target[0] == -1 && target[1] == -1);
+            if !flattens {
+                return Err(fail(format!(
+                    "reshape of {} to {target:?} is not a flatten; only [N, -1]-style reshapes are supported",
+                    x.shape
+                )));
+            }
+            if x.shape.rank() == 2 {
+                im.values.insert(out, x);
+            } else {
+                emit(im, Op::Flatten, &x, vec![], None)?;
+            }
+        }
+        "Gemm" | "MatMul" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            let gemm = op_type == "Gemm";
+            if gemm {
+                if attrs.float("alpha", 1.0) != 1.0 || attrs.float("beta", 1.0) != 1.0 {
+                    return Err(fail("alpha and beta other than 1 are not supported".into()));
+                }
+                if attrs.int("transA", 0) != 0 {
+                    return Err(fail("transA=1 is not supported".into()));
+                }
+            }
+            let trans_b = gemm && attrs.int("transB", 0) != 0;
+            attrs.finish(&[])?;
+            if x.shape.rank() != 2 {
+                return Err(fail(format!(
+                    "input has shape {}; netc's dense layers take [N, features]",
+                    x.shape
+                )));
+            }
+            let w = float_const(im, 1, "weight")?;
+            let [a, b] = w.shape()[..] else {
+                return Err(fail(format!(
+                    "weight has shape {}, expected a matrix",
+                    w.shape_string()
+                )));
+            };
+            let (in_features, out_features, layout) = if trans_b {
+                (b, a, WeightLayout::OutIn)
+            } else {
+                (a, b, WeightLayout::InOut)
+            };
+            let bias = match input(2).filter(|_| gemm) {
+                Some(_) => {
+                    let t = float_const(im, 2, "bias")?;
+                    if t.numel() != out_features
+                        || t.shape().iter().filter(|&&d| d != 1).count() > 1
+                    {
+                        return Err(fail(format!(
+                            "bias of shape {} does not broadcast as one value per output ({out_features})",
+                            t.shape_string()
+                        )));
+                    }
+                    Some(
+                        t.reshape(vec![out_features])
+                            .map_err(|e| fail(e.to_string()))?,
+                    )
+                }
+                None => None,
+            };
+            let op = Op::Dense(Dense {
+                in_features,
+                out_features,
+                bias: bias.is_some(),
+                layout,
+                epilogue: Vec::new(),
+            });
+            let wname = need(1)?;
+            let mut keys = vec![("weight", im.param(&wname, w).map_err(&fail)?)];
+            if let (Some(t), Some(bname)) = (bias, input(2)) {
+                keys.push(("bias", im.param(&bname, t).map_err(&fail)?));
+            }
+            emit(im, op, &x, keys, Some(&wname))?;
+        }
+        "Mul" => {
+            attrs.finish(&[])?;
+            let (a, b) = (need(0)?, need(1)?);
+            let (x, c) = match (
+                im.values.get(&a),
+                im.consts.get(&b),
+                im.values.get(&b),
+                im.consts.get(&a),
+            ) {
+                (Some(x), Some(Const::Float(c)), _, _) | (_, _, Some(x), Some(Const::Float(c))) => {
+                    (x.clone(), c.clone())
+                }
+                _ => {
+                    return Err(fail(
+                        "only multiplication by a scalar constant is supported".into(),
+                    ))
+                }
+            };
+            if c.numel() != 1 {
+                return Err(fail(format!(
+                    "multiplier has shape {}; only scalars are supported",
+                    c.shape_string()
+                )));
+            }
+            emit(
+                im,
+                Op::Scale {
+                    factor: c.data()[0],
+                },
+                &x,
+                vec![],
+                None,
+            )?;
+        }
+        "Softmax" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            let default = if im.opset >= 13 { -1 } else { 1 };
+            let axis = attrs.int("axis", default);
+            attrs.finish(&[])?;
+            let rank = x.shape.rank() as i64;
+            let axis = if axis < 0 { axis + rank } else { axis };
+            if axis != 1 || (im.opset < 13 && rank != 2) {
+                return Err(fail(format!("softmax over axis {axis} of a rank-{rank} tensor is not supported; netc's is over channels")));
+            }
+            emit(im, Op::Softmax, &x, vec![], None)?;
+        }
+        "Add" | "Sum" | "Concat" => {
+            let concat = op_type == "Concat";
+            if concat {
+                let axis = attrs.int("axis", 1);
+                let rank = im.value(&need(0)?, &node_name, &op_type)?.shape.rank() as i64;
+                if axis != 1 && axis + rank != 1 {
+                    return Err(fail(format!("concatenation along axis {axis} is not supported; netc concatenates channels")));
+                }
+            }
+            attrs.finish(&[])?;
+            let mut xs = Vec::new();
+            for i in 0..node.input.len() {
+                xs.push(im.value(&need(i)?, &node_name, &op_type)?);
+            }
+            if xs.len() < 2 {
+                if let Some(x) = xs.pop() {
+                    im.values.insert(out, x);
+                    return Ok(());
+                }
+                return Err(fail("no inputs".into()));
+            }
+            let op = if concat { Op::Concat } else { Op::Add };
+            let shapes: Vec<&Shape> = xs.iter().map(|v| &v.shape).collect();
+            let shape = infer(&op, &shapes, &node_name, &op_type)?;
+            let var = im.fresh_var(&statement_base(node, &op_type, None));
+            let args: Vec<&str> = xs.iter().map(|v| v.var.as_str()).collect();
+            let _ = writeln!(im.body, "    {var} = {}({})", op.name(), args.join(", "));
+            im.values.insert(out, Value { var, shape });
+        }
+        _ => {
+            return Err(fail(format!(
+                "unsupported op; netc imports {}",
+                SUPPORTED.join(", ")
+            )))
+        }
+    }
+    Ok(())
+}
