@@ -10,7 +10,7 @@
 use super::proto::*;
 use super::OnnxError;
 use crate::ir::graph::{Graph, NodeKind};
-use crate::ir::op::{Activation, Op, PoolKind, WeightLayout, Window};
+use crate::ir::op::{Activation, Op, Pool, PoolKind, WeightLayout, Window};
 use crate::weights::Weights;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::NodeIndexable;
@@ -110,6 +110,47 @@ fn window_attrs(w: &Window, with_dilation: bool) -> Vec<AttributeProto> {
         v.push(attr_ints("dilations", &w.dilation));
     }
     v
+}
+
+/// The ONNX window and `ceil_mode` that give `out_hw`. ONNX's ceil mode
+/// keeps a last window that starts in the trailing padding, PyTorch's (and
+/// netc's) drops it; where the two differ, floor mode with the trailing pad
+/// extended to just cover the last kept window gives netc's windows. That
+/// extension is padding a max pool never picks and an average pool without
+/// `count_include_pad` never counts; with it, the divisor would change, so
+/// that one case is refused.
+fn onnx_pool_window(
+    p: &Pool,
+    in_hw: [usize; 2],
+    out_hw: [usize; 2],
+) -> Result<(Window, bool), String> {
+    let w = p.window;
+    if !p.ceil {
+        return Ok((w, false));
+    }
+    let onnx_ceil = |axis: usize| {
+        let span = w.dilation[axis] * (w.kernel[axis] - 1) + 1;
+        let room = in_hw[axis] + w.pad[axis] + w.pad[axis + 2];
+        room.saturating_sub(span).div_ceil(w.stride[axis]) + 1
+    };
+    if (0..2).all(|a| onnx_ceil(a) == out_hw[a]) {
+        return Ok((w, true));
+    }
+    let mut floor = w;
+    for axis in 0..2 {
+        let span = w.dilation[axis] * (w.kernel[axis] - 1) + 1;
+        let end = (out_hw[axis] - 1) * w.stride[axis] + span;
+        floor.pad[axis + 2] = end
+            .saturating_sub(in_hw[axis] + w.pad[axis])
+            .max(w.pad[axis + 2]);
+    }
+    if p.kind == PoolKind::Avg && p.count_include_pad && floor.pad != w.pad {
+        return Err(
+            "ceil-mode average pooling that counts padding, with a window PyTorch drops, has no ONNX equivalent"
+                .into(),
+        );
+    }
+    Ok((floor, false))
 }
 
 struct Exporter<'a> {
@@ -237,15 +278,23 @@ impl Exporter<'_> {
                 self.node(op_type, &name, inputs, out, attrs);
             }
             Op::Pool(p) => {
+                let input = self.graph.operands(n);
+                let in_hw = input
+                    .first()
+                    .and_then(|&i| self.graph.g[i].shape.dims().get(2..4).map(|d| [d[0], d[1]]))
+                    .ok_or_else(|| unsupported("pooling needs an NCHW input"))?;
+                let out_hw = [node.shape.dims()[2], node.shape.dims()[3]];
+                let (window, ceil) =
+                    onnx_pool_window(p, in_hw, out_hw).map_err(|m| unsupported(&m))?;
                 let (op_type, mut attrs) = match p.kind {
-                    PoolKind::Max => ("MaxPool", window_attrs(&p.window, true)),
+                    PoolKind::Max => ("MaxPool", window_attrs(&window, true)),
                     PoolKind::Avg => {
-                        let mut a = window_attrs(&p.window, false);
+                        let mut a = window_attrs(&window, false);
                         a.push(attr_int("count_include_pad", p.count_include_pad as i64));
                         ("AveragePool", a)
                     }
                 };
-                attrs.push(attr_int("ceil_mode", p.ceil as i64));
+                attrs.push(attr_int("ceil_mode", ceil as i64));
                 self.node(op_type, &name, inputs, out, attrs);
             }
             Op::GlobalAvgPool => self.node("GlobalAveragePool", &name, inputs, out, vec![]),

@@ -529,12 +529,14 @@ fn statement_base(node: &NodeProto, op_type: &str, weight: Option<&str>) -> Stri
     }
     let name = node.name.as_deref().unwrap_or("");
     let mut parts: Vec<&str> = name.split('/').filter(|s| !s.is_empty()).collect();
-    if parts.len() > 1 && parts.last().is_some_and(|l| l.starts_with(op_type)) {
+    if parts.last().is_some_and(|l| l.starts_with(op_type)) {
         parts.pop();
     }
-    match parts.last() {
-        Some(p) => p.to_string(),
-        None => op_type.to_lowercase(),
+    match parts[..] {
+        [] => op_type.to_lowercase(),
+        // `/stem/relu` reads better as `stem_relu` than as `relu_1`.
+        [.., scope, last] if RESERVED.contains(&last) => format!("{scope}_{last}"),
+        [.., last] => last.to_string(),
     }
 }
 
