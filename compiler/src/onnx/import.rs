@@ -412,15 +412,11 @@ fn layer_text(op: &Op, keys: &[(&str, String)]) -> String {
                 args.push("bias: false".into());
             }
         }
-        Op::BatchNorm { eps, .. } => {
-            if *eps != 1e-5 {
-                args.push(format!("eps: {}", float_text(*eps)));
-            }
+        Op::BatchNorm { eps, .. } if *eps != 1e-5 => {
+            args.push(format!("eps: {}", float_text(*eps)));
         }
-        Op::Activation(Activation::LeakyRelu(a)) => {
-            if *a != 0.01 {
-                args.push(format!("alpha: {}", float_text(*a)));
-            }
+        Op::Activation(Activation::LeakyRelu(a)) if *a != 0.01 => {
+            args.push(format!("alpha: {}", float_text(*a)));
         }
         Op::Pool(p) => {
             args.push(pair_text(p.window.kernel));
@@ -906,7 +902,7 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
             let features = x.shape.dims()[1..].iter().product::<usize>() as i64;
             // Only reshapes that flatten (keep the batch, merge the rest).
             let flattens = target.len() == 2
-                && matches!(target[0], 0 | 1 | -1)
+                && (-1..=1).contains(&target[0])
                 && (target[1] == -1 || target[1] == features)
                 && !(target[0] == -1 && target[1] == -1);
             if !flattens {
@@ -1067,4 +1063,203 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Graph;
+    use crate::onnx::{decode, export, Batch};
+    use crate::weights::Weights;
+    use netc_runtime::init::SplitMix64;
+    use prost::Message;
+    use std::path::Path;
+
+    const SMALL: &str = "model small(x: [N, 4, 12, 10]) {
+        a = x -> conv(6, [3, 2], pad: [1, 0, 2, 1], dilation: [1, 2]) -> leaky_relu(alpha: 0.2) as act
+        b = x -> conv(6, 3, stride: 2, pad: 1, groups: 2, bias: false) as grouped
+          -> batchnorm(eps: 0.001) as bn -> sigmoid
+        c = x -> avgpool(2, ceil: true, count_include_pad: false) -> conv(6, 1) as pw -> tanh
+        d = x -> maxpool([2, 3], stride: [2, 1], pad: [0, 1]) -> conv(6, [1, 3], stride: [1, 2], pad: [0, 1]) as wide
+        s = add(b, c, d) -> scale(0.5)
+        y = concat(s, d) -> global_avgpool -> flatten -> dense(7, layout: \"in_out\") as fc -> softmax
+        return y
+    }";
+
+    fn exported(src: &str) -> ModelProto {
+        let net = check::check_source("t.net", src, CheckOptions::default())
+            .unwrap_or_else(|(s, d)| panic!("{}", d.render(&s)));
+        let graph = Graph::from_network(&net);
+        let weights = Weights::random(&graph, 1);
+        export(&graph, &weights, Batch::Symbolic).unwrap()
+    }
+
+    fn import_err(model: &ModelProto) -> String {
+        match import(model, "t") {
+            Ok(i) => panic!("imported:\n{}", i.source),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn graph_mut(m: &mut ModelProto) -> &mut GraphProto {
+        m.graph.as_mut().unwrap()
+    }
+
+    #[test]
+    fn every_exported_op_imports_with_its_attributes() {
+        let imported = import(&exported(SMALL), "small").unwrap();
+        for expected in [
+            "conv(6, [3, 2], pad: [1, 0, 2, 1], dilation: [1, 2], weight: \"a.weight\"",
+            "leaky_relu(alpha: 0.2)",
+            "conv(6, 3, stride: 2, pad: 1, groups: 2, bias: false",
+            "batchnorm(eps: 0.001, weight: \"bn.weight\"",
+            "avgpool(2, ceil: true, count_include_pad: false)",
+            "maxpool([2, 3], stride: [2, 1], pad: [0, 1])",
+            "add(",
+            "scale(0.5)",
+            "concat(",
+            "dense(7, layout: \"in_out\", weight: \"fc.weight\"",
+            "-> softmax",
+        ] {
+            assert!(
+                imported.source.contains(expected),
+                "missing `{expected}` in\n{}",
+                imported.source
+            );
+        }
+        assert_eq!(imported.weights.len(), 13);
+    }
+
+    #[test]
+    fn an_unsupported_op_names_the_node_and_the_op() {
+        let mut m = exported(SMALL);
+        let node = graph_mut(&mut m)
+            .node
+            .iter_mut()
+            .find(|n| n.op_type.as_deref() == Some("Sigmoid"))
+            .unwrap();
+        node.op_type = Some("HardSwish".into());
+        let name = node.name.clone().unwrap();
+        let e = import_err(&m);
+        assert!(
+            e.starts_with(&format!(
+                "ONNX node `{name}` (HardSwish): unsupported op; netc imports Conv, "
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_attributes_and_values_are_errors() {
+        let mut m = exported(SMALL);
+        let conv = graph_mut(&mut m)
+            .node
+            .iter_mut()
+            .find(|n| n.op_type.as_deref() == Some("Conv"))
+            .unwrap();
+        conv.attribute.push(AttributeProto {
+            name: Some("quantize".into()),
+            i: Some(1),
+            ..Default::default()
+        });
+        assert!(import_err(&m).ends_with("attribute `quantize` is not supported"));
+
+        let mut m = exported(SMALL);
+        let conv = graph_mut(&mut m)
+            .node
+            .iter_mut()
+            .find(|n| n.op_type.as_deref() == Some("Conv"))
+            .unwrap();
+        let pads = conv
+            .attribute
+            .iter_mut()
+            .find(|a| a.name.as_deref() == Some("pads"))
+            .unwrap();
+        pads.ints[0] = -3;
+        assert!(import_err(&m).ends_with("`pads` value -3 is out of range"));
+
+        let mut m = exported(SMALL);
+        let gemm = graph_mut(&mut m)
+            .node
+            .iter_mut()
+            .find(|n| n.op_type.as_deref() == Some("Gemm"))
+            .unwrap();
+        gemm.attribute.push(AttributeProto {
+            name: Some("alpha".into()),
+            f: Some(2.0),
+            ..Default::default()
+        });
+        assert!(import_err(&m).ends_with("alpha and beta other than 1 are not supported"));
+    }
+
+    #[test]
+    fn bad_tensors_are_errors() {
+        let mut m = exported(SMALL);
+        let t = &mut graph_mut(&mut m).initializer[0];
+        let name = t.name.clone().unwrap();
+        t.raw_data.as_mut().unwrap().truncate(8);
+        let e = import_err(&m);
+        assert!(
+            e.starts_with(&format!(
+                "initialiser `{name}` has 2 values (8 bytes), its shape"
+            )),
+            "{e}"
+        );
+
+        let mut m = exported(SMALL);
+        let t = &mut graph_mut(&mut m).initializer[0];
+        t.data_location = Some(1);
+        assert!(import_err(&m).contains("keeps its data in an external file"));
+
+        let mut m = exported(SMALL);
+        graph_mut(&mut m).initializer[0].dims[0] = 1 << 40;
+        assert!(import_err(&m).contains("has dimension 1099511627776"));
+
+        let mut m = exported(SMALL);
+        graph_mut(&mut m).initializer[0].data_type = Some(8);
+        assert!(import_err(&m).contains("has data type 8"));
+    }
+
+    #[test]
+    fn dangling_inputs_and_missing_graphs_are_errors() {
+        let mut m = exported(SMALL);
+        graph_mut(&mut m).node.remove(0);
+        assert!(import_err(&m).contains("is not produced by any earlier node or graph input"));
+        let mut m = exported(SMALL);
+        m.graph = None;
+        assert_eq!(import_err(&m), "the model has no graph");
+        let e = decode(Path::new("x.onnx"), b"\x0a\xff\xff\xff\xff\x0f").unwrap_err();
+        assert!(
+            e.to_string().starts_with("x.onnx: not an ONNX model: "),
+            "{e}"
+        );
+    }
+
+    /// Flipped, truncated and spliced bytes of a valid model: decoding and
+    /// importing answer with an error or a model, never a panic.
+    #[test]
+    fn mutated_files_never_panic() {
+        let bytes = exported(SMALL).encode_to_vec();
+        let mut rng = SplitMix64::new(3);
+        for _ in 0..3000 {
+            let mut b = bytes.clone();
+            match rng.next_u64() % 3 {
+                0 => {
+                    for _ in 0..1 + rng.next_u64() % 8 {
+                        let i = (rng.next_u64() as usize) % b.len();
+                        b[i] = rng.next_u64() as u8;
+                    }
+                }
+                1 => b.truncate((rng.next_u64() as usize) % b.len()),
+                _ => {
+                    let i = (rng.next_u64() as usize) % b.len();
+                    let j = (rng.next_u64() as usize) % b.len();
+                    b.splice(i..i, bytes[j..(j + 16).min(bytes.len())].iter().copied());
+                }
+            }
+            if let Ok(m) = decode(Path::new("m.onnx"), &b) {
+                let _ = import(&m, "m");
+            }
+        }
+    }
 }
