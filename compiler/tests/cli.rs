@@ -85,3 +85,68 @@ fn errors_exit_1_with_one_message() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown pass `nope`"));
 }
+
+#[test]
+fn export_and_import_round_trip_through_files() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-onnx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let onnx = dir.join("deep.onnx");
+    let net = dir.join("deep.net");
+    let model = common::root().join("models/deep_convnet.net");
+    let out = netc(&[
+        "export",
+        model.to_str().unwrap(),
+        "--onnx",
+        onnx.to_str().unwrap(),
+        "--random-weights",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = netc(&[
+        "import",
+        onnx.to_str().unwrap(),
+        "-o",
+        net.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&net).unwrap();
+    assert!(
+        text.contains("conv(16, 3, pad: 1, weight: \"W1\", bias: \"b1\")"),
+        "{text}"
+    );
+    let weights = dir.join("deep.safetensors");
+    let out = netc(&[
+        "run",
+        net.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--top-k",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not an ONNX file: one message, exit code 1.
+    let out = netc(&[
+        "import",
+        model.to_str().unwrap(),
+        "-o",
+        net.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("not an ONNX model"),
+        "{err}"
+    );
+}

@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""netc against ONNX Runtime, side by side, in one process.
+
+For each model and batch: export the .net model with random weights to ONNX
+(`netc export`), compile the same model with the same weights to native code
+(`netc compile` -> .o, linked with the runtime into a shared library), run
+both on the same input, check the outputs agree (max |d| <= 1e-3 * max
+|output|), then time them alternately: warm-up runs of each, then rounds of a block
+of back-to-back runs of each engine (after one untimed run), the order
+flipping every round.
+Reports medians, the speed-up (ONNX Runtime median / netc median), netc's
+effective GFLOP/s and its share of the machine's FMA peak (measured by
+`netc bench`), and each engine's peak resident memory, measured in a separate
+process that runs only that engine.
+
+Writes a Markdown table and a JSON file (--out) and prints the table.
+
+usage: benches/compare_onnxruntime.py [--threads 2] [--iters 20]
+         [--out target/bench-report] MODEL[:BATCH[,BATCH...]] ...
+  e.g. benches/compare_onnxruntime.py deep_convnet resnet18:1,8
+
+Needs a release build (`cargo build --release`: target/release/netc and
+libnetc_runtime.a), a C compiler, and `pip install -r benches/requirements.txt`.
+"""
+import argparse
+import ctypes
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOLERANCE = 1e-3
+TARGET_SPEEDUP = 1.25
+
+
+def sh(*cmd):
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def model_path(name):
+    if os.path.exists(name):
+        return name
+    path = os.path.join(ROOT, "models", name + ".net")
+    if not os.path.exists(path):
+        sys.exit(f"no model {name!r} (looked for {path})")
+    return path
+
+
+def aligned(nbytes, align=64):
+    """A zeroed uint8 array of nbytes whose data starts on an `align` boundary."""
+    raw = np.zeros(nbytes + align, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % align
+    return raw[offset : offset + nbytes]
+
+
+class Netc:
+    """A netc-compiled model loaded from its shared library."""
+
+    def __init__(self, workdir, stem, threads):
+        lib = ctypes.CDLL(os.path.join(workdir, stem + ".so"))
+        for name in ("arena_size", "weights_size"):
+            getattr(lib, f"{stem}_{name}").restype = ctypes.c_size_t
+        self.run_fn = getattr(lib, f"{stem}_run")
+        self.run_fn.restype = None
+        self.run_fn.argtypes = [ctypes.c_void_p] * 4
+        lib.netc_set_threads.argtypes = [ctypes.c_uint]
+        if lib.netc_set_threads(threads) != 0:
+            sys.exit("netc threads had already started")
+        wbytes = getattr(lib, f"{stem}_weights_size")()
+        self.weights = aligned(wbytes)
+        with open(os.path.join(workdir, stem + ".weights"), "rb") as f:
+            f.readinto(memoryview(self.weights))
+        self.arena = aligned(max(getattr(lib, f"{stem}_arena_size")(), 64))
+        self.lib = lib
+
+    def run(self, x, out):
+        self.run_fn(x.ctypes.data, out.ctypes.data, self.weights.ctypes.data, self.arena.ctypes.data)
+        return out
+
+
+def ort_session(onnx_path, threads):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+
+
+def build(model, batch, seed, workdir, netc, runtime_lib):
+    """Export and compile `model`; returns (onnx path, library stem)."""
+    onnx_path = os.path.join(workdir, "model.onnx")
+    sh(netc, "export", model, "--onnx", onnx_path, "--batch", str(batch), "--random-weights", str(seed))
+    obj = os.path.join(workdir, "model.o")
+    sh(netc, "compile", model, "-o", obj, "--batch", str(batch), "--random-weights", str(seed))
+    sh(
+        os.environ.get("CC", "cc"), "-shared", "-o", os.path.join(workdir, "model.so"), obj,
+        "-Wl,-u,netc_set_threads", runtime_lib, "-lpthread", "-ldl", "-lm",
+    )
+    return onnx_path, "model"
+
+
+def peak_rss_child(engine, workdir, threads, batch, iters):
+    """Peak RSS (bytes) of a fresh Python process running only `engine`."""
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", engine, workdir,
+         str(threads), str(batch), str(iters)],
+        capture_output=True, text=True,
+    )
+    if out.returncode != 0:
+        sys.exit(f"{engine} memory run failed:\n{out.stderr}")
+    return int(out.stdout.strip())
+
+
+def child(engine, workdir, threads, batch, iters):
+    x, out = io_buffers(workdir, batch)
+    if engine == "ort":
+        session = ort_session(os.path.join(workdir, "model.onnx"), threads)
+        name = session.get_inputs()[0].name
+        for _ in range(iters):
+            session.run(None, {name: x})
+    else:
+        model = Netc(workdir, "model", threads)
+        for _ in range(iters):
+            model.run(x, out)
+    print(peak_rss())
+
+
+def peak_rss():
+    """This process's peak resident set in bytes. VmHWM belongs to the
+    address space, so unlike ru_maxrss it does not inherit the parent's
+    high-water mark across fork and exec."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def io_buffers(workdir, batch):
+    meta = json.load(open(os.path.join(workdir, "shapes.json")))
+    x = np.random.RandomState(0).uniform(-1, 1, meta["input"]).astype(np.float32)
+    return x, np.zeros(meta["output"], dtype=np.float32)
+
+
+def compare(model, batch, args, peak_gflops):
+    name = os.path.splitext(os.path.basename(model))[0]
+    info = json.loads(sh(args.netc, "check", model, "--batch", str(batch), "--format", "json"))
+    with tempfile.TemporaryDirectory(prefix="netc-vs-ort-") as workdir:
+        onnx_path, stem = build(model, batch, args.seed, workdir, args.netc, args.runtime_lib)
+        session = ort_session(onnx_path, args.threads)
+        in_meta, out_meta = session.get_inputs()[0], session.get_outputs()[0]
+        json.dump({"input": in_meta.shape, "output": out_meta.shape},
+                  open(os.path.join(workdir, "shapes.json"), "w"))
+        x, out = io_buffers(workdir, batch)
+        netc = Netc(workdir, stem, args.threads)
+        feed = {in_meta.name: x}
+
+        expected = session.run(None, feed)[0]
+        got = netc.run(x, out).copy()
+        scale = float(np.abs(expected).max())
+        diff = float(np.abs(got - expected).max())
+        agree = diff <= TOLERANCE * scale
+
+        def time_ort():
+            t = time.perf_counter()
+            session.run(None, feed)
+            return time.perf_counter() - t
+
+        def time_netc():
+            t = time.perf_counter()
+            netc.run(x, out)
+            return time.perf_counter() - t
+
+        # Alternate blocks of back-to-back runs, the order flipping every
+        # round: alternation spreads the machine's drift over both engines,
+        # and the untimed first run of each block absorbs the other engine's
+        # worker threads still spinning down (ONNX Runtime's spin after a run).
+        for _ in range(args.warmup):
+            time_ort()
+            time_netc()
+        ort_s, netc_s = [], []
+        engines = [(time_ort, ort_s), (time_netc, netc_s)]
+        rounds = rounds_of(args)
+        for r in range(rounds):
+            for timer, samples in engines if r % 2 == 0 else engines[::-1]:
+                timer()
+                samples.extend(timer() for _ in range(args.block))
+        del session, netc
+        mem_iters = max(3, args.warmup)
+        rss = {e: peak_rss_child(e, workdir, args.threads, batch, mem_iters) for e in ("netc", "ort")}
+
+    ort_ms = 1e3 * statistics.median(ort_s)
+    netc_ms = 1e3 * statistics.median(netc_s)
+    gflops = 2 * info["macs"] / (netc_ms * 1e-3) / 1e9
+    return {
+        "model": name,
+        "batch": batch,
+        "threads": args.threads,
+        "iters": args.iters,
+        "netc_ms": netc_ms,
+        "ort_ms": ort_ms,
+        "speedup": ort_ms / netc_ms,
+        "netc_gflops": gflops,
+        "netc_peak_fraction": gflops / peak_gflops if peak_gflops else None,
+        "ort_gflops": 2 * info["macs"] / (ort_ms * 1e-3) / 1e9,
+        "max_abs_diff": diff,
+        "max_abs_output": scale,
+        "outputs_agree": agree,
+        "netc_peak_rss": rss["netc"],
+        "ort_peak_rss": rss["ort"],
+        "netc_samples_ms": [1e3 * s for s in netc_s],
+        "ort_samples_ms": [1e3 * s for s in ort_s],
+    }
+
+
+def markdown(rows, meta):
+    lines = [
+        f"netc vs ONNX Runtime {meta['onnxruntime']} on {meta['cpu']}, {meta['threads']} threads, "
+        f"median of {meta['iters']} runs each, in alternating blocks of {meta['block']}; FMA peak {meta['peak_gflops']:.0f} GFLOP/s "
+        f"(measured by `netc bench`). Speed-up = ORT ms / netc ms; target >= {TARGET_SPEEDUP}.",
+        "",
+        "| model | batch | netc ms | ORT ms | speed-up | target | netc GFLOP/s | % of FMA peak "
+        "| outputs max rel Δ | netc peak RSS | ORT peak RSS |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        met = "met" if r["speedup"] >= TARGET_SPEEDUP else "not met"
+        peak = f"{100 * r['netc_peak_fraction']:.0f}%" if r["netc_peak_fraction"] else "?"
+        rel = r["max_abs_diff"] / max(r["max_abs_output"], 1e-30)
+        agree = "" if r["outputs_agree"] else " **MISMATCH**"
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['netc_ms']:.2f} | {r['ort_ms']:.2f} | "
+            f"{r['speedup']:.2f}× | {met} | {r['netc_gflops']:.1f} | {peak} | {rel:.1e}{agree} | "
+            f"{r['netc_peak_rss'] / 2**20:.0f} MiB | {r['ort_peak_rss'] / 2**20:.0f} MiB |"
+        )
+    lines += ["", "Peak RSS: a fresh Python process (with NumPy) running only that engine."]
+    return "\n".join(lines) + "\n"
+
+
+def rounds_of(args):
+    return max(1, args.iters // args.block)
+
+
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        engine, workdir, threads, batch, iters = sys.argv[2:7]
+        child(engine, workdir, int(threads), int(batch), int(iters))
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("models", nargs="+", help="model name in models/ or .net path, optionally :BATCH[,BATCH]")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--iters", type=int, default=20, help="timed runs of each engine")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--block", type=int, default=5, help="back-to-back timed runs per engine and round")
+    p.add_argument("--seed", type=int, default=1, help="random-weight seed")
+    p.add_argument("--out", help="directory for vs_onnxruntime.md and vs_onnxruntime.json")
+    p.add_argument("--netc", default=os.path.join(ROOT, "target", "release", "netc"))
+    p.add_argument("--runtime-lib", default=os.path.join(ROOT, "target", "release", "libnetc_runtime.a"))
+    args = p.parse_args()
+    for path in (args.netc, args.runtime_lib):
+        if not os.path.exists(path):
+            sys.exit(f"{path} not found: run `cargo build --release` first")
+    import onnxruntime
+
+    bench = json.loads(sh(args.netc, "bench", model_path("deep_convnet"), "--iters", "1", "--warmup", "0",
+                          "--threads", str(args.threads), "--format", "json"))
+    peak = bench["machine"]["peak_gflops"]
+    rows = []
+    for spec in args.models:
+        name, _, batches = spec.partition(":")
+        for batch in [int(b) for b in (batches or "1").split(",")]:
+            print(f"{name} batch {batch} ...", file=sys.stderr, flush=True)
+            rows.append(compare(model_path(name), batch, args, peak))
+    meta = {"onnxruntime": onnxruntime.__version__, "cpu": cpu_name(), "threads": args.threads,
+            "iters": rounds_of(args) * args.block, "block": args.block, "peak_gflops": peak}
+    table = markdown(rows, meta)
+    print(table)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "vs_onnxruntime.md"), "w") as f:
+            f.write("# vs ONNX Runtime\n\n" + table)
+        with open(os.path.join(args.out, "vs_onnxruntime.json"), "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    if not all(r["outputs_agree"] for r in rows):
+        sys.exit("outputs disagree beyond the tolerance")
+
+
+if __name__ == "__main__":
+    main()
