@@ -1,20 +1,26 @@
-//! GEMM micro-kernels: `tile[MR×NR] = A_panel[MR×kc] · B_panel[kc×NR]`,
-//! A packed k-major in groups of MR rows, B packed k-major in groups of NR
-//! columns. One variant per instruction set, chosen once at run time from
-//! the CPU's features (never at compile time: the same binary must run on
-//! machines without AVX-512).
+//! GEMM micro-kernels: `tile[MR×NR] = A_panel[MR×kc] · B[kc×NR]`, A packed
+//! k-major in groups of MR rows, B row `k` (NR contiguous floats) at
+//! `b + offs[k]`. The offset table lets one kernel read B from a packed
+//! buffer (`offs[k] = k·NR`), from a 1×1 convolution's input in place
+//! (`k·H·W`) or from a zero-padded input shifted per (channel, kernel row,
+//! kernel column) for a stride-1 convolution — no B packing at all. One
+//! variant per instruction set, chosen once at run time from the CPU's
+//! features (never at compile time: the same binary must run on machines
+//! without AVX-512).
 
-/// Rows of A per micro-tile; weights are packed for this at compile time.
-pub const MR: usize = 8;
+/// Rows of A per micro-tile; weights are packed for this at compile time,
+/// so it is the same for every kernel (an object file compiled on one
+/// machine runs on another).
+pub const MR: usize = 6;
 
 /// A micro-kernel and the number of columns it produces.
 #[derive(Clone, Copy)]
 pub struct MicroKernel {
     pub nr: usize,
     pub name: &'static str,
-    /// `(kc, a, b, ldb, tile)`: B row `k` starts at `b + k·ldb`; `tile`
+    /// `(kc, a, b, offs, tile)`: B row `k` starts at `b + offs[k]`; `tile`
     /// receives MR×nr floats, row-major.
-    pub run: unsafe fn(usize, *const f32, *const f32, usize, *mut f32),
+    pub run: unsafe fn(usize, *const f32, *const f32, *const usize, *mut f32),
 }
 
 /// The best kernel this CPU supports.
@@ -26,22 +32,22 @@ pub fn select() -> MicroKernel {
         {
             return MicroKernel {
                 nr: 32,
-                name: "avx512f 8x32",
+                name: "avx512f 6x32",
                 run: avx512::kernel,
             };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             return MicroKernel {
-                nr: 12,
-                name: "avx2+fma 8x12",
+                nr: 16,
+                name: "avx2+fma 6x16",
                 run: avx2::kernel,
             };
         }
     }
     MicroKernel {
         nr: 8,
-        name: "scalar 8x8",
+        name: "scalar 6x8",
         run: scalar_kernel,
     }
 }
@@ -49,15 +55,23 @@ pub fn select() -> MicroKernel {
 /// Portable fallback; also the reference the SIMD kernels are tested against.
 ///
 /// # Safety
-/// `a` must hold `MR·kc` floats, B rows of 8 at stride `ldb`, `tile` `MR·8`.
-pub unsafe fn scalar_kernel(kc: usize, a: *const f32, b: *const f32, ldb: usize, tile: *mut f32) {
+/// `a` must hold `MR·kc` floats, `offs` `kc` offsets of B rows of 8 floats,
+/// `tile` `MR·8`.
+pub unsafe fn scalar_kernel(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    tile: *mut f32,
+) {
     const NR: usize = 8;
     let mut acc = [[0.0f32; NR]; MR];
     for k in 0..kc {
+        let bk = b.add(*offs.add(k));
         for (m, row) in acc.iter_mut().enumerate() {
             let av = *a.add(k * MR + m);
             for (n, c) in row.iter_mut().enumerate() {
-                *c += av * *b.add(k * ldb + n);
+                *c += av * *bk.add(n);
             }
         }
     }
@@ -73,16 +87,24 @@ mod avx512 {
     use super::MR;
     use std::arch::x86_64::*;
 
-    /// 8×32: sixteen zmm accumulators, two B vectors and a broadcast per k.
+    /// 6×32: twelve zmm accumulators, two B vectors and a broadcast per k.
     ///
     /// # Safety
-    /// AVX-512F must be available; `a` holds `8·kc`, `b` `32·kc`, `tile` 256 floats.
+    /// AVX-512F must be available; `a` holds `6·kc`, B rows 32 floats,
+    /// `tile` 192 floats.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, ldb: usize, tile: *mut f32) {
+    pub unsafe fn kernel(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        tile: *mut f32,
+    ) {
         let mut c = [[_mm512_setzero_ps(); 2]; MR];
         for k in 0..kc {
-            let b0 = _mm512_loadu_ps(b.add(k * ldb));
-            let b1 = _mm512_loadu_ps(b.add(k * ldb + 16));
+            let bk = b.add(*offs.add(k));
+            let b0 = _mm512_loadu_ps(bk);
+            let b1 = _mm512_loadu_ps(bk.add(16));
             for (m, cm) in c.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(k * MR + m));
                 cm[0] = _mm512_fmadd_ps(av, b0, cm[0]);
@@ -101,35 +123,37 @@ mod avx2 {
     use super::MR;
     use std::arch::x86_64::*;
 
-    const NR: usize = 12;
-
-    /// 8×12 with the roles swapped: one ymm holds a column of A's eight
-    /// rows (A is packed k-major, so that is one load), each B value is
-    /// broadcast. Twelve accumulators plus two operands fit AVX2's sixteen
-    /// registers; the natural 8×16 layout would need nineteen and spill.
+    /// 6×16: twelve ymm accumulators, two B vectors and one broadcast —
+    /// fifteen of AVX2's sixteen registers. Per k: two B loads and six
+    /// broadcasts feed twelve FMAs (the 8×12 layout it replaced needed
+    /// thirteen loads for twelve FMAs and a transpose on every store).
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `a` holds `8·kc`, `b` `12·kc`, `tile` 96 floats.
+    /// AVX2 and FMA must be available; `a` holds `6·kc`, B rows 16 floats,
+    /// `tile` 96 floats.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, ldb: usize, tile: *mut f32) {
-        let mut c = [_mm256_setzero_ps(); NR];
+    pub unsafe fn kernel(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        tile: *mut f32,
+    ) {
+        let mut c = [[_mm256_setzero_ps(); 2]; MR];
         for k in 0..kc {
-            let av = _mm256_loadu_ps(a.add(k * MR));
-            let bk = b.add(k * ldb);
-            for (n, cn) in c.iter_mut().enumerate() {
-                let bv = _mm256_broadcast_ss(&*bk.add(n));
-                *cn = _mm256_fmadd_ps(av, bv, *cn);
+            let bk = b.add(*offs.add(k));
+            let b0 = _mm256_loadu_ps(bk);
+            let b1 = _mm256_loadu_ps(bk.add(8));
+            let ak = a.add(k * MR);
+            for (m, cm) in c.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ak.add(m));
+                cm[0] = _mm256_fmadd_ps(av, b0, cm[0]);
+                cm[1] = _mm256_fmadd_ps(av, b1, cm[1]);
             }
         }
-        // c[n] holds column n; the tile is row-major.
-        let mut columns = [0.0f32; MR * NR];
-        for (n, cn) in c.iter().enumerate() {
-            _mm256_storeu_ps(columns.as_mut_ptr().add(n * MR), *cn);
-        }
-        for m in 0..MR {
-            for n in 0..NR {
-                *tile.add(m * NR + n) = columns[n * MR + m];
-            }
+        for (m, cm) in c.iter().enumerate() {
+            _mm256_storeu_ps(tile.add(m * 16), cm[0]);
+            _mm256_storeu_ps(tile.add(m * 16 + 8), cm[1]);
         }
     }
 }
@@ -154,7 +178,8 @@ mod tests {
                 .map(|i| ((i * 5) % 11) as f32 * 0.5)
                 .collect();
             let mut tile = vec![0.0; MR * k.nr];
-            unsafe { (k.run)(kc, a.as_ptr(), b.as_ptr(), k.nr, tile.as_mut_ptr()) };
+            let offs: Vec<usize> = (0..kc).map(|kk| kk * k.nr).collect();
+            unsafe { (k.run)(kc, a.as_ptr(), b.as_ptr(), offs.as_ptr(), tile.as_mut_ptr()) };
             for m in 0..MR {
                 for n in 0..k.nr {
                     let want: f32 = (0..kc).map(|kk| a[kk * MR + m] * b[kk * k.nr + n]).sum();
