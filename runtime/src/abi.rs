@@ -2,7 +2,7 @@
 //! the linker against this crate's static library for `netc compile`), and
 //! the entry points a C program uses.
 
-use crate::kernels::{gemm, simple};
+use crate::kernels::{gemm, pool, simple};
 
 /// Run a conv or dense layer; see [`gemm::GemmDesc`].
 ///
@@ -47,6 +47,15 @@ pub unsafe extern "C" fn netc_rt_softmax(
     );
 }
 
+/// One pooling layer: `desc` is a [`pool::PoolDesc`].
+///
+/// # Safety
+/// As [`pool::run`].
+#[no_mangle]
+pub unsafe extern "C" fn netc_rt_pool(desc: *const pool::PoolDesc, x: *const f32, out: *mut f32) {
+    pool::run(&*desc, x, out);
+}
+
 /// Use `threads` worker threads for every later call (0: one per core).
 /// Returns 0 on success, -1 if the thread pool was already started.
 #[no_mangle]
@@ -66,6 +75,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("netc_rt_gemm", netc_rt_gemm as *const u8),
         ("netc_rt_unary", netc_rt_unary as *const u8),
         ("netc_rt_softmax", netc_rt_softmax as *const u8),
+        ("netc_rt_pool", netc_rt_pool as *const u8),
         ("netc_rt_mark", crate::profile::netc_rt_mark as *const u8),
     ]
 }

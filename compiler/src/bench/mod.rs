@@ -158,7 +158,11 @@ fn machine(threads: usize) -> Machine {
         .and_then(|p| std::fs::read_to_string(p).ok())
         .and_then(|s| serde_json::from_str::<Machine>(&s).ok())
     {
-        return m;
+        // The peak belongs to the machine; the kernel to this build.
+        return Machine {
+            micro_kernel: netc_runtime::kernels::gemm::kernel_name().to_string(),
+            ..m
+        };
     }
     eprintln!("measuring the machine's peak FLOP/s and bandwidth (cached afterwards)…");
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();

@@ -4,7 +4,7 @@
 
 use super::{CodegenError, Lowered};
 use crate::ir::graph::NodeKind;
-use crate::ir::op::{Activation, Op, Pool, PoolKind};
+use crate::ir::op::{Activation, Op};
 use crate::passes::memory::TensorLoc;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -26,6 +26,7 @@ struct Ctx<'a, 'f> {
     arena: Value,
     lowered: &'a Lowered,
     gemm: FuncRef,
+    pool: FuncRef,
     unary: FuncRef,
     softmax: FuncRef,
     ptr_slot: cranelift_codegen::ir::StackSlot,
@@ -217,6 +218,7 @@ pub(super) fn forward<M: Module>(
         Ok(module.declare_function(sym, Linkage::Import, &s)?)
     };
     let gemm_id = import(module, "netc_rt_gemm", &[ptr, ptr])?;
+    let pool_id = import(module, "netc_rt_pool", &[ptr, ptr, ptr])?;
     let unary_id = import(module, "netc_rt_unary", &[types::I32, ptr, ptr, types::I64])?;
     let mark_id = import(module, "netc_rt_mark", &[types::I32])?;
     let softmax_id = import(
@@ -237,11 +239,11 @@ pub(super) fn forward<M: Module>(
     let plan = lowered.plan();
     let mut descs = std::collections::HashMap::new();
     for (i, &n) in plan.order.iter().enumerate() {
-        if let Some(d) = lowered.consts.get(&n).and_then(|c| c.desc) {
+        if let Some(bytes) = lowered.consts.get(&n).and_then(|c| c.descriptor()) {
             let id =
                 module.declare_data(&format!("{name}.desc{i}"), Linkage::Local, false, false)?;
             let mut data = DataDescription::new();
-            data.define(d.to_bytes().into_boxed_slice());
+            data.define(bytes.into_boxed_slice());
             data.set_align(8);
             module.define_data(id, &data)?;
             descs.insert(n, id);
@@ -255,6 +257,7 @@ pub(super) fn forward<M: Module>(
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         let gemm = module.declare_func_in_func(gemm_id, b.func);
+        let pool = module.declare_func_in_func(pool_id, b.func);
         let unary = module.declare_func_in_func(unary_id, b.func);
         let softmax = module.declare_func_in_func(softmax_id, b.func);
         let mark = module.declare_func_in_func(mark_id, b.func);
@@ -281,6 +284,7 @@ pub(super) fn forward<M: Module>(
             arena: params[3],
             lowered,
             gemm,
+            pool,
             unary,
             softmax,
             ptr_slot,
@@ -485,14 +489,18 @@ fn emit_node(
             ];
             c.b.ins().call(c.softmax, &args);
         }
-        Op::Pool(p) => pool(
-            c,
-            p,
-            &locs[0],
-            &out,
-            &graph.g[operands[0]].shape.0,
-            &node.shape.0,
-        ),
+        Op::Pool(_) => {
+            let Some(gv) = desc else {
+                return Err(CodegenError::Unsupported(format!(
+                    "`{}` has no descriptor",
+                    node.name
+                )));
+            };
+            let desc_ptr = c.b.ins().symbol_value(c.ptr, gv);
+            let x = c.base(&locs[0]);
+            let y = c.base(&out);
+            c.b.ins().call(c.pool, &[desc_ptr, x, y]);
+        }
         Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => adaptive_pool(
             c,
             &locs[0],
@@ -502,237 +510,6 @@ fn emit_node(
         ),
     }
     Ok(())
-}
-
-/// Output positions along one axis whose whole window lies inside the
-/// input: `[lo, hi)`.
-fn interior(
-    k: usize,
-    stride: usize,
-    dilation: usize,
-    pad: usize,
-    size: usize,
-    out: usize,
-) -> (i64, i64) {
-    let lo = pad.div_ceil(stride);
-    let span = (k - 1) * dilation;
-    let hi = match (size + pad).checked_sub(span + 1) {
-        Some(room) => room / stride + 1,
-        None => 0,
-    };
-    let hi = hi.min(out);
-    (lo.min(hi) as i64, hi as i64)
-}
-
-/// Max/avg pooling: a loop nest over (n, c, oh, ow) with constant bounds.
-/// Cells whose window lies wholly inside the input (most of them) run
-/// unrolled taps at constant offsets with no tests; border cells loop over
-/// the taps and skip those in the padding.
-fn pool(
-    c: &mut Ctx,
-    p: &Pool,
-    src: &TensorLoc,
-    dst: &TensorLoc,
-    in_shape: &[usize],
-    out_shape: &[usize],
-) {
-    let p = *p;
-    let (channels, h, w) = (in_shape[1] as i64, in_shape[2] as i64, in_shape[3] as i64);
-    let (oh_n, ow_n) = (out_shape[2] as i64, out_shape[3] as i64);
-    let win = p.window;
-    let rows = interior(
-        win.kernel[0],
-        win.stride[0],
-        win.dilation[0],
-        win.pad[0],
-        in_shape[2],
-        out_shape[2],
-    );
-    let cols = interior(
-        win.kernel[1],
-        win.stride[1],
-        win.dilation[1],
-        win.pad[1],
-        in_shape[3],
-        out_shape[3],
-    );
-    let geometry = Geometry { h, w, ow_n };
-    let planes_len = (h * w, oh_n * ow_n);
-    c.for_each_plane(
-        (src, dst),
-        out_shape[0],
-        channels,
-        planes_len,
-        |c, s_plane, d_plane| {
-            let planes = (s_plane, d_plane);
-            for (r0, r1, inner_rows) in [
-                (0, rows.0, false),
-                (rows.0, rows.1, true),
-                (rows.1, oh_n, false),
-            ] {
-                if r0 >= r1 {
-                    continue;
-                }
-                let start = c.iconst(r0);
-                c.for_between(Some(start), r1, |c, oh| {
-                    let spans = if inner_rows {
-                        vec![
-                            (0, cols.0, false),
-                            (cols.0, cols.1, true),
-                            (cols.1, ow_n, false),
-                        ]
-                    } else {
-                        vec![(0, ow_n, false)]
-                    };
-                    for (c0, c1, inside) in spans {
-                        if c0 >= c1 {
-                            continue;
-                        }
-                        let start = c.iconst(c0);
-                        c.for_between(Some(start), c1, |c, ow| {
-                            if inside {
-                                pool_cell_inside(c, &p, planes, oh, ow, geometry);
-                            } else {
-                                pool_cell_border(c, &p, planes, oh, ow, geometry);
-                            }
-                        });
-                    }
-                });
-            }
-        },
-    );
-}
-
-#[derive(Clone, Copy)]
-struct Geometry {
-    h: i64,
-    w: i64,
-    ow_n: i64,
-}
-
-/// Top-left input index of the window of output (oh, ow), possibly negative.
-fn window_origin(c: &mut Ctx, p: &Pool, oh: Value, ow: Value) -> (Value, Value) {
-    let h0 = c.b.ins().imul_imm_s(oh, p.window.stride[0] as i64);
-    let h0 = c.b.ins().iadd_imm_s(h0, -(p.window.pad[0] as i64));
-    let w0 = c.b.ins().imul_imm_s(ow, p.window.stride[1] as i64);
-    let w0 = c.b.ins().iadd_imm_s(w0, -(p.window.pad[1] as i64));
-    (h0, w0)
-}
-
-fn store_cell(c: &mut Ctx, d_plane: Value, oh: Value, ow: Value, ow_n: i64, v: Value) {
-    let row = c.b.ins().imul_imm_s(oh, ow_n);
-    let idx = c.b.ins().iadd(row, ow);
-    let a = c.elem(d_plane, idx);
-    c.b.ins().store(flags(), v, a, 0);
-}
-
-/// A window wholly inside the input: every tap is a load at a constant
-/// offset from the window's corner.
-fn pool_cell_inside(
-    c: &mut Ctx,
-    p: &Pool,
-    (s_plane, d_plane): (Value, Value),
-    oh: Value,
-    ow: Value,
-    g: Geometry,
-) {
-    let (h0, w0) = window_origin(c, p, oh, ow);
-    let row = c.b.ins().imul_imm_s(h0, g.w);
-    let idx = c.b.ins().iadd(row, w0);
-    let corner = c.elem(s_plane, idx);
-    let is_max = p.kind == PoolKind::Max;
-    let mut acc: Option<Value> = None;
-    for kh in 0..p.window.kernel[0] {
-        for kw in 0..p.window.kernel[1] {
-            let off = (kh * p.window.dilation[0]) as i64 * g.w + (kw * p.window.dilation[1]) as i64;
-            let v =
-                c.b.ins()
-                    .load(types::F32, flags(), corner, (4 * off) as i32);
-            acc = Some(match acc {
-                None => v,
-                Some(a) if is_max => c.b.ins().fmax(a, v),
-                Some(a) => c.b.ins().fadd(a, v),
-            });
-        }
-    }
-    let mut v = acc.unwrap_or_else(|| c.fconst(0.0));
-    if !is_max {
-        let taps = c.fconst((p.window.kernel[0] * p.window.kernel[1]) as f32);
-        v = c.b.ins().fdiv(v, taps);
-    }
-    store_cell(c, d_plane, oh, ow, g.ow_n, v);
-}
-
-/// A window touching the padding: taps outside the input are skipped.
-fn pool_cell_border(
-    c: &mut Ctx,
-    p: &Pool,
-    (s_plane, d_plane): (Value, Value),
-    oh: Value,
-    ow: Value,
-    g: Geometry,
-) {
-    let p = *p;
-    let (h, w) = (g.h, g.w);
-    let is_max = p.kind == PoolKind::Max;
-    let acc = c.b.declare_var(types::F32);
-    let count = c.b.declare_var(types::I64);
-    let init = c.fconst(if is_max { f32::NEG_INFINITY } else { 0.0 });
-    c.b.def_var(acc, init);
-    let zero = c.iconst(0);
-    c.b.def_var(count, zero);
-    let (h0, w0) = window_origin(c, &p, oh, ow);
-    c.for_range(p.window.kernel[0] as i64, |c, kh| {
-        let dh = c.b.ins().imul_imm_s(kh, p.window.dilation[0] as i64);
-        let ih = c.b.ins().iadd(h0, dh);
-        // Unsigned compare: negative rows wrap and fail too.
-        let h_ok = c.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, h);
-        c.when(h_ok, |c| {
-            c.for_range(p.window.kernel[1] as i64, |c, kw| {
-                let dw = c.b.ins().imul_imm_s(kw, p.window.dilation[1] as i64);
-                let iw = c.b.ins().iadd(w0, dw);
-                let w_ok = c.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iw, w);
-                c.when(w_ok, |c| {
-                    let row = c.b.ins().imul_imm_s(ih, w);
-                    let idx = c.b.ins().iadd(row, iw);
-                    let a = c.elem(s_plane, idx);
-                    let v = c.b.ins().load(types::F32, flags(), a, 0);
-                    let old = c.b.use_var(acc);
-                    let new = if is_max {
-                        c.b.ins().fmax(old, v)
-                    } else {
-                        c.b.ins().fadd(old, v)
-                    };
-                    c.b.def_var(acc, new);
-                    let k = c.b.use_var(count);
-                    let k = c.b.ins().iadd_imm_s(k, 1);
-                    c.b.def_var(count, k);
-                });
-            });
-        });
-    });
-    let mut v = c.b.use_var(acc);
-    if !is_max {
-        let divisor = if p.count_include_pad {
-            // Window clipped to the padded input, as PyTorch does.
-            let extent = |c: &mut Ctx, start: Value, k: usize, limit: i64| {
-                let end = c.b.ins().iadd_imm_s(start, k as i64);
-                let lim = c.iconst(limit);
-                let end = c.b.ins().smin(end, lim);
-                c.b.ins().isub(end, start)
-            };
-            let eh = extent(c, h0, p.window.kernel[0], h + p.window.pad[2] as i64);
-            let ew = extent(c, w0, p.window.kernel[1], w + p.window.pad[3] as i64);
-            c.b.ins().imul(eh, ew)
-        } else {
-            c.b.use_var(count)
-        };
-        let one = c.iconst(1);
-        let divisor = c.b.ins().smax(divisor, one);
-        let d = c.b.ins().fcvt_from_sint(types::F32, divisor);
-        v = c.b.ins().fdiv(v, d);
-    }
-    store_cell(c, d_plane, oh, ow, g.ow_n, v);
 }
 
 /// Adaptive (and global) average pooling: cell `i` averages rows

@@ -22,12 +22,13 @@ pub mod jit;
 pub mod object;
 
 use crate::ir::graph::NodeKind;
-use crate::ir::op::{Activation, Op, Step, WeightLayout};
+use crate::ir::op::{Activation, Op, PoolKind, Step, WeightLayout};
 use crate::ir::Graph;
 use crate::passes::memory::{MemoryPlan, TensorLoc};
 use crate::weights::Weights;
 use cranelift_module::{FuncId, Module, ModuleError};
 use netc_runtime::kernels::gemm::{self, GemmDesc};
+use netc_runtime::kernels::pool::{self, PoolDesc};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 
@@ -65,6 +66,18 @@ pub(crate) struct NodeConsts {
     /// Bias (conv/dense) or per-channel shift (batch norm); `None` if absent.
     pub b: Option<usize>,
     pub desc: Option<GemmDesc>,
+    pub pool: Option<PoolDesc>,
+}
+
+impl NodeConsts {
+    /// The descriptor the runtime call reads, as bytes.
+    pub(crate) fn descriptor(&self) -> Option<Vec<u8>> {
+        match (&self.desc, &self.pool) {
+            (Some(d), _) => Some(d.to_bytes()),
+            (None, Some(p)) => Some(p.to_bytes()),
+            (None, None) => None,
+        }
+    }
 }
 
 /// A model ready to emit: the plan, the packed weights and per-node constants.
@@ -185,6 +198,7 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                         a,
                         b,
                         desc: Some(d),
+                        pool: None,
                     },
                 );
             }
@@ -224,6 +238,7 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                         a,
                         b,
                         desc: Some(d),
+                        pool: None,
                     },
                 );
             }
@@ -249,7 +264,49 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                     .collect();
                 let a = push(&mut blob, &scale);
                 let b = Some(push(&mut blob, &shift));
-                consts.insert(n, NodeConsts { a, b, desc: None });
+                consts.insert(
+                    n,
+                    NodeConsts {
+                        a,
+                        b,
+                        ..NodeConsts::default()
+                    },
+                );
+            }
+            Op::Pool(p) => {
+                let operands = graph.operands(n);
+                let input = &graph.g[operands[0]].shape.0;
+                let output = &node.shape.0;
+                let w = p.window;
+                let d = PoolDesc {
+                    kind: match p.kind {
+                        PoolKind::Max => pool::POOL_MAX,
+                        PoolKind::Avg => pool::POOL_AVG,
+                    },
+                    count_include_pad: p.count_include_pad as u32,
+                    batch: output[0] as u32,
+                    channels: output[1] as u32,
+                    h: input[2] as u32,
+                    w: input[3] as u32,
+                    oh: output[2] as u32,
+                    ow: output[3] as u32,
+                    kh: w.kernel[0] as u32,
+                    kw: w.kernel[1] as u32,
+                    sh: w.stride[0] as u32,
+                    sw: w.stride[1] as u32,
+                    dh: w.dilation[0] as u32,
+                    dw: w.dilation[1] as u32,
+                    pad: w.pad.map(|x| x as u32),
+                    x_bstride: plan.locs[&operands[0]].batch_stride as u64,
+                    out_bstride: plan.locs[&n].batch_stride as u64,
+                };
+                consts.insert(
+                    n,
+                    NodeConsts {
+                        pool: Some(d),
+                        ..NodeConsts::default()
+                    },
+                );
             }
             _ => {}
         }

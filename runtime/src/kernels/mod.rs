@@ -4,4 +4,5 @@
 
 pub mod gemm;
 pub mod micro;
+pub mod pool;
 pub mod simple;
