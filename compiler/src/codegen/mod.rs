@@ -224,10 +224,19 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                     ..GemmDesc::default()
                 };
                 let (m, k) = (dn.out_features, dn.in_features);
-                let packed = gemm::pack_weights(1, m, k, |_, row, kk| match dn.layout {
+                let at = |row: usize, kk: usize| match dn.layout {
                     WeightLayout::OutIn => w.data()[row * k + kk],
                     WeightLayout::InOut => w.data()[kk * m + row],
-                });
+                };
+                let packed = if node.shape.0[0] <= gemm::GEMV_MAX_BATCH {
+                    d.kind = gemm::KIND_GEMV;
+                    (0..m)
+                        .flat_map(|row| (0..k).map(move |kk| (row, kk)))
+                        .map(|(row, kk)| at(row, kk))
+                        .collect()
+                } else {
+                    gemm::pack_weights(1, m, k, |_, row, kk| at(row, kk))
+                };
                 let a = push(&mut blob, &packed);
                 let b = param(n, "bias")?.map(|t| push(&mut blob, t.data()));
                 fill_epilogue(&mut d, &dn.epilogue, &graph, plan, n, &operands)?;

@@ -22,6 +22,14 @@ use std::sync::OnceLock;
 pub const KIND_IM2COL: u32 = 0;
 pub const KIND_POINTWISE: u32 = 1;
 pub const KIND_DENSE: u32 = 2;
+/// A dense layer at a batch of at most [`GEMV_MAX_BATCH`]: weights stored
+/// plain row-major (`out × in`), each output a dot product.
+pub const KIND_GEMV: u32 = 3;
+
+/// Dense layers up to this batch use the matrix-vector path: a GEMM tile
+/// would waste most of its columns, and the layer is bound by reading the
+/// weights once.
+pub const GEMV_MAX_BATCH: usize = 4;
 
 /// Epilogue step codes.
 pub const STEP_ADD: u32 = 0;
@@ -81,15 +89,19 @@ impl GemmDesc {
 
     /// Columns of C per (item, group).
     pub fn cols(&self) -> usize {
-        if self.kind == KIND_DENSE {
+        if self.is_dense() {
             self.batch as usize
         } else {
             (self.oh * self.ow) as usize
         }
     }
 
+    fn is_dense(&self) -> bool {
+        self.kind == KIND_DENSE || self.kind == KIND_GEMV
+    }
+
     fn items(&self) -> usize {
-        if self.kind == KIND_DENSE {
+        if self.is_dense() {
             1
         } else {
             self.batch as usize
@@ -232,7 +244,13 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
         res,
     };
     if d.kind == KIND_IM2COL && d.sh == 1 && d.sw == 1 {
-        return run_shifted(kern, d, &p);
+        return run_shifted(kern, d, &p, true);
+    }
+    if d.kind == KIND_POINTWISE {
+        return run_shifted(kern, d, &p, false);
+    }
+    if d.kind == KIND_GEMV {
+        return run_gemv(d, &p);
     }
     let (m, cols) = (d.m(), d.cols());
     let col_blocks = cols.div_ceil(NC);
@@ -297,52 +315,20 @@ unsafe fn tile_task(
     if scratch.b.len() < need {
         scratch.b.resize(need, 0.0);
     }
-    let plane = cols_of(d);
     fill_offsets(&mut scratch.packed, KC, |kk| kk * nr);
-    fill_offsets(&mut scratch.direct, KC, |kk| kk * plane);
     let a_group = p.a.add(g * m.div_ceil(MR) * MR * k);
     let mut tile = [0.0f32; MR * 32];
     let mut k0 = 0;
     while k0 < k {
         let kc = KC.min(k - k0);
-        // A 1×1 stride-1 conv's B is already a row-major K × (H·W) matrix:
-        // full panels read it in place, only a ragged last panel is packed.
-        let direct = d.kind == KIND_POINTWISE;
-        if !direct {
-            pack_b(d, p.x, &mut scratch.b, item, g, k0, kc, col0, ncols, nr);
-        } else if !ncols.is_multiple_of(nr) {
-            let last_panel = col_panels - 1;
-            let (at, width) = (col0 + last_panel * nr, ncols - last_panel * nr);
-            pack_b(
-                d,
-                p.x,
-                &mut scratch.b[last_panel * kc * nr..],
-                item,
-                g,
-                k0,
-                kc,
-                at,
-                width,
-                nr,
-            );
-        }
-        let group_rows = (g * (d.in_c / d.groups) as usize + k0) * plane;
-        let x_rows = p.x.add(item * d.x_bstride as usize + group_rows + col0);
+        pack_b(d, p.x, &mut scratch.b, item, g, k0, kc, col0, ncols, nr);
         let first = k0 == 0;
         let last = k0 + kc == k;
         for panel in panels.clone() {
             let a_panel = a_group.add(panel * MR * k + k0 * MR);
             for cp in 0..col_panels {
-                let full = (cp + 1) * nr <= ncols;
-                let (b, offs) = if direct && full {
-                    (x_rows.add(cp * nr), scratch.direct.as_ptr())
-                } else {
-                    (
-                        scratch.b.as_ptr().add(cp * kc * nr),
-                        scratch.packed.as_ptr(),
-                    )
-                };
-                (kern.run)(kc, a_panel, b, offs, tile.as_mut_ptr());
+                let b = scratch.b.as_ptr().add(cp * kc * nr);
+                (kern.run)(kc, a_panel, b, scratch.packed.as_ptr(), tile.as_mut_ptr());
                 let rows = MR.min(m - panel * MR);
                 let segment = Segment {
                     tile_col: 0,
@@ -366,6 +352,114 @@ unsafe fn tile_task(
         }
         k0 += kc;
     }
+}
+
+/// A dense layer at a small batch: `out[n][o] = W[o] · x[n]` with `W`
+/// row-major, rows split across threads; each weight is read once and used
+/// for every batch item. Bound by the memory bandwidth (AlexNet's fc6 is
+/// 151 MB of weights for 38 MFLOP at batch 1).
+unsafe fn run_gemv(d: &GemmDesc, p: &Ptrs) {
+    let (m, k, batch) = (d.out_c as usize, d.in_c as usize, d.batch as usize);
+    const ROWS: usize = 32;
+    let dot = dot_fn();
+    let task = |chunk: usize| {
+        let mut tile = [0.0f32; MR * GEMV_MAX_BATCH];
+        let end = ((chunk + 1) * ROWS).min(m);
+        let mut row0 = chunk * ROWS;
+        while row0 < end {
+            let rows = MR.min(end - row0);
+            for r in 0..rows {
+                let w = p.a.add((row0 + r) * k);
+                for n in 0..batch {
+                    // SAFETY: the caller's contract covers W and x.
+                    tile[r * batch + n] = unsafe { dot(w, p.x.add(n * d.x_bstride as usize), k) };
+                }
+            }
+            let all = Segment {
+                tile_col: 0,
+                out_col: 0,
+                len: batch,
+            };
+            // SAFETY: rows of this chunk are written by this task only.
+            unsafe { store(d, p, &mut tile, batch, 0, 0, row0, rows, &[all], true, true) };
+            row0 += rows;
+        }
+    };
+    let chunks = m.div_ceil(ROWS);
+    if m * k < 1 << 16 {
+        (0..chunks).for_each(task);
+    } else {
+        (0..chunks).into_par_iter().for_each(task);
+    }
+}
+
+type DotFn = unsafe fn(*const f32, *const f32, usize) -> f32;
+
+fn dot_fn() -> DotFn {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return dot_avx2;
+        }
+    }
+    dot_portable
+}
+
+/// # Safety
+/// `a` and `b` hold `k` floats.
+unsafe fn dot_portable(a: *const f32, b: *const f32, k: usize) -> f32 {
+    let (a, b) = (
+        std::slice::from_raw_parts(a, k),
+        std::slice::from_raw_parts(b, k),
+    );
+    let mut lanes = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Four independent 8-wide FMA chains hide the FMA latency.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `a` and `b` hold `k` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: *const f32, b: *const f32, k: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= k {
+        for (j, s) in acc.iter_mut().enumerate() {
+            let x = _mm256_loadu_ps(a.add(i + 8 * j));
+            let y = _mm256_loadu_ps(b.add(i + 8 * j));
+            *s = _mm256_fmadd_ps(x, y, *s);
+        }
+        i += 32;
+    }
+    while i + 8 <= k {
+        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)), acc[0]);
+        i += 8;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut lanes = [0.0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), s);
+    let mut total: f32 = lanes.iter().sum();
+    while i < k {
+        total += *a.add(i) * *b.add(i);
+        i += 1;
+    }
+    total
 }
 
 /// `offs[kk] = f(kk)` for `kk < n`.
@@ -463,9 +557,20 @@ unsafe fn pad_input(d: &GemmDesc, geo: Shifted, x: *const f32, item: usize, out:
 }
 
 /// A stride-1 convolution: pad each item once, then GEMM tasks read B
-/// from the padded planes in place (see [`Shifted`]).
-unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
-    let geo = Shifted::new(d);
+/// from the padded planes in place (see [`Shifted`]). A 1×1 convolution
+/// (`padded == false`) needs no padding: its input planes are B as they
+/// are, and only a ragged last column panel, which would read past the
+/// tensor, is copied.
+unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs, padded: bool) {
+    let geo = if padded {
+        Shifted::new(d)
+    } else {
+        Shifted {
+            hp: d.h as usize,
+            wp: d.w as usize,
+            cols: (d.h * d.w) as usize,
+        }
+    };
     let row_panels = d.m().div_ceil(MR);
     let col_blocks = geo.cols.div_ceil(NC);
     let base_tasks = d.groups as usize * col_blocks;
@@ -477,13 +582,16 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
     let tasks = base_tasks * row_splits;
     PADDED.with(|buf| {
         let mut buf = buf.borrow_mut();
-        let len = geo.len(d);
-        if buf.len() < len {
-            buf.resize(len, 0.0);
+        if padded && buf.len() < geo.len(d) {
+            buf.resize(geo.len(d), 0.0);
         }
         for item in 0..d.batch as usize {
-            pad_input(d, geo, p.x, item, &mut buf);
-            let padded = SendPtr(buf.as_ptr());
+            let source = if padded {
+                pad_input(d, geo, p.x, item, &mut buf);
+                SendPtr(buf.as_ptr())
+            } else {
+                SendPtr(p.x.add(item * d.x_bstride as usize))
+            };
             let task = |t: usize| {
                 let rs = t % row_splits;
                 let rest = t / row_splits;
@@ -503,7 +611,8 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
                             d,
                             p,
                             geo,
-                            padded.get(),
+                            source.get(),
+                            !padded,
                             &mut s,
                             item,
                             g,
@@ -544,6 +653,7 @@ unsafe fn shifted_task(
     p: &Ptrs,
     geo: Shifted,
     padded: *const f32,
+    in_place: bool,
     scratch: &mut Scratch,
     item: usize,
     g: usize,
@@ -578,10 +688,27 @@ unsafe fn shifted_task(
             if segments.is_empty() {
                 continue;
             }
-            let b = b_group.add(cp * nr);
+            let mut b = b_group.add(cp * nr);
+            let mut b_offs = offs;
+            if in_place && width < nr {
+                // Copy the ragged panel: reading it in place would run past
+                // the end of the input tensor.
+                if scratch.b.len() < kc * nr {
+                    scratch.b.resize(kc * nr, 0.0);
+                }
+                for kk in 0..kc {
+                    let src = std::slice::from_raw_parts(b.add(scratch.direct[kk]), width);
+                    let dst = &mut scratch.b[kk * nr..(kk + 1) * nr];
+                    dst[..width].copy_from_slice(src);
+                    dst[width..].fill(0.0);
+                }
+                fill_offsets(&mut scratch.packed, kc, |kk| kk * nr);
+                b = scratch.b.as_ptr();
+                b_offs = scratch.packed.as_ptr();
+            }
             for panel in panels.clone() {
                 let a_panel = a_group.add(panel * MR * k + k0 * MR);
-                (kern.run)(kc, a_panel, b, offs, tile.as_mut_ptr());
+                (kern.run)(kc, a_panel, b, b_offs, tile.as_mut_ptr());
                 let rows = MR.min(m - panel * MR);
                 store(
                     d,
@@ -633,18 +760,6 @@ unsafe fn pack_b(
                     for kk in 0..kc {
                         panel[kk * nr + jj] = *row.add(kk);
                     }
-                }
-            }
-            KIND_POINTWISE => {
-                let plane = cols_of(d);
-                let xi = x.add(
-                    item * d.x_bstride as usize + (g * (d.in_c / d.groups) as usize + k0) * plane,
-                );
-                for kk in 0..kc {
-                    let dst = &mut panel[kk * nr..(kk + 1) * nr];
-                    let src = std::slice::from_raw_parts(xi.add(kk * plane + j0), width);
-                    dst[..width].copy_from_slice(src);
-                    dst[width..].fill(0.0);
                 }
             }
             _ => pack_im2col(d, x, panel, item, g, k0, kc, j0, width, nr),
@@ -730,13 +845,9 @@ unsafe fn pack_im2col(
     }
 }
 
-fn cols_of(d: &GemmDesc) -> usize {
-    (d.h * d.w) as usize
-}
-
 /// Address offset of C element (row `oc`, column `j`) of item `item`.
 fn c_offset(d: &GemmDesc, bstride: u64, item: usize, oc: usize, j: usize) -> usize {
-    if d.kind == KIND_DENSE {
+    if d.is_dense() {
         j * bstride as usize + oc
     } else {
         item * bstride as usize + oc * d.cols() + j
@@ -773,7 +884,7 @@ unsafe fn store(
     first: bool,
     last: bool,
 ) {
-    let dense = d.kind == KIND_DENSE;
+    let dense = d.is_dense();
     let col_stride = |bstride: u64| if dense { bstride as usize } else { 1 };
     let out_stride = col_stride(d.out_bstride);
     let steps = &d.steps[..d.n_steps as usize];
@@ -1005,6 +1116,71 @@ mod tests {
             conv_matches(kern, KIND_IM2COL, (4, 11, 11, 6, 3, 2, 1, 2));
             conv_matches(kern, KIND_IM2COL, (64, 6, 6, 9, 3, 1, 1, 1));
             conv_matches(kern, KIND_POINTWISE, (40, 13, 11, 17, 1, 1, 0, 1));
+        }
+    }
+
+    /// Dense layers through the GEMM (packed) and GEMV (row-major) paths,
+    /// with a bias, a residual add and a ReLU, against plain loops.
+    #[test]
+    fn dense_paths_match_plain_loops() {
+        let (m, k) = (37, 75);
+        for batch in [1usize, 3, 4] {
+            let w: Vec<f32> = (0..m * k).map(|i| value(i + 1)).collect();
+            let x: Vec<f32> = (0..batch * k).map(|i| value(i + 2)).collect();
+            let bias: Vec<f32> = (0..m).map(|i| value(i + 3)).collect();
+            let res: Vec<f32> = (0..batch * m).map(|i| value(i + 4)).collect();
+            for kind in [KIND_DENSE, KIND_GEMV] {
+                let packed = if kind == KIND_GEMV {
+                    w.clone()
+                } else {
+                    pack_weights(1, m, k, |_, r, kk| w[r * k + kk])
+                };
+                let d = GemmDesc {
+                    kind,
+                    batch: batch as u32,
+                    groups: 1,
+                    in_c: k as u32,
+                    h: 1,
+                    w: 1,
+                    out_c: m as u32,
+                    oh: 1,
+                    ow: 1,
+                    kh: 1,
+                    kw: 1,
+                    sh: 1,
+                    sw: 1,
+                    dh: 1,
+                    dw: 1,
+                    has_bias: 1,
+                    n_res: 1,
+                    n_steps: 2,
+                    steps: [STEP_ADD, STEP_RELU, 0, 0, 0, 0, 0, 0],
+                    x_bstride: k as u64,
+                    out_bstride: m as u64,
+                    res_bstride: [m as u64, 0, 0, 0],
+                    ..GemmDesc::default()
+                };
+                let mut out = vec![f32::NAN; batch * m];
+                let ptrs = [
+                    x.as_ptr() as *mut f32,
+                    out.as_mut_ptr(),
+                    packed.as_ptr() as *mut f32,
+                    bias.as_ptr() as *mut f32,
+                    res.as_ptr() as *mut f32,
+                ];
+                unsafe { run(&d, ptrs.as_ptr()) };
+                for n in 0..batch {
+                    for o in 0..m {
+                        let dot: f32 = (0..k).map(|kk| w[o * k + kk] * x[n * k + kk]).sum();
+                        let want = (dot + bias[o] + res[n * m + o]).max(0.0);
+                        let got = out[n * m + o];
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "kind {kind} batch {batch}: ({n},{o}) {got} vs {want}"
+                        );
+                    }
+                }
+            }
         }
     }
 }
