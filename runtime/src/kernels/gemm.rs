@@ -888,10 +888,16 @@ unsafe fn store(
     let col_stride = |bstride: u64| if dense { bstride as usize } else { 1 };
     let out_stride = col_stride(d.out_bstride);
     let steps = &d.steps[..d.n_steps as usize];
-    // The common case — one K block, contiguous output, at most a ReLU —
-    // is one fused pass from the tile to the output.
-    let simple = first && last && out_stride == 1 && steps.iter().all(|&s| s == STEP_RELU);
-    let relu = !steps.is_empty();
+    // The common cases — one K block, contiguous output, epilogue `[]`,
+    // `[relu]`, `[add]` or `[add, relu]` — are one fused pass from the tile
+    // to the output (a ResNet-50 bottleneck's expand conv has K = 64..512,
+    // so a staged store costs as much as a quarter of its multiply).
+    let simple = first
+        && last
+        && !dense
+        && matches!(steps, [] | [STEP_RELU] | [STEP_ADD] | [STEP_ADD, STEP_RELU]);
+    let relu = steps.last() == Some(&STEP_RELU);
+    let add = steps.first() == Some(&STEP_ADD);
     let mut extra = [0.0f32; 32];
     let m = d.m();
     for r in 0..rows {
@@ -908,7 +914,16 @@ unsafe fn store(
             let v = &mut tile[start..start + width];
             if simple {
                 let out = std::slice::from_raw_parts_mut(dst, width);
-                if relu {
+                if add {
+                    let r = p.res[0].add(c_offset(d, d.res_bstride[0], item, oc, seg.out_col));
+                    let r = std::slice::from_raw_parts(r, width);
+                    let sum = out.iter_mut().zip(v.iter().zip(r));
+                    if relu {
+                        sum.for_each(|(o, (x, a))| *o = (x + bias + a).max(0.0));
+                    } else {
+                        sum.for_each(|(o, (x, a))| *o = x + bias + a);
+                    }
+                } else if relu {
                     out.iter_mut()
                         .zip(v.iter())
                         .for_each(|(o, x)| *o = (x + bias).max(0.0));
