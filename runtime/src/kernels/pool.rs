@@ -97,6 +97,33 @@ impl Planes {
     }
 }
 
+/// Per-column facts shared by every plane of a layer.
+struct Columns {
+    /// For each kernel column `kj`: the output columns `[lo, hi)` whose tap
+    /// is inside the input, and the input column of output 0's tap.
+    ranges: Vec<(usize, usize, isize)>,
+    /// Taps per output column inside the input (for averages).
+    taps: Vec<u32>,
+}
+
+impl Columns {
+    fn new(d: &PoolDesc) -> Columns {
+        let (w, ow, sw, dw) = (d.w as usize, d.ow as usize, d.sw as usize, d.dw as usize);
+        let pl = d.pad[1] as usize;
+        let ranges: Vec<(usize, usize, isize)> = (0..d.kw as usize)
+            .map(|kj| {
+                let (lo, hi) = valid_range(ow, sw, kj * dw, pl, w);
+                (lo, hi, (kj * dw) as isize - pl as isize)
+            })
+            .collect();
+        let mut taps = vec![0u32; ow];
+        for &(lo, hi, _) in &ranges {
+            taps[lo..hi].iter_mut().for_each(|t| *t += 1);
+        }
+        Columns { ranges, taps }
+    }
+}
+
 /// Run one pooling layer.
 ///
 /// # Safety
@@ -104,7 +131,8 @@ impl Planes {
 /// descriptor gives; they must not overlap.
 pub unsafe fn run(d: &PoolDesc, x: *const f32, out: *mut f32) {
     let planes = (d.batch * d.channels) as usize;
-    let work = planes * (d.oh * d.ow * d.kh * d.kw) as usize;
+    let per_plane = (d.oh * d.ow * d.kh * d.kw) as usize;
+    let cols = Columns::new(d);
     let ptrs = Planes { x, out };
     let one = |i: usize| {
         let (x, out) = ptrs.get();
@@ -112,37 +140,31 @@ pub unsafe fn run(d: &PoolDesc, x: *const f32, out: *mut f32) {
         let src = x.add(n * d.x_bstride as usize + c * (d.h * d.w) as usize);
         let dst = out.add(n * d.out_bstride as usize + c * (d.oh * d.ow) as usize);
         // SAFETY: forwarded from the caller's contract.
-        unsafe { plane(d, src, dst) };
+        unsafe { plane(d, &cols, src, dst) };
     };
-    if work < 1 << 15 {
+    if planes * per_plane < 1 << 15 {
         (0..planes).for_each(one);
     } else {
-        (0..planes).into_par_iter().for_each(one);
+        // Tasks of at least ~16k taps keep rayon's overhead small.
+        let chunk = (1usize << 14).div_ceil(per_plane.max(1)).max(1);
+        (0..planes)
+            .into_par_iter()
+            .with_min_len(chunk)
+            .for_each(one);
     }
 }
 
-unsafe fn plane(d: &PoolDesc, src: *const f32, dst: *mut f32) {
+unsafe fn plane(d: &PoolDesc, cols: &Columns, src: *const f32, dst: *mut f32) {
     let (h, w, oh, ow) = (d.h as usize, d.w as usize, d.oh as usize, d.ow as usize);
-    let (sh, sw, dh, dw) = (d.sh as usize, d.sw as usize, d.dh as usize, d.dw as usize);
+    let (sh, sw, dh) = (d.sh as usize, d.sw as usize, d.dh as usize);
     let [pt, pl, pb, pr] = d.pad.map(|p| p as usize);
     let max = d.kind == POOL_MAX;
-    let x = std::slice::from_raw_parts(src, h * w);
-    let y = std::slice::from_raw_parts_mut(dst, oh * ow);
-    // Taps per output column that fall inside the input (for averages).
-    let mut col_taps = vec![0u32; ow];
-    let ranges: Vec<(usize, usize, isize)> = (0..d.kw as usize)
-        .map(|kj| {
-            let (lo, hi) = valid_range(ow, sw, kj * dw, pl, w);
-            (lo, hi, (kj * dw) as isize - pl as isize)
-        })
-        .collect();
-    for &(lo, hi, _) in &ranges {
-        col_taps[lo..hi].iter_mut().for_each(|t| *t += 1);
-    }
     let init = if max { f32::NEG_INFINITY } else { 0.0 };
     for o in 0..oh {
-        let acc = &mut y[o * ow..(o + 1) * ow];
-        acc.fill(init);
+        let acc = dst.add(o * ow);
+        for j in 0..ow {
+            *acc.add(j) = init;
+        }
         let mut rows = 0;
         for ki in 0..d.kh as usize {
             let ih = (o * sh + ki * dh) as isize - pt as isize;
@@ -150,21 +172,19 @@ unsafe fn plane(d: &PoolDesc, src: *const f32, dst: *mut f32) {
                 continue;
             }
             rows += 1;
-            let row = &x[ih as usize * w..(ih as usize + 1) * w];
-            for &(lo, hi, shift) in &ranges {
-                let start = (lo * sw) as isize + shift;
-                let run = &mut acc[lo..hi];
-                if sw == 1 {
-                    let s = &row[start as usize..start as usize + run.len()];
-                    if max {
-                        run.iter_mut().zip(s).for_each(|(a, v)| *a = a.max(*v));
-                    } else {
-                        run.iter_mut().zip(s).for_each(|(a, v)| *a += *v);
+            let row = src.add(ih as usize * w);
+            for &(lo, hi, shift) in &cols.ranges {
+                // Input column of output `t`'s tap: t·sw + shift, inside
+                // the row for every t in lo..hi (see `valid_range`).
+                let base = row.wrapping_offset(shift);
+                if max {
+                    for t in lo..hi {
+                        let a = acc.add(t);
+                        *a = (*a).max(*base.wrapping_add(t * sw));
                     }
                 } else {
-                    for (t, a) in run.iter_mut().enumerate() {
-                        let v = row[start as usize + t * sw];
-                        *a = if max { a.max(v) } else { *a + v };
+                    for t in lo..hi {
+                        *acc.add(t) += *base.wrapping_add(t * sw);
                     }
                 }
             }
@@ -172,6 +192,7 @@ unsafe fn plane(d: &PoolDesc, src: *const f32, dst: *mut f32) {
         if max {
             continue;
         }
+        let acc = std::slice::from_raw_parts_mut(acc, ow);
         if d.count_include_pad != 0 {
             let extent = |o: usize, s: usize, k: usize, size: usize| {
                 let start = o * s;
@@ -183,7 +204,7 @@ unsafe fn plane(d: &PoolDesc, src: *const f32, dst: *mut f32) {
                 *a /= (rows_in * cols_in).max(1) as f32;
             }
         } else {
-            for (a, &t) in acc.iter_mut().zip(&col_taps) {
+            for (a, &t) in acc.iter_mut().zip(&cols.taps) {
                 *a /= (rows * t as usize).max(1) as f32;
             }
         }
