@@ -29,6 +29,7 @@ use crate::weights::Weights;
 use cranelift_module::{FuncId, Module, ModuleError};
 use netc_runtime::kernels::gemm::{self, GemmDesc};
 use netc_runtime::kernels::pool::{self, PoolDesc};
+use netc_runtime::kernels::winograd;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 
@@ -184,10 +185,18 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                     ..GemmDesc::default()
                 };
                 let (m, k) = (d.m(), d.k());
-                // PyTorch's [out, in/g, kh, kw] is already rows of length K.
-                let packed = gemm::pack_weights(c.groups, m, k, |g, row, kk| {
-                    w.data()[(g * m + row) * k + kk]
-                });
+                let packed =
+                    if winograd::eligible(&d) && std::env::var_os("NETC_NO_WINOGRAD").is_none() {
+                        d.kind = gemm::KIND_WINOGRAD;
+                        winograd::pack_weights(m, k / 9, |o, ci| {
+                            std::array::from_fn(|t| w.data()[(o * (k / 9) + ci) * 9 + t])
+                        })
+                    } else {
+                        // PyTorch's [out, in/g, kh, kw] is already rows of length K.
+                        gemm::pack_weights(c.groups, m, k, |g, row, kk| {
+                            w.data()[(g * m + row) * k + kk]
+                        })
+                    };
                 let a = push(&mut blob, &packed);
                 let b = param(n, "bias")?.map(|t| push(&mut blob, t.data()));
                 fill_epilogue(&mut d, &c.epilogue, &graph, plan, n, &operands)?;

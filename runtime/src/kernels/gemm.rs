@@ -25,6 +25,9 @@ pub const KIND_DENSE: u32 = 2;
 /// A dense layer at a batch of at most [`GEMV_MAX_BATCH`]: weights stored
 /// plain row-major (`out × in`), each output a dot product.
 pub const KIND_GEMV: u32 = 3;
+/// A 3×3 stride-1 convolution by Winograd F(2×2, 3×3), weights packed by
+/// [`super::winograd::pack_weights`].
+pub const KIND_WINOGRAD: u32 = 4;
 
 /// Dense layers up to this batch use the matrix-vector path: a GEMM tile
 /// would waste most of its columns, and the layer is bound by reading the
@@ -208,12 +211,12 @@ thread_local! {
 }
 
 #[derive(Clone, Copy)]
-struct Ptrs {
-    x: *const f32,
-    out: *mut f32,
-    a: *const f32,
-    bias: *const f32,
-    res: [*const f32; MAX_RESIDUALS],
+pub(crate) struct Ptrs {
+    pub(crate) x: *const f32,
+    pub(crate) out: *mut f32,
+    pub(crate) a: *const f32,
+    pub(crate) bias: *const f32,
+    pub(crate) res: [*const f32; MAX_RESIDUALS],
 }
 
 // SAFETY: the pointers address buffers the caller keeps alive for the call;
@@ -251,6 +254,9 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
     }
     if d.kind == KIND_GEMV {
         return run_gemv(d, &p);
+    }
+    if d.kind == KIND_WINOGRAD {
+        return super::winograd::run(kern, d, &p);
     }
     let (m, cols) = (d.m(), d.cols());
     let col_blocks = cols.div_ceil(NC);
@@ -460,6 +466,43 @@ unsafe fn dot_avx2(a: *const f32, b: *const f32, k: usize) -> f32 {
         i += 1;
     }
     total
+}
+
+/// Store one conv output element (bias already added) through the
+/// epilogue steps: residual adds read the same position.
+///
+/// # Safety
+/// `(item, oc, col)` must be inside the output and residual tensors.
+pub(crate) unsafe fn store_one(
+    d: &GemmDesc,
+    p: &Ptrs,
+    item: usize,
+    oc: usize,
+    col: usize,
+    value: f32,
+) {
+    let mut v = value;
+    let mut residual = 0;
+    for (s, &step) in d.steps[..d.n_steps as usize].iter().enumerate() {
+        v = match step {
+            STEP_ADD => {
+                let bstride = d.res_bstride[residual];
+                residual += 1;
+                v + *p.res[residual - 1].add(c_offset(d, bstride, item, oc, col))
+            }
+            STEP_RELU => v.max(0.0),
+            STEP_LEAKY => {
+                if v >= 0.0 {
+                    v
+                } else {
+                    v * d.alpha[s]
+                }
+            }
+            STEP_SIGMOID => 1.0 / (1.0 + (-v).exp()),
+            _ => v.tanh(),
+        };
+    }
+    *p.out.add(c_offset(d, d.out_bstride, item, oc, col)) = v;
 }
 
 /// `offs[kk] = f(kk)` for `kk < n`.

@@ -6,3 +6,4 @@ pub mod gemm;
 pub mod micro;
 pub mod pool;
 pub mod simple;
+pub mod winograd;
