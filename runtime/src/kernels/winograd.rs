@@ -65,13 +65,9 @@ pub fn pack_weights(out_c: usize, in_c: usize, g: impl Fn(usize, usize) -> [f32;
             }
         }
     }
-    let mut out = Vec::with_capacity(XI * gemm::packed_len(1, out_c, in_c));
-    for xi in 0..XI {
-        out.extend(gemm::pack_weights(1, out_c, in_c, |_, o, c| {
-            u[o * in_c + c][xi]
-        }));
-    }
-    out
+    (0..XI)
+        .flat_map(|xi| gemm::pack_weights(1, out_c, in_c, |_, o, c| u[o * in_c + c][xi]))
+        .collect()
 }
 
 /// Floats of [`pack_weights`]' output.
