@@ -14,6 +14,7 @@
 //! runs allocate nothing.
 
 use super::micro::{self, MicroKernel, MR};
+use super::Shared;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -113,17 +114,7 @@ impl GemmDesc {
 
     /// The descriptor as raw bytes, for embedding in generated code.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let size = std::mem::size_of::<GemmDesc>();
-        let mut out = vec![0u8; size];
-        // SAFETY: GemmDesc is repr(C) plain old data.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self as *const GemmDesc as *const u8,
-                out.as_mut_ptr(),
-                size,
-            )
-        };
-        out
+        super::pod_bytes(self)
     }
 }
 
@@ -575,7 +566,7 @@ impl Shifted {
 unsafe fn pad_input(d: &GemmDesc, geo: Shifted, x: *const f32, item: usize, out: &mut [f32]) {
     let (h, w) = (d.h as usize, d.w as usize);
     let (pt, pl) = (d.pt as usize, d.pl as usize);
-    let xi = SendPtr(x.add(item * d.x_bstride as usize));
+    let xi = Shared::new(x.add(item * d.x_bstride as usize));
     let plane = geo.hp * geo.wp;
     let pad_plane = |(c, dst): (usize, &mut [f32])| {
         dst[..pt * geo.wp].fill(0.0);
@@ -631,9 +622,9 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs, padded: bool) {
         for item in 0..d.batch as usize {
             let source = if padded {
                 pad_input(d, geo, p.x, item, &mut buf);
-                SendPtr(buf.as_ptr())
+                Shared::new(buf.as_ptr())
             } else {
-                SendPtr(p.x.add(item * d.x_bstride as usize))
+                Shared::new(p.x.add(item * d.x_bstride as usize))
             };
             let task = |t: usize| {
                 let rs = t % row_splits;
@@ -672,19 +663,6 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs, padded: bool) {
             }
         }
     });
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*const f32);
-// SAFETY: read-only during the parallel section that uses it.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// A method, so closures capture the wrapper rather than its field.
-    fn get(self) -> *const f32 {
-        self.0
-    }
 }
 
 /// One task of [`run_shifted`]: padded-grid columns `col0 .. col0+NC` of

@@ -14,6 +14,7 @@
 //! is enough work. (This replaced generated scalar code that ran
 //! GoogLeNet's stride-1 inception pools on one thread: 31% of its time.)
 
+use super::Shared;
 use rayon::prelude::*;
 
 pub const POOL_MAX: u32 = 0;
@@ -48,17 +49,7 @@ pub struct PoolDesc {
 impl PoolDesc {
     /// The descriptor as raw bytes, for embedding in generated code.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let size = std::mem::size_of::<PoolDesc>();
-        let mut out = vec![0u8; size];
-        // SAFETY: PoolDesc is repr(C) plain old data.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self as *const PoolDesc as *const u8,
-                out.as_mut_ptr(),
-                size,
-            )
-        };
-        out
+        super::pod_bytes(self)
     }
 }
 
@@ -80,21 +71,6 @@ fn valid_range(out: usize, stride: usize, tap: usize, pad: usize, size: usize) -
     }
     .max(lo);
     (lo, hi)
-}
-
-#[derive(Clone, Copy)]
-struct Planes {
-    x: *const f32,
-    out: *mut f32,
-}
-// SAFETY: tasks read the input and write disjoint output planes.
-unsafe impl Send for Planes {}
-unsafe impl Sync for Planes {}
-
-impl Planes {
-    fn get(self) -> (*const f32, *mut f32) {
-        (self.x, self.out)
-    }
 }
 
 /// Per-column facts shared by every plane of a layer.
@@ -133,9 +109,10 @@ pub unsafe fn run(d: &PoolDesc, x: *const f32, out: *mut f32) {
     let planes = (d.batch * d.channels) as usize;
     let per_plane = (d.oh * d.ow * d.kh * d.kw) as usize;
     let cols = Columns::new(d);
-    let ptrs = Planes { x, out };
+    // Planes are written by one task each; the input is only read.
+    let (xs, outs) = (Shared::new(x), Shared(out));
     let one = |i: usize| {
-        let (x, out) = ptrs.get();
+        let (x, out) = (xs.get() as *const f32, outs.get());
         let (n, c) = (i / d.channels as usize, i % d.channels as usize);
         let src = x.add(n * d.x_bstride as usize + c * (d.h * d.w) as usize);
         let dst = out.add(n * d.out_bstride as usize + c * (d.oh * d.ow) as usize);

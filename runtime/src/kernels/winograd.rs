@@ -16,6 +16,7 @@
 
 use super::gemm::{self, GemmDesc, Ptrs};
 use super::micro::{MicroKernel, MR};
+use super::Shared;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -85,17 +86,6 @@ thread_local! {
     static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-#[derive(Clone, Copy)]
-struct Raw(*mut f32);
-// SAFETY: tasks write disjoint parts; reads happen after the writes' join.
-unsafe impl Send for Raw {}
-unsafe impl Sync for Raw {}
-impl Raw {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Run one eligible convolution (see the module doc).
 ///
 /// # Safety
@@ -130,8 +120,8 @@ unsafe fn transform_input(d: &GemmDesc, x: *const f32, v: &mut [f32], tp: usize,
     let (pt, pl) = (d.pt as isize, d.pl as isize);
     let (c_in, tiles) = (d.in_c as usize, d.oh.div_ceil(2) as usize * tw);
     let plane = c_in * tp;
-    let vp = Raw(v.as_mut_ptr());
-    let xs = Raw(x as *mut f32);
+    let vp = Shared::new(v.as_mut_ptr());
+    let xs = Shared::new(x);
     let channel = |c: usize| {
         let (v, x) = (vp.get(), xs.get() as *const f32);
         // SAFETY: channel `c` writes only its own rows of each ξ plane.
@@ -209,9 +199,9 @@ unsafe fn multiply(
     let tasks = XI * row_blocks * col_blocks;
     let offs: Vec<usize> = (0..c_in).map(|c| c * tp).collect();
     let (vp, mp, ap) = (
-        Raw(v.as_ptr() as *mut f32),
-        Raw(mm.as_mut_ptr()),
-        Raw(a as *mut f32),
+        Shared::new(v.as_ptr()),
+        Shared::new(mm.as_mut_ptr()),
+        Shared::new(a),
     );
     let a_len = gemm::packed_len(1, m, c_in);
     let task = |t: usize| {
@@ -252,7 +242,7 @@ unsafe fn transform_output(d: &GemmDesc, p: &Ptrs, item: usize, mm: &[f32], tp: 
     let m = d.out_c as usize;
     let (oh, ow) = (d.oh as usize, d.ow as usize);
     let tiles = oh.div_ceil(2) * tw;
-    let mp = Raw(mm.as_ptr() as *mut f32);
+    let mp = Shared::new(mm.as_ptr());
     let channel = |o: usize| {
         let mm = mp.get() as *const f32;
         let bias = if d.has_bias != 0 {
