@@ -4,6 +4,8 @@
 mod eval;
 pub mod network;
 mod ops;
+
+pub use ops::is_op;
 pub mod report;
 
 pub use eval::{human_bytes, Limits};

@@ -287,44 +287,17 @@ impl<'a> Attrs<'a> {
     }
 }
 
-/// Names that are keywords, ops or builtins of the `.net` language.
-const RESERVED: &[&str] = &[
-    "block",
-    "model",
-    "import",
-    "return",
-    "if",
-    "then",
-    "else",
-    "as",
-    "true",
-    "false",
-    "conv",
-    "batchnorm",
-    "relu",
-    "sigmoid",
-    "tanh",
-    "leaky_relu",
-    "maxpool",
-    "avgpool",
-    "global_avgpool",
-    "adaptive_avgpool",
-    "dense",
-    "flatten",
-    "dropout",
-    "softmax",
-    "scale",
-    "add",
-    "concat",
-    "identity",
-    "repeat",
-    "channels",
-    "height",
-    "width",
-    "min",
-    "max",
-    "N",
+/// Keywords and builtin functions of the `.net` language; op names come
+/// from the checker ([`check::is_op`]).
+const KEYWORDS: &[&str] = &[
+    "block", "model", "import", "return", "if", "then", "else", "as", "true", "false", "repeat",
+    "channels", "height", "width", "min", "max", "N",
 ];
+
+/// A name a generated variable must not take.
+fn reserved(name: &str) -> bool {
+    KEYWORDS.contains(&name) || check::is_op(name)
+}
 
 /// A `.net` identifier made from an ONNX name.
 fn identifier(name: &str) -> String {
@@ -341,7 +314,7 @@ fn identifier(name: &str) -> String {
     if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
         s.insert(0, 't');
     }
-    if RESERVED.contains(&s.as_str()) {
+    if reserved(&s) {
         s.push_str("_1");
     }
     s
@@ -531,7 +504,7 @@ fn statement_base(node: &NodeProto, op_type: &str, weight: Option<&str>) -> Stri
     match parts[..] {
         [] => op_type.to_lowercase(),
         // `/stem/relu` reads better as `stem_relu` than as `relu_1`.
-        [.., scope, last] if RESERVED.contains(&last) => format!("{scope}_{last}"),
+        [.., scope, last] if reserved(last) => format!("{scope}_{last}"),
         [.., last] => last.to_string(),
     }
 }
