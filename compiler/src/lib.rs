@@ -10,6 +10,8 @@ pub mod check;
 pub mod cli;
 pub mod codegen;
 pub mod diag;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod interp;
 pub mod ir;
 pub mod onnx;

@@ -42,6 +42,26 @@ pub enum BindError {
     },
 }
 
+/// A parameter holding NaN or infinite values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NonFinite {
+    pub key: String,
+    /// How many elements are NaN or ±inf, and the flat index of the first.
+    pub count: usize,
+    pub first: usize,
+    pub numel: usize,
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tensor `{}` has {} NaN or infinite value(s) of {} (first at flat index {})",
+            self.key, self.count, self.numel, self.first
+        )
+    }
+}
+
 /// Parameter tensors by name.
 #[derive(Clone, Debug, Default)]
 pub struct Weights {
@@ -79,6 +99,27 @@ impl Weights {
     /// Total bytes as f32.
     pub fn bytes(&self) -> u64 {
         self.map.values().map(|t| 4 * t.numel() as u64).sum()
+    }
+
+    /// Parameters with NaN or infinite values, by key. A file from anywhere
+    /// may hold them, and they propagate silently into every output.
+    pub fn non_finite(&self) -> Vec<NonFinite> {
+        let mut found: Vec<NonFinite> = self
+            .map
+            .iter()
+            .filter_map(|(key, t)| {
+                let bad = |v: &f32| !v.is_finite();
+                let first = t.data().iter().position(bad)?;
+                Some(NonFinite {
+                    key: key.clone(),
+                    count: t.data().iter().filter(|v| bad(v)).count(),
+                    first,
+                    numel: t.numel(),
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        found
     }
 
     /// Bind a loaded file to the parameters of `graph`.

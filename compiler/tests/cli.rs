@@ -150,3 +150,109 @@ fn export_and_import_round_trip_through_files() {
         "{err}"
     );
 }
+
+/// A scratch directory for one test.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("netc-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn non_finite_weights_warn_and_strict_refuses_them() {
+    let dir = scratch("nan");
+    let model = dir.join("t.net");
+    std::fs::write(
+        &model,
+        "model t(x: [N, 1, 4, 4]) {\n    x -> conv(2, 3, pad: 1) -> relu\n}\n",
+    )
+    .unwrap();
+    let mut w = vec![0.1f32; 18];
+    w[4] = f32::NAN;
+    w[7] = f32::INFINITY;
+    let tensors = vec![
+        (
+            "conv.weight".to_string(),
+            netc_runtime::Tensor::new(vec![2, 1, 3, 3], w).unwrap(),
+        ),
+        (
+            "conv.bias".to_string(),
+            netc_runtime::Tensor::new(vec![2], vec![0.0; 2]).unwrap(),
+        ),
+    ];
+    let file = dir.join("w.safetensors");
+    std::fs::write(
+        &file,
+        netc_runtime::weights::write_safetensors(&tensors, None).unwrap(),
+    )
+    .unwrap();
+    let (model, file) = (model.to_str().unwrap(), file.to_str().unwrap());
+    let out = netc(&["compile", model, "--weights", file, "--emit", "ir"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning:")
+            && err.contains(
+                "`conv.weight` has 2 NaN or infinite value(s) of 18 (first at flat index 4)"
+            ),
+        "{err}"
+    );
+    let out = netc(&[
+        "compile",
+        model,
+        "--weights",
+        file,
+        "--emit",
+        "ir",
+        "--strict",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("refused because of --strict"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tensor_memory_limit_is_configurable() {
+    let dir = scratch("limit");
+    let model = dir.join("wide.net");
+    // 2e6 channels at 64x64: 30.5 GiB for one activation.
+    std::fs::write(
+        &model,
+        "model wide(x: [N, 3, 64, 64]) {\n    x -> conv(2000000, 1)\n}\n",
+    )
+    .unwrap();
+    let model = model.to_str().unwrap();
+    let out = netc(&["check", model]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("would need 30.5 GiB of memory; the limit is 16.0 GiB"),
+        "{err}"
+    );
+    let out = netc(&["check", model, "--max-tensor-memory", "32GiB"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = netc(&[
+        "check",
+        "models/deep_convnet.net",
+        "--max-tensor-memory",
+        "1KiB",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the limit is 1.0 KiB"), "{err}");
+    let out = netc(&["check", model, "--max-tensor-memory", "12 parsecs"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit 2 is kept for bench regressions: {err}"
+    );
+    assert!(err.contains("unknown size unit `parsecs`"), "{err}");
+}

@@ -14,6 +14,9 @@ use netc::passes::{self, Options, PASSES};
 use netc::weights::Weights;
 use netc_runtime::init::{random_tensor, Init};
 use netc_runtime::Tensor;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestCaseError;
 
 fn inputs(graph: &Graph, seed: u64) -> Vec<Tensor> {
     graph
@@ -31,47 +34,58 @@ fn inputs(graph: &Graph, seed: u64) -> Vec<Tensor> {
         .collect()
 }
 
-fn assert_close(label: &str, what: &str, got: &[Tensor], expected: &[Tensor]) {
-    assert_eq!(got.len(), expected.len(), "{label}: {what}: output count");
+fn compare(what: &str, got: &[Tensor], expected: &[Tensor]) -> Result<(), String> {
+    if got.len() != expected.len() {
+        return Err(format!(
+            "{what}: {} outputs, expected {}",
+            got.len(),
+            expected.len()
+        ));
+    }
     for (i, (g, e)) in got.iter().zip(expected).enumerate() {
         let diff = g.max_abs_diff(e).unwrap_or(f32::INFINITY);
         let scale = e.max_abs();
-        assert!(
-            diff <= 1e-4 * scale,
-            "{label}: {what}: output {i} differs by {diff} (max |output| {scale})"
-        );
+        if diff.is_nan() || diff > 1e-4 * scale {
+            return Err(format!(
+                "{what}: output {i} differs by {diff} (max |output| {scale})"
+            ));
+        }
     }
+    Ok(())
 }
 
 /// Optimise a copy of `graph` and compare the planned interpreter and the
 /// JIT (threads 1 and 2) with the reference; returns the optimised graph.
-fn check_equivalent(label: &str, graph: &Graph, options: &Options) -> Graph {
+fn equivalent(graph: &Graph, options: &Options) -> Result<Graph, String> {
     let weights = Weights::random(graph, 7);
     let x = inputs(graph, 3);
-    let expected = interp::run(graph, &weights, &x).unwrap();
+    let expected = interp::run(graph, &weights, &x).map_err(|e| e.to_string())?;
     let mut opt = graph.clone();
     let mut w = weights.clone();
-    passes::optimize(&mut opt, &mut w, options).unwrap_or_else(|e| panic!("{label}: {e}"));
+    passes::optimize(&mut opt, &mut w, options).map_err(|e| e.to_string())?;
     if opt.plan.is_none() {
-        passes::memory::run(&mut opt, &mut w).unwrap();
+        passes::memory::run(&mut opt, &mut w).map_err(|e| e.to_string())?;
     }
-    let plan = opt.plan.as_ref().unwrap();
-    assert!(
-        plan.conflicts().is_empty(),
-        "{label}: overlapping live buffers {:?}",
-        plan.conflicts()
-    );
-    let got = interp::planned::run(&opt, &w, &x).unwrap_or_else(|e| panic!("{label}: {e}"));
-    assert_close(label, "planned", &got, &expected);
-    let lowered = codegen::lower(opt.clone(), &w).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let mut model = JitModel::compile(lowered, 1).unwrap_or_else(|e| panic!("{label}: {e}"));
-    assert_close(label, "jit 1 thread", &model.run(&x).unwrap(), &expected);
-    let lowered = codegen::lower(opt.clone(), &w).unwrap();
-    let mut model = JitModel::compile(lowered, 2).unwrap();
-    assert_close(label, "jit 2 threads", &model.run(&x).unwrap(), &expected);
-    // Running twice reuses the arena: results must not depend on leftovers.
-    assert_close(label, "jit second run", &model.run(&x).unwrap(), &expected);
-    opt
+    let conflicts = opt.plan.as_ref().map(|p| p.conflicts()).unwrap_or_default();
+    if !conflicts.is_empty() {
+        return Err(format!("overlapping live buffers {conflicts:?}"));
+    }
+    let got = interp::planned::run(&opt, &w, &x).map_err(|e| e.to_string())?;
+    compare("planned", &got, &expected)?;
+    for threads in [1, 2] {
+        let lowered = codegen::lower(opt.clone(), &w).map_err(|e| e.to_string())?;
+        let mut model = JitModel::compile(lowered, threads).map_err(|e| e.to_string())?;
+        let what = format!("jit {threads} thread(s)");
+        compare(&what, &model.run(&x).map_err(|e| e.to_string())?, &expected)?;
+        // Running twice reuses the arena: results must not depend on leftovers.
+        let what = format!("jit {threads} thread(s), second run");
+        compare(&what, &model.run(&x).map_err(|e| e.to_string())?, &expected)?;
+    }
+    Ok(opt)
+}
+
+fn check_equivalent(label: &str, graph: &Graph, options: &Options) -> Graph {
+    equivalent(graph, options).unwrap_or_else(|e| panic!("{label}: {e}"))
 }
 
 const MODELS: &[&str] = &[
@@ -182,23 +196,58 @@ fn unknown_pass_is_an_error() {
     );
 }
 
+/// How many random models the differential property runs: 500 by default,
+/// more with `NETC_DIFF_CASES=N` (the long mode).
+fn random_cases() -> u32 {
+    std::env::var("NETC_DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500)
+}
+
+/// The property: every random model, at batch 1–3 and with at most one pass
+/// disabled, runs the same optimised, planned and compiled as in the
+/// reference. On failure proptest shrinks the model and reports the
+/// smallest failing source.
 #[test]
 fn random_graphs_match_unoptimised() {
-    for seed in 0..500u64 {
-        let src = common::gen::Gen::new(seed).model();
-        let batch = 1 + (seed % 3) as usize;
+    let strategy = (
+        common::gen::spec(),
+        1..=3usize,
+        prop::option::weighted(0.25, 0..PASSES.len()),
+    );
+    let mut runner = common::gen::runner(random_cases(), 0x5eed);
+    let result = runner.run(&strategy, |(spec, batch, disabled)| {
+        let src = spec.render();
         let g = common::source_graph(&src, batch);
-        // Also try with one pass disabled, chosen by the seed.
-        let disabled = if seed % 4 == 0 {
-            vec![PASSES[(seed / 4) as usize % PASSES.len()].name.to_string()]
-        } else {
-            vec![]
-        };
         let options = Options {
             disable_all: false,
-            disabled,
+            disabled: disabled
+                .map(|p| PASSES[p].name.to_string())
+                .into_iter()
+                .collect(),
         };
-        let label = format!("seed {seed} ({options:?}):\n{src}");
-        check_equivalent(&label, &g, &options);
+        equivalent(&g, &options)
+            .map(|_| ())
+            .map_err(|e| TestCaseError::fail(format!("batch {batch}, {options:?}: {e}\n{src}")))
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// Every drawn model, and every model its shrinking passes through, checks:
+/// the generator's fitting of choices to shapes is what makes shrinking safe.
+#[test]
+fn generated_and_shrunk_models_check() {
+    let mut runner = common::gen::runner(100, 11);
+    for _ in 0..100 {
+        let mut tree = common::gen::spec().new_tree(&mut runner).unwrap();
+        for _ in 0..40 {
+            common::source_graph(&tree.current().render(), 1);
+            if !tree.simplify() {
+                break;
+            }
+        }
     }
 }

@@ -206,7 +206,7 @@ fn random_graphs_export_and_import() {
     let dir = scratch("onnx-random");
     let cases: Vec<Case> = (0..150u64)
         .map(|seed| {
-            let src = common::gen::Gen::new(9000 + seed).model();
+            let src = common::gen::source(9000 + seed);
             prepare(
                 &format!("random{seed}"),
                 common::source_graph(&src, 2),

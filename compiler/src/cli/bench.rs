@@ -3,7 +3,7 @@
 
 use super::{load_weights, Failure, OptArgs, WeightArgs};
 use crate::bench::{self, compare, render, ModelInfo, Report, Settings};
-use crate::check::{self, CheckOptions};
+use crate::check;
 use crate::codegen::{self, jit::JitModel};
 use crate::ir::Graph;
 use crate::passes;
@@ -72,10 +72,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
         None => None,
     };
-    let options = CheckOptions {
-        batch: a.batch,
-        ..CheckOptions::default()
-    };
+    let options = super::check_options(a.batch);
     let (program, net) = check::check_file(&a.file, options).map_err(Failure::new)?;
     let mut graph = Graph::from_network(&net);
     graph.validate()?;

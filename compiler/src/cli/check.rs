@@ -1,7 +1,7 @@
 //! `netc check`: shapes, parameters and MACs of a model.
 
 use super::Failure;
-use crate::check::{self, report, CheckOptions};
+use crate::check::{self, report};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -26,10 +26,7 @@ enum Format {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let options = CheckOptions {
-        batch: a.batch,
-        ..CheckOptions::default()
-    };
+    let options = super::check_options(a.batch);
     let (_, net) = check::check_file(&a.file, options).map_err(Failure::new)?;
     if a.params {
         print!("{}", report::params(&net));

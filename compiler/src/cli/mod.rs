@@ -1,5 +1,6 @@
 //! The `netc` command line: argument parsing and one function per command.
-//! Every error becomes one message on stderr and exit code 1.
+//! Every error becomes one message on stderr and exit code 1; exit code 2
+//! is kept for a benchmark regression (`netc bench --baseline`).
 
 mod bench;
 mod check;
@@ -31,6 +32,45 @@ netc import resnet18.onnx -o resnet18_imported.net"
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Largest tensor a model may declare, e.g. 16GiB, 512MiB or a byte
+    /// count: checked on shapes before anything is allocated.
+    #[arg(long, global = true, value_name = "SIZE", default_value = "16GiB", value_parser = parse_size)]
+    max_tensor_memory: u64,
+}
+
+/// `N`, `NKiB`, `NMiB`, `NGiB` or `NTiB` (also `KB`/`MB`/`GB`/`TB`, binary).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 16GiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{s}` does not fit in 64 bits"))
+}
+
+/// The check limits for this invocation, set once from the command line.
+static LIMITS: std::sync::OnceLock<checker::Limits> = std::sync::OnceLock::new();
+
+/// Check options for `batch` under the command line's limits.
+pub fn check_options(batch: usize) -> CheckOptions {
+    CheckOptions {
+        batch,
+        limits: LIMITS.get().copied().unwrap_or_default(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -71,7 +111,23 @@ impl<E: std::fmt::Display> From<E> for Failure {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 like every other error: exit 2 means a benchmark
+    // regression (`netc bench --baseline`).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let _ = LIMITS.set(checker::Limits {
+        max_tensor_bytes: cli.max_tensor_memory,
+        ..checker::Limits::default()
+    });
     let result = match cli.command {
         Command::Check(a) => check::run(a),
         Command::Run(a) => run::run(*a),
@@ -96,11 +152,7 @@ pub fn main() -> ExitCode {
 
 /// Check a model file for `batch` and lower it to a validated graph.
 pub fn load_graph(file: &Path, batch: usize) -> Result<Graph, Failure> {
-    let options = CheckOptions {
-        batch,
-        ..CheckOptions::default()
-    };
-    let (_, net) = checker::check_file(file, options).map_err(Failure::new)?;
+    let (_, net) = checker::check_file(file, check_options(batch)).map_err(Failure::new)?;
     let graph = Graph::from_network(&net);
     graph.validate()?;
     Ok(graph)
@@ -117,13 +169,32 @@ pub struct WeightArgs {
     /// with seed 0, when no --weights is given).
     #[arg(long, value_name = "SEED")]
     random_weights: Option<u64>,
+    /// Refuse weights holding NaN or infinite values (by default they are
+    /// reported as a warning and the run goes on).
+    #[arg(long)]
+    strict: bool,
 }
 
 pub fn load_weights(graph: &Graph, a: &WeightArgs) -> Result<Weights, Failure> {
     match (&a.weights, a.random_weights) {
         (Some(path), _) => {
             let file = netc_runtime::weights::load(path)?;
-            Ok(Weights::bind(graph, file)?)
+            let weights = Weights::bind(graph, file)?;
+            let bad = weights.non_finite();
+            if let Some(first) = bad.first() {
+                let others = match bad.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more tensors)", n - 1),
+                };
+                let what = format!("{}: {first}{others}", path.display());
+                if a.strict {
+                    return Err(Failure::new(format!("{what}; refused because of --strict")));
+                }
+                eprintln!(
+                    "warning: {what}; outputs will likely be NaN (--strict refuses such files)"
+                );
+            }
+            Ok(weights)
         }
         (None, seed) => {
             if seed.is_none() {

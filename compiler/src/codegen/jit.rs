@@ -1,6 +1,6 @@
 //! The in-memory back end: emit with `cranelift-jit`, run on a rayon pool.
 
-use super::{emit, CodegenError, Lowered};
+use super::{changed_guard, emit, guarded, CodegenError, Lowered, GUARD_FLOATS as GUARD, SENTINEL};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage};
@@ -31,17 +31,23 @@ pub struct JitModel {
     pool: rayon::ThreadPool,
 }
 
-/// Floats of sentinel before and after the arena.
-const GUARD: usize = 64;
-/// A NaN with a payload no computation produces.
-const SENTINEL: u32 = 0x7fc0_5eed;
-
 #[derive(Debug, thiserror::Error)]
 pub enum JitRunError {
-    #[error("internal error: generated code wrote outside its arena (guard word {0} changed)")]
-    OutOfBounds(usize),
+    #[error(
+        "internal error: generated code wrote outside its {buffer} (guard float {index} changed)"
+    )]
+    OutOfBounds { buffer: String, index: usize },
+    #[error("internal error: generated code modified input {0}")]
+    InputModified(usize),
+    #[error("internal error: generated code left element {index} of output {output} unwritten")]
+    Unwritten { output: usize, index: usize },
     #[error("the model takes {expected} inputs, {found} given")]
     InputCount { expected: usize, found: usize },
+    #[error("outputs must have shapes {expected:?}, found {found:?}")]
+    OutputShapes {
+        expected: Vec<Vec<usize>>,
+        found: Vec<Vec<usize>>,
+    },
     #[error("input {index} must have shape {expected:?}, found {found:?}")]
     InputShape {
         index: usize,
@@ -69,8 +75,7 @@ impl JitModel {
             .build()
             .map_err(|e| CodegenError::Isa(format!("thread pool: {e}")))?;
         // The arena sits between two guard regions checked after every run.
-        let mut arena = vec![f32::from_bits(SENTINEL); lowered.arena_floats + 2 * GUARD];
-        arena[GUARD..GUARD + lowered.arena_floats].fill(0.0);
+        let arena = guarded(&vec![0.0; lowered.arena_floats]);
         Ok(JitModel {
             _module: module,
             forward,
@@ -89,23 +94,100 @@ impl JitModel {
     }
 
     /// Run on `inputs` (shapes as compiled), returning every output.
+    ///
+    /// Inputs and outputs are staged in buffers between guard regions, and
+    /// after the run every guard (inputs, outputs, weights, arena) is
+    /// checked, the inputs compared with what was passed and every output
+    /// element checked to be written: a stray write is an error, a stray
+    /// read of a guard (NaN) shows in the outputs. [`JitModel::run_into`] is
+    /// the copy-free path for benchmarks.
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, JitRunError> {
-        let mut outputs: Vec<Tensor> = self
+        self.check_inputs(inputs)?;
+        let staged_in: Vec<Vec<f32>> = inputs.iter().map(|t| guarded(t.data())).collect();
+        let mut staged_out: Vec<Vec<f32>> = self
             .lowered
             .output_shapes
             .iter()
-            .map(|s| Tensor::zeros(s.clone()))
+            .map(|s| vec![f32::from_bits(SENTINEL); s.iter().product::<usize>() + 2 * GUARD])
             .collect();
-        self.run_into(inputs, &mut outputs)?;
+        let in_ptrs: Vec<*const f32> = staged_in.iter().map(|b| b[GUARD..].as_ptr()).collect();
+        let out_ptrs: Vec<*mut f32> = staged_out
+            .iter_mut()
+            .map(|b| b[GUARD..].as_mut_ptr())
+            .collect();
+        // SAFETY: every staged buffer holds its tensor's elements after the
+        // leading guard.
+        unsafe { self.call(&in_ptrs, &out_ptrs) };
+        let guard_error = |buffer: String, buf: &[f32]| {
+            changed_guard(buf).map_or(Ok(()), |index| {
+                Err(JitRunError::OutOfBounds { buffer, index })
+            })
+        };
+        for (i, (staged, x)) in staged_in.iter().zip(inputs).enumerate() {
+            guard_error(format!("input {i}"), staged)?;
+            let same = |(a, b): (&f32, &f32)| a.to_bits() == b.to_bits();
+            if !staged[GUARD..GUARD + x.numel()]
+                .iter()
+                .zip(x.data())
+                .all(same)
+            {
+                return Err(JitRunError::InputModified(i));
+            }
+        }
+        self.check_guards()?;
+        let mut outputs = Vec::with_capacity(staged_out.len());
+        for (output, (staged, shape)) in staged_out
+            .into_iter()
+            .zip(&self.lowered.output_shapes)
+            .enumerate()
+        {
+            guard_error(format!("output {output}"), &staged)?;
+            let data = &staged[GUARD..staged.len() - GUARD];
+            if let Some(index) = data.iter().position(|v| v.to_bits() == SENTINEL) {
+                return Err(JitRunError::Unwritten { output, index });
+            }
+            // The shapes come from the same lowering that sized `data`.
+            outputs.push(Tensor::new(shape.clone(), data.to_vec()).map_err(|_| {
+                JitRunError::Unwritten {
+                    output,
+                    index: data.len(),
+                }
+            })?);
+        }
         Ok(outputs)
     }
 
-    /// Run writing into preallocated outputs (no allocation: for benchmarks).
+    /// Run writing into preallocated outputs (no allocation, no staging:
+    /// for benchmarks). The arena and weight guards are still checked.
     pub fn run_into(
         &mut self,
         inputs: &[Tensor],
         outputs: &mut [Tensor],
     ) -> Result<(), JitRunError> {
+        self.check_inputs(inputs)?;
+        let expected = &self.lowered.output_shapes;
+        let fits = outputs.len() == expected.len()
+            && outputs
+                .iter()
+                .zip(expected)
+                .all(|(t, s)| t.shape() == s.as_slice());
+        if !fits {
+            return Err(JitRunError::OutputShapes {
+                expected: expected.clone(),
+                found: outputs.iter().map(|t| t.shape().to_vec()).collect(),
+            });
+        }
+        let in_ptrs: Vec<*const f32> = inputs.iter().map(|t| t.data().as_ptr()).collect();
+        let out_ptrs: Vec<*mut f32> = outputs
+            .iter_mut()
+            .map(|t| t.data_mut().as_mut_ptr())
+            .collect();
+        // SAFETY: shapes were checked above.
+        unsafe { self.call(&in_ptrs, &out_ptrs) };
+        self.check_guards()
+    }
+
+    fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), JitRunError> {
         let expected = &self.lowered.input_shapes;
         if inputs.len() != expected.len() {
             return Err(JitRunError::InputCount {
@@ -122,22 +204,27 @@ impl JitModel {
                 });
             }
         }
-        let in_ptrs: Vec<*const f32> = inputs.iter().map(|t| t.data().as_ptr()).collect();
-        let out_ptrs: Vec<*mut f32> = outputs
-            .iter_mut()
-            .map(|t| t.data_mut().as_mut_ptr())
-            .collect();
+        Ok(())
+    }
+
+    /// Call the generated function on the pool.
+    ///
+    /// # Safety
+    /// `ins` and `outs` point to buffers of the compiled input and output
+    /// shapes' sizes, valid for the duration of the call.
+    unsafe fn call(&mut self, ins: &[*const f32], outs: &[*mut f32]) {
         // Addresses cross into the pool's thread as integers; the buffers
         // outlive the call, which `install` waits for.
         let args = (
-            in_ptrs.as_ptr() as usize,
-            out_ptrs.as_ptr() as usize,
+            ins.as_ptr() as usize,
+            outs.as_ptr() as usize,
+            // Weight offsets count from the blob's start, guard included.
             self.lowered.weights.as_ptr() as usize,
-            // SAFETY: GUARD < arena.len().
+            // SAFETY: the arena is longer than its leading guard.
             unsafe { self.arena.as_mut_ptr().add(GUARD) } as usize,
         );
         let forward = self.forward;
-        // SAFETY: shapes were checked above; the generated code reads and
+        // SAFETY: (the caller's contract) the generated code reads and
         // writes only inside the inputs, outputs, weights and arena, whose
         // sizes the same lowering computed.
         self.pool.install(|| unsafe {
@@ -148,19 +235,18 @@ impl JitModel {
                 args.3 as *mut f32,
             )
         });
-        self.check_guards()
     }
 
     fn check_guards(&self) -> Result<(), JitRunError> {
-        let n = self.arena.len();
-        let guards = (0..GUARD).chain(n - GUARD..n);
-        match guards
-            .into_iter()
-            .find(|&i| self.arena[i].to_bits() != SENTINEL)
-        {
-            Some(i) => Err(JitRunError::OutOfBounds(i)),
-            None => Ok(()),
+        for (buffer, buf) in [("arena", &self.arena), ("weights", &self.lowered.weights)] {
+            if let Some(index) = changed_guard(buf) {
+                return Err(JitRunError::OutOfBounds {
+                    buffer: buffer.into(),
+                    index,
+                });
+            }
         }
+        Ok(())
     }
 }
 
@@ -194,7 +280,7 @@ mod tests {
         // Simulate a stray write just past the arena.
         let end = m.arena.len() - 1;
         m.arena[end] = 1.0;
-        assert!(matches!(m.run(&[x]), Err(JitRunError::OutOfBounds(_))));
+        assert!(matches!(m.run(&[x]), Err(JitRunError::OutOfBounds { .. })));
     }
 
     #[test]

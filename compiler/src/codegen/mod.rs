@@ -59,6 +59,31 @@ impl From<ModuleError> for CodegenError {
     }
 }
 
+/// Floats of sentinel around the weight blob, the JIT's arena and the
+/// buffers `JitModel::run` stages inputs and outputs in. A multiple of 16
+/// so what follows stays 64-byte aligned.
+pub const GUARD_FLOATS: usize = 64;
+/// A quiet NaN with a payload no computation produces: a stray write over
+/// it is detected, a stray read of it poisons the outputs.
+pub const SENTINEL: u32 = 0x7fc0_5eed;
+
+/// `data` between two guard regions.
+pub fn guarded(data: &[f32]) -> Vec<f32> {
+    let mut v = Vec::with_capacity(data.len() + 2 * GUARD_FLOATS);
+    v.resize(GUARD_FLOATS, f32::from_bits(SENTINEL));
+    v.extend_from_slice(data);
+    v.resize(data.len() + 2 * GUARD_FLOATS, f32::from_bits(SENTINEL));
+    v
+}
+
+/// The first guard float of a [`guarded`] buffer that changed, if any.
+pub fn changed_guard(buf: &[f32]) -> Option<usize> {
+    let n = buf.len();
+    (0..GUARD_FLOATS.min(n))
+        .chain(n.saturating_sub(GUARD_FLOATS)..n)
+        .find(|&i| buf[i].to_bits() != SENTINEL)
+}
+
 /// Where a node's constants sit in the packed weight blob.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct NodeConsts {
@@ -85,6 +110,7 @@ impl NodeConsts {
 pub struct Lowered {
     pub name: String,
     pub graph: Graph,
+    /// Packed constants between guard regions; offsets count from the start.
     pub weights: Vec<f32>,
     pub(crate) consts: HashMap<NodeIndex, NodeConsts>,
     pub arena_floats: usize,
@@ -129,7 +155,8 @@ fn step_code(step: &Step, desc: &mut GemmDesc, i: usize) {
 /// Pack weights and build descriptors for every node of a planned graph.
 pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
     let plan = graph.plan.as_ref().ok_or(CodegenError::NoPlan)?;
-    let mut blob: Vec<f32> = Vec::new();
+    let mut blob: Vec<f32> = guarded(&[]);
+    blob.truncate(GUARD_FLOATS);
     let mut consts = HashMap::new();
     let tensor = |name: &str| {
         weights
@@ -340,6 +367,7 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
         .iter()
         .map(|&o| graph.g[o].shape.0.clone())
         .collect();
+    blob.resize(blob.len() + GUARD_FLOATS, f32::from_bits(SENTINEL));
     Ok(Lowered {
         name: graph.name.clone(),
         graph,

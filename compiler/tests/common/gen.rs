@@ -1,15 +1,209 @@
-//! A generator of random valid `.net` models: chains, branches, residual
-//! skips, concats, every op, odd sizes. Deterministic from a seed.
+//! Random valid `.net` models — chains, branches, residual skips, concats,
+//! every op, odd sizes — as a proptest strategy, so a failing model shrinks
+//! to a small one.
+//!
+//! A model is drawn as raw choices ([`Spec`]: input size and a list of
+//! [`Step`]s) and only then rendered to source. Rendering fits each choice
+//! to the shape it meets (a kernel too large shrinks, odd channels drop
+//! grouping), so every value proptest shrinks to — fewer steps, smaller
+//! numbers, `false` flags — still renders to a valid model.
 
-use netc_runtime::init::SplitMix64;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
-pub struct Gen {
-    rng: SplitMix64,
-    lines: Vec<String>,
-    next: usize,
+/// One layer (or small group of layers) of a random model, before it is
+/// fitted to its input shape.
+#[derive(Clone, Debug)]
+pub enum Step {
+    Scale,
+    Dropout,
+    Conv {
+        kernel: usize,
+        stride: usize,
+        dilated: bool,
+        pads: [usize; 4],
+        out: usize,
+        grouped: bool,
+        no_bias: bool,
+        batchnorm: bool,
+        activation: Option<usize>,
+    },
+    Pool {
+        max: bool,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        ceil: bool,
+        count_include_pad: bool,
+    },
+    /// `add(x -> conv 3x3 same [, batchnorm], x) [-> relu]`
+    Skip {
+        batchnorm: bool,
+        relu: bool,
+    },
+    /// Inception-like 1x1 siblings (out, batchnorm, relu), maybe a pool.
+    Branches {
+        convs: Vec<(usize, bool, bool)>,
+        pool: bool,
+    },
 }
 
-/// A tensor in the model being generated: its name and C, H, W.
+/// How the model ends.
+#[derive(Clone, Debug)]
+pub enum Head {
+    Plain,
+    GlobalPool {
+        classes: usize,
+    },
+    Dense {
+        hidden: usize,
+        classes: usize,
+        in_out: bool,
+        relu: bool,
+    },
+}
+
+/// A whole random model as raw choices.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub steps: Vec<Step>,
+    pub head: Head,
+    /// Also return the output of this step (modulo the step count).
+    pub extra_output: Option<usize>,
+}
+
+const KERNELS: [usize; 8] = [1, 1, 2, 3, 3, 5, 7, 11];
+const ACTIVATIONS: [&str; 5] = ["relu", "relu", "leaky_relu(0.1)", "sigmoid", "tanh"];
+
+fn step() -> impl Strategy<Value = Step> {
+    let conv = (
+        (0..KERNELS.len(), 1..=4usize, prop::bool::weighted(0.2)),
+        prop::array::uniform4(0..11usize),
+        prop_oneof![4 => 1..=13usize, 1 => 17..=40usize],
+        (prop::bool::weighted(0.25), prop::bool::weighted(0.3)),
+        (
+            any::<bool>(),
+            prop::option::weighted(0.7, 0..ACTIVATIONS.len()),
+        ),
+    )
+        .prop_map(
+            |((k, stride, dilated), pads, out, (grouped, no_bias), (batchnorm, activation))| {
+                Step::Conv {
+                    kernel: KERNELS[k],
+                    stride,
+                    dilated,
+                    pads,
+                    out,
+                    grouped,
+                    no_bias,
+                    batchnorm,
+                    activation,
+                }
+            },
+        );
+    let pool = (
+        any::<bool>(),
+        2..=3usize,
+        1..=2usize,
+        0..=1usize,
+        prop::bool::weighted(0.4),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(max, kernel, stride, pad, ceil, count_include_pad)| Step::Pool {
+                max,
+                kernel,
+                stride,
+                pad,
+                ceil,
+                count_include_pad,
+            },
+        );
+    let skip = (any::<bool>(), prop::bool::weighted(0.7))
+        .prop_map(|(batchnorm, relu)| Step::Skip { batchnorm, relu });
+    let branches = (
+        prop::collection::vec(
+            (
+                1..=6usize,
+                prop::bool::weighted(0.4),
+                prop::bool::weighted(0.7),
+            ),
+            2..=3,
+        ),
+        prop::bool::weighted(0.4),
+    )
+        .prop_map(|(convs, pool)| Step::Branches { convs, pool });
+    // Simplest first: proptest shrinks a union towards its first arm.
+    prop_oneof![
+        1 => Just(Step::Scale),
+        1 => Just(Step::Dropout),
+        6 => conv,
+        3 => pool,
+        3 => skip,
+        3 => branches,
+    ]
+}
+
+fn head() -> impl Strategy<Value = Head> {
+    prop_oneof![
+        Just(Head::Plain),
+        (1..=7usize).prop_map(|classes| Head::GlobalPool { classes }),
+        (1..=9usize, 1..=6usize, any::<bool>(), any::<bool>()).prop_map(
+            |(hidden, classes, in_out, relu)| Head::Dense {
+                hidden,
+                classes,
+                in_out,
+                relu
+            }
+        ),
+    ]
+}
+
+/// The strategy for random models.
+pub fn spec() -> impl Strategy<Value = Spec> {
+    (
+        (1..=5usize, 3..=24usize, 3..=24usize),
+        prop::collection::vec(step(), 1..=6),
+        head(),
+        prop::option::weighted(0.1, 0..6usize),
+    )
+        .prop_map(|((c, h, w), steps, head, extra_output)| Spec {
+            c,
+            h,
+            w,
+            steps,
+            head,
+            extra_output,
+        })
+}
+
+/// A deterministic runner: the same seed draws the same models.
+pub fn runner(cases: u32, seed: u64) -> TestRunner {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+}
+
+/// The model source drawn for `seed` (no shrinking): for tests that want a
+/// stream of random models rather than a property.
+pub fn source(seed: u64) -> String {
+    let mut runner = runner(1, seed);
+    match spec().new_tree(&mut runner) {
+        Ok(tree) => tree.current().render(),
+        Err(e) => panic!("generator rejected every model: {e}"),
+    }
+}
+
+/// A tensor in the model being rendered: its name and C, H, W.
 #[derive(Clone)]
 struct T {
     name: String,
@@ -18,187 +212,180 @@ struct T {
     w: usize,
 }
 
-impl Gen {
-    pub fn new(seed: u64) -> Self {
-        Gen {
-            rng: SplitMix64::new(seed),
-            lines: Vec::new(),
-            next: 0,
-        }
-    }
+/// Output size of a window of `span` over `n` padded by `before + after`,
+/// or `None` if it does not fit.
+fn window_out(n: usize, before: usize, after: usize, span: usize, stride: usize) -> Option<usize> {
+    let room = (n + before + after).checked_sub(span)?;
+    Some(room / stride + 1)
+}
 
-    fn below(&mut self, n: usize) -> usize {
-        (self.rng.next_u64() % n.max(1) as u64) as usize
-    }
+struct Render {
+    lines: Vec<String>,
+}
 
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
+impl Render {
     fn bind(&mut self, expr: String, c: usize, h: usize, w: usize) -> T {
-        let name = format!("t{}", self.next);
-        self.next += 1;
+        let name = format!("t{}", self.lines.len());
         self.lines.push(format!("    {name} = {expr}"));
         T { name, c, h, w }
     }
 
-    fn activation(&mut self) -> &'static str {
-        ["relu", "relu", "leaky_relu(0.1)", "sigmoid", "tanh"][self.below(5)]
-    }
-
-    /// A random conv (+ optional batch norm and activation) from `x`.
-    fn conv(&mut self, x: &T) -> T {
-        for _ in 0..20 {
-            let k = [1, 1, 2, 3, 3, 5, 7, 11][self.below(8)];
-            let stride = self.range(1, 4);
-            let dil = if k > 1 && self.chance(20) { 2 } else { 1 };
-            let pads = [self.below(k), self.below(k), self.below(k), self.below(k)];
-            let span = dil * (k - 1) + 1;
-            let (ph, pw) = (x.h + pads[0] + pads[2], x.w + pads[1] + pads[3]);
-            if ph < span || pw < span {
-                continue;
+    fn step(&mut self, x: &T, step: &Step) -> T {
+        match step {
+            Step::Scale => self.bind(format!("{} -> scale(0.5)", x.name), x.c, x.h, x.w),
+            Step::Dropout => self.bind(
+                format!("{} -> dropout(0.3, inference: \"scale\")", x.name),
+                x.c,
+                x.h,
+                x.w,
+            ),
+            Step::Conv {
+                kernel,
+                stride,
+                dilated,
+                pads,
+                out,
+                grouped,
+                no_bias,
+                batchnorm,
+                activation,
+            } => {
+                // Fit the window: drop the dilation, then shrink the kernel
+                // until it fits the padded input (1x1 always does).
+                let mut k = *kernel;
+                let mut dil = if *dilated && k > 1 { 2 } else { 1 };
+                let (pads, oh, ow) = loop {
+                    let p = pads.map(|p| p % k);
+                    let span = dil * (k - 1) + 1;
+                    let oh = window_out(x.h, p[0], p[2], span, *stride);
+                    let ow = window_out(x.w, p[1], p[3], span, *stride);
+                    match (oh, ow) {
+                        (Some(oh), Some(ow)) => break (p, oh, ow),
+                        _ if dil > 1 => dil = 1,
+                        _ => k -= 1,
+                    }
+                };
+                let (groups, out) = if *grouped && x.c.is_multiple_of(2) {
+                    (2, 2 * (1 + out % 6))
+                } else {
+                    (1, *out)
+                };
+                let pad = if pads.iter().all(|&p| p == pads[0]) {
+                    pads[0].to_string()
+                } else {
+                    format!("[{}, {}, {}, {}]", pads[0], pads[1], pads[2], pads[3])
+                };
+                let bias = if *no_bias { ", bias: false" } else { "" };
+                let mut layers = vec![format!(
+                    "conv({out}, {k}, stride: {stride}, pad: {pad}, dilation: {dil}, groups: {groups}{bias})"
+                )];
+                if *batchnorm {
+                    layers.push("batchnorm(eps: 0.001)".into());
+                }
+                if let Some(a) = activation {
+                    layers.push(ACTIVATIONS[*a].into());
+                }
+                let e = format!("{} -> [{}]", x.name, layers.join(", "));
+                self.bind(e, out, oh, ow)
             }
-            let oh = (ph - span) / stride + 1;
-            let ow = (pw - span) / stride + 1;
-            let mut out = if self.chance(20) {
-                self.range(17, 40)
-            } else {
-                self.range(1, 13)
-            };
-            let groups = if x.c.is_multiple_of(2) && self.chance(25) {
-                out = 2 * self.range(1, 6);
-                2
-            } else {
-                1
-            };
-            let pad = if pads.iter().all(|&p| p == pads[0]) {
-                pads[0].to_string()
-            } else {
-                format!("[{}, {}, {}, {}]", pads[0], pads[1], pads[2], pads[3])
-            };
-            let bias = if self.chance(30) { ", bias: false" } else { "" };
-            let mut layers = vec![format!(
-                "conv({out}, {k}, stride: {stride}, pad: {pad}, dilation: {dil}, groups: {groups}{bias})"
-            )];
-            if self.chance(50) {
-                layers.push("batchnorm(eps: 0.001)".into());
+            Step::Pool {
+                max,
+                kernel,
+                stride,
+                pad,
+                ceil,
+                count_include_pad,
+            } => {
+                let (k, stride) = (*kernel, *stride);
+                let pad = (*pad).min(k / 2);
+                let size = |n: usize| -> Option<usize> {
+                    let room = (n + 2 * pad).checked_sub(k)?;
+                    let mut o = if *ceil {
+                        room.div_ceil(stride) + 1
+                    } else {
+                        room / stride + 1
+                    };
+                    // The last window must start inside the input or its
+                    // leading padding (PyTorch's rule).
+                    if *ceil && (o - 1) * stride >= n + pad {
+                        o -= 1;
+                    }
+                    Some(o)
+                };
+                let (Some(oh), Some(ow)) = (size(x.h), size(x.w)) else {
+                    return self.bind(format!("{} -> tanh", x.name), x.c, x.h, x.w);
+                };
+                let e = if *max {
+                    format!(
+                        "{} -> maxpool({k}, stride: {stride}, pad: {pad}, ceil: {ceil})",
+                        x.name
+                    )
+                } else {
+                    format!(
+                        "{} -> avgpool({k}, stride: {stride}, pad: {pad}, ceil: {ceil}, count_include_pad: {count_include_pad})",
+                        x.name
+                    )
+                };
+                self.bind(e, x.c, oh, ow)
             }
-            if self.chance(70) {
-                layers.push(self.activation().into());
+            Step::Skip { batchnorm, relu } => {
+                let bn = if *batchnorm { ", batchnorm" } else { "" };
+                let relu = if *relu { " -> relu" } else { "" };
+                let e = format!(
+                    "add({} -> [conv({}, 3, pad: 1, bias: false){bn}], {}){relu}",
+                    x.name, x.c, x.name
+                );
+                self.bind(e, x.c, x.h, x.w)
             }
-            let e = format!("{} -> [{}]", x.name, layers.join(", "));
-            return self.bind(e, out, oh, ow);
+            Step::Branches { convs, pool } => {
+                let mut parts = Vec::new();
+                let mut c = 0;
+                for &(out, bn, relu) in convs {
+                    let bn = if bn { ", batchnorm" } else { "" };
+                    let tail = if relu { ", relu" } else { "" };
+                    parts.push(format!("{} -> [conv({out}, 1){bn}{tail}]", x.name));
+                    c += out;
+                }
+                if *pool {
+                    parts.push(format!("{} -> maxpool(3, stride: 1, pad: 1)", x.name));
+                    c += x.c;
+                }
+                self.bind(format!("concat({})", parts.join(", ")), c, x.h, x.w)
+            }
         }
-        self.bind(format!("{} -> relu", x.name), x.c, x.h, x.w)
     }
+}
 
-    fn pool(&mut self, x: &T) -> T {
-        let k = self.range(2, 3);
-        let stride = self.range(1, 2);
-        let pad = self.below(k / 2 + 1);
-        let ceil = self.chance(40);
-        let size = |n: usize| -> Option<usize> {
-            let room = (n + 2 * pad).checked_sub(k)?;
-            let mut o = if ceil {
-                room.div_ceil(stride) + 1
-            } else {
-                room / stride + 1
-            };
-            if ceil && (o - 1) * stride >= n + pad {
-                o -= 1;
-            }
-            Some(o)
-        };
-        let (Some(oh), Some(ow)) = (size(x.h), size(x.w)) else {
-            return self.bind(format!("{} -> tanh", x.name), x.c, x.h, x.w);
-        };
-        let e = if self.chance(50) {
-            format!(
-                "{} -> maxpool({k}, stride: {stride}, pad: {pad}, ceil: {ceil})",
-                x.name
-            )
-        } else {
-            let cip = self.chance(50);
-            format!(
-                "{} -> avgpool({k}, stride: {stride}, pad: {pad}, ceil: {ceil}, count_include_pad: {cip})",
-                x.name
-            )
-        };
-        self.bind(e, x.c, oh, ow)
-    }
-
-    /// A residual block: `add(x -> conv 3x3 same, x)`, maybe then ReLU.
-    fn skip(&mut self, x: &T) -> T {
-        let bn = if self.chance(50) { ", batchnorm" } else { "" };
-        let relu = if self.chance(70) { " -> relu" } else { "" };
-        let e = format!(
-            "add({} -> [conv({}, 3, pad: 1, bias: false){bn}], {}){relu}",
-            x.name, x.c, x.name
-        );
-        self.bind(e, x.c, x.h, x.w)
-    }
-
-    /// Inception-like branches: 1x1 siblings and maybe a pool branch.
-    fn branches(&mut self, x: &T) -> T {
-        let n = self.range(2, 3);
-        let mut parts = Vec::new();
-        let mut c = 0;
-        for _ in 0..n {
-            let out = self.range(1, 6);
-            let tail = if self.chance(70) { ", relu" } else { "" };
-            let bn = if self.chance(40) { ", batchnorm" } else { "" };
-            parts.push(format!("{} -> [conv({out}, 1){bn}{tail}]", x.name));
-            c += out;
-        }
-        if self.chance(40) {
-            parts.push(format!("{} -> maxpool(3, stride: 1, pad: 1)", x.name));
-            c += x.c;
-        }
-        self.bind(format!("concat({})", parts.join(", ")), c, x.h, x.w)
-    }
-
-    /// A whole model source.
-    pub fn model(mut self) -> String {
-        let c = self.range(1, 5);
-        let h = self.range(3, 24);
-        let w = self.range(3, 24);
+impl Spec {
+    /// The model's `.net` source.
+    pub fn render(&self) -> String {
+        let mut r = Render { lines: Vec::new() };
         let mut x = T {
             name: "x".into(),
-            c,
-            h,
-            w,
+            c: self.c,
+            h: self.h,
+            w: self.w,
         };
-        let mut extra_output = None;
-        for _ in 0..self.range(1, 6) {
-            x = match self.below(6) {
-                0 | 1 => self.conv(&x),
-                2 => self.pool(&x),
-                3 => self.skip(&x),
-                4 => self.branches(&x),
-                _ => {
-                    let e = if self.chance(50) {
-                        format!("{} -> scale(0.5)", x.name)
-                    } else {
-                        format!("{} -> dropout(0.3, inference: \"scale\")", x.name)
-                    };
-                    self.bind(e, x.c, x.h, x.w)
-                }
-            };
-            if extra_output.is_none() && self.chance(10) {
-                extra_output = Some(x.name.clone());
+        let mut extra = None;
+        for (i, step) in self.steps.iter().enumerate() {
+            x = r.step(&x, step);
+            if self.extra_output.map(|e| e % self.steps.len()) == Some(i) {
+                extra = Some(x.name.clone());
             }
         }
-        let result = match self.below(3) {
-            0 => x.name.clone(),
-            1 => {
-                let hidden = self.range(1, 9);
-                let classes = self.range(1, 6);
-                let layout = if self.chance(50) { "in_out" } else { "out_in" };
-                let mid = if self.chance(50) {
+        let result = match &self.head {
+            Head::Plain => x.name.clone(),
+            Head::GlobalPool { classes } => {
+                format!("{} -> [global_avgpool, flatten, dense({classes})]", x.name)
+            }
+            Head::Dense {
+                hidden,
+                classes,
+                in_out,
+                relu,
+            } => {
+                let layout = if *in_out { "in_out" } else { "out_in" };
+                let mid = if *relu {
                     ", relu"
                 } else {
                     ", dropout(0.5, inference: \"scale\")"
@@ -208,19 +395,17 @@ impl Gen {
                     x.name
                 )
             }
-            _ => format!(
-                "{} -> [global_avgpool, flatten, dense({})]",
-                x.name,
-                self.range(1, 7)
-            ),
         };
-        let ret = match extra_output {
+        let ret = match extra {
             Some(e) if e != x.name => format!("    return {result}, {e}"),
             _ => format!("    return {result}"),
         };
         format!(
-            "model random(x: [N, {c}, {h}, {w}]) {{\n{}\n{ret}\n}}\n",
-            self.lines.join("\n")
+            "model random(x: [N, {}, {}, {}]) {{\n{}\n{ret}\n}}\n",
+            self.c,
+            self.h,
+            self.w,
+            r.lines.join("\n")
         )
     }
 }

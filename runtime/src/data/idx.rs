@@ -25,28 +25,42 @@ pub enum IdxError {
     },
 }
 
-/// Read and, if gzip-compressed, inflate; at most `limit` bytes.
-fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>, IdxError> {
-    let io = |source| IdxError::Io {
+/// The most an IDX file may inflate to: MNIST's training images are 47 MB,
+/// and a gzip bomb must not take the machine's memory.
+const MAX_INFLATED: u64 = 1 << 30;
+
+fn read(path: &Path) -> Result<Vec<u8>, IdxError> {
+    std::fs::read(path).map_err(|source| IdxError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let raw = std::fs::read(path).map_err(io)?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .take(limit)
-            .read_to_end(&mut out)
-            .map_err(io)?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    })
+}
+
+/// Inflate gzip-compressed bytes; others are returned as they are.
+fn inflate_if_gz(path: &Path, raw: &[u8]) -> Result<Vec<u8>, IdxError> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw.to_vec());
     }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw)
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut out)
+        .map_err(|source| IdxError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if out.len() as u64 > MAX_INFLATED {
+        return Err(IdxError::Format {
+            path: path.to_path_buf(),
+            message: format!("inflates to more than {MAX_INFLATED} bytes"),
+        });
+    }
+    Ok(out)
 }
 
 /// An IDX file of u8 as (dims, bytes).
-fn read_u8(path: &Path) -> Result<(Vec<usize>, Vec<u8>), IdxError> {
-    let bytes = read_maybe_gz(path, 1 << 32)?;
+fn parse_u8(path: &Path, raw: &[u8]) -> Result<(Vec<usize>, Vec<u8>), IdxError> {
+    let bytes = inflate_if_gz(path, raw)?;
     let format = |message: String| IdxError::Format {
         path: path.to_path_buf(),
         message,
@@ -88,7 +102,12 @@ fn read_u8(path: &Path) -> Result<(Vec<usize>, Vec<u8>), IdxError> {
 
 /// MNIST-style images as an `[N, 1, H, W]` tensor scaled to [0, 1].
 pub fn read_images(path: &Path) -> Result<Tensor, IdxError> {
-    let (dims, bytes) = read_u8(path)?;
+    parse_images(path, &read(path)?)
+}
+
+/// [`read_images`] on bytes already in memory; `path` names them in errors.
+pub fn parse_images(path: &Path, raw: &[u8]) -> Result<Tensor, IdxError> {
+    let (dims, bytes) = parse_u8(path, raw)?;
     let [n, h, w] = dims[..] else {
         return Err(IdxError::Format {
             path: path.to_path_buf(),
@@ -104,7 +123,12 @@ pub fn read_images(path: &Path) -> Result<Tensor, IdxError> {
 
 /// Labels, one byte each.
 pub fn read_labels(path: &Path) -> Result<Vec<u8>, IdxError> {
-    let (dims, bytes) = read_u8(path)?;
+    parse_labels(path, &read(path)?)
+}
+
+/// [`read_labels`] on bytes already in memory.
+pub fn parse_labels(path: &Path, raw: &[u8]) -> Result<Vec<u8>, IdxError> {
+    let (dims, bytes) = parse_u8(path, raw)?;
     if dims.len() != 1 {
         return Err(IdxError::Format {
             path: path.to_path_buf(),

@@ -42,8 +42,22 @@ impl Preprocess {
     }
 }
 
+/// The most pixels a resize may produce: a 1×60000 PNG resized to a 256
+/// shorter side would otherwise ask for 46 GB.
+const MAX_PIXELS: u64 = 1 << 26;
+
 /// Decode and preprocess one image into a `[C, H, W]` tensor.
 pub fn load(path: &Path, p: &Preprocess) -> Result<Tensor, ImageError> {
+    let bytes = std::fs::read(path).map_err(|e| ImageError::Decode {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    decode(path, &bytes, p)
+}
+
+/// [`load`] on bytes already in memory; `path` names them in errors. The
+/// format is recognised from the bytes, not the extension.
+pub fn decode(path: &Path, bytes: &[u8], p: &Preprocess) -> Result<Tensor, ImageError> {
     if !(p.channels == 1 || p.channels == 3) {
         return Err(ImageError::Options(format!(
             "images have 1 or 3 channels, the model wants {}",
@@ -64,15 +78,14 @@ pub fn load(path: &Path, p: &Preprocess) -> Result<Tensor, ImageError> {
             "--std values must be finite and non-zero".into(),
         ));
     }
-    let decode = |message: String| ImageError::Decode {
+    let fail = |message: String| ImageError::Decode {
         path: path.to_path_buf(),
         message,
     };
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| decode(e.to_string()))?
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| decode(e.to_string()))?;
-    let mut img = reader.decode().map_err(|e| decode(e.to_string()))?;
+        .map_err(|e| fail(e.to_string()))?;
+    let mut img = reader.decode().map_err(|e| fail(e.to_string()))?;
     if let Some(short) = p.resize {
         let (w, h) = (img.width(), img.height());
         let scale = short as f64 / w.min(h).max(1) as f64;
@@ -80,11 +93,17 @@ pub fn load(path: &Path, p: &Preprocess) -> Result<Tensor, ImageError> {
             ((w as f64 * scale).round() as u32).max(1),
             ((h as f64 * scale).round() as u32).max(1),
         );
+        if nw as u64 * nh as u64 > MAX_PIXELS {
+            return Err(fail(format!(
+                "resizing {w}x{h} to {nw}x{nh} would need {} pixels; the limit is {MAX_PIXELS}",
+                nw as u64 * nh as u64
+            )));
+        }
         img = img.resize_exact(nw, nh, FilterType::Triangle);
     }
     if let Some([ch, cw]) = p.crop {
         if ch > img.height() || cw > img.width() {
-            return Err(decode(format!(
+            return Err(fail(format!(
                 "cannot crop {cw}x{ch} from a {}x{} image (after resizing)",
                 img.width(),
                 img.height()
@@ -108,7 +127,7 @@ pub fn load(path: &Path, p: &Preprocess) -> Result<Tensor, ImageError> {
             data[c * h * w + i] = (pixels[i * c_n + c] as f32 / 255.0 - mean) / std;
         }
     }
-    Tensor::new(vec![c_n, h, w], data).map_err(|e| decode(e.to_string()))
+    Tensor::new(vec![c_n, h, w], data).map_err(|e| fail(e.to_string()))
 }
 
 #[cfg(test)]
