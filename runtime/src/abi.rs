@@ -60,12 +60,10 @@ pub unsafe extern "C" fn netc_rt_pool(desc: *const pool::PoolDesc, x: *const f32
 /// Returns 0 on success, -1 if the thread pool was already started.
 #[no_mangle]
 pub extern "C" fn netc_set_threads(threads: u32) -> i32 {
-    match rayon::ThreadPoolBuilder::new()
-        .num_threads(threads as usize)
-        .build_global()
-    {
-        Ok(()) => 0,
-        Err(_) => -1,
+    if crate::threads::set_global_threads(threads as usize) {
+        0
+    } else {
+        -1
     }
 }
 

@@ -8,6 +8,7 @@ pub mod init;
 pub mod kernels;
 pub mod profile;
 pub mod tensor;
+pub mod threads;
 pub mod weights;
 
 pub use tensor::Tensor;

@@ -28,7 +28,7 @@ pub struct JitModel {
     forward: Forward,
     lowered: Lowered,
     arena: Vec<f32>,
-    pool: rayon::ThreadPool,
+    pool: netc_runtime::threads::Pool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +70,7 @@ impl JitModel {
         let code = module.get_finalized_function(id);
         // SAFETY: `code` is the function just defined with this signature.
         let forward: Forward = unsafe { std::mem::transmute::<*const u8, Forward>(code) };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
+        let pool = netc_runtime::threads::Pool::new(threads)
             .map_err(|e| CodegenError::Isa(format!("thread pool: {e}")))?;
         // The arena sits between two guard regions checked after every run.
         let arena = guarded(&vec![0.0; lowered.arena_floats]);
@@ -90,7 +88,7 @@ impl JitModel {
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.threads()
     }
 
     /// Run on `inputs` (shapes as compiled), returning every output.
@@ -213,28 +211,17 @@ impl JitModel {
     /// `ins` and `outs` point to buffers of the compiled input and output
     /// shapes' sizes, valid for the duration of the call.
     unsafe fn call(&mut self, ins: &[*const f32], outs: &[*mut f32]) {
-        // Addresses cross into the pool's thread as integers; the buffers
-        // outlive the call, which `install` waits for.
-        let args = (
-            ins.as_ptr() as usize,
-            outs.as_ptr() as usize,
-            // Weight offsets count from the blob's start, guard included.
-            self.lowered.weights.as_ptr() as usize,
-            // SAFETY: the arena is longer than its leading guard.
-            unsafe { self.arena.as_mut_ptr().add(GUARD) } as usize,
-        );
+        // Weight offsets count from the blob's start, guard included.
+        let weights = self.lowered.weights.as_ptr();
+        // SAFETY: the arena is longer than its leading guard.
+        let arena = unsafe { self.arena.as_mut_ptr().add(GUARD) };
         let forward = self.forward;
         // SAFETY: (the caller's contract) the generated code reads and
         // writes only inside the inputs, outputs, weights and arena, whose
-        // sizes the same lowering computed.
-        self.pool.install(|| unsafe {
-            forward(
-                args.0 as *const *const f32,
-                args.1 as *const *mut f32,
-                args.2 as *const f32,
-                args.3 as *mut f32,
-            )
-        });
+        // sizes the same lowering computed. Kernels split their work on
+        // the pool entered here.
+        self.pool
+            .enter(|| unsafe { forward(ins.as_ptr(), outs.as_ptr(), weights, arena) });
     }
 
     fn check_guards(&self) -> Result<(), JitRunError> {

@@ -2,20 +2,21 @@
 //!
 //! Every conv/dense is `C = A·B` per (batch item, group): A is the weight
 //! matrix (out × K), packed once at compile time ([`pack_weights`]); B is
-//! K × columns, packed per block at run time straight from the input —
-//! for a general conv by im2col indexing (no im2col buffer is ever
-//! written), for a 1×1 stride-1 conv as a plain copy of channel rows, for
-//! a dense layer from the batch rows. The epilogue (bias, residual adds,
+//! K × columns, the im2col matrix, which is never written out: a 1×1
+//! stride-1 conv reads its input planes in place, a conv with stride ≤ 4
+//! reads a once-per-item copy of its input in padded phase planes through
+//! a row-offset table ([`Shifted`]), and only larger strides and dense
+//! layers pack B per block. The epilogue (bias, residual adds,
 //! activations) is applied as each output tile is stored, so every output
 //! element is written once.
 //!
-//! Work is split into (item, group, column block, row block) tasks run
-//! on rayon; each thread keeps its B buffer between calls, so steady-state
-//! runs allocate nothing.
+//! Work is split into (item, group, column block, row block) tasks run on
+//! the thread pool (`crate::threads`); each thread keeps its B buffer
+//! between calls, so steady-state runs allocate nothing.
 
 use super::micro::{self, MicroKernel, MR};
 use super::Shared;
-use rayon::prelude::*;
+use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
@@ -237,7 +238,7 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
         bias: *ptrs.add(3),
         res,
     };
-    if d.kind == KIND_IM2COL && d.sh == 1 && d.sw == 1 {
+    if d.kind == KIND_IM2COL && Shifted::fits(d) {
         return run_shifted(kern, d, &p, true);
     }
     if d.kind == KIND_POINTWISE {
@@ -255,7 +256,7 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
     // Enough tasks to keep every thread busy even when there are few
     // columns (late layers at batch 1): split rows too.
     let base_tasks = d.items() * d.groups as usize * col_blocks;
-    let threads = rayon::current_num_threads();
+    let threads = current_threads();
     // Every row split of a packed B re-packs it, so those split only as
     // far as the threads (criterion, 2 threads: 3×3 256→256 at 14×14 went
     // from 5.5 to 4.0 ms); a 1×1 conv reads B in place and splits finer
@@ -288,7 +289,7 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
     if tasks == 1 {
         task(0);
     } else {
-        (0..tasks).into_par_iter().for_each(task);
+        parallel_for(tasks, task);
     }
 }
 
@@ -386,7 +387,7 @@ unsafe fn run_gemv(d: &GemmDesc, p: &Ptrs) {
     if m * k < 1 << 16 {
         (0..chunks).for_each(task);
     } else {
-        (0..chunks).into_par_iter().for_each(task);
+        parallel_for(chunks, task);
     }
 }
 
@@ -502,53 +503,121 @@ fn fill_offsets(offs: &mut Vec<usize>, n: usize, f: impl Fn(usize) -> usize) {
     offs.extend((0..n).map(f));
 }
 
-/// Geometry of a stride-1 convolution computed on its zero-padded input.
+/// The largest stride computed on phase planes (AlexNet's stem has 4);
+/// larger strides pack im2col panels.
+pub const MAX_PHASE_STRIDE: usize = 4;
+
+/// Geometry of a convolution computed on its zero-padded input split into
+/// stride phases.
 ///
-/// The input of each channel is copied once into an `hp × wp` plane with
-/// its padding as zeros. On that plane, output column `j = oh·wp + ow` of
-/// the im2col matrix, row `(c, ki, kj)`, is the padded plane at
-/// `j + (c·hp + ki·dh)·wp + kj·dw`: every B row is a contiguous slice
-/// at a fixed offset, so the micro-kernel reads B straight from the padded
-/// input through an offset table and nothing is packed. The price is
-/// computing the `wp − ow` columns between output rows, which are never
-/// stored (3% of the work at 56×56, 22% at 7×7).
+/// The padded input of each channel is split into `sh × sw` phase planes,
+/// phase `(a, b)` holding padded rows `a, a + sh, …` and columns `b,
+/// b + sw, …` (stride 1: one phase, the padded plane itself). Tap
+/// `(ki, kj)` of output `(y, x)` reads padded `(y·sh + r, x·sw + q)` with
+/// `r = ki·dh`, `q = kj·dw`, which is phase `(r mod sh, q mod sw)` at
+/// `(y + r / sh, x + q / sw)`. So on phase planes of width `wq`, output
+/// column `j = y·wq + x` of im2col row `(c, ki, kj)` is at a fixed offset
+/// from `j`: every B row is a contiguous slice, the micro-kernel reads B straight from the
+/// planes through an offset table and nothing is packed. The price is one
+/// copy of the input and computing the `wq − ow` columns between output
+/// rows, which are never stored (3% of the work at 56×56, 22% at 7×7).
+/// Only phases some tap reads are stored (a strided 1×1 conv keeps one).
 #[derive(Clone, Copy, Debug)]
 struct Shifted {
-    hp: usize,
-    wp: usize,
-    /// Columns on the padded grid: `(oh − 1)·wp + ow`.
+    hq: usize,
+    wq: usize,
+    /// Columns on the phase grid: `(oh − 1)·wq + ow`.
     cols: usize,
+    /// Stored phase planes per channel; which phases some tap reads, and
+    /// the slot each of those is stored in.
+    phases: usize,
+    used: [[bool; MAX_PHASE_STRIDE]; MAX_PHASE_STRIDE],
+    slot: [[u8; MAX_PHASE_STRIDE]; MAX_PHASE_STRIDE],
 }
 
 impl Shifted {
+    /// Whether `d` can be computed on phase planes.
+    fn fits(d: &GemmDesc) -> bool {
+        (1..=MAX_PHASE_STRIDE).contains(&(d.sh as usize))
+            && (1..=MAX_PHASE_STRIDE).contains(&(d.sw as usize))
+    }
+
     fn new(d: &GemmDesc) -> Shifted {
         let (h, w, oh, ow) = (d.h as usize, d.w as usize, d.oh as usize, d.ow as usize);
+        let (sh, sw) = (d.sh as usize, d.sw as usize);
         let span_h = (d.kh as usize - 1) * d.dh as usize;
         let span_w = (d.kw as usize - 1) * d.dw as usize;
-        let hp = (h + d.pt as usize).max(oh + span_h);
-        let wp = (w + d.pl as usize).max(ow + span_w);
+        let hq = (h + d.pt as usize).div_ceil(sh).max(oh + span_h / sh);
+        let wq = (w + d.pl as usize).div_ceil(sw).max(ow + span_w / sw);
+        let mut used = [[false; MAX_PHASE_STRIDE]; MAX_PHASE_STRIDE];
+        for ki in 0..d.kh as usize {
+            for kj in 0..d.kw as usize {
+                used[ki * d.dh as usize % sh][kj * d.dw as usize % sw] = true;
+            }
+        }
+        let mut slot = [[0u8; MAX_PHASE_STRIDE]; MAX_PHASE_STRIDE];
+        let mut phases = 0;
+        for a in 0..sh {
+            for b in 0..sw {
+                if used[a][b] {
+                    slot[a][b] = phases as u8;
+                    phases += 1;
+                }
+            }
+        }
         Shifted {
-            hp,
-            wp,
-            cols: (oh - 1) * wp + ow,
+            hq,
+            wq,
+            cols: (oh - 1) * wq + ow,
+            phases,
+            used,
+            slot,
         }
     }
 
-    /// Floats of the padded input of one item, plus slack for the ragged
-    /// last panel's reads past the final output column.
-    fn len(&self, d: &GemmDesc) -> usize {
-        d.in_c as usize * self.hp * self.wp + 64
+    /// The input planes of a 1×1 stride-1 convolution, read in place.
+    fn in_place(d: &GemmDesc) -> Shifted {
+        Shifted {
+            hq: d.h as usize,
+            wq: d.w as usize,
+            cols: (d.h * d.w) as usize,
+            phases: 1,
+            used: [[true; MAX_PHASE_STRIDE]; MAX_PHASE_STRIDE],
+            slot: [[0; MAX_PHASE_STRIDE]; MAX_PHASE_STRIDE],
+        }
     }
 
-    /// The output segments of padded-grid columns `c0 .. c0 + len`.
+    /// Floats of one channel's phase planes.
+    fn channel(&self) -> usize {
+        self.phases * self.hq * self.wq
+    }
+
+    /// Floats of the phase planes of one item, plus slack for the ragged
+    /// last panel's reads past the final output column.
+    fn len(&self, d: &GemmDesc) -> usize {
+        d.in_c as usize * self.channel() + 64
+    }
+
+    /// Offset of im2col row `kidx` (channel-major, then taps) from the
+    /// start of its group's planes.
+    fn row_offset(&self, d: &GemmDesc, kidx: usize) -> usize {
+        let (kh, kw) = (d.kh as usize, d.kw as usize);
+        let (c, t) = (kidx / (kh * kw), kidx % (kh * kw));
+        let (r, q) = ((t / kw) * d.dh as usize, (t % kw) * d.dw as usize);
+        let (sh, sw) = (d.sh as usize, d.sw as usize);
+        let slot = self.slot[r % sh][q % sw] as usize;
+        (c * self.phases + slot) * self.hq * self.wq + (r / sh) * self.wq + q / sw
+    }
+
+    /// The output segments of phase-grid columns `c0 .. c0 + len`.
     fn segments(&self, d: &GemmDesc, c0: usize, len: usize, out: &mut Vec<Segment>) {
         out.clear();
         let ow = d.ow as usize;
         let mut j = c0;
         while j < c0 + len {
-            let (y, x) = (j / self.wp, j % self.wp);
+            let (y, x) = (j / self.wq, j % self.wq);
             if x >= ow {
-                j += self.wp - x;
+                j += self.wq - x;
                 continue;
             }
             let run = (ow - x).min(c0 + len - j);
@@ -562,55 +631,78 @@ impl Shifted {
     }
 }
 
-/// Copy item `item` of the input into zero-padded planes.
+/// Copy item `item` of the input into zero-padded phase planes.
 unsafe fn pad_input(d: &GemmDesc, geo: Shifted, x: *const f32, item: usize, out: &mut [f32]) {
     let (h, w) = (d.h as usize, d.w as usize);
     let (pt, pl) = (d.pt as usize, d.pl as usize);
+    let (sh, sw) = (d.sh as usize, d.sw as usize);
+    let (hq, wq) = (geo.hq, geo.wq);
     let xi = Shared::new(x.add(item * d.x_bstride as usize));
-    let plane = geo.hp * geo.wp;
-    let pad_plane = |(c, dst): (usize, &mut [f32])| {
-        dst[..pt * geo.wp].fill(0.0);
-        for y in 0..h {
-            let row = &mut dst[(pt + y) * geo.wp..(pt + y + 1) * geo.wp];
-            row[..pl].fill(0.0);
-            // SAFETY: the caller's contract covers the input tensor.
-            row[pl..pl + w].copy_from_slice(unsafe {
-                std::slice::from_raw_parts(xi.get().add((c * h + y) * w), w)
-            });
-            row[pl + w..].fill(0.0);
+    let fill_channel = |(c, dst): (usize, &mut [f32])| {
+        // SAFETY: the caller's contract covers the input tensor.
+        let src = unsafe { std::slice::from_raw_parts(xi.get().add(c * h * w), h * w) };
+        for a in 0..sh {
+            for b in 0..sw {
+                if !geo.used[a][b] {
+                    continue;
+                }
+                let plane = &mut dst[geo.slot[a][b] as usize * hq * wq..][..hq * wq];
+                // Phase column x' holds input column x'·sw + b − pl.
+                let x_lo = pl.saturating_sub(b).div_ceil(sw);
+                let x_hi = (w + pl).saturating_sub(b).div_ceil(sw).min(wq);
+                for (yq, row) in plane.chunks_exact_mut(wq).enumerate() {
+                    let y = yq * sh + a;
+                    if y < pt || y - pt >= h || x_lo >= x_hi {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    let line = &src[(y - pt) * w..][..w];
+                    row[..x_lo].fill(0.0);
+                    if sw == 1 {
+                        row[x_lo..x_hi].copy_from_slice(&line[x_lo + b - pl..x_hi + b - pl]);
+                    } else {
+                        for (xq, v) in row[x_lo..x_hi].iter_mut().enumerate() {
+                            *v = line[(x_lo + xq) * sw + b - pl];
+                        }
+                    }
+                    row[x_hi..].fill(0.0);
+                }
+            }
         }
-        dst[(pt + h) * geo.wp..].fill(0.0);
     };
-    let body = &mut out[..d.in_c as usize * plane];
-    if body.len() > 1 << 16 {
-        body.par_chunks_mut(plane).enumerate().for_each(pad_plane);
+    let (channels, per) = (d.in_c as usize, geo.channel());
+    let body = Shared(out.as_mut_ptr());
+    let one = |c: usize| {
+        // SAFETY: channel `c`'s planes are written by this task only.
+        fill_channel((c, unsafe {
+            std::slice::from_raw_parts_mut(body.get().add(c * per), per)
+        }))
+    };
+    if channels * per > 1 << 16 {
+        parallel_for(channels, one);
     } else {
-        body.chunks_mut(plane).enumerate().for_each(pad_plane);
+        (0..channels).for_each(one);
     }
-    out[d.in_c as usize * plane..].fill(0.0);
+    out[channels * per..].fill(0.0);
 }
 
-/// A stride-1 convolution: pad each item once, then GEMM tasks read B
-/// from the padded planes in place (see [`Shifted`]). A 1×1 convolution
-/// (`padded == false`) needs no padding: its input planes are B as they
-/// are, and only a ragged last column panel, which would read past the
-/// tensor, is copied.
+/// A convolution with stride ≤ [`MAX_PHASE_STRIDE`]: copy each item once
+/// into padded phase planes, then GEMM tasks read B from them in place
+/// (see [`Shifted`]). A 1×1 stride-1 convolution (`padded == false`) needs
+/// no copy: its input planes are B as they are, and only a ragged last
+/// column panel, which would read past the tensor, is copied.
 unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs, padded: bool) {
     let geo = if padded {
         Shifted::new(d)
     } else {
-        Shifted {
-            hp: d.h as usize,
-            wp: d.w as usize,
-            cols: (d.h * d.w) as usize,
-        }
+        Shifted::in_place(d)
     };
     let row_panels = d.m().div_ceil(MR);
     let col_blocks = geo.cols.div_ceil(NC);
     let base_tasks = d.groups as usize * col_blocks;
     // Nothing is packed, so splitting rows costs nothing: split finely
     // enough to balance the threads.
-    let target = 4 * rayon::current_num_threads();
+    let target = 4 * current_threads();
     let row_splits = target.div_ceil(base_tasks).clamp(1, row_panels);
     let panels_per_split = row_panels.div_ceil(row_splits);
     let tasks = base_tasks * row_splits;
@@ -659,7 +751,7 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs, padded: bool) {
             if tasks == 1 {
                 task(0);
             } else {
-                (0..tasks).into_par_iter().for_each(task);
+                parallel_for(tasks, task);
             }
         }
     });
@@ -685,22 +777,15 @@ unsafe fn shifted_task(
     let (m, k) = (d.m(), d.k());
     let ncols = NC.min(geo.cols - col0);
     let col_panels = ncols.div_ceil(nr);
-    let (kh, kw) = (d.kh as usize, d.kw as usize);
-    let (dh, dw) = (d.dh as usize, d.dw as usize);
     let in_per_group = (d.in_c / d.groups) as usize;
-    let plane = geo.hp * geo.wp;
-    let b_group = padded.add(g * in_per_group * plane + col0);
+    let b_group = padded.add(g * in_per_group * geo.channel() + col0);
     let a_group = p.a.add(g * m.div_ceil(MR) * MR * k);
     let mut segments = std::mem::take(&mut scratch.segments);
     let mut tile = [0.0f32; MR * 32];
     let mut k0 = 0;
     while k0 < k {
         let kc = KC_SHIFTED.min(k - k0);
-        fill_offsets(&mut scratch.direct, kc, |kk| {
-            let kidx = k0 + kk;
-            let (c, r) = (kidx / (kh * kw), kidx % (kh * kw));
-            c * plane + (r / kw) * dh * geo.wp + (r % kw) * dw
-        });
+        fill_offsets(&mut scratch.direct, kc, |kk| geo.row_offset(d, k0 + kk));
         let offs = scratch.direct.as_ptr();
         let (first, last) = (k0 == 0, k0 + kc == k);
         for cp in 0..col_panels {
@@ -1146,10 +1231,17 @@ mod tests {
             micro::select(),
         ];
         for kern in kernels {
-            // 3×3 pad 1 with a ragged last panel; strided; grouped with K
-            // beyond one KC block; 1×1 read in place.
+            // 3×3 pad 1 with a ragged last panel; strided on phase planes
+            // (grouped 3×3/2, a 7×7/2 stem, 1×1/2 keeping one phase,
+            // 11×11/4, 3×3/3); stride 5 through packed im2col; grouped
+            // with K beyond one KC block; 1×1 read in place.
             conv_matches(kern, KIND_IM2COL, (3, 9, 7, 10, 3, 1, 1, 1));
             conv_matches(kern, KIND_IM2COL, (4, 11, 11, 6, 3, 2, 1, 2));
+            conv_matches(kern, KIND_IM2COL, (3, 17, 15, 7, 7, 2, 3, 1));
+            conv_matches(kern, KIND_IM2COL, (5, 9, 10, 4, 1, 2, 0, 1));
+            conv_matches(kern, KIND_IM2COL, (3, 27, 25, 5, 11, 4, 2, 1));
+            conv_matches(kern, KIND_IM2COL, (2, 10, 11, 3, 3, 3, 0, 1));
+            conv_matches(kern, KIND_IM2COL, (2, 16, 17, 3, 5, 5, 1, 1));
             conv_matches(kern, KIND_IM2COL, (64, 6, 6, 9, 3, 1, 1, 1));
             conv_matches(kern, KIND_POINTWISE, (40, 13, 11, 17, 1, 1, 0, 1));
         }

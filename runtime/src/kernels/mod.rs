@@ -8,7 +8,7 @@ pub mod pool;
 pub mod simple;
 pub mod winograd;
 
-/// A raw pointer shared with rayon tasks. Each use documents why the
+/// A raw pointer shared with pool tasks. Each use documents why the
 /// tasks' accesses do not race (disjoint writes, or reads only).
 #[derive(Clone, Copy)]
 pub(crate) struct Shared<T>(pub(crate) *mut T);

@@ -10,12 +10,12 @@
 //!
 //! Each output row is accumulated tap by tap over a contiguous run of
 //! output columns, so the inner loop is a vectorisable slice operation with
-//! no per-element bounds tests; planes run in parallel on rayon when there
+//! no per-element bounds tests; planes run in parallel on the thread pool when there
 //! is enough work. (This replaced generated scalar code that ran
 //! GoogLeNet's stride-1 inception pools on one thread: 31% of its time.)
 
 use super::Shared;
-use rayon::prelude::*;
+use crate::threads::parallel_for;
 
 pub const POOL_MAX: u32 = 0;
 pub const POOL_AVG: u32 = 1;
@@ -122,12 +122,11 @@ pub unsafe fn run(d: &PoolDesc, x: *const f32, out: *mut f32) {
     if planes * per_plane < 1 << 15 {
         (0..planes).for_each(one);
     } else {
-        // Tasks of at least ~16k taps keep rayon's overhead small.
+        // Tasks of at least ~16k taps keep the per-task overhead small.
         let chunk = (1usize << 14).div_ceil(per_plane.max(1)).max(1);
-        (0..planes)
-            .into_par_iter()
-            .with_min_len(chunk)
-            .for_each(one);
+        parallel_for(planes.div_ceil(chunk), |t| {
+            (t * chunk..((t + 1) * chunk).min(planes)).for_each(one)
+        });
     }
 }
 

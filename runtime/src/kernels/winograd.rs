@@ -17,7 +17,7 @@
 use super::gemm::{self, GemmDesc, Ptrs};
 use super::micro::{MicroKernel, MR};
 use super::Shared;
-use rayon::prelude::*;
+use crate::threads::parallel_for;
 use std::cell::RefCell;
 
 /// Transformed-domain positions of a 4×4 tile.
@@ -173,7 +173,7 @@ unsafe fn transform_input(d: &GemmDesc, x: *const f32, v: &mut [f32], tp: usize,
     if c_in * tiles < 4096 {
         (0..c_in).for_each(channel);
     } else {
-        (0..c_in).into_par_iter().for_each(channel);
+        parallel_for(c_in, channel);
     }
 }
 
@@ -233,7 +233,7 @@ unsafe fn multiply(
             }
         }
     };
-    (0..tasks).into_par_iter().for_each(task);
+    parallel_for(tasks, task);
 }
 
 /// `Y = Aᵀ M A` per tile and output channel, plus bias and epilogue, into
@@ -279,7 +279,7 @@ unsafe fn transform_output(d: &GemmDesc, p: &Ptrs, item: usize, mm: &[f32], tp: 
     if m * tiles < 4096 {
         (0..m).for_each(channel);
     } else {
-        (0..m).into_par_iter().for_each(channel);
+        parallel_for(m, channel);
     }
 }
 
