@@ -6,8 +6,8 @@ For each model and batch: export the .net model with random weights to ONNX
 (`netc compile` -> .o, linked with the runtime into a shared library), run
 both on the same input, check the outputs agree (max |d| <= 1e-3 * max
 |output|), then time them alternately: warm-up runs of each, then rounds of a block
-of back-to-back runs of each engine (after one untimed run), the order
-flipping every round.
+of back-to-back runs of each engine (after untimed runs lasting at least 50 ms),
+the order flipping every round.
 Reports medians, the speed-up (ONNX Runtime median / netc median), netc's
 effective GFLOP/s and its share of the machine's FMA peak (measured by
 `netc bench`), and each engine's peak resident memory, measured in a separate
@@ -188,9 +188,17 @@ def compare(model, batch, args, peak_gflops):
             return time.perf_counter() - t
 
         # Alternate blocks of back-to-back runs, the order flipping every
-        # round: alternation spreads the machine's drift over both engines,
-        # and the untimed first run of each block absorbs the other engine's
-        # worker threads still spinning down (ONNX Runtime's spin after a run).
+        # round: alternation spreads the machine's drift over both engines.
+        # Each block starts with untimed runs (at least one, at least
+        # SETTLE_S of them): both engines' worker threads spin for a while
+        # after a run, and on 2 cores the other engine's spinning threads
+        # would otherwise take a core from the first runs of the block
+        # (deep_convnet, 0.3 ms a run, measured 2x slower that way).
+        def settle(timer):
+            spent = timer()
+            while spent < SETTLE_S:
+                spent += timer()
+
         for _ in range(args.warmup):
             time_ort()
             time_netc()
@@ -199,7 +207,7 @@ def compare(model, batch, args, peak_gflops):
         rounds = rounds_of(args)
         for r in range(rounds):
             for timer, samples in engines if r % 2 == 0 else engines[::-1]:
-                timer()
+                settle(timer)
                 samples.extend(timer() for _ in range(args.block))
         del session, netc
         mem_iters = max(3, args.warmup)
@@ -251,6 +259,10 @@ def markdown(rows, meta):
         )
     lines += ["", "Peak RSS: a fresh Python process (with NumPy) running only that engine."]
     return "\n".join(lines) + "\n"
+
+
+# Untimed running at the start of each block, in seconds.
+SETTLE_S = 0.05
 
 
 def rounds_of(args):

@@ -196,13 +196,13 @@ fn unknown_pass_is_an_error() {
     );
 }
 
-/// How many random models the differential property runs: 500 by default,
+/// How many random models the differential property runs: 1000 by default,
 /// more with `NETC_DIFF_CASES=N` (the long mode).
 fn random_cases() -> u32 {
     std::env::var("NETC_DIFF_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(500)
+        .unwrap_or(1000)
 }
 
 /// The property: every random model, at batch 1–3 and with at most one pass

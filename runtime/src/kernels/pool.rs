@@ -130,7 +130,77 @@ pub unsafe fn run(d: &PoolDesc, x: *const f32, out: *mut f32) {
     }
 }
 
+/// `max` that compiles to one vector instruction (`f32::max` also orders
+/// NaNs, which costs a compare and a blend per vector).
+#[inline(always)]
+fn max2(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+thread_local! {
+    /// The row-max plane of [`plane_max_same`].
+    static ROWMAX: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `d` is a stride-1 max pool with "same" padding (odd kernel,
+/// `k / 2` on every side, output as large as the input): GoogLeNet's
+/// inception pools, 3×3 pad 1 on 14×14 and 28×28 planes.
+fn is_max_same(d: &PoolDesc) -> bool {
+    let same = |k: u32, a: u32, b: u32| k % 2 == 1 && a == k / 2 && b == k / 2;
+    d.kind == POOL_MAX
+        && (d.sh, d.sw, d.dh, d.dw) == (1, 1, 1, 1)
+        && same(d.kh, d.pad[0], d.pad[2])
+        && same(d.kw, d.pad[1], d.pad[3])
+        && (d.oh, d.ow) == (d.h, d.w)
+}
+
+/// [`is_max_same`] pooling of one plane as two separable passes: the max
+/// over each row's `kw` taps into a scratch plane (per row, `kw − 1`
+/// shifted slice maxima), then the max over `kh` rows as whole-plane slice
+/// maxima, each a long contiguous vector loop. Taps in the padding are
+/// skipped, as in [`plane`]; every window holds its centre, so none is
+/// empty.
+unsafe fn plane_max_same(d: &PoolDesc, src: *const f32, dst: *mut f32) {
+    let (h, w) = (d.h as usize, d.w as usize);
+    let (rh, rw) = (d.kh as usize / 2, d.kw as usize / 2);
+    let x = std::slice::from_raw_parts(src, h * w);
+    let out = std::slice::from_raw_parts_mut(dst, h * w);
+    ROWMAX.with(|r| {
+        let mut r = r.borrow_mut();
+        r.clear();
+        r.extend_from_slice(x);
+        for (row, xr) in r.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
+            for s in 1..=rw.min(w - 1) {
+                // Column c takes c + s (right tap) and c − s (left tap).
+                for (a, &b) in row[..w - s].iter_mut().zip(&xr[s..]) {
+                    *a = max2(*a, b);
+                }
+                for (a, &b) in row[s..].iter_mut().zip(&xr[..w - s]) {
+                    *a = max2(*a, b);
+                }
+            }
+        }
+        out.copy_from_slice(&r);
+        for s in 1..=rh.min(h - 1) {
+            let n = (h - s) * w;
+            for (a, &b) in out[..n].iter_mut().zip(&r[s * w..]) {
+                *a = max2(*a, b);
+            }
+            for (a, &b) in out[s * w..].iter_mut().zip(&r[..n]) {
+                *a = max2(*a, b);
+            }
+        }
+    });
+}
+
 unsafe fn plane(d: &PoolDesc, cols: &Columns, src: *const f32, dst: *mut f32) {
+    if is_max_same(d) {
+        return plane_max_same(d, src, dst);
+    }
     let (h, w, oh, ow) = (d.h as usize, d.w as usize, d.oh as usize, d.ow as usize);
     let (sh, sw, dh) = (d.sh as usize, d.sw as usize, d.dh as usize);
     let [pt, pl, pb, pr] = d.pad.map(|p| p as usize);
@@ -244,6 +314,9 @@ mod tests {
             (3, 2, 2, [2, 1, 2, 1], 0),
             (5, 3, 1, [2, 0, 1, 2], 1),
             (1, 1, 1, [0, 0, 0, 0], 0),
+            // Stride-1 "same" max pools take the separable path.
+            (5, 1, 1, [2, 2, 2, 2], 0),
+            (9, 1, 1, [4, 4, 4, 4], 0),
         ];
         for (k, s, dil, pad, extra) in cases {
             for kind in [POOL_MAX, POOL_AVG] {
