@@ -976,8 +976,53 @@ unsafe fn gather(out: &mut [f32], src: *const f32, stride: usize) {
 /// so every output element is written once per K block. A conv's segment
 /// is contiguous; a dense layer's "row" (one output feature across the
 /// batch) is strided. The epilogue runs in place on the tile.
+///
+/// Compiled twice: with AVX2 (8-wide adds, maxima and moves; chosen at
+/// run time when the CPU has it) and for the x86-64 baseline the crate is
+/// built for, which vectorises 4 wide.
 #[allow(clippy::too_many_arguments)]
 unsafe fn store(
+    d: &GemmDesc,
+    p: &Ptrs,
+    tile: &mut [f32],
+    nr: usize,
+    item: usize,
+    g: usize,
+    row0: usize,
+    rows: usize,
+    segments: &[Segment],
+    first: bool,
+    last: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        return store_avx2(d, p, tile, nr, item, g, row0, rows, segments, first, last);
+    }
+    store_any(d, p, tile, nr, item, g, row0, rows, segments, first, last)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_avx2(
+    d: &GemmDesc,
+    p: &Ptrs,
+    tile: &mut [f32],
+    nr: usize,
+    item: usize,
+    g: usize,
+    row0: usize,
+    rows: usize,
+    segments: &[Segment],
+    first: bool,
+    last: bool,
+) {
+    store_any(d, p, tile, nr, item, g, row0, rows, segments, first, last)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_any(
     d: &GemmDesc,
     p: &Ptrs,
     tile: &mut [f32],
