@@ -262,18 +262,18 @@ pub fn set_global_threads(threads: usize) -> bool {
     true
 }
 
-/// Run `f` with the pool current on this thread.
-fn with_pool<R>(f: impl FnOnce(Option<&Pool>) -> R) -> R {
+/// Run `f` with the pool current on this thread: the one entered with
+/// [`Pool::enter`], else the process-wide one.
+fn with_pool<R>(f: impl FnOnce(&Pool) -> R) -> R {
     let current = CURRENT.with(|c| c.get());
     if !current.is_null() {
         // SAFETY: `enter` keeps the pool alive and current only while its
         // closure runs on this thread.
-        return f(Some(unsafe { &*current }));
+        return f(unsafe { &*current });
     }
     // A machine that cannot start threads still runs, on one.
-    let global = GLOBAL
-        .get_or_init(|| Pool::new(GLOBAL_THREADS.load(SeqCst)).unwrap_or_else(|_| Pool::serial()));
-    f(Some(global))
+    f(GLOBAL
+        .get_or_init(|| Pool::new(GLOBAL_THREADS.load(SeqCst)).unwrap_or_else(|_| Pool::serial())))
 }
 
 /// Threads the current pool runs tasks on (1 inside a task).
@@ -281,7 +281,7 @@ pub fn current_threads() -> usize {
     if IN_TASK.with(|t| t.get()) {
         return 1;
     }
-    with_pool(|p| p.map_or(1, |p| p.threads))
+    with_pool(|p| p.threads)
 }
 
 /// Run `f(i)` for every `i` in `0..n` on the current pool; see the module
@@ -294,9 +294,12 @@ pub fn parallel_for(n: usize, f: impl Fn(usize) + Sync) {
         (0..n).for_each(f);
         return;
     }
-    with_pool(|pool| match pool {
-        Some(p) if p.threads > 1 => p.run(n, &f),
-        _ => (0..n).for_each(&f),
+    with_pool(|p| {
+        if p.threads > 1 {
+            p.run(n, &f)
+        } else {
+            (0..n).for_each(&f)
+        }
     })
 }
 

@@ -145,11 +145,10 @@ impl JitModel {
                 return Err(JitRunError::Unwritten { output, index });
             }
             // The shapes come from the same lowering that sized `data`.
-            outputs.push(Tensor::new(shape.clone(), data.to_vec()).map_err(|_| {
-                JitRunError::Unwritten {
-                    output,
-                    index: data.len(),
-                }
+            let tensor = Tensor::new(shape.clone(), data.to_vec());
+            outputs.push(tensor.map_err(|_| JitRunError::OutputShapes {
+                expected: self.lowered.output_shapes.clone(),
+                found: vec![vec![data.len()]],
             })?);
         }
         Ok(outputs)

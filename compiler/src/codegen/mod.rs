@@ -155,8 +155,7 @@ fn step_code(step: &Step, desc: &mut GemmDesc, i: usize) {
 /// Pack weights and build descriptors for every node of a planned graph.
 pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
     let plan = graph.plan.as_ref().ok_or(CodegenError::NoPlan)?;
-    let mut blob: Vec<f32> = guarded(&[]);
-    blob.truncate(GUARD_FLOATS);
+    let mut blob = vec![f32::from_bits(SENTINEL); GUARD_FLOATS];
     let mut consts = HashMap::new();
     let tensor = |name: &str| {
         weights
