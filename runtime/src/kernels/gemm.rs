@@ -188,6 +188,22 @@ struct Scratch {
     segments: Vec<Segment>,
 }
 
+/// Where a tile of results goes: its rows `row0 .. row0 + rows` (of `nr`
+/// columns) are output channels of group `g` of `item`, its columns land
+/// by `segments`; `first`/`last` say whether its K block is the first or
+/// the last (accumulate, and run the epilogue, accordingly).
+#[derive(Clone, Copy)]
+struct TileDest<'a> {
+    nr: usize,
+    item: usize,
+    g: usize,
+    row0: usize,
+    rows: usize,
+    segments: &'a [Segment],
+    first: bool,
+    last: bool,
+}
+
 /// A run of tile columns that lands contiguously in the output.
 #[derive(Clone, Copy, Debug)]
 struct Segment {
@@ -333,19 +349,17 @@ unsafe fn tile_task(
                     out_col: col0 + cp * nr,
                     len: nr.min(ncols - cp * nr),
                 };
-                store(
-                    d,
-                    p,
-                    &mut tile,
+                let to = TileDest {
                     nr,
                     item,
                     g,
-                    panel * MR,
+                    row0: panel * MR,
                     rows,
-                    &[segment],
+                    segments: &[segment],
                     first,
                     last,
-                );
+                };
+                store(d, p, &mut tile, &to);
             }
         }
         k0 += kc;
@@ -379,7 +393,17 @@ unsafe fn run_gemv(d: &GemmDesc, p: &Ptrs) {
                 len: batch,
             };
             // SAFETY: rows of this chunk are written by this task only.
-            unsafe { store(d, p, &mut tile, batch, 0, 0, row0, rows, &[all], true, true) };
+            let to = TileDest {
+                nr: batch,
+                item: 0,
+                g: 0,
+                row0,
+                rows,
+                segments: &[all],
+                first: true,
+                last: true,
+            };
+            unsafe { store(d, p, &mut tile, &to) };
             row0 += rows;
         }
     };
@@ -816,19 +840,17 @@ unsafe fn shifted_task(
                 let a_panel = a_group.add(panel * MR * k + k0 * MR);
                 (kern.run)(kc, a_panel, b, b_offs, tile.as_mut_ptr());
                 let rows = MR.min(m - panel * MR);
-                store(
-                    d,
-                    p,
-                    &mut tile,
+                let to = TileDest {
                     nr,
                     item,
                     g,
-                    panel * MR,
+                    row0: panel * MR,
                     rows,
-                    &segments,
+                    segments: &segments,
                     first,
                     last,
-                );
+                };
+                store(d, p, &mut tile, &to);
             }
         }
         k0 += kc;
@@ -980,61 +1002,32 @@ unsafe fn gather(out: &mut [f32], src: *const f32, stride: usize) {
 /// Compiled twice: with AVX2 (8-wide adds, maxima and moves; chosen at
 /// run time when the CPU has it) and for the x86-64 baseline the crate is
 /// built for, which vectorises 4 wide.
-#[allow(clippy::too_many_arguments)]
-unsafe fn store(
-    d: &GemmDesc,
-    p: &Ptrs,
-    tile: &mut [f32],
-    nr: usize,
-    item: usize,
-    g: usize,
-    row0: usize,
-    rows: usize,
-    segments: &[Segment],
-    first: bool,
-    last: bool,
-) {
+unsafe fn store(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        return store_avx2(d, p, tile, nr, item, g, row0, rows, segments, first, last);
+        return store_avx2(d, p, tile, to);
     }
-    store_any(d, p, tile, nr, item, g, row0, rows, segments, first, last)
+    store_any(d, p, tile, to)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn store_avx2(
-    d: &GemmDesc,
-    p: &Ptrs,
-    tile: &mut [f32],
-    nr: usize,
-    item: usize,
-    g: usize,
-    row0: usize,
-    rows: usize,
-    segments: &[Segment],
-    first: bool,
-    last: bool,
-) {
-    store_any(d, p, tile, nr, item, g, row0, rows, segments, first, last)
+unsafe fn store_avx2(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
+    store_any(d, p, tile, to)
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn store_any(
-    d: &GemmDesc,
-    p: &Ptrs,
-    tile: &mut [f32],
-    nr: usize,
-    item: usize,
-    g: usize,
-    row0: usize,
-    rows: usize,
-    segments: &[Segment],
-    first: bool,
-    last: bool,
-) {
+unsafe fn store_any(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
+    let TileDest {
+        nr,
+        item,
+        g,
+        row0,
+        rows,
+        segments,
+        first,
+        last,
+    } = *to;
     let dense = d.is_dense();
     let col_stride = |bstride: u64| if dense { bstride as usize } else { 1 };
     let out_stride = col_stride(d.out_bstride);
