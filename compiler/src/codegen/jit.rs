@@ -1,4 +1,4 @@
-//! The in-memory back end: emit with `cranelift-jit`, run on a rayon pool.
+//! The in-memory back end: emit with `cranelift-jit`, run on netc's thread pool.
 
 use super::{changed_guard, emit, guarded, CodegenError, Lowered, GUARD_FLOATS as GUARD, SENTINEL};
 use cranelift_codegen::settings::{self, Configurable};
