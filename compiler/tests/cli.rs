@@ -158,15 +158,21 @@ fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Write `source` as `<dir>/<file>` and return its path as a string.
+fn write_model(dir: &std::path::Path, file: &str, source: &str) -> String {
+    let path = dir.join(file);
+    std::fs::write(&path, source).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 #[test]
 fn non_finite_weights_warn_and_strict_refuses_them() {
     let dir = scratch("nan");
-    let model = dir.join("t.net");
-    std::fs::write(
-        &model,
+    let model = write_model(
+        &dir,
+        "t.net",
         "model t(x: [N, 1, 4, 4]) {\n    x -> conv(2, 3, pad: 1) -> relu\n}\n",
-    )
-    .unwrap();
+    );
     let mut w = vec![0.1f32; 18];
     w[4] = f32::NAN;
     w[7] = f32::INFINITY;
@@ -186,7 +192,7 @@ fn non_finite_weights_warn_and_strict_refuses_them() {
         netc_runtime::weights::write_safetensors(&tensors, None).unwrap(),
     )
     .unwrap();
-    let (model, file) = (model.to_str().unwrap(), file.to_str().unwrap());
+    let (model, file) = (model.as_str(), file.to_str().unwrap());
     let out = netc(&["compile", model, "--weights", file, "--emit", "ir"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -217,14 +223,13 @@ fn non_finite_weights_warn_and_strict_refuses_them() {
 #[test]
 fn tensor_memory_limit_is_configurable() {
     let dir = scratch("limit");
-    let model = dir.join("wide.net");
     // 2e6 channels at 64x64: 30.5 GiB for one activation.
-    std::fs::write(
-        &model,
+    let model = write_model(
+        &dir,
+        "wide.net",
         "model wide(x: [N, 3, 64, 64]) {\n    x -> conv(2000000, 1)\n}\n",
-    )
-    .unwrap();
-    let model = model.to_str().unwrap();
+    );
+    let model = model.as_str();
     let out = netc(&["check", model]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
