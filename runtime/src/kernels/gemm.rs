@@ -27,7 +27,7 @@ pub const KIND_DENSE: u32 = 2;
 /// A dense layer at a batch of at most [`GEMV_MAX_BATCH`]: weights stored
 /// plain row-major (`out × in`), each output a dot product.
 pub const KIND_GEMV: u32 = 3;
-/// A 3×3 stride-1 convolution by Winograd F(2×2, 3×3), weights packed by
+/// A 3×3 stride-1 convolution by Winograd F(4×4, 3×3), weights packed by
 /// [`super::winograd::pack_weights`].
 pub const KIND_WINOGRAD: u32 = 4;
 
