@@ -42,6 +42,15 @@ const V_BUDGET: usize = 4 << 20;
 
 type Lanes = [f32; LANES];
 
+/// Floats from one ξ plane of `rows × nr` to the next. The transforms
+/// touch all 36 planes per tile; at a power-of-two stride (64 channels ×
+/// 16 tiles = 4 KiB) every one of them maps to the same L1 set, so one
+/// cache line of padding spreads them (ResNet-18's 64-channel layers:
+/// input transform ≈ 2× faster).
+fn plane_stride(rows: usize, nr: usize) -> usize {
+    rows * nr + 16
+}
+
 /// Whether a convolution takes this path.
 ///
 /// The transformed weights are 4× the direct ones (36 vs 9 per channel
@@ -208,91 +217,165 @@ impl Tiles {
     }
 }
 
-/// Transform channel `c` of the `nr` tiles of block `block` into
-/// `v[ξ][c][lane]` (`v` is the block's buffer). Tiles past the last are
-/// zero.
+/// One block of `nr` tiles.
+#[derive(Clone, Copy)]
+struct Block {
+    tiles: Tiles,
+    index: usize,
+    nr: usize,
+}
+
+/// Step 1 for channel `c` of a block: `v[ξ][c][lane]` (`v` is the block's
+/// buffer), eight tiles at a time; `gather(first, patch)` fills the 6×6
+/// patches of tiles `first ..` (zero outside the input and past the last
+/// tile).
 #[inline(always)]
 unsafe fn transform_channel(
     d: &GemmDesc,
-    x: *const f32,
-    tiles: Tiles,
-    block: usize,
-    nr: usize,
+    blk: Block,
     c: usize,
     v: *mut f32,
+    gather: impl Fn(usize, &mut [Lanes; XI]),
 ) {
-    let (h, w) = (d.h as isize, d.w as isize);
-    let (pt, pl) = (d.pt as isize, d.pl as isize);
     let c_in = d.in_c as usize;
-    for chunk in 0..nr / LANES {
+    for chunk in 0..blk.nr / LANES {
         let mut patch = [[0.0f32; LANES]; XI];
-        for lane in 0..LANES {
-            let g = block * nr + chunk * LANES + lane;
-            if g >= tiles.total {
-                break;
-            }
-            let (item, oy, ox) = tiles.at(g);
-            let src = x.add(item * d.x_bstride as usize + c * (h * w) as usize);
-            let (y0, x0) = (oy as isize - pt, ox as isize - pl);
-            if y0 >= 0 && x0 >= 0 && y0 + 6 <= h && x0 + 6 <= w {
-                for i in 0..6 {
-                    let row = src.add(((y0 + i as isize) * w + x0) as usize);
-                    for j in 0..6 {
-                        patch[6 * i + j][lane] = *row.add(j);
-                    }
-                }
-            } else {
-                for i in 0..6 {
-                    let yy = y0 + i as isize;
-                    if yy < 0 || yy >= h {
-                        continue;
-                    }
-                    for j in 0..6 {
-                        let xx = x0 + j as isize;
-                        if xx >= 0 && xx < w {
-                            patch[6 * i + j][lane] = *src.add((yy * w + xx) as usize);
-                        }
-                    }
-                }
-            }
-        }
+        gather(blk.index * blk.nr + chunk * LANES, &mut patch);
         let out = input_transform(&patch);
         for (xi, lanes) in out.iter().enumerate() {
-            let dst = v.add((xi * c_in + c) * nr + chunk * LANES);
+            let dst = v.add(xi * plane_stride(c_in, blk.nr) + c * blk.nr + chunk * LANES);
             std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, LANES);
         }
     }
 }
 
-/// Transform output channel `oc`'s GEMM results (`m[ξ·stride + lane]`) of
-/// block `block` back and store them with the bias and epilogue.
+/// The 6×6 input patch of tile `g`, channel `c`, starts at input row `y0`
+/// and column `x0` (either may be negative: padding) of `src`.
+#[inline(always)]
+unsafe fn patch_origin(
+    d: &GemmDesc,
+    x: *const f32,
+    tiles: Tiles,
+    g: usize,
+    c: usize,
+) -> (*const f32, isize, isize) {
+    let (item, oy, ox) = tiles.at(g);
+    let src = x.add(item * d.x_bstride as usize + c * (d.h * d.w) as usize);
+    (
+        src,
+        oy as isize - d.pt as isize,
+        ox as isize - d.pl as isize,
+    )
+}
+
+/// Row `i` of a patch, `width` ≤ 8 values from column `x0`, zero where
+/// it falls outside the input.
+#[inline(always)]
+unsafe fn patch_row(
+    d: &GemmDesc,
+    src: *const f32,
+    y0: isize,
+    x0: isize,
+    i: usize,
+    width: usize,
+) -> [f32; 8] {
+    let (h, w) = (d.h as isize, d.w as isize);
+    let mut row = [0.0f32; 8];
+    let yy = y0 + i as isize;
+    if yy >= 0 && yy < h {
+        for (j, e) in row.iter_mut().enumerate().take(width) {
+            let xx = x0 + j as isize;
+            if xx >= 0 && xx < w {
+                *e = *src.add((yy * w + xx) as usize);
+            }
+        }
+    }
+    row
+}
+
+/// Portable gather: element by element.
+// `lane` indexes the inner dimension of every row.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn gather_scalar(
+    d: &GemmDesc,
+    x: *const f32,
+    tiles: Tiles,
+    first: usize,
+    c: usize,
+    patch: &mut [Lanes; XI],
+) {
+    for lane in 0..LANES.min(tiles.total.saturating_sub(first)) {
+        let (src, y0, x0) = patch_origin(d, x, tiles, first + lane, c);
+        for i in 0..6 {
+            let row = patch_row(d, src, y0, x0, i, 6);
+            for (j, &e) in row.iter().take(6).enumerate() {
+                patch[6 * i + j][lane] = e;
+            }
+        }
+    }
+}
+
+/// How a channel's outputs are finished: bias, then one of the fused
+/// epilogues (`[]`, `[relu]`, `[add]`, `[add, relu]`) or, for anything
+/// else, the general per-element store.
+#[derive(Clone, Copy)]
+struct Finish {
+    bias: f32,
+    relu: bool,
+    add: bool,
+    general: bool,
+}
+
+impl Finish {
+    unsafe fn new(d: &GemmDesc, p: &Ptrs, oc: usize) -> Finish {
+        let steps = &d.steps[..d.n_steps as usize];
+        Finish {
+            bias: if d.has_bias != 0 {
+                *p.bias.add(oc)
+            } else {
+                0.0
+            },
+            relu: steps.last() == Some(&STEP_RELU),
+            add: steps.first() == Some(&STEP_ADD),
+            general: !matches!(steps, [] | [STEP_RELU] | [STEP_ADD] | [STEP_ADD, STEP_RELU]),
+        }
+    }
+
+    /// Store `v` (bias added) at output position `at` of (item, oc).
+    #[inline(always)]
+    unsafe fn one(&self, d: &GemmDesc, p: &Ptrs, item: usize, oc: usize, at: usize, v: f32) {
+        if self.general {
+            return gemm::store_one(d, p, item, oc, at, v);
+        }
+        let plane = (d.oh * d.ow) as usize;
+        let mut v = v;
+        if self.add {
+            v += *p.res[0].add(item * d.res_bstride[0] as usize + oc * plane + at);
+        }
+        if self.relu {
+            v = v.max(0.0);
+        }
+        *p.out.add(item * d.out_bstride as usize + oc * plane + at) = v;
+    }
+}
+
+/// Step 3 for output channel `oc` of a block: its GEMM results
+/// (`m[ξ·stride + lane]`) transformed back, eight tiles at a time, and
+/// handed to `scatter(first, y, finish)` with the bias added.
 #[inline(always)]
 unsafe fn store_channel(
     d: &GemmDesc,
     p: &Ptrs,
-    tiles: Tiles,
-    block: usize,
-    nr: usize,
+    blk: Block,
     oc: usize,
-    m: *const f32,
-    stride: usize,
+    (m, stride): (*const f32, usize),
+    scatter: impl Fn(usize, &[Lanes; 16], Finish),
 ) {
-    let (oh, ow) = (d.oh as usize, d.ow as usize);
-    let bias = if d.has_bias != 0 {
-        *p.bias.add(oc)
-    } else {
-        0.0
-    };
-    let steps = &d.steps[..d.n_steps as usize];
-    let (relu, add) = (
-        steps == [STEP_RELU] || steps == [STEP_ADD, STEP_RELU],
-        steps.first() == Some(&STEP_ADD),
-    );
-    let simple = matches!(steps, [] | [STEP_RELU] | [STEP_ADD] | [STEP_ADD, STEP_RELU]);
-    let plane = oh * ow;
-    for chunk in 0..nr / LANES {
-        let first = block * nr + chunk * LANES;
-        if first >= tiles.total {
+    let finish = Finish::new(d, p, oc);
+    for chunk in 0..blk.nr / LANES {
+        let first = blk.index * blk.nr + chunk * LANES;
+        if first >= blk.tiles.total {
             break;
         }
         let mut mv = [[0.0f32; LANES]; XI];
@@ -304,46 +387,47 @@ unsafe fn store_channel(
             );
         }
         let mut y = output_transform(&mv);
-        for v in y.iter_mut().flatten() {
-            *v += bias;
-        }
-        if relu && !add {
-            for v in y.iter_mut().flatten() {
-                *v = v.max(0.0);
+        // Row by row: a flattened iterator would not vectorise.
+        for row in y.iter_mut() {
+            for v in row.iter_mut() {
+                *v += finish.bias;
             }
         }
-        for lane in 0..LANES.min(tiles.total - first) {
-            let (item, oy, ox) = tiles.at(first + lane);
-            let out = p.out.add(item * d.out_bstride as usize + oc * plane);
-            let res = if add {
-                p.res[0].add(item * d.res_bstride[0] as usize + oc * plane)
-            } else {
-                std::ptr::null()
-            };
-            for r in 0..4.min(oh - oy) {
-                for s in 0..4.min(ow - ox) {
-                    let at = (oy + r) * ow + ox + s;
-                    let v = y[4 * r + s][lane];
-                    if !simple {
-                        gemm::store_one(d, p, item, oc, at, v);
-                    } else if add {
-                        let sum = v + *res.add(at);
-                        *out.add(at) = if relu { sum.max(0.0) } else { sum };
-                    } else {
-                        *out.add(at) = v;
-                    }
-                }
+        scatter(first, &y, finish);
+    }
+}
+
+/// Portable scatter: element by element, clipped at the output's edges.
+// `lane` indexes the inner dimension of every row.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn scatter_scalar(
+    d: &GemmDesc,
+    p: &Ptrs,
+    tiles: Tiles,
+    oc: usize,
+    first: usize,
+    y: &[Lanes; 16],
+    finish: Finish,
+) {
+    let (oh, ow) = (d.oh as usize, d.ow as usize);
+    for lane in 0..LANES.min(tiles.total - first) {
+        let (item, oy, ox) = tiles.at(first + lane);
+        for r in 0..4.min(oh - oy) {
+            for s in 0..4.min(ow - ox) {
+                finish.one(d, p, item, oc, (oy + r) * ow + ox + s, y[4 * r + s][lane]);
             }
         }
     }
 }
 
-/// The transforms compiled for AVX2 (eight lanes = one register) and for
-/// the baseline; chosen once per call.
+/// Steps 1 and 3 for one channel; AVX2 versions gather and scatter whole
+/// patch rows through 8×8 transposes, the portable ones go element by
+/// element. Chosen once per call.
 #[derive(Clone, Copy)]
 struct Transforms {
-    input: unsafe fn(&GemmDesc, *const f32, Tiles, usize, usize, usize, *mut f32),
-    output: unsafe fn(&GemmDesc, &Ptrs, Tiles, usize, usize, usize, *const f32, usize),
+    input: unsafe fn(&GemmDesc, *const f32, Block, usize, *mut f32),
+    output: unsafe fn(&GemmDesc, &Ptrs, Block, usize, (*const f32, usize)),
 }
 
 impl Transforms {
@@ -356,43 +440,230 @@ impl Transforms {
                 output: avx2::store_channel,
             };
         }
+        Transforms::portable()
+    }
+
+    fn portable() -> Transforms {
         Transforms {
-            input: transform_channel,
-            output: store_channel,
+            input: |d, x, blk, c, v| unsafe {
+                transform_channel(d, blk, c, v, |first, patch| {
+                    gather_scalar(d, x, blk.tiles, first, c, patch)
+                })
+            },
+            output: |d, p, blk, oc, m| unsafe {
+                store_channel(d, p, blk, oc, m, |first, y, finish| {
+                    scatter_scalar(d, p, blk.tiles, oc, first, y, finish)
+                })
+            },
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{GemmDesc, Ptrs, Tiles};
+    use super::{plane_stride, Block, Finish, GemmDesc, Ptrs, LANES, XI};
+    use std::arch::x86_64::*;
 
+    /// Rows of an 8×8 block become columns.
+    #[inline(always)]
+    unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+
+    /// [`super::bt`] on registers.
+    #[inline(always)]
+    unsafe fn bt(d: [__m256; 6]) -> [__m256; 6] {
+        let (two, four, five) = (
+            _mm256_set1_ps(2.0),
+            _mm256_set1_ps(4.0),
+            _mm256_set1_ps(5.0),
+        );
+        let a = _mm256_fnmadd_ps(four, d[2], d[4]);
+        let b = _mm256_fnmadd_ps(four, d[1], d[3]);
+        let c = _mm256_sub_ps(d[4], d[2]);
+        let e = _mm256_mul_ps(two, _mm256_sub_ps(d[3], d[1]));
+        [
+            _mm256_fmadd_ps(four, d[0], _mm256_fnmadd_ps(five, d[2], d[4])),
+            _mm256_add_ps(a, b),
+            _mm256_sub_ps(a, b),
+            _mm256_add_ps(c, e),
+            _mm256_sub_ps(c, e),
+            _mm256_fmadd_ps(four, d[1], _mm256_fnmadd_ps(five, d[3], d[5])),
+        ]
+    }
+
+    /// [`super::at`] on registers.
+    #[inline(always)]
+    unsafe fn at(m: [__m256; 6]) -> [__m256; 4] {
+        let (two, four, eight) = (
+            _mm256_set1_ps(2.0),
+            _mm256_set1_ps(4.0),
+            _mm256_set1_ps(8.0),
+        );
+        let (s12, d12) = (_mm256_add_ps(m[1], m[2]), _mm256_sub_ps(m[1], m[2]));
+        let (s34, d34) = (_mm256_add_ps(m[3], m[4]), _mm256_sub_ps(m[3], m[4]));
+        [
+            _mm256_add_ps(_mm256_add_ps(m[0], s12), s34),
+            _mm256_fmadd_ps(two, d34, d12),
+            _mm256_fmadd_ps(four, s34, s12),
+            _mm256_add_ps(_mm256_fmadd_ps(eight, d34, d12), m[5]),
+        ]
+    }
+
+    /// Step 1 for one channel: patch rows are loaded 8 wide (a tile whose
+    /// row and the two floats after it lie inside the input loads
+    /// directly; others build the row with zeros), transposed into lanes of
+    /// eight tiles and transformed along the row at once; then down the
+    /// columns, straight into `v`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn transform_channel(
         d: &GemmDesc,
         x: *const f32,
-        tiles: Tiles,
-        block: usize,
-        nr: usize,
+        blk: Block,
         c: usize,
         v: *mut f32,
     ) {
-        super::transform_channel(d, x, tiles, block, nr, c, v)
+        let (h, w) = (d.h as isize, d.w as isize);
+        let stride = plane_stride(d.in_c as usize, blk.nr);
+        for chunk in 0..blk.nr / LANES {
+            let first = blk.index * blk.nr + chunk * LANES;
+            let lanes = LANES.min(blk.tiles.total.saturating_sub(first));
+            let mut origin = [(std::ptr::null::<f32>(), 0isize, 0isize); LANES];
+            let mut direct = [false; LANES];
+            for lane in 0..lanes {
+                let o = super::patch_origin(d, x, blk.tiles, first + lane, c);
+                direct[lane] = o.1 >= 0 && o.2 >= 0 && o.1 + 6 <= h && o.2 + 8 <= w;
+                origin[lane] = o;
+            }
+            let mut u = [_mm256_setzero_ps(); XI];
+            for i in 0..6 {
+                let mut rows = [_mm256_setzero_ps(); 8];
+                for (lane, row) in rows.iter_mut().enumerate().take(lanes) {
+                    let (src, y0, x0) = origin[lane];
+                    *row = if direct[lane] {
+                        _mm256_loadu_ps(src.offset((y0 + i as isize) * w + x0))
+                    } else {
+                        _mm256_loadu_ps(super::patch_row(d, src, y0, x0, i, 6).as_ptr())
+                    };
+                }
+                let cols = transpose8(rows);
+                let r = bt([cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]]);
+                u[6 * i..6 * i + 6].copy_from_slice(&r);
+            }
+            let dst = v.add(c * blk.nr + chunk * LANES);
+            for j in 0..6 {
+                let col = bt(std::array::from_fn(|i| u[6 * i + j]));
+                for (i, val) in col.into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((6 * i + j) * stride), val);
+                }
+            }
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Step 3 for one output channel: `Aᵀ M A` on registers, bias added,
+    /// then transposed so each tile's output rows are 4-float vectors,
+    /// stored whole where the tile lies inside the output.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn store_channel(
         d: &GemmDesc,
         p: &Ptrs,
-        tiles: Tiles,
-        block: usize,
-        nr: usize,
+        blk: Block,
         oc: usize,
-        m: *const f32,
-        stride: usize,
+        (m, stride): (*const f32, usize),
     ) {
-        super::store_channel(d, p, tiles, block, nr, oc, m, stride)
+        let (oh, ow) = (d.oh as usize, d.ow as usize);
+        let plane = oh * ow;
+        let finish = Finish::new(d, p, oc);
+        let (bias, zero) = (_mm256_set1_ps(finish.bias), _mm_setzero_ps());
+        for chunk in 0..blk.nr / LANES {
+            let first = blk.index * blk.nr + chunk * LANES;
+            if first >= blk.tiles.total {
+                break;
+            }
+            let src = m.add(chunk * LANES);
+            let mut t = [_mm256_setzero_ps(); 24];
+            for i in 0..6 {
+                let row = at(std::array::from_fn(|j| {
+                    _mm256_loadu_ps(src.add((6 * i + j) * stride))
+                }));
+                for (s, val) in row.into_iter().enumerate() {
+                    t[6 * s + i] = val;
+                }
+            }
+            let mut y = [_mm256_setzero_ps(); 16];
+            for s in 0..4 {
+                let col = at(std::array::from_fn(|i| t[6 * s + i]));
+                for (r, val) in col.into_iter().enumerate() {
+                    y[4 * r + s] = _mm256_add_ps(val, bias);
+                }
+            }
+            // Lane `l` of `top` holds tile l's output row 0 in its low half
+            // and row 1 in its high half; `bottom` rows 2 and 3.
+            let top = transpose8(std::array::from_fn(|k| y[k]));
+            let bottom = transpose8(std::array::from_fn(|k| y[8 + k]));
+            for lane in 0..LANES.min(blk.tiles.total - first) {
+                let (item, oy, ox) = blk.tiles.at(first + lane);
+                let at_lane = |r: usize| {
+                    let half = if r < 2 { top[lane] } else { bottom[lane] };
+                    if r.is_multiple_of(2) {
+                        _mm256_castps256_ps128(half)
+                    } else {
+                        _mm256_extractf128_ps::<1>(half)
+                    }
+                };
+                if finish.general || oy + 4 > oh || ox + 4 > ow {
+                    for r in 0..4.min(oh - oy) {
+                        let mut vals = [0.0f32; 4];
+                        _mm_storeu_ps(vals.as_mut_ptr(), at_lane(r));
+                        for (s, &val) in vals.iter().enumerate().take(ow - ox) {
+                            finish.one(d, p, item, oc, (oy + r) * ow + ox + s, val);
+                        }
+                    }
+                    continue;
+                }
+                let offset = item * d.out_bstride as usize + oc * plane + oy * ow + ox;
+                let res = if finish.add {
+                    p.res[0].add(item * d.res_bstride[0] as usize + oc * plane + oy * ow + ox)
+                } else {
+                    std::ptr::null()
+                };
+                for r in 0..4 {
+                    let mut val = at_lane(r);
+                    if finish.add {
+                        val = _mm_add_ps(val, _mm_loadu_ps(res.add(r * ow)));
+                    }
+                    if finish.relu {
+                        val = _mm_max_ps(val, zero);
+                    }
+                    _mm_storeu_ps(p.out.add(offset + r * ow), val);
+                }
+            }
+        }
     }
 }
 
@@ -409,16 +680,19 @@ thread_local! {
 /// # Safety
 /// As [`gemm::run`]; the packed weights must come from [`pack_weights`].
 pub(crate) unsafe fn run(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
+    run_with(kern, Transforms::select(), d, p)
+}
+
+unsafe fn run_with(kern: MicroKernel, fns: Transforms, d: &GemmDesc, p: &Ptrs) {
     let nr = kern.nr;
     let (c_in, m) = (d.in_c as usize, d.out_c as usize);
     let tiles = Tiles::new(d);
     let blocks = tiles.total.div_ceil(nr);
-    let block_floats = XI * c_in * nr;
+    let block_floats = XI * plane_stride(c_in, nr);
     let per_batch = (V_BUDGET / 4 / block_floats).clamp(1, blocks);
     let row_panels = m.div_ceil(MR);
     let a_len = gemm::packed_len(1, m, c_in);
     let threads = current_threads();
-    let fns = Transforms::select();
     INPUT.with(|input| {
         let mut input = input.borrow_mut();
         let (v, offs) = &mut *input;
@@ -427,7 +701,15 @@ pub(crate) unsafe fn run(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
         }
         offs.clear();
         offs.extend((0..c_in).map(|k| k * nr));
-        let (vp, op) = (Shared(v.as_mut_ptr()), Shared::new(offs.as_ptr()));
+        let vp = Shared(v.as_mut_ptr());
+        let layer = Layer {
+            kern,
+            fns,
+            d,
+            p,
+            offs: Shared::new(offs.as_ptr()),
+            a_len,
+        };
         let mut b0 = 0;
         while b0 < blocks {
             let nb = per_batch.min(blocks - b0);
@@ -439,7 +721,19 @@ pub(crate) unsafe fn run(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
                 let block_v = vp.get().add(b * block_floats);
                 for c in s * per_split..((s + 1) * per_split).min(c_in) {
                     // SAFETY: each task writes its own channels of its block.
-                    unsafe { (fns.input)(d, p.x, tiles, b0 + b, nr, c, block_v) };
+                    unsafe {
+                        (fns.input)(
+                            d,
+                            p.x,
+                            Block {
+                                tiles,
+                                index: b0 + b,
+                                nr,
+                            },
+                            c,
+                            block_v,
+                        )
+                    };
                 }
             });
             // GEMMs and output transforms: (block, row-panel range) tasks.
@@ -450,26 +744,20 @@ pub(crate) unsafe fn run(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
                 let panels = s * per_split..((s + 1) * per_split).min(row_panels);
                 PRODUCTS.with(|prod| {
                     let mut prod = prod.borrow_mut();
-                    let need = XI * PANELS_PER_CHUNK * MR * nr;
+                    let need = XI * plane_stride(PANELS_PER_CHUNK * MR, nr);
                     if prod.len() < need {
                         prod.resize(need, 0.0);
                     }
                     // SAFETY: each task reads its block's transformed input
                     // and writes its own output channels.
                     unsafe {
-                        multiply_and_store(
-                            kern,
-                            fns,
-                            d,
-                            p,
+                        let blk = Block {
                             tiles,
-                            b0 + b,
-                            vp.get().add(b * block_floats),
-                            op.get(),
-                            a_len,
-                            panels,
-                            &mut prod,
-                        )
+                            index: b0 + b,
+                            nr,
+                        };
+                        let v = vp.get().add(b * block_floats);
+                        multiply_and_store(&layer, blk, v, panels, &mut prod)
                     };
                 });
             });
@@ -478,31 +766,45 @@ pub(crate) unsafe fn run(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
     });
 }
 
-/// Steps 2 and 3 for block `block` and the output channels of `panels`,
-/// [`PANELS_PER_CHUNK`] row panels at a time.
-#[allow(clippy::too_many_arguments)]
-unsafe fn multiply_and_store(
+/// What every GEMM task of one call shares.
+struct Layer<'a> {
     kern: MicroKernel,
     fns: Transforms,
-    d: &GemmDesc,
-    p: &Ptrs,
-    tiles: Tiles,
-    block: usize,
-    v: *const f32,
-    offs: *const usize,
+    d: &'a GemmDesc,
+    p: &'a Ptrs,
+    /// The `k·nr` row offsets of a packed B panel.
+    offs: Shared<usize>,
+    /// Floats of one ξ's packed weights.
     a_len: usize,
+}
+
+/// Steps 2 and 3 for one block (transformed input `v`) and the output
+/// channels of `panels`, [`PANELS_PER_CHUNK`] row panels at a time.
+unsafe fn multiply_and_store(
+    layer: &Layer,
+    blk: Block,
+    v: *const f32,
     panels: std::ops::Range<usize>,
     prod: &mut [f32],
 ) {
+    let Layer {
+        kern,
+        fns,
+        d,
+        p,
+        offs,
+        a_len,
+    } = *layer;
+    let offs = offs.get() as *const usize;
     let nr = kern.nr;
     let (c_in, m) = (d.in_c as usize, d.out_c as usize);
     let mut p0 = panels.start;
     while p0 < panels.end {
         let chunk = PANELS_PER_CHUNK.min(panels.end - p0);
-        let stride = chunk * MR * nr;
+        let stride = plane_stride(chunk * MR, nr);
         for xi in 0..XI {
             let a = p.a.add(xi * a_len);
-            let b = v.add(xi * c_in * nr);
+            let b = v.add(xi * plane_stride(c_in, nr));
             for q in 0..chunk {
                 let a_panel = a.add((p0 + q) * MR * c_in);
                 let tile = prod.as_mut_ptr().add(xi * stride + q * MR * nr);
@@ -511,16 +813,7 @@ unsafe fn multiply_and_store(
         }
         for row in 0..(chunk * MR).min(m - p0 * MR) {
             let oc = p0 * MR + row;
-            (fns.output)(
-                d,
-                p,
-                tiles,
-                block,
-                nr,
-                oc,
-                prod.as_ptr().add(row * nr),
-                stride,
-            );
+            (fns.output)(d, p, blk, oc, (prod.as_ptr().add(row * nr), stride));
         }
         p0 += chunk;
     }
@@ -556,7 +849,14 @@ mod tests {
             let bias: Vec<f32> = (0..m).map(|i| value(i + 9)).collect();
             let res: Vec<f32> = (0..batch * m * oh * ow).map(|i| value(i + 3)).collect();
             let mut outs = Vec::new();
-            for kind in [KIND_IM2COL, KIND_WINOGRAD] {
+            // The direct path, then Winograd with this CPU's transforms and
+            // with the portable ones.
+            let variants = [
+                (KIND_IM2COL, None),
+                (KIND_WINOGRAD, None),
+                (KIND_WINOGRAD, Some(Transforms::portable())),
+            ];
+            for (kind, transforms) in variants {
                 let mut d = GemmDesc {
                     kind,
                     batch: batch as u32,
@@ -605,11 +905,33 @@ mod tests {
                     bias.as_ptr() as *mut f32,
                     res.as_ptr() as *mut f32,
                 ];
-                unsafe { gemm::run(&d, ptrs.as_ptr()) };
+                match transforms {
+                    None => unsafe { gemm::run(&d, ptrs.as_ptr()) },
+                    Some(fns) => {
+                        let p = Ptrs {
+                            x: ptrs[0],
+                            out: ptrs[1],
+                            a: ptrs[2],
+                            bias: ptrs[3],
+                            res: [
+                                ptrs[4],
+                                std::ptr::null(),
+                                std::ptr::null(),
+                                std::ptr::null(),
+                            ],
+                        };
+                        unsafe { run_with(crate::kernels::micro::select(), fns, &d, &p) }
+                    }
+                }
                 outs.push(out);
             }
             let scale = outs[0].iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            for (i, (a, b)) in outs[0].iter().zip(&outs[1]).enumerate() {
+            for (i, (a, b)) in outs[0]
+                .iter()
+                .zip(&outs[1])
+                .chain(outs[0].iter().zip(&outs[2]))
+                .enumerate()
+            {
                 assert!(
                     (a - b).abs() <= 1e-4 * scale,
                     "{c}x{h}x{w}->{m} pad {pad}: element {i}: direct {a}, winograd {b}"
