@@ -197,9 +197,41 @@ unsafe fn plane_max_same(d: &PoolDesc, src: *const f32, dst: *mut f32) {
     });
 }
 
+/// Whether `d` is a 2×2 stride-2 max pool without padding (VGG's and the
+/// book ConvNet's pools).
+fn is_max_2x2(d: &PoolDesc) -> bool {
+    d.kind == POOL_MAX
+        && (d.kh, d.kw, d.sh, d.sw, d.dh, d.dw) == (2, 2, 2, 2, 1, 1)
+        && d.pad == [0; 4]
+        && 2 * d.oh <= d.h
+        && 2 * d.ow <= d.w
+}
+
+/// [`is_max_2x2`] pooling of one plane: each output the max of two
+/// adjacent pairs, a loop the compiler vectorises with even/odd shuffles
+/// (the general path below reads one strided tap at a time).
+unsafe fn plane_max_2x2(d: &PoolDesc, src: *const f32, dst: *mut f32) {
+    let (w, oh, ow) = (d.w as usize, d.oh as usize, d.ow as usize);
+    for o in 0..oh {
+        let r0 = std::slice::from_raw_parts(src.add(2 * o * w), 2 * ow);
+        let r1 = std::slice::from_raw_parts(src.add((2 * o + 1) * w), 2 * ow);
+        let out = std::slice::from_raw_parts_mut(dst.add(o * ow), ow);
+        for ((y, a), b) in out
+            .iter_mut()
+            .zip(r0.chunks_exact(2))
+            .zip(r1.chunks_exact(2))
+        {
+            *y = max2(max2(a[0], a[1]), max2(b[0], b[1]));
+        }
+    }
+}
+
 unsafe fn plane(d: &PoolDesc, cols: &Columns, src: *const f32, dst: *mut f32) {
     if is_max_same(d) {
         return plane_max_same(d, src, dst);
+    }
+    if is_max_2x2(d) {
+        return plane_max_2x2(d, src, dst);
     }
     let (h, w, oh, ow) = (d.h as usize, d.w as usize, d.oh as usize, d.ow as usize);
     let (sh, sw, dh) = (d.sh as usize, d.sw as usize, d.dh as usize);
@@ -310,7 +342,10 @@ mod tests {
         let cases = [
             (3, 1, 1, [1, 1, 1, 1], 0),
             (3, 2, 1, [0, 0, 0, 0], 1),
+            // 2×2 stride-2 max pools take the pairwise path (odd sizes:
+            // the last row and column are dropped), except in ceil mode.
             (2, 2, 1, [0, 0, 0, 0], 0),
+            (2, 2, 1, [0, 0, 0, 0], 1),
             (3, 2, 2, [2, 1, 2, 1], 0),
             (5, 3, 1, [2, 0, 1, 2], 1),
             (1, 1, 1, [0, 0, 0, 0], 0),
