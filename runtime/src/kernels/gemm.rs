@@ -182,9 +182,6 @@ struct Scratch {
     b: Vec<f32>,
     /// `offs[k] = k·nr`: rows of a packed panel.
     packed: Vec<usize>,
-    /// Rows of B read in place (a 1×1 input's channel planes, or a padded
-    /// input's shifted windows).
-    direct: Vec<usize>,
     segments: Vec<Segment>,
 }
 
@@ -216,6 +213,8 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
     /// The zero-padded input of a stride-1 convolution (on the calling thread).
     static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Its im2col row offsets (see `Shifted::row_offsets`).
+    static ROWS: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
 #[derive(Clone, Copy)]
@@ -622,15 +621,24 @@ impl Shifted {
         d.in_c as usize * self.channel() + 64
     }
 
-    /// Offset of im2col row `kidx` (channel-major, then taps) from the
-    /// start of its group's planes.
-    fn row_offset(&self, d: &GemmDesc, kidx: usize) -> usize {
-        let (kh, kw) = (d.kh as usize, d.kw as usize);
-        let (c, t) = (kidx / (kh * kw), kidx % (kh * kw));
-        let (r, q) = ((t / kw) * d.dh as usize, (t % kw) * d.dw as usize);
+    /// The offset of every im2col row (channel-major, then taps) of one
+    /// group from the start of the group's planes, into `out`. Computed
+    /// once per call on the calling thread: per task, the divisions cost
+    /// as much as a small layer's multiply.
+    fn row_offsets(&self, d: &GemmDesc, out: &mut Vec<usize>) {
         let (sh, sw) = (d.sh as usize, d.sw as usize);
-        let slot = self.slot[r % sh][q % sw] as usize;
-        (c * self.phases + slot) * self.hq * self.wq + (r / sh) * self.wq + q / sw
+        out.clear();
+        for c in 0..(d.in_c / d.groups) as usize {
+            for ki in 0..d.kh as usize {
+                let r = ki * d.dh as usize;
+                for kj in 0..d.kw as usize {
+                    let q = kj * d.dw as usize;
+                    let slot = self.slot[r % sh][q % sw] as usize;
+                    let plane = (c * self.phases + slot) * self.hq * self.wq;
+                    out.push(plane + (r / sh) * self.wq + q / sw);
+                }
+            }
+        }
     }
 
     /// The output segments of phase-grid columns `c0 .. c0 + len`.
@@ -730,55 +738,64 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs, padded: bool) {
     let row_splits = target.div_ceil(base_tasks).clamp(1, row_panels);
     let panels_per_split = row_panels.div_ceil(row_splits);
     let tasks = base_tasks * row_splits;
-    PADDED.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        if padded && buf.len() < geo.len(d) {
-            buf.resize(geo.len(d), 0.0);
-        }
-        for item in 0..d.batch as usize {
-            let source = if padded {
-                pad_input(d, geo, p.x, item, &mut buf);
-                Shared::new(buf.as_ptr())
-            } else {
-                Shared::new(p.x.add(item * d.x_bstride as usize))
-            };
-            let task = |t: usize| {
-                let rs = t % row_splits;
-                let rest = t / row_splits;
-                let cb = rest % col_blocks;
-                let g = rest / col_blocks;
-                let panels = rs * panels_per_split..((rs + 1) * panels_per_split).min(row_panels);
-                if panels.is_empty() {
-                    return;
-                }
-                SCRATCH.with(|s| {
-                    let mut s = s.borrow_mut();
-                    // SAFETY: forwarded from the caller's contract; the
-                    // padded buffer lives until every task has finished.
-                    unsafe {
-                        shifted_task(
-                            kern,
-                            d,
-                            p,
-                            geo,
-                            source.get(),
-                            !padded,
-                            &mut s,
-                            item,
-                            g,
-                            cb * NC,
-                            panels,
-                        )
-                    };
-                });
-            };
-            if tasks == 1 {
-                task(0);
-            } else {
-                parallel_for(tasks, task);
+    ROWS.with(|rows| {
+        let mut rows = rows.borrow_mut();
+        geo.row_offsets(d, &mut rows);
+        let rows = Shared::new(rows.as_ptr());
+        PADDED.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if padded && buf.len() < geo.len(d) {
+                buf.resize(geo.len(d), 0.0);
             }
-        }
+            for item in 0..d.batch as usize {
+                let source = if padded {
+                    pad_input(d, geo, p.x, item, &mut buf);
+                    Shared::new(buf.as_ptr())
+                } else {
+                    Shared::new(p.x.add(item * d.x_bstride as usize))
+                };
+                let task = |t: usize| {
+                    let rs = t % row_splits;
+                    let rest = t / row_splits;
+                    let cb = rest % col_blocks;
+                    let g = rest / col_blocks;
+                    let panels =
+                        rs * panels_per_split..((rs + 1) * panels_per_split).min(row_panels);
+                    if panels.is_empty() {
+                        return;
+                    }
+                    SCRATCH.with(|s| {
+                        let mut s = s.borrow_mut();
+                        // SAFETY: forwarded from the caller's contract; the
+                        // padded buffer lives until every task has finished.
+                        unsafe {
+                            let planes = Planes {
+                                geo,
+                                base: source.get(),
+                                rows: rows.get(),
+                                in_place: !padded,
+                            };
+                            shifted_task(kern, d, p, &planes, &mut s, item, g, cb * NC, panels)
+                        };
+                    });
+                };
+                if tasks == 1 {
+                    task(0);
+                } else {
+                    parallel_for(tasks, task);
+                }
+            }
+        });
     });
+}
+
+/// Where a [`run_shifted`] task reads B: the item's phase planes (or its
+/// input, in place) and the im2col row offsets into them.
+struct Planes {
+    geo: Shifted,
+    base: *const f32,
+    rows: *const usize,
+    in_place: bool,
 }
 
 /// One task of [`run_shifted`]: padded-grid columns `col0 .. col0+NC` of
@@ -788,15 +805,19 @@ unsafe fn shifted_task(
     kern: MicroKernel,
     d: &GemmDesc,
     p: &Ptrs,
-    geo: Shifted,
-    padded: *const f32,
-    in_place: bool,
+    planes: &Planes,
     scratch: &mut Scratch,
     item: usize,
     g: usize,
     col0: usize,
     panels: std::ops::Range<usize>,
 ) {
+    let Planes {
+        geo,
+        base: padded,
+        rows,
+        in_place,
+    } = *planes;
     let nr = kern.nr;
     let (m, k) = (d.m(), d.k());
     let ncols = NC.min(geo.cols - col0);
@@ -809,8 +830,7 @@ unsafe fn shifted_task(
     let mut k0 = 0;
     while k0 < k {
         let kc = KC_SHIFTED.min(k - k0);
-        fill_offsets(&mut scratch.direct, kc, |kk| geo.row_offset(d, k0 + kk));
-        let offs = scratch.direct.as_ptr();
+        let offs = rows.add(k0);
         let (first, last) = (k0 == 0, k0 + kc == k);
         for cp in 0..col_panels {
             let width = nr.min(ncols - cp * nr);
@@ -827,7 +847,7 @@ unsafe fn shifted_task(
                     scratch.b.resize(kc * nr, 0.0);
                 }
                 for kk in 0..kc {
-                    let src = std::slice::from_raw_parts(b.add(scratch.direct[kk]), width);
+                    let src = std::slice::from_raw_parts(b.add(*offs.add(kk)), width);
                     let dst = &mut scratch.b[kk * nr..(kk + 1) * nr];
                     dst[..width].copy_from_slice(src);
                     dst[width..].fill(0.0);
