@@ -226,12 +226,73 @@ unsafe fn plane_max_2x2(d: &PoolDesc, src: *const f32, dst: *mut f32) {
     }
 }
 
+/// Whether `d` is a 3×3 stride-2 max pool with padding 0 or 1 on every
+/// side (the ResNet stem's pool, 3×3/2 pad 1 on 112×112 planes).
+fn is_max_3x3_s2(d: &PoolDesc) -> bool {
+    d.kind == POOL_MAX
+        && (d.kh, d.kw, d.sh, d.sw, d.dh, d.dw) == (3, 3, 2, 2, 1, 1)
+        && d.pad.iter().all(|&p| p <= 1)
+}
+
+/// [`is_max_3x3_s2`] pooling of one plane, separably: each input row's
+/// maxima over three columns at stride 2 (windows wholly inside the row as
+/// one loop over (pair, next pair) the compiler vectorises; windows
+/// touching the edge one by one), then each output row the maximum of
+/// three such rows. Taps in the padding are skipped, as in [`plane`].
+unsafe fn plane_max_3x3_s2(d: &PoolDesc, src: *const f32, dst: *mut f32) {
+    let (h, w, oh, ow) = (d.h as usize, d.w as usize, d.oh as usize, d.ow as usize);
+    let (pt, pl) = (d.pad[0] as usize, d.pad[1] as usize);
+    let x = std::slice::from_raw_parts(src, h * w);
+    let out = std::slice::from_raw_parts_mut(dst, oh * ow);
+    // Output column j reads input columns 2j − pl .. 2j − pl + 3; inside
+    // the row for j in `lo .. hi`.
+    let lo = pl.min(ow);
+    let hi = ((w + pl).saturating_sub(3) / 2 + 1).clamp(lo, ow);
+    let window = |row: &[f32], j: usize| {
+        let first = (2 * j) as isize - pl as isize;
+        (first..first + 3)
+            .filter(|&c| c >= 0 && (c as usize) < w)
+            .map(|c| row[c as usize])
+            .fold(f32::NEG_INFINITY, max2)
+    };
+    ROWMAX.with(|r| {
+        let mut r = r.borrow_mut();
+        r.clear();
+        r.resize(h * ow, f32::NEG_INFINITY);
+        for (rm, row) in r.chunks_exact_mut(ow).zip(x.chunks_exact(w)) {
+            for j in (0..lo).chain(hi..ow) {
+                rm[j] = window(row, j);
+            }
+            if hi > lo {
+                let start = 2 * lo - pl;
+                let pairs = row[start..].chunks_exact(2);
+                let next = row[start + 2..].chunks(2);
+                for ((m, p), n) in rm[lo..hi].iter_mut().zip(pairs).zip(next) {
+                    *m = max2(max2(p[0], p[1]), n[0]);
+                }
+            }
+        }
+        for (o, y) in out.chunks_exact_mut(ow).enumerate() {
+            let first = (2 * o) as isize - pt as isize;
+            y.fill(f32::NEG_INFINITY);
+            for i in first.max(0)..(first + 3).min(h as isize) {
+                for (a, &b) in y.iter_mut().zip(&r[i as usize * ow..][..ow]) {
+                    *a = max2(*a, b);
+                }
+            }
+        }
+    });
+}
+
 unsafe fn plane(d: &PoolDesc, cols: &Columns, src: *const f32, dst: *mut f32) {
     if is_max_same(d) {
         return plane_max_same(d, src, dst);
     }
     if is_max_2x2(d) {
         return plane_max_2x2(d, src, dst);
+    }
+    if is_max_3x3_s2(d) {
+        return plane_max_3x3_s2(d, src, dst);
     }
     let (h, w, oh, ow) = (d.h as usize, d.w as usize, d.oh as usize, d.ow as usize);
     let (sh, sw, dh) = (d.sh as usize, d.sw as usize, d.dh as usize);
@@ -341,7 +402,11 @@ mod tests {
         // (k, s, d, pad, ceil extra output) over odd sizes, both kinds.
         let cases = [
             (3, 1, 1, [1, 1, 1, 1], 0),
+            // 3×3 stride-2 max pools with padding ≤ 1 take the separable
+            // strided path (AlexNet's, ceil mode, and ResNet's).
             (3, 2, 1, [0, 0, 0, 0], 1),
+            (3, 2, 1, [1, 1, 1, 1], 0),
+            (3, 2, 1, [1, 0, 0, 1], 1),
             // 2×2 stride-2 max pools take the pairwise path (odd sizes:
             // the last row and column are dropped), except in ceil mode.
             (2, 2, 1, [0, 0, 0, 0], 0),
