@@ -211,18 +211,22 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                     ..GemmDesc::default()
                 };
                 let (m, k) = (d.m(), d.k());
-                let packed =
-                    if winograd::eligible(&d) && std::env::var_os("NETC_NO_WINOGRAD").is_none() {
-                        d.kind = gemm::KIND_WINOGRAD;
-                        winograd::pack_weights(m, k / 9, |o, ci| {
-                            std::array::from_fn(|t| w.data()[(o * (k / 9) + ci) * 9 + t])
-                        })
-                    } else {
-                        // PyTorch's [out, in/g, kh, kw] is already rows of length K.
-                        gemm::pack_weights(c.groups, m, k, |g, row, kk| {
-                            w.data()[(g * m + row) * k + kk]
-                        })
+                let winograd =
+                    winograd::choose(&d).filter(|_| std::env::var_os("NETC_NO_WINOGRAD").is_none());
+                let packed = if let Some(tile) = winograd {
+                    d.kind = match tile {
+                        winograd::Tile::F4 => gemm::KIND_WINOGRAD,
+                        winograd::Tile::F2 => gemm::KIND_WINOGRAD_F2,
                     };
+                    winograd::pack_weights(tile, m, k / 9, |o, ci| {
+                        std::array::from_fn(|t| w.data()[(o * (k / 9) + ci) * 9 + t])
+                    })
+                } else {
+                    // PyTorch's [out, in/g, kh, kw] is already rows of length K.
+                    gemm::pack_weights(c.groups, m, k, |g, row, kk| {
+                        w.data()[(g * m + row) * k + kk]
+                    })
+                };
                 let a = push(&mut blob, &packed);
                 let b = param(n, "bias")?.map(|t| push(&mut blob, t.data()));
                 fill_epilogue(&mut d, &c.epilogue, &graph, plan, n, &operands)?;

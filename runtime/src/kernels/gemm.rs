@@ -30,6 +30,8 @@ pub const KIND_GEMV: u32 = 3;
 /// A 3×3 stride-1 convolution by Winograd F(4×4, 3×3), weights packed by
 /// [`super::winograd::pack_weights`].
 pub const KIND_WINOGRAD: u32 = 4;
+/// The same by Winograd F(2×2, 3×3).
+pub const KIND_WINOGRAD_F2: u32 = 5;
 
 /// Dense layers up to this batch use the matrix-vector path: a GEMM tile
 /// would waste most of its columns, and the layer is bound by reading the
@@ -263,7 +265,10 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
         return run_gemv(d, &p);
     }
     if d.kind == KIND_WINOGRAD {
-        return super::winograd::run(kern, d, &p);
+        return super::winograd::run(kern, super::winograd::Tile::F4, d, &p);
+    }
+    if d.kind == KIND_WINOGRAD_F2 {
+        return super::winograd::run(kern, super::winograd::Tile::F2, d, &p);
     }
     let (m, cols) = (d.m(), d.cols());
     let col_blocks = cols.div_ceil(NC);

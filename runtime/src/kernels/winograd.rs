@@ -30,8 +30,33 @@ use super::Shared;
 use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
 
-/// Transformed-domain positions of a 6×6 input tile.
+/// Transformed-domain positions of the larger variant's 6×6 input tile
+/// (the size of every per-tile array; F(2×2) uses the first 16).
 const XI: usize = 36;
+
+/// Which variant: F(4×4, 3×3), or F(2×2, 3×3) for layers with too few
+/// 4×4 tiles (7×7 outputs at batch 1: 4 tiles would fill a quarter of a
+/// micro-kernel panel, 16 tiles of 2×2 fill one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    F4,
+    F2,
+}
+
+impl Tile {
+    /// Output tile side.
+    pub const fn m(self) -> usize {
+        match self {
+            Tile::F4 => 4,
+            Tile::F2 => 2,
+        }
+    }
+
+    /// Transformed-domain positions, `(m + 2)²`.
+    pub const fn xi(self) -> usize {
+        (self.m() + 2) * (self.m() + 2)
+    }
+}
 /// Tiles per transform vector: one AVX2 register of floats.
 const LANES: usize = 8;
 /// Row panels multiplied before their output transform: keeps the GEMM
@@ -51,15 +76,18 @@ fn plane_stride(rows: usize, nr: usize) -> usize {
     rows * nr + 16
 }
 
-/// Whether a convolution takes this path.
+/// The variant a convolution takes, if any.
 ///
-/// The transformed weights are 4× the direct ones (36 vs 9 per channel
-/// pair) and are read once per block, so a layer with few tiles is bound
-/// by reading them: below about 48 tiles per batch the direct convolution
-/// wins (measured per layer with `netc bench`, 2 threads).
-pub fn eligible(d: &GemmDesc) -> bool {
-    let tiles = d.batch as usize * tiles_per_item(d);
-    d.kh == 3
+/// The transformed weights are 4× the direct ones for F(4×4) (36 vs 9 per
+/// channel pair) and 1.8× for F(2×2), read once per block, and a block is
+/// a whole micro-kernel panel of tiles: F(4×4) from one panel of tiles per
+/// batch (14×14 at batch 1: 256 channels 1.9 → 0.76 ms), else F(2×2) from
+/// one panel of its tiles and 128 channels (7×7 at batch 1: 512 channels
+/// 2.19 → 1.35 ms, 128 channels 0.22 → 0.15 ms, but 64 channels 0.059 →
+/// 0.073 ms), else the direct convolution (`netc bench` per layer, 2
+/// threads).
+pub fn choose(d: &GemmDesc) -> Option<Tile> {
+    let shape = d.kh == 3
         && d.kw == 3
         && d.sh == 1
         && d.sw == 1
@@ -67,34 +95,48 @@ pub fn eligible(d: &GemmDesc) -> bool {
         && d.dw == 1
         && d.groups == 1
         && d.in_c >= 16
-        && d.out_c >= 16
-        && tiles >= 16
+        && d.out_c >= 16;
+    let tiles = |t: Tile| d.batch as usize * tiles_per_item(d, t.m());
+    let wide = d.in_c >= 128 && d.out_c >= 128;
+    [Tile::F4, Tile::F2]
+        .into_iter()
+        .find(|&t| shape && tiles(t) >= 16 && (t == Tile::F4 || wide))
 }
 
-fn tiles_per_item(d: &GemmDesc) -> usize {
-    (d.oh.div_ceil(4) * d.ow.div_ceil(4)) as usize
+fn tiles_per_item(d: &GemmDesc, m: usize) -> usize {
+    d.oh.div_ceil(m as u32) as usize * d.ow.div_ceil(m as u32) as usize
 }
 
-/// `U[ξ] = G g Gᵀ` for every (out, in) pair, packed as 36 consecutive
-/// weight matrices (`out × in` each) in the micro-kernel's panel layout.
-/// `g(o, c)` returns the 3×3 kernel row-major. Computed in f64.
-pub fn pack_weights(out_c: usize, in_c: usize, g: impl Fn(usize, usize) -> [f32; 9]) -> Vec<f32> {
-    // G (6×3) applied to three values.
-    fn gmul(a: f64, b: f64, c: f64) -> [f64; 6] {
-        [
-            a / 4.0,
-            -(a + b + c) / 6.0,
-            -(a - b + c) / 6.0,
-            a / 24.0 + b / 12.0 + c / 6.0,
-            a / 24.0 - b / 12.0 + c / 6.0,
-            c,
-        ]
-    }
+/// `U[ξ] = G g Gᵀ` for every (out, in) pair, packed as `tile.xi()`
+/// consecutive weight matrices (`out × in` each) in the micro-kernel's
+/// panel layout. `g(o, c)` returns the 3×3 kernel row-major. Computed in
+/// f64.
+pub fn pack_weights(
+    tile: Tile,
+    out_c: usize,
+    in_c: usize,
+    g: impl Fn(usize, usize) -> [f32; 9],
+) -> Vec<f32> {
+    let a = tile.m() + 2;
+    // G (a×3) applied to three values.
+    let gmul = |x: f64, y: f64, z: f64| -> [f64; 6] {
+        match tile {
+            Tile::F4 => [
+                x / 4.0,
+                -(x + y + z) / 6.0,
+                -(x - y + z) / 6.0,
+                x / 24.0 + y / 12.0 + z / 6.0,
+                x / 24.0 - y / 12.0 + z / 6.0,
+                z,
+            ],
+            Tile::F2 => [x, (x + y + z) / 2.0, (x - y + z) / 2.0, z, 0.0, 0.0],
+        }
+    };
     let mut u = vec![[0.0f32; XI]; out_c * in_c];
     for o in 0..out_c {
         for c in 0..in_c {
             let k = g(o, c).map(f64::from);
-            // G g: 6×3, column by column.
+            // G g: a×3, column by column.
             let mut gg = [[0.0f64; 3]; 6];
             for j in 0..3 {
                 for (i, v) in gmul(k[j], k[3 + j], k[6 + j]).into_iter().enumerate() {
@@ -103,27 +145,38 @@ pub fn pack_weights(out_c: usize, in_c: usize, g: impl Fn(usize, usize) -> [f32;
             }
             // (G g) Gᵀ: each row through G again.
             let t = &mut u[o * in_c + c];
-            for (i, row) in gg.iter().enumerate() {
-                for (j, v) in gmul(row[0], row[1], row[2]).into_iter().enumerate() {
-                    t[6 * i + j] = v as f32;
+            for (i, row) in gg.iter().take(a).enumerate() {
+                for (j, v) in gmul(row[0], row[1], row[2]).into_iter().take(a).enumerate() {
+                    t[a * i + j] = v as f32;
                 }
             }
         }
     }
-    (0..XI)
+    (0..tile.xi())
         .flat_map(|xi| gemm::pack_weights(1, out_c, in_c, |_, o, c| u[o * in_c + c][xi]))
         .collect()
 }
 
 /// Floats of [`pack_weights`]' output.
-pub fn packed_len(out_c: usize, in_c: usize) -> usize {
-    XI * gemm::packed_len(1, out_c, in_c)
+pub fn packed_len(tile: Tile, out_c: usize, in_c: usize) -> usize {
+    tile.xi() * gemm::packed_len(1, out_c, in_c)
 }
 
-/// `Bᵀ d` for six lane vectors (one column of six patches per lane).
+/// `Bᵀ d` for `M + 2` lane vectors (one column of patches per lane; the
+/// rest of the six are ignored).
 #[inline(always)]
-fn bt(d: [&Lanes; 6]) -> [Lanes; 6] {
+fn bt<const M: usize>(d: [&Lanes; 6]) -> [Lanes; 6] {
     let mut v = [[0.0f32; LANES]; 6];
+    if M == 2 {
+        for l in 0..LANES {
+            let [d0, d1, d2, d3, _, _] = d.map(|x| x[l]);
+            v[0][l] = d0 - d2;
+            v[1][l] = d1 + d2;
+            v[2][l] = d2 - d1;
+            v[3][l] = d1 - d3;
+        }
+        return v;
+    }
     for l in 0..LANES {
         let [d0, d1, d2, d3, d4, d5] = d.map(|x| x[l]);
         let (a, b) = (d4 - 4.0 * d2, d3 - 4.0 * d1);
@@ -138,10 +191,18 @@ fn bt(d: [&Lanes; 6]) -> [Lanes; 6] {
     v
 }
 
-/// `Aᵀ m` for six lane vectors.
+/// `Aᵀ m` for `M + 2` lane vectors, `M` results.
 #[inline(always)]
-fn at(m: [&Lanes; 6]) -> [Lanes; 4] {
+fn at<const M: usize>(m: [&Lanes; 6]) -> [Lanes; 4] {
     let mut y = [[0.0f32; LANES]; 4];
+    if M == 2 {
+        for l in 0..LANES {
+            let [m0, m1, m2, m3, _, _] = m.map(|x| x[l]);
+            y[0][l] = m0 + m1 + m2;
+            y[1][l] = m1 - m2 - m3;
+        }
+        return y;
+    }
     for l in 0..LANES {
         let [m0, m1, m2, m3, m4, m5] = m.map(|x| x[l]);
         let (s12, d12, s34, d34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
@@ -153,38 +214,41 @@ fn at(m: [&Lanes; 6]) -> [Lanes; 4] {
     y
 }
 
-/// `Bᵀ d B` of 36 lane vectors `d[6·row + col]`, in the same layout.
+/// `Bᵀ d B` of `a²` lane vectors `d[a·row + col]` (`a = M + 2`), in the
+/// same layout.
 #[inline(always)]
-fn input_transform(d: &[Lanes; XI]) -> [Lanes; XI] {
+fn input_transform<const M: usize>(d: &[Lanes; XI]) -> [Lanes; XI] {
+    let a = M + 2;
     let mut t = [[0.0f32; LANES]; XI];
-    for col in 0..6 {
-        let v = bt(std::array::from_fn(|row| &d[6 * row + col]));
-        for (row, x) in v.into_iter().enumerate() {
-            t[6 * row + col] = x;
+    for col in 0..a {
+        let v = bt::<M>(std::array::from_fn(|row| &d[a * row.min(a - 1) + col]));
+        for (row, x) in v.into_iter().take(a).enumerate() {
+            t[a * row + col] = x;
         }
     }
     let mut out = [[0.0f32; LANES]; XI];
-    for row in 0..6 {
-        let v = bt(std::array::from_fn(|col| &t[6 * row + col]));
-        out[6 * row..6 * row + 6].copy_from_slice(&v);
+    for row in 0..a {
+        let v = bt::<M>(std::array::from_fn(|col| &t[a * row + col.min(a - 1)]));
+        out[a * row..a * row + a].copy_from_slice(&v[..a]);
     }
     out
 }
 
-/// `Aᵀ M A` of 36 lane vectors, as 16 lane vectors `y[4·row + col]`.
+/// `Aᵀ M A` of `a²` lane vectors, as `M²` lane vectors `y[M·row + col]`.
 #[inline(always)]
-fn output_transform(m: &[Lanes; XI]) -> [Lanes; 16] {
+fn output_transform<const M: usize>(m: &[Lanes; XI]) -> [Lanes; 16] {
+    let a = M + 2;
     let mut t = [[0.0f32; LANES]; 24];
-    for col in 0..6 {
-        let y = at(std::array::from_fn(|row| &m[6 * row + col]));
-        for (row, x) in y.into_iter().enumerate() {
-            t[6 * row + col] = x;
+    for col in 0..a {
+        let y = at::<M>(std::array::from_fn(|row| &m[a * row.min(a - 1) + col]));
+        for (row, x) in y.into_iter().take(M).enumerate() {
+            t[a * row + col] = x;
         }
     }
     let mut out = [[0.0f32; LANES]; 16];
-    for row in 0..4 {
-        let y = at(std::array::from_fn(|col| &t[6 * row + col]));
-        out[4 * row..4 * row + 4].copy_from_slice(&y);
+    for row in 0..M {
+        let y = at::<M>(std::array::from_fn(|col| &t[a * row + col.min(a - 1)]));
+        out[M * row..M * row + M].copy_from_slice(&y[..M]);
     }
     out
 }
@@ -192,17 +256,20 @@ fn output_transform(m: &[Lanes; XI]) -> [Lanes; 16] {
 /// Where tile `g` (numbered over the whole batch) sits.
 #[derive(Clone, Copy)]
 struct Tiles {
+    /// Output tile side.
+    m: usize,
     total: usize,
     per_item: usize,
     across: usize,
 }
 
 impl Tiles {
-    fn new(d: &GemmDesc) -> Tiles {
+    fn new(d: &GemmDesc, m: usize) -> Tiles {
         Tiles {
-            total: d.batch as usize * tiles_per_item(d),
-            per_item: tiles_per_item(d),
-            across: d.ow.div_ceil(4) as usize,
+            m,
+            total: d.batch as usize * tiles_per_item(d, m),
+            per_item: tiles_per_item(d, m),
+            across: d.ow.div_ceil(m as u32) as usize,
         }
     }
 
@@ -211,8 +278,8 @@ impl Tiles {
         let t = g % self.per_item;
         (
             g / self.per_item,
-            4 * (t / self.across),
-            4 * (t % self.across),
+            self.m * (t / self.across),
+            self.m * (t % self.across),
         )
     }
 }
@@ -226,11 +293,11 @@ struct Block {
 }
 
 /// Step 1 for channel `c` of a block: `v[ξ][c][lane]` (`v` is the block's
-/// buffer), eight tiles at a time; `gather(first, patch)` fills the 6×6
-/// patches of tiles `first ..` (zero outside the input and past the last
-/// tile).
+/// buffer), eight tiles at a time; `gather(first, patch)` fills the
+/// `(M + 2)²` patches of tiles `first ..` (zero outside the input and past
+/// the last tile).
 #[inline(always)]
-unsafe fn transform_channel(
+unsafe fn transform_channel<const M: usize>(
     d: &GemmDesc,
     blk: Block,
     c: usize,
@@ -241,8 +308,8 @@ unsafe fn transform_channel(
     for chunk in 0..blk.nr / LANES {
         let mut patch = [[0.0f32; LANES]; XI];
         gather(blk.index * blk.nr + chunk * LANES, &mut patch);
-        let out = input_transform(&patch);
-        for (xi, lanes) in out.iter().enumerate() {
+        let out = input_transform::<M>(&patch);
+        for (xi, lanes) in out.iter().take((M + 2) * (M + 2)).enumerate() {
             let dst = v.add(xi * plane_stride(c_in, blk.nr) + c * blk.nr + chunk * LANES);
             std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, LANES);
         }
@@ -297,7 +364,7 @@ unsafe fn patch_row(
 // `lane` indexes the inner dimension of every row.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn gather_scalar(
+unsafe fn gather_scalar<const M: usize>(
     d: &GemmDesc,
     x: *const f32,
     tiles: Tiles,
@@ -307,10 +374,11 @@ unsafe fn gather_scalar(
 ) {
     for lane in 0..LANES.min(tiles.total.saturating_sub(first)) {
         let (src, y0, x0) = patch_origin(d, x, tiles, first + lane, c);
-        for i in 0..6 {
-            let row = patch_row(d, src, y0, x0, i, 6);
-            for (j, &e) in row.iter().take(6).enumerate() {
-                patch[6 * i + j][lane] = e;
+        let a = M + 2;
+        for i in 0..a {
+            let row = patch_row(d, src, y0, x0, i, a);
+            for (j, &e) in row.iter().take(a).enumerate() {
+                patch[a * i + j][lane] = e;
             }
         }
     }
@@ -364,7 +432,7 @@ impl Finish {
 /// (`m[ξ·stride + lane]`) transformed back, eight tiles at a time, and
 /// handed to `scatter(first, y, finish)` with the bias added.
 #[inline(always)]
-unsafe fn store_channel(
+unsafe fn store_channel<const M: usize>(
     d: &GemmDesc,
     p: &Ptrs,
     blk: Block,
@@ -379,14 +447,14 @@ unsafe fn store_channel(
             break;
         }
         let mut mv = [[0.0f32; LANES]; XI];
-        for (xi, lanes) in mv.iter_mut().enumerate() {
+        for (xi, lanes) in mv.iter_mut().take((M + 2) * (M + 2)).enumerate() {
             std::ptr::copy_nonoverlapping(
                 m.add(xi * stride + chunk * LANES),
                 lanes.as_mut_ptr(),
                 LANES,
             );
         }
-        let mut y = output_transform(&mv);
+        let mut y = output_transform::<M>(&mv);
         // Row by row: a flattened iterator would not vectorise.
         for row in y.iter_mut() {
             for v in row.iter_mut() {
@@ -401,7 +469,7 @@ unsafe fn store_channel(
 // `lane` indexes the inner dimension of every row.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn scatter_scalar(
+unsafe fn scatter_scalar<const M: usize>(
     d: &GemmDesc,
     p: &Ptrs,
     tiles: Tiles,
@@ -413,17 +481,17 @@ unsafe fn scatter_scalar(
     let (oh, ow) = (d.oh as usize, d.ow as usize);
     for lane in 0..LANES.min(tiles.total - first) {
         let (item, oy, ox) = tiles.at(first + lane);
-        for r in 0..4.min(oh - oy) {
-            for s in 0..4.min(ow - ox) {
-                finish.one(d, p, item, oc, (oy + r) * ow + ox + s, y[4 * r + s][lane]);
+        for r in 0..M.min(oh - oy) {
+            for s in 0..M.min(ow - ox) {
+                finish.one(d, p, item, oc, (oy + r) * ow + ox + s, y[M * r + s][lane]);
             }
         }
     }
 }
 
-/// Steps 1 and 3 for one channel; AVX2 versions gather and scatter whole
-/// patch rows through 8×8 transposes, the portable ones go element by
-/// element. Chosen once per call.
+/// Steps 1 and 3 for one channel; the AVX2 versions of F(4×4) gather and
+/// scatter whole patch rows through 8×8 transposes, the others go element
+/// by element (F(2×2)'s are compiled for AVX2 too). Chosen once per call.
 #[derive(Clone, Copy)]
 struct Transforms {
     input: unsafe fn(&GemmDesc, *const f32, Block, usize, *mut f32),
@@ -431,32 +499,64 @@ struct Transforms {
 }
 
 impl Transforms {
-    fn select() -> Transforms {
+    fn select(tile: Tile) -> Transforms {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            return Transforms {
-                input: avx2::transform_channel,
-                output: avx2::store_channel,
+            return match tile {
+                Tile::F4 => Transforms {
+                    input: avx2::transform_channel,
+                    output: avx2::store_channel,
+                },
+                Tile::F2 => Transforms {
+                    input: avx2::transform_channel_f2,
+                    output: avx2::store_channel_f2,
+                },
             };
         }
-        Transforms::portable()
+        Transforms::portable(tile)
     }
 
-    fn portable() -> Transforms {
-        Transforms {
-            input: |d, x, blk, c, v| unsafe {
-                transform_channel(d, blk, c, v, |first, patch| {
-                    gather_scalar(d, x, blk.tiles, first, c, patch)
-                })
+    fn portable(tile: Tile) -> Transforms {
+        match tile {
+            Tile::F4 => Transforms {
+                input: portable_input::<4>,
+                output: portable_output::<4>,
             },
-            output: |d, p, blk, oc, m| unsafe {
-                store_channel(d, p, blk, oc, m, |first, y, finish| {
-                    scatter_scalar(d, p, blk.tiles, oc, first, y, finish)
-                })
+            Tile::F2 => Transforms {
+                input: portable_input::<2>,
+                output: portable_output::<2>,
             },
         }
     }
+}
+
+/// Step 1 element by element.
+#[inline(always)]
+unsafe fn portable_input<const M: usize>(
+    d: &GemmDesc,
+    x: *const f32,
+    blk: Block,
+    c: usize,
+    v: *mut f32,
+) {
+    transform_channel::<M>(d, blk, c, v, |first, patch| {
+        gather_scalar::<M>(d, x, blk.tiles, first, c, patch)
+    })
+}
+
+/// Step 3 element by element.
+#[inline(always)]
+unsafe fn portable_output<const M: usize>(
+    d: &GemmDesc,
+    p: &Ptrs,
+    blk: Block,
+    oc: usize,
+    m: (*const f32, usize),
+) {
+    store_channel::<M>(d, p, blk, oc, m, |first, y, finish| {
+        scatter_scalar::<M>(d, p, blk.tiles, oc, first, y, finish)
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -585,6 +685,30 @@ mod avx2 {
         }
     }
 
+    /// F(2×2)'s step 1, element by element but compiled for AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn transform_channel_f2(
+        d: &GemmDesc,
+        x: *const f32,
+        blk: Block,
+        c: usize,
+        v: *mut f32,
+    ) {
+        super::portable_input::<2>(d, x, blk, c, v)
+    }
+
+    /// F(2×2)'s step 3, element by element but compiled for AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn store_channel_f2(
+        d: &GemmDesc,
+        p: &Ptrs,
+        blk: Block,
+        oc: usize,
+        m: (*const f32, usize),
+    ) {
+        super::portable_output::<2>(d, p, blk, oc, m)
+    }
+
     /// Step 3 for one output channel: `Aᵀ M A` on registers, bias added,
     /// then transposed so each tile's output rows are 4-float vectors,
     /// stored whole where the tile lies inside the output.
@@ -679,16 +803,16 @@ thread_local! {
 ///
 /// # Safety
 /// As [`gemm::run`]; the packed weights must come from [`pack_weights`].
-pub(crate) unsafe fn run(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
-    run_with(kern, Transforms::select(), d, p)
+pub(crate) unsafe fn run(kern: MicroKernel, tile: Tile, d: &GemmDesc, p: &Ptrs) {
+    run_with(kern, tile, Transforms::select(tile), d, p)
 }
 
-unsafe fn run_with(kern: MicroKernel, fns: Transforms, d: &GemmDesc, p: &Ptrs) {
+unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc, p: &Ptrs) {
     let nr = kern.nr;
     let (c_in, m) = (d.in_c as usize, d.out_c as usize);
-    let tiles = Tiles::new(d);
+    let tiles = Tiles::new(d, tile.m());
     let blocks = tiles.total.div_ceil(nr);
-    let block_floats = XI * plane_stride(c_in, nr);
+    let block_floats = tile.xi() * plane_stride(c_in, nr);
     let per_batch = (V_BUDGET / 4 / block_floats).clamp(1, blocks);
     let row_panels = m.div_ceil(MR);
     let a_len = gemm::packed_len(1, m, c_in);
@@ -744,7 +868,7 @@ unsafe fn run_with(kern: MicroKernel, fns: Transforms, d: &GemmDesc, p: &Ptrs) {
                 let panels = s * per_split..((s + 1) * per_split).min(row_panels);
                 PRODUCTS.with(|prod| {
                     let mut prod = prod.borrow_mut();
-                    let need = XI * plane_stride(PANELS_PER_CHUNK * MR, nr);
+                    let need = tile.xi() * plane_stride(PANELS_PER_CHUNK * MR, nr);
                     if prod.len() < need {
                         prod.resize(need, 0.0);
                     }
@@ -802,7 +926,7 @@ unsafe fn multiply_and_store(
     while p0 < panels.end {
         let chunk = PANELS_PER_CHUNK.min(panels.end - p0);
         let stride = plane_stride(chunk * MR, nr);
-        for xi in 0..XI {
+        for xi in 0..(blk.tiles.m + 2) * (blk.tiles.m + 2) {
             let a = p.a.add(xi * a_len);
             let b = v.add(xi * plane_stride(c_in, nr));
             for q in 0..chunk {
@@ -822,13 +946,13 @@ unsafe fn multiply_and_store(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::gemm::{KIND_IM2COL, KIND_WINOGRAD, STEP_ADD, STEP_RELU};
+    use crate::kernels::gemm::{KIND_IM2COL, KIND_WINOGRAD, KIND_WINOGRAD_F2, STEP_ADD, STEP_RELU};
 
     fn value(i: usize) -> f32 {
         ((i * 7919) % 23) as f32 / 11.0 - 1.0
     }
 
-    /// F(4×4) against the direct path on odd sizes (ragged tiles on both
+    /// F(4×4) and F(2×2) against the direct path on odd sizes (ragged tiles on both
     /// edges, tiles wrapping across rows and items), both paddings, with
     /// bias, a residual add and ReLU, batch 2; and with a non-fused
     /// epilogue step (leaky ReLU).
@@ -849,14 +973,14 @@ mod tests {
             let bias: Vec<f32> = (0..m).map(|i| value(i + 9)).collect();
             let res: Vec<f32> = (0..batch * m * oh * ow).map(|i| value(i + 3)).collect();
             let mut outs = Vec::new();
-            // The direct path, then Winograd with this CPU's transforms and
-            // with the portable ones.
-            let variants = [
-                (KIND_IM2COL, None),
-                (KIND_WINOGRAD, None),
-                (KIND_WINOGRAD, Some(Transforms::portable())),
-            ];
-            for (kind, transforms) in variants {
+            // The direct path, then each Winograd variant with this CPU's
+            // transforms and with the portable ones.
+            let mut variants = vec![(KIND_IM2COL, Tile::F4, None)];
+            for (kind, tile) in [(KIND_WINOGRAD, Tile::F4), (KIND_WINOGRAD_F2, Tile::F2)] {
+                variants.push((kind, tile, None));
+                variants.push((kind, tile, Some(Transforms::portable(tile))));
+            }
+            for (kind, tile, transforms) in variants {
                 let mut d = GemmDesc {
                     kind,
                     batch: batch as u32,
@@ -888,11 +1012,11 @@ mod tests {
                     d.steps[1] = gemm::STEP_LEAKY;
                     d.alpha[1] = 0.1;
                 }
-                let packed = if kind == KIND_WINOGRAD {
-                    let p = pack_weights(m, c, |o, ci| {
+                let packed = if kind != KIND_IM2COL {
+                    let p = pack_weights(tile, m, c, |o, ci| {
                         std::array::from_fn(|k| wts[(o * c + ci) * 9 + k])
                     });
-                    assert_eq!(p.len(), packed_len(m, c));
+                    assert_eq!(p.len(), packed_len(tile, m, c));
                     p
                 } else {
                     gemm::pack_weights(1, m, c * 9, |_, r, kk| wts[r * c * 9 + kk])
@@ -920,27 +1044,25 @@ mod tests {
                                 std::ptr::null(),
                             ],
                         };
-                        unsafe { run_with(crate::kernels::micro::select(), fns, &d, &p) }
+                        unsafe { run_with(crate::kernels::micro::select(), tile, fns, &d, &p) }
                     }
                 }
                 outs.push(out);
             }
             let scale = outs[0].iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            for (i, (a, b)) in outs[0]
-                .iter()
-                .zip(&outs[1])
-                .chain(outs[0].iter().zip(&outs[2]))
-                .enumerate()
-            {
-                assert!(
-                    (a - b).abs() <= 1e-4 * scale,
-                    "{c}x{h}x{w}->{m} pad {pad}: element {i}: direct {a}, winograd {b}"
-                );
+            for (v, out) in outs.iter().enumerate().skip(1) {
+                for (i, (a, b)) in outs[0].iter().zip(out).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * scale,
+                        "{c}x{h}x{w}->{m} pad {pad}, variant {v}: element {i}: direct {a}, winograd {b}"
+                    );
+                }
             }
         }
     }
 
-    /// The eligibility rule: 3×3 stride 1 with enough tiles only.
+    /// The choice: 3×3 stride 1 only, F(4×4) from one panel of its tiles,
+    /// then F(2×2).
     #[test]
     fn eligibility() {
         let d = GemmDesc {
@@ -958,15 +1080,39 @@ mod tests {
             dw: 1,
             ..GemmDesc::default()
         };
-        assert!(eligible(&d));
-        assert!(!eligible(&GemmDesc { sh: 2, ..d }));
-        assert!(!eligible(&GemmDesc { oh: 7, ow: 7, ..d }));
-        assert!(eligible(&GemmDesc {
+        assert_eq!(choose(&d), Some(Tile::F4));
+        assert_eq!(choose(&GemmDesc { sh: 2, ..d }), None);
+        assert_eq!(
+            choose(&GemmDesc {
+                oh: 14,
+                ow: 14,
+                ..d
+            }),
+            Some(Tile::F4)
+        );
+        assert_eq!(choose(&GemmDesc { oh: 7, ow: 7, ..d }), None);
+        let wide = GemmDesc {
+            in_c: 128,
+            out_c: 256,
+            ..d
+        };
+        assert_eq!(
+            choose(&GemmDesc {
+                oh: 7,
+                ow: 7,
+                ..wide
+            }),
+            Some(Tile::F2)
+        );
+        assert_eq!(choose(&GemmDesc { oh: 5, ow: 5, ..d }), None);
+        let batch = GemmDesc {
             oh: 7,
             ow: 7,
-            batch: 16,
+            batch: 4,
             ..d
-        }));
-        assert!(!eligible(&GemmDesc { groups: 2, ..d }));
+        };
+        assert_eq!(choose(&batch), Some(Tile::F4));
+        assert_eq!(choose(&GemmDesc { groups: 2, ..d }), None);
+        assert_eq!(choose(&GemmDesc { in_c: 8, ..d }), None);
     }
 }
