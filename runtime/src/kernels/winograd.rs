@@ -1080,38 +1080,19 @@ mod tests {
             dw: 1,
             ..GemmDesc::default()
         };
-        assert_eq!(choose(&d), Some(Tile::F4));
-        assert_eq!(choose(&GemmDesc { sh: 2, ..d }), None);
-        assert_eq!(
-            choose(&GemmDesc {
-                oh: 14,
-                ow: 14,
-                ..d
-            }),
-            Some(Tile::F4)
-        );
-        assert_eq!(choose(&GemmDesc { oh: 7, ow: 7, ..d }), None);
+        let sized = |oh: u32, base: GemmDesc| choose(&GemmDesc { oh, ow: oh, ..base });
         let wide = GemmDesc {
             in_c: 128,
             out_c: 256,
             ..d
         };
-        assert_eq!(
-            choose(&GemmDesc {
-                oh: 7,
-                ow: 7,
-                ..wide
-            }),
-            Some(Tile::F2)
-        );
-        assert_eq!(choose(&GemmDesc { oh: 5, ow: 5, ..d }), None);
-        let batch = GemmDesc {
-            oh: 7,
-            ow: 7,
-            batch: 4,
-            ..d
-        };
-        assert_eq!(choose(&batch), Some(Tile::F4));
+        assert_eq!(choose(&d), Some(Tile::F4));
+        assert_eq!(choose(&GemmDesc { sh: 2, ..d }), None);
+        assert_eq!(sized(14, d), Some(Tile::F4));
+        assert_eq!(sized(7, d), None);
+        assert_eq!(sized(7, wide), Some(Tile::F2));
+        assert_eq!(sized(5, wide), None);
+        assert_eq!(sized(7, GemmDesc { batch: 4, ..d }), Some(Tile::F4));
         assert_eq!(choose(&GemmDesc { groups: 2, ..d }), None);
         assert_eq!(choose(&GemmDesc { in_c: 8, ..d }), None);
     }
