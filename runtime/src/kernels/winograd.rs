@@ -1,17 +1,19 @@
-//! Winograd F(4×4, 3×3) for stride-1, undilated, ungrouped 3×3 convolutions.
+//! Winograd F(4×4, 3×3) and F(2×2, 3×3) for stride-1, undilated,
+//! ungrouped 3×3 convolutions.
 //!
 //! Contract: the same output as the direct convolution up to float
 //! rounding (a few 1e-6 relative at these channel counts; the unit tests
 //! compare with the direct path and the differential tests with the
 //! reference interpreter), with 36 multiplies per 4×4 output tile and input
-//! channel instead of 144 — 4× fewer (Lavin & Gray, "Fast Algorithms for
-//! Convolutional Neural Networks", 2016, whose Bᵀ, G and Aᵀ these are).
+//! channel instead of 144 — 4× fewer — or 16 per 2×2 tile instead of 36
+//! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+//! 2016, whose Bᵀ, G and Aᵀ these are). [`choose`] picks the variant.
 //!
 //! The tiles of the whole batch are numbered in raster order and taken a
 //! micro-kernel panel (`nr` tiles) at a time — a *block*. Per block:
-//! 1. every input channel's 6×6 patches are transformed, `V = Bᵀ d B`, into
-//!    `V[ξ][c][tile]` — 36 packed B panels, so the GEMMs read them with a
-//!    plain `k·nr` offset table;
+//! 1. every input channel's 6×6 (4×4) patches are transformed, `V = Bᵀ d
+//!    B`, into `V[ξ][c][tile]` — 36 (16) packed B panels, so the GEMMs read
+//!    them with a plain `k·nr` offset table;
 //! 2. for each ξ, `M[ξ] = U[ξ] · V[ξ]` on the micro-kernel, a few row
 //!    panels of output channels at a time (`U = G g Gᵀ`, transformed and
 //!    packed at compile time by [`pack_weights`]);
@@ -22,7 +24,8 @@
 //! (block, channel chunk), then GEMMs plus output transforms over (block,
 //! output-channel chunk) — so a layer with one block (batch 1 at 14×14)
 //! still keeps every thread busy. The transforms are written over lanes of
-//! eight tiles, which the compiler turns into one AVX2 vector each.
+//! eight tiles, one AVX2 vector each (F(4×4)'s by hand on registers, with
+//! 8×8 transposes to gather and scatter patch rows).
 
 use super::gemm::{self, GemmDesc, Ptrs, STEP_ADD, STEP_RELU};
 use super::micro::{MicroKernel, MR};
