@@ -2,7 +2,9 @@
 //!
 //! - `dropout` becomes its inference form: nothing (inverted dropout) or a
 //!   `scale` by `1 − ratio`;
-//! - `identity` nodes and `flatten` of an already flat tensor are removed;
+//! - `identity` nodes, `flatten` of an already flat tensor and adaptive
+//!   average pools to the size they are given (AlexNet's 6×6 pool after
+//!   its 6×6 features: 0.3 ms of generated loops) are removed;
 //! - nodes whose result reaches no output are removed.
 //!
 //! Does not fold scales into weights (that is `fold_scale`).
@@ -22,7 +24,11 @@ pub fn run(graph: &mut Graph, _: &mut Weights) -> Result<usize, PassError> {
             Some(Op::Dropout { scale, .. }) if *scale == 1.0 => None,
             Some(Op::Dropout { scale, .. }) => Some(Op::Scale { factor: *scale }),
             Some(Op::Identity) => None,
-            Some(Op::Flatten) if graph.g[n].shape == graph.g[graph.operands(n)[0]].shape => None,
+            Some(Op::Flatten | Op::AdaptiveAvgPool { .. })
+                if graph.g[n].shape == graph.g[graph.operands(n)[0]].shape =>
+            {
+                None
+            }
             _ => continue,
         };
         match replace {
@@ -71,5 +77,21 @@ mod tests {
                 .filter_map(|n| n.op().map(|o| o.name().to_string()))
                 .collect();
         assert_eq!(ops, ["scale", "dense"]);
+    }
+
+    #[test]
+    fn adaptive_pool_to_its_input_size_is_removed() {
+        let src = "model m(x: [N, 3, 6, 6]) {\n x -> adaptive_avgpool(6) -> adaptive_avgpool(2) -> flatten\n}";
+        let net = check_source("t.net", src, CheckOptions::default())
+            .map_err(|e| e.1.message)
+            .unwrap();
+        let mut g = Graph::from_network(&net);
+        assert_eq!(run(&mut g, &mut Weights::default()).unwrap(), 1);
+        g.validate().unwrap();
+        let ops: Vec<String> =
+            g.g.node_weights()
+                .filter_map(|n| n.op().map(|o| o.name().to_string()))
+                .collect();
+        assert_eq!(ops, ["adaptive_avgpool", "flatten"]);
     }
 }
