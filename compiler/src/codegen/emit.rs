@@ -489,7 +489,16 @@ fn emit_node(
             ];
             c.b.ins().call(c.softmax, &args);
         }
-        Op::Pool(_) => {
+        // Adaptive pools over whole cells run in the runtime (the code
+        // generator gave them a descriptor); others as generated loops.
+        Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } if desc.is_none() => adaptive_pool(
+            c,
+            &locs[0],
+            &out,
+            &graph.g[operands[0]].shape.0,
+            &node.shape.0,
+        ),
+        Op::Pool(_) | Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => {
             let Some(gv) = desc else {
                 return Err(CodegenError::Unsupported(format!(
                     "`{}` has no descriptor",
@@ -501,13 +510,6 @@ fn emit_node(
             let y = c.base(&out);
             c.b.ins().call(c.pool, &[desc_ptr, x, y]);
         }
-        Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => adaptive_pool(
-            c,
-            &locs[0],
-            &out,
-            &graph.g[operands[0]].shape.0,
-            &node.shape.0,
-        ),
     }
     Ok(())
 }

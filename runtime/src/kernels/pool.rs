@@ -284,7 +284,30 @@ unsafe fn plane_max_3x3_s2(d: &PoolDesc, src: *const f32, dst: *mut f32) {
     });
 }
 
+/// Whether `d` averages each whole plane (global average pooling).
+fn is_global_avg(d: &PoolDesc) -> bool {
+    d.kind == POOL_AVG && (d.oh, d.ow, d.kh, d.kw) == (1, 1, d.h, d.w) && d.pad == [0; 4]
+}
+
+/// [`is_global_avg`] pooling of one plane: one contiguous sum, eight
+/// partial sums wide so it vectorises.
+unsafe fn plane_global_avg(d: &PoolDesc, src: *const f32, dst: *mut f32) {
+    let x = std::slice::from_raw_parts(src, (d.h * d.w) as usize);
+    let mut lanes = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    *dst = (lanes.iter().sum::<f32>() + tail) / x.len() as f32;
+}
+
 unsafe fn plane(d: &PoolDesc, cols: &Columns, src: *const f32, dst: *mut f32) {
+    if is_global_avg(d) {
+        return plane_global_avg(d, src, dst);
+    }
     if is_max_same(d) {
         return plane_max_same(d, src, dst);
     }
@@ -458,6 +481,41 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A window as large as the plane (global average pooling, odd size)
+    /// against the definition.
+    #[test]
+    fn global_average_matches_the_definition() {
+        let (h, w) = (7usize, 13usize);
+        let d = PoolDesc {
+            kind: POOL_AVG,
+            count_include_pad: 0,
+            batch: 2,
+            channels: 3,
+            h: h as u32,
+            w: w as u32,
+            oh: 1,
+            ow: 1,
+            kh: h as u32,
+            kw: w as u32,
+            sh: h as u32,
+            sw: w as u32,
+            dh: 1,
+            dw: 1,
+            pad: [0; 4],
+            x_bstride: (3 * h * w) as u64,
+            out_bstride: 3,
+        };
+        assert!(is_global_avg(&d));
+        let x: Vec<f32> = (0..6 * h * w)
+            .map(|i| ((i * 37) % 17) as f32 - 8.0)
+            .collect();
+        let mut y = vec![f32::NAN; 6];
+        unsafe { run(&d, x.as_ptr(), y.as_mut_ptr()) };
+        for (a, b) in y.iter().zip(naive(&d, &x)) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
     }
 }
