@@ -3,10 +3,11 @@
 //! Every conv/dense is `C = A·B` per (batch item, group): A is the weight
 //! matrix (out × K), packed once at compile time ([`pack_weights`]); B is
 //! K × columns, the im2col matrix, which is never written out: a 1×1
-//! stride-1 conv reads its input planes in place, a conv with stride ≤ 4
-//! reads a once-per-item copy of its input in padded phase planes through
-//! a row-offset table ([`Shifted`]), and only larger strides and dense
-//! layers pack B per block. The epilogue (bias, residual adds,
+//! conv without padding copies blocks of its input channels into panels
+//! ([`super::pointwise`]), any other conv with stride ≤ 4 reads a
+//! once-per-item copy of its input in padded phase planes through a
+//! row-offset table (`Shifted`), and only larger strides and dense layers
+//! pack im2col panels per block. The epilogue (bias, residual adds,
 //! activations) is applied as each output tile is stored, so every output
 //! element is written once.
 //!
@@ -192,23 +193,22 @@ struct Scratch {
 /// by `segments`; `first`/`last` say whether its K block is the first or
 /// the last (accumulate, and run the epilogue, accordingly).
 #[derive(Clone, Copy)]
-struct TileDest<'a> {
-    nr: usize,
-    item: usize,
-    g: usize,
-    row0: usize,
-    rows: usize,
-    segments: &'a [Segment],
-    first: bool,
-    last: bool,
+pub(super) struct TileDest<'a> {
+    pub(super) nr: usize,
+    pub(super) item: usize,
+    pub(super) g: usize,
+    pub(super) row0: usize,
+    pub(super) rows: usize,
+    pub(super) segments: &'a [Segment],
+    pub(super) first: bool,
+    pub(super) last: bool,
 }
-
 /// A run of tile columns that lands contiguously in the output.
 #[derive(Clone, Copy, Debug)]
-struct Segment {
-    tile_col: usize,
-    out_col: usize,
-    len: usize,
+pub(super) struct Segment {
+    pub(super) tile_col: usize,
+    pub(super) out_col: usize,
+    pub(super) len: usize,
 }
 
 thread_local! {
@@ -255,11 +255,11 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
         bias: *ptrs.add(3),
         res,
     };
-    if d.kind == KIND_IM2COL && Shifted::fits(d) {
-        return run_shifted(kern, d, &p, true);
+    if !d.is_dense() && super::pointwise::fits(d) {
+        return super::pointwise::run(kern, d, &p);
     }
-    if d.kind == KIND_POINTWISE {
-        return run_shifted(kern, d, &p, false);
+    if d.kind == KIND_IM2COL && Shifted::fits(d) {
+        return run_shifted(kern, d, &p);
     }
     if d.kind == KIND_GEMV {
         return run_gemv(d, &p);
@@ -277,15 +277,9 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
     // columns (late layers at batch 1): split rows too.
     let base_tasks = d.items() * d.groups as usize * col_blocks;
     let threads = current_threads();
-    // Every row split of a packed B re-packs it, so those split only as
-    // far as the threads (criterion, 2 threads: 3×3 256→256 at 14×14 went
-    // from 5.5 to 4.0 ms); a 1×1 conv reads B in place and splits finer
-    // for balance.
-    let target = if d.kind == KIND_POINTWISE {
-        4 * threads
-    } else {
-        threads
-    };
+    // Every row split re-packs B, so split only as far as the threads
+    // (criterion, 2 threads: 3×3 256→256 at 14×14 went from 5.5 to 4.0 ms).
+    let target = threads;
     let row_splits = target.div_ceil(base_tasks).clamp(1, row_panels);
     let panels_per_split = row_panels.div_ceil(row_splits);
     let tasks = base_tasks * row_splits;
@@ -311,6 +305,14 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
     } else {
         parallel_for(tasks, task);
     }
+}
+
+/// Run `f` on this thread's B-panel buffer and its row-offset table.
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<usize>) -> R) -> R {
+    SCRATCH.with(|s| {
+        let s = &mut *s.borrow_mut();
+        f(&mut s.b, &mut s.packed)
+    })
 }
 
 /// One task: columns `col0 .. col0+NC` of rows in `panels` for (item, g).
@@ -603,18 +605,6 @@ impl Shifted {
         }
     }
 
-    /// The input planes of a 1×1 stride-1 convolution, read in place.
-    fn in_place(d: &GemmDesc) -> Shifted {
-        Shifted {
-            hq: d.h as usize,
-            wq: d.w as usize,
-            cols: (d.h * d.w) as usize,
-            phases: 1,
-            used: [[true; MAX_PHASE_STRIDE]; MAX_PHASE_STRIDE],
-            slot: [[0; MAX_PHASE_STRIDE]; MAX_PHASE_STRIDE],
-        }
-    }
-
     /// Floats of one channel's phase planes.
     fn channel(&self) -> usize {
         self.phases * self.hq * self.wq
@@ -725,15 +715,9 @@ unsafe fn pad_input(d: &GemmDesc, geo: Shifted, x: *const f32, item: usize, out:
 
 /// A convolution with stride ≤ [`MAX_PHASE_STRIDE`]: copy each item once
 /// into padded phase planes, then GEMM tasks read B from them in place
-/// (see [`Shifted`]). A 1×1 stride-1 convolution (`padded == false`) needs
-/// no copy: its input planes are B as they are, and only a ragged last
-/// column panel, which would read past the tensor, is copied.
-unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs, padded: bool) {
-    let geo = if padded {
-        Shifted::new(d)
-    } else {
-        Shifted::in_place(d)
-    };
+/// (see [`Shifted`]).
+unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
+    let geo = Shifted::new(d);
     let row_panels = d.m().div_ceil(MR);
     let col_blocks = geo.cols.div_ceil(NC);
     let base_tasks = d.groups as usize * col_blocks;
@@ -749,16 +733,12 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs, padded: bool) {
         let rows = Shared::new(rows.as_ptr());
         PADDED.with(|buf| {
             let mut buf = buf.borrow_mut();
-            if padded && buf.len() < geo.len(d) {
+            if buf.len() < geo.len(d) {
                 buf.resize(geo.len(d), 0.0);
             }
             for item in 0..d.batch as usize {
-                let source = if padded {
-                    pad_input(d, geo, p.x, item, &mut buf);
-                    Shared::new(buf.as_ptr())
-                } else {
-                    Shared::new(p.x.add(item * d.x_bstride as usize))
-                };
+                pad_input(d, geo, p.x, item, &mut buf);
+                let source = Shared::new(buf.as_ptr());
                 let task = |t: usize| {
                     let rs = t % row_splits;
                     let rest = t / row_splits;
@@ -778,7 +758,6 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs, padded: bool) {
                                 geo,
                                 base: source.get(),
                                 rows: rows.get(),
-                                in_place: !padded,
                             };
                             shifted_task(kern, d, p, &planes, &mut s, item, g, cb * NC, panels)
                         };
@@ -794,13 +773,12 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs, padded: bool) {
     });
 }
 
-/// Where a [`run_shifted`] task reads B: the item's phase planes (or its
-/// input, in place) and the im2col row offsets into them.
+/// Where a [`run_shifted`] task reads B: the item's phase planes and the
+/// im2col row offsets into them.
 struct Planes {
     geo: Shifted,
     base: *const f32,
     rows: *const usize,
-    in_place: bool,
 }
 
 /// One task of [`run_shifted`]: padded-grid columns `col0 .. col0+NC` of
@@ -821,7 +799,6 @@ unsafe fn shifted_task(
         geo,
         base: padded,
         rows,
-        in_place,
     } = *planes;
     let nr = kern.nr;
     let (m, k) = (d.m(), d.k());
@@ -843,27 +820,10 @@ unsafe fn shifted_task(
             if segments.is_empty() {
                 continue;
             }
-            let mut b = b_group.add(cp * nr);
-            let mut b_offs = offs;
-            if in_place && width < nr {
-                // Copy the ragged panel: reading it in place would run past
-                // the end of the input tensor.
-                if scratch.b.len() < kc * nr {
-                    scratch.b.resize(kc * nr, 0.0);
-                }
-                for kk in 0..kc {
-                    let src = std::slice::from_raw_parts(b.add(*offs.add(kk)), width);
-                    let dst = &mut scratch.b[kk * nr..(kk + 1) * nr];
-                    dst[..width].copy_from_slice(src);
-                    dst[width..].fill(0.0);
-                }
-                fill_offsets(&mut scratch.packed, kc, |kk| kk * nr);
-                b = scratch.b.as_ptr();
-                b_offs = scratch.packed.as_ptr();
-            }
+            let b = b_group.add(cp * nr);
             for panel in panels.clone() {
                 let a_panel = a_group.add(panel * MR * k + k0 * MR);
-                (kern.run)(kc, a_panel, b, b_offs, tile.as_mut_ptr());
+                (kern.run)(kc, a_panel, b, offs, tile.as_mut_ptr());
                 let rows = MR.min(m - panel * MR);
                 let to = TileDest {
                     nr,
@@ -1027,7 +987,7 @@ unsafe fn gather(out: &mut [f32], src: *const f32, stride: usize) {
 /// Compiled twice: with AVX2 (8-wide adds, maxima and moves; chosen at
 /// run time when the CPU has it) and for the x86-64 baseline the crate is
 /// built for, which vectorises 4 wide.
-unsafe fn store(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
+pub(super) unsafe fn store(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         return store_avx2(d, p, tile, to);
@@ -1307,6 +1267,14 @@ mod tests {
             conv_matches(kern, KIND_IM2COL, (2, 16, 17, 3, 5, 5, 1, 1));
             conv_matches(kern, KIND_IM2COL, (64, 6, 6, 9, 3, 1, 1, 1));
             conv_matches(kern, KIND_POINTWISE, (40, 13, 11, 17, 1, 1, 0, 1));
+            // 1×1 on packed blocks: several column blocks; K long enough
+            // for blocks narrower than the plane; grouped; strided with
+            // odd sizes.
+            conv_matches(kern, KIND_POINTWISE, (8, 21, 19, 13, 1, 1, 0, 1));
+            conv_matches(kern, KIND_POINTWISE, (1500, 7, 7, 7, 1, 1, 0, 1));
+            conv_matches(kern, KIND_POINTWISE, (12, 9, 8, 10, 1, 1, 0, 2));
+            conv_matches(kern, KIND_IM2COL, (6, 15, 13, 9, 1, 2, 0, 1));
+            conv_matches(kern, KIND_IM2COL, (6, 15, 13, 9, 1, 3, 0, 3));
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod gemm;
 pub mod micro;
+pub mod pointwise;
 pub mod pool;
 pub mod simple;
 pub mod winograd;
