@@ -4,7 +4,7 @@
 //! matrix (out × K), packed once at compile time ([`pack_weights`]); B is
 //! K × columns, the im2col matrix, which is never written out: a 1×1
 //! conv without padding copies blocks of its input channels into panels
-//! ([`super::pointwise`]), any other conv with stride ≤ 4 reads a
+//! ([`super::packed`]), any other conv with stride ≤ 4 reads a
 //! once-per-item copy of its input in padded phase planes through a
 //! row-offset table (`Shifted`), and only larger strides and dense layers
 //! pack im2col panels per block. The epilogue (bias, residual adds,
@@ -16,6 +16,7 @@
 //! between calls, so steady-state runs allocate nothing.
 
 use super::micro::{self, MicroKernel, MR};
+use super::packed::{self, Columns, Source};
 use super::Shared;
 use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
@@ -156,12 +157,6 @@ pub fn pack_weights(
 /// Columns per task block and reduction block; B blocks stay in L2.
 const NC: usize = 128;
 const KC: usize = 256;
-/// A stride-1 convolution reads B in place, so its K block is bounded only
-/// by the B rows of one column panel staying in L2 (4608 · 64 bytes =
-/// 288 KiB): every 3×3 layer up to 512 channels then accumulates in
-/// registers and stores each output once (ResNet-18 ≈ 54 → 49 ms and VGG-16
-/// ≈ 480 → 400 ms against 256, `netc bench`, 2 threads, noisy).
-const KC_SHIFTED: usize = 4608;
 
 fn kernel() -> MicroKernel {
     static KERNEL: OnceLock<MicroKernel> = OnceLock::new();
@@ -181,11 +176,16 @@ pub fn kernel_name() -> &'static str {
 /// Per-thread buffers, kept between calls so steady-state runs allocate
 /// nothing: packed B panels and the micro-kernel's B row offsets.
 #[derive(Default)]
-struct Scratch {
-    b: Vec<f32>,
+pub(super) struct Scratch {
+    pub(super) b: Vec<f32>,
     /// `offs[k] = k·nr`: rows of a packed panel.
-    packed: Vec<usize>,
-    segments: Vec<Segment>,
+    pub(super) packed: Vec<usize>,
+    /// Output segments of a task's column panels, and where each panel's
+    /// start (see `packed::block_task`).
+    pub(super) segments: Vec<Segment>,
+    pub(super) spans: Vec<usize>,
+    /// Source offsets of the columns a task gathers.
+    pub(super) cols: Vec<usize>,
 }
 
 /// Where a tile of results goes: its rows `row0 .. row0 + rows` (of `nr`
@@ -255,8 +255,8 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
         bias: *ptrs.add(3),
         res,
     };
-    if !d.is_dense() && super::pointwise::fits(d) {
-        return super::pointwise::run(kern, d, &p);
+    if !d.is_dense() && packed::pointwise_fits(d) {
+        return packed::run_pointwise(kern, d, &p);
     }
     if d.kind == KIND_IM2COL && Shifted::fits(d) {
         return run_shifted(kern, d, &p);
@@ -307,12 +307,9 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
     }
 }
 
-/// Run `f` on this thread's B-panel buffer and its row-offset table.
-pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<usize>) -> R) -> R {
-    SCRATCH.with(|s| {
-        let s = &mut *s.borrow_mut();
-        f(&mut s.b, &mut s.packed)
-    })
+/// Run `f` on this thread's scratch buffers.
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
 }
 
 /// One task: columns `col0 .. col0+NC` of rows in `panels` for (item, g).
@@ -635,27 +632,6 @@ impl Shifted {
             }
         }
     }
-
-    /// The output segments of phase-grid columns `c0 .. c0 + len`.
-    fn segments(&self, d: &GemmDesc, c0: usize, len: usize, out: &mut Vec<Segment>) {
-        out.clear();
-        let ow = d.ow as usize;
-        let mut j = c0;
-        while j < c0 + len {
-            let (y, x) = (j / self.wq, j % self.wq);
-            if x >= ow {
-                j += self.wq - x;
-                continue;
-            }
-            let run = (ow - x).min(c0 + len - j);
-            out.push(Segment {
-                tile_col: j - c0,
-                out_col: y * ow + x,
-                len: run,
-            });
-            j += run;
-        }
-    }
 }
 
 /// Copy item `item` of the input into zero-padded phase planes.
@@ -714,23 +690,13 @@ unsafe fn pad_input(d: &GemmDesc, geo: Shifted, x: *const f32, item: usize, out:
 }
 
 /// A convolution with stride ≤ [`MAX_PHASE_STRIDE`]: copy each item once
-/// into padded phase planes, then GEMM tasks read B from them in place
-/// (see [`Shifted`]).
+/// into padded phase planes (see `Shifted`), whose slices are B's rows;
+/// the multiply packs blocks of them ([`packed::run`]).
 unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
     let geo = Shifted::new(d);
-    let row_panels = d.m().div_ceil(MR);
-    let col_blocks = geo.cols.div_ceil(NC);
-    let base_tasks = d.groups as usize * col_blocks;
-    // Nothing is packed, so splitting rows costs nothing: split finely
-    // enough to balance the threads.
-    let target = 4 * current_threads();
-    let row_splits = target.div_ceil(base_tasks).clamp(1, row_panels);
-    let panels_per_split = row_panels.div_ceil(row_splits);
-    let tasks = base_tasks * row_splits;
     ROWS.with(|rows| {
         let mut rows = rows.borrow_mut();
         geo.row_offsets(d, &mut rows);
-        let rows = Shared::new(rows.as_ptr());
         PADDED.with(|buf| {
             let mut buf = buf.borrow_mut();
             if buf.len() < geo.len(d) {
@@ -738,109 +704,23 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
             }
             for item in 0..d.batch as usize {
                 pad_input(d, geo, p.x, item, &mut buf);
-                let source = Shared::new(buf.as_ptr());
-                let task = |t: usize| {
-                    let rs = t % row_splits;
-                    let rest = t / row_splits;
-                    let cb = rest % col_blocks;
-                    let g = rest / col_blocks;
-                    let panels =
-                        rs * panels_per_split..((rs + 1) * panels_per_split).min(row_panels);
-                    if panels.is_empty() {
-                        return;
-                    }
-                    SCRATCH.with(|s| {
-                        let mut s = s.borrow_mut();
-                        // SAFETY: forwarded from the caller's contract; the
-                        // padded buffer lives until every task has finished.
-                        unsafe {
-                            let planes = Planes {
-                                geo,
-                                base: source.get(),
-                                rows: rows.get(),
-                            };
-                            shifted_task(kern, d, p, &planes, &mut s, item, g, cb * NC, panels)
-                        };
-                    });
+                let src = Source {
+                    // One item's planes at a time: the item stride is 0.
+                    base: buf.as_ptr(),
+                    item_stride: 0,
+                    group_stride: (d.in_c / d.groups) as usize * geo.channel(),
+                    rows: rows.as_ptr(),
+                    cols: geo.cols,
+                    columns: Columns::Grid {
+                        wq: geo.wq,
+                        ow: d.ow as usize,
+                    },
+                    slack: true,
                 };
-                if tasks == 1 {
-                    task(0);
-                } else {
-                    parallel_for(tasks, task);
-                }
+                packed::run(kern, d, p, &src, item..item + 1);
             }
         });
     });
-}
-
-/// Where a [`run_shifted`] task reads B: the item's phase planes and the
-/// im2col row offsets into them.
-struct Planes {
-    geo: Shifted,
-    base: *const f32,
-    rows: *const usize,
-}
-
-/// One task of [`run_shifted`]: padded-grid columns `col0 .. col0+NC` of
-/// the rows in `panels`, for group `g` of `item`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn shifted_task(
-    kern: MicroKernel,
-    d: &GemmDesc,
-    p: &Ptrs,
-    planes: &Planes,
-    scratch: &mut Scratch,
-    item: usize,
-    g: usize,
-    col0: usize,
-    panels: std::ops::Range<usize>,
-) {
-    let Planes {
-        geo,
-        base: padded,
-        rows,
-    } = *planes;
-    let nr = kern.nr;
-    let (m, k) = (d.m(), d.k());
-    let ncols = NC.min(geo.cols - col0);
-    let col_panels = ncols.div_ceil(nr);
-    let in_per_group = (d.in_c / d.groups) as usize;
-    let b_group = padded.add(g * in_per_group * geo.channel() + col0);
-    let a_group = p.a.add(g * m.div_ceil(MR) * MR * k);
-    let mut segments = std::mem::take(&mut scratch.segments);
-    let mut tile = [0.0f32; MR * 32];
-    let mut k0 = 0;
-    while k0 < k {
-        let kc = KC_SHIFTED.min(k - k0);
-        let offs = rows.add(k0);
-        let (first, last) = (k0 == 0, k0 + kc == k);
-        for cp in 0..col_panels {
-            let width = nr.min(ncols - cp * nr);
-            geo.segments(d, col0 + cp * nr, width, &mut segments);
-            if segments.is_empty() {
-                continue;
-            }
-            let b = b_group.add(cp * nr);
-            for panel in panels.clone() {
-                let a_panel = a_group.add(panel * MR * k + k0 * MR);
-                (kern.run)(kc, a_panel, b, offs, tile.as_mut_ptr());
-                let rows = MR.min(m - panel * MR);
-                let to = TileDest {
-                    nr,
-                    item,
-                    g,
-                    row0: panel * MR,
-                    rows,
-                    segments: &segments,
-                    first,
-                    last,
-                };
-                store(d, p, &mut tile, &to);
-            }
-        }
-        k0 += kc;
-    }
-    scratch.segments = segments;
 }
 
 /// Pack `kc` rows of B starting at `k0`, columns `col0 .. col0+ncols`, into
@@ -1275,6 +1155,14 @@ mod tests {
             conv_matches(kern, KIND_POINTWISE, (12, 9, 8, 10, 1, 1, 0, 2));
             conv_matches(kern, KIND_IM2COL, (6, 15, 13, 9, 1, 2, 0, 1));
             conv_matches(kern, KIND_IM2COL, (6, 15, 13, 9, 1, 3, 0, 3));
+            // At least 128 rows: B copied into packed blocks (the cases
+            // above read it in place) — 3×3 stride 1 and 2, K split into
+            // two blocks, 1×1 contiguous and with K split.
+            conv_matches(kern, KIND_IM2COL, (5, 9, 7, 130, 3, 1, 1, 1));
+            conv_matches(kern, KIND_IM2COL, (6, 11, 11, 134, 3, 2, 1, 1));
+            conv_matches(kern, KIND_IM2COL, (140, 6, 6, 128, 3, 1, 1, 1));
+            conv_matches(kern, KIND_POINTWISE, (20, 13, 11, 129, 1, 1, 0, 1));
+            conv_matches(kern, KIND_POINTWISE, (1300, 5, 5, 128, 1, 1, 0, 1));
         }
     }
 

@@ -4,7 +4,7 @@
 
 pub mod gemm;
 pub mod micro;
-pub mod pointwise;
+pub mod packed;
 pub mod pool;
 pub mod simple;
 pub mod winograd;

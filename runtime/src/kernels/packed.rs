@@ -1,0 +1,447 @@
+//! Convolutions as GEMMs on packed B blocks.
+//!
+//! `C = A·B` per (item, group) with A the packed weights (out × K) and B
+//! the im2col matrix (K × output positions), whose rows are slices of a
+//! source the caller prepared: the input planes themselves for a 1×1
+//! convolution ([`run_pointwise`]), or zero-padded phase planes for any
+//! other stride ≤ 4 (`gemm::run_shifted`). Each task copies a block of B —
+//! `kc` rows of a few micro-panels of columns, together at most
+//! [`B_BLOCK_BYTES`] so it stays in L2 — into contiguous panels and runs
+//! every row panel of its rows over it, the A panel staying in L1 across
+//! the block's column panels and each output tile's rows written as short
+//! sequential runs.
+//!
+//! Against reading B where it lies (through a row-offset table, as the
+//! micro-kernel can), the copy pays for itself: source rows are strided
+//! and straddle cache lines (a 7×7 plane is 196 bytes), and the strided
+//! layers' B working set did not fit L2 next to the streamed weights. On
+//! ResNet-50's shapes the micro-kernel ran 25–35% slower on in-place B
+//! single-threaded, and the 3×3/2 layers went 3.5 → 2.2 ms (512 ch at
+//! 7×7 out) and 3.0 → 2.1 ms (128 ch at 28×28) in `netc bench`.
+//!
+//! Tasks are (item, group, column block, row split): rows are split only
+//! when there are too few column blocks to keep the threads busy (late
+//! layers at batch 1), since each split packs its block again.
+
+use super::gemm::{self, GemmDesc, Ptrs, Scratch, Segment, TileDest};
+use super::micro::{MicroKernel, MR};
+use crate::threads::{current_threads, parallel_for};
+use std::cell::RefCell;
+
+/// Bytes of packed B one task keeps in L2 (about half of Zen 3's and
+/// Skylake-X's L2, leaving room for the streamed weights and the output).
+const B_BLOCK_BYTES: usize = 288 << 10;
+/// The longest K block: 128 channels of a 3×3 window. Longer reductions
+/// are split and accumulate through the output, so the block can still
+/// hold several column panels.
+const KC_MAX: usize = 1152;
+/// The widest column block, so large planes still make many tasks.
+const MAX_BLOCK_COLS: usize = 256;
+/// Below this many output channels a contiguous B is read in place: a
+/// block is then multiplied by too few row panels to repay its copy (the
+/// 7×7/2 stem with 64 channels, 2.5 → 2.7 ms packed; deep_convnet's 64
+/// channel layers, 0.16 → 0.19 ms for the model).
+const PACK_MIN_ROWS: usize = 128;
+
+/// How B's columns sit in the source rows.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Columns {
+    /// Column `j` is at `row + j`; the output has the first `ow` of every
+    /// `wq` columns (phase planes; `wq == ow` for a plane read as it is).
+    Grid { wq: usize, ow: usize },
+    /// Column `j = y·ow + x` is at `row + y·sh·w + x·sw` (a strided 1×1
+    /// convolution reading its input in place); every column is an output.
+    Strided {
+        ow: usize,
+        w: usize,
+        sh: usize,
+        sw: usize,
+    },
+}
+
+impl Columns {
+    /// The output segments of B columns `c0 .. c0 + len`, appended to `out`.
+    fn segments(self, c0: usize, len: usize, out: &mut Vec<Segment>) {
+        let Columns::Grid { wq, ow } = self else {
+            out.push(Segment {
+                tile_col: 0,
+                out_col: c0,
+                len,
+            });
+            return;
+        };
+        let mut j = c0;
+        while j < c0 + len {
+            let (y, x) = (j / wq, j % wq);
+            if x >= ow {
+                j += wq - x;
+                continue;
+            }
+            let run = (ow - x).min(c0 + len - j);
+            out.push(Segment {
+                tile_col: j - c0,
+                out_col: y * ow + x,
+                len: run,
+            });
+            j += run;
+        }
+    }
+}
+
+/// B of one convolution: row `k` of group `g` of item `n` starts at
+/// `base + n·item_stride + g·group_stride + rows[k]`.
+#[derive(Clone, Copy)]
+pub(super) struct Source {
+    pub(super) base: *const f32,
+    pub(super) item_stride: usize,
+    pub(super) group_stride: usize,
+    /// `d.k()` row offsets.
+    pub(super) rows: *const usize,
+    /// Columns of B (on the phase grid, for [`Columns::Grid`]).
+    pub(super) cols: usize,
+    pub(super) columns: Columns,
+    /// Whether a row may be read up to 32 floats past its last column (a
+    /// ragged column panel is then read in place like the others).
+    pub(super) slack: bool,
+}
+
+// SAFETY: the pointers address buffers the caller keeps alive and
+// unchanged for the call; tasks only read through them.
+unsafe impl Sync for Source {}
+
+/// K block and column block for reduction length `k` over `cols` columns:
+/// K in even blocks of at most [`KC_MAX`], then whole micro-panels of
+/// columns, at most what fits [`B_BLOCK_BYTES`] and as even as panels
+/// allow (784 columns as four blocks of 208, 208, 208 and 160 rather than
+/// 256, 256, 256 and 16: the tasks are the unit of load balance).
+fn blocking(k: usize, cols: usize, nr: usize) -> (usize, usize) {
+    let kc = k.div_ceil(k.div_ceil(KC_MAX).max(1)).max(1);
+    let fit = B_BLOCK_BYTES / (4 * kc);
+    let most = (fit.min(MAX_BLOCK_COLS) / nr).max(1) * nr;
+    let blocks = cols.div_ceil(most).max(1);
+    (kc, cols.div_ceil(blocks).next_multiple_of(nr))
+}
+
+/// Multiply items `items` of `src` by the packed weights into the output.
+///
+/// # Safety
+/// As [`gemm::run`]: `p` addresses buffers of the sizes `d` implies, and
+/// `src` describes readable B rows for every item, group and column.
+pub(super) unsafe fn run(
+    kern: MicroKernel,
+    d: &GemmDesc,
+    p: &Ptrs,
+    src: &Source,
+    items: std::ops::Range<usize>,
+) {
+    let (m, k) = (d.m(), d.k());
+    let (kc, block) = blocking(k, src.cols, kern.nr);
+    let col_blocks = src.cols.div_ceil(block);
+    let row_panels = m.div_ceil(MR);
+    let groups = d.groups as usize;
+    let base_tasks = items.len() * groups * col_blocks;
+    let target = 2 * current_threads();
+    let row_splits = target.div_ceil(base_tasks).clamp(1, row_panels);
+    let panels_per_split = row_panels.div_ceil(row_splits);
+    let tasks = base_tasks * row_splits;
+    let task = |t: usize| {
+        let rs = t % row_splits;
+        let rest = t / row_splits;
+        let cb = rest % col_blocks;
+        let rest = rest / col_blocks;
+        let g = rest % groups;
+        let item = items.start + rest / groups;
+        let panels = rs * panels_per_split..((rs + 1) * panels_per_split).min(row_panels);
+        if panels.is_empty() {
+            return;
+        }
+        let col0 = cb * block;
+        let block = Block {
+            item,
+            g,
+            col0,
+            width: block.min(src.cols - col0),
+        };
+        gemm::with_scratch(|s| {
+            // SAFETY: forwarded from the caller's contract; tasks write
+            // disjoint output tiles.
+            unsafe { block_task(kern, d, p, src, s, kc, block, panels) }
+        });
+    };
+    if tasks == 1 {
+        task(0);
+    } else {
+        parallel_for(tasks, task);
+    }
+}
+
+/// The columns one task owns.
+#[derive(Clone, Copy)]
+struct Block {
+    item: usize,
+    g: usize,
+    col0: usize,
+    width: usize,
+}
+
+/// One task: for each K block, pack the block's B and multiply every row
+/// panel in `panels` by it, accumulating through the output.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_task(
+    kern: MicroKernel,
+    d: &GemmDesc,
+    p: &Ptrs,
+    src: &Source,
+    s: &mut Scratch,
+    kc_max: usize,
+    block: Block,
+    panels: std::ops::Range<usize>,
+) {
+    let nr = kern.nr;
+    let (m, k) = (d.m(), d.k());
+    let col_panels = block.width.div_ceil(nr);
+    // Each column panel's output segments: `segments[spans[i]..spans[i+1]]`.
+    s.segments.clear();
+    s.spans.clear();
+    s.spans.push(0);
+    for cp in 0..col_panels {
+        let len = nr.min(block.width - cp * nr);
+        src.columns
+            .segments(block.col0 + cp * nr, len, &mut s.segments);
+        s.spans.push(s.segments.len());
+    }
+    if let Columns::Strided { ow, w, sh, sw } = src.columns {
+        let (mut y, mut x) = (block.col0 / ow, block.col0 % ow);
+        s.cols.clear();
+        for _ in 0..block.width {
+            s.cols.push(y * sh * w + x * sw);
+            x += 1;
+            if x == ow {
+                (x, y) = (0, y + 1);
+            }
+        }
+    }
+    let a_group = p.a.add(block.g * m.div_ceil(MR) * MR * k);
+    let mut tile = [0.0f32; MR * 32];
+    if m < PACK_MIN_ROWS {
+        if let Columns::Grid { .. } = src.columns {
+            return in_place(kern, d, p, src, s, block, panels);
+        }
+    }
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = kc_max.min(k - k0);
+        match nr {
+            8 => pack::<8>(src, s, block, k0, kc),
+            12 => pack::<12>(src, s, block, k0, kc),
+            16 => pack::<16>(src, s, block, k0, kc),
+            32 => pack::<32>(src, s, block, k0, kc),
+            _ => unreachable!("no micro-kernel is {nr} wide"),
+        }
+        let (first, last) = (k0 == 0, k0 + kc == k);
+        for panel in panels.clone() {
+            let a_panel = a_group.add(panel * MR * k + k0 * MR);
+            for cp in 0..col_panels {
+                let segments = &s.segments[s.spans[cp]..s.spans[cp + 1]];
+                if segments.is_empty() {
+                    continue;
+                }
+                let b_panel = s.b.as_ptr().add(cp * kc * nr);
+                (kern.run)(kc, a_panel, b_panel, s.packed.as_ptr(), tile.as_mut_ptr());
+                let to = TileDest {
+                    nr,
+                    item: block.item,
+                    g: block.g,
+                    row0: panel * MR,
+                    rows: MR.min(m - panel * MR),
+                    segments,
+                    first,
+                    last,
+                };
+                gemm::store(d, p, &mut tile, &to);
+            }
+        }
+        k0 += kc;
+    }
+}
+
+/// [`block_task`] without the copy: the micro-kernel reads B's rows where
+/// they lie through the row-offset table, over the whole K, column panel by
+/// column panel so each panel's rows stay in L1 across the row panels.
+/// Only a ragged last panel of a source without slack is copied.
+#[allow(clippy::too_many_arguments)]
+unsafe fn in_place(
+    kern: MicroKernel,
+    d: &GemmDesc,
+    p: &Ptrs,
+    src: &Source,
+    s: &mut Scratch,
+    block: Block,
+    panels: std::ops::Range<usize>,
+) {
+    let nr = kern.nr;
+    let (m, k) = (d.m(), d.k());
+    let a_group = p.a.add(block.g * m.div_ceil(MR) * MR * k);
+    let base = src
+        .base
+        .add(block.item * src.item_stride + block.g * src.group_stride + block.col0);
+    let mut tile = [0.0f32; MR * 32];
+    for cp in 0..block.width.div_ceil(nr) {
+        let segments = &s.segments[s.spans[cp]..s.spans[cp + 1]];
+        if segments.is_empty() {
+            continue;
+        }
+        let width = nr.min(block.width - cp * nr);
+        let (mut b, mut offs) = (base.add(cp * nr), src.rows);
+        if width < nr && !src.slack {
+            if s.b.len() < k * nr {
+                s.b.resize(k * nr, 0.0);
+            }
+            for kk in 0..k {
+                let from = std::slice::from_raw_parts(b.add(*offs.add(kk)), width);
+                let dst = &mut s.b[kk * nr..(kk + 1) * nr];
+                dst[..width].copy_from_slice(from);
+                dst[width..].fill(0.0);
+            }
+            s.packed.clear();
+            s.packed.extend((0..k).map(|kk| kk * nr));
+            (b, offs) = (s.b.as_ptr(), s.packed.as_ptr());
+        }
+        for panel in panels.clone() {
+            let a_panel = a_group.add(panel * MR * k);
+            (kern.run)(k, a_panel, b, offs, tile.as_mut_ptr());
+            let to = TileDest {
+                nr,
+                item: block.item,
+                g: block.g,
+                row0: panel * MR,
+                rows: MR.min(m - panel * MR),
+                segments,
+                first: true,
+                last: true,
+            };
+            gemm::store(d, p, &mut tile, &to);
+        }
+    }
+}
+
+/// Copy rows `k0 .. k0 + kc` of the block's columns into `NR`-wide panels
+/// in `s.b`, k-major and zero-padded; `s.packed` becomes the panels' row
+/// offsets. Strided columns are gathered through `s.cols`. `NR` is a
+/// constant so a whole panel row is a few vector moves, not a `memcpy`
+/// call (which cost as much as the copy itself).
+unsafe fn pack<const NR: usize>(src: &Source, s: &mut Scratch, block: Block, k0: usize, kc: usize) {
+    let panels = block.width.div_ceil(NR);
+    if s.b.len() < panels * kc * NR {
+        s.b.resize(panels * kc * NR, 0.0);
+    }
+    s.packed.clear();
+    s.packed.extend((0..kc).map(|kk| kk * NR));
+    let base = src
+        .base
+        .add(block.item * src.item_stride + block.g * src.group_stride);
+    let grid = matches!(src.columns, Columns::Grid { .. });
+    let full = block.width / NR;
+    for kk in 0..kc {
+        let row = base.add(*src.rows.add(k0 + kk));
+        for panel in 0..panels {
+            let t0 = panel * NR;
+            let dst = &mut s.b[(panel * kc + kk) * NR..][..NR];
+            if grid && panel < full {
+                let from = row.add(block.col0 + t0) as *const [f32; NR];
+                dst.copy_from_slice(&from.read_unaligned());
+                continue;
+            }
+            let n = NR.min(block.width - t0);
+            if grid {
+                let from = std::slice::from_raw_parts(row.add(block.col0 + t0), n);
+                dst[..n].copy_from_slice(from);
+            } else {
+                for (v, &off) in dst[..n].iter_mut().zip(&s.cols[t0..t0 + n]) {
+                    *v = *row.add(off);
+                }
+            }
+            dst[n..].fill(0.0);
+        }
+    }
+}
+
+thread_local! {
+    /// A 1×1 convolution's row offsets (on the calling thread).
+    static ROWS: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether [`run_pointwise`] computes `d`: a 1×1 window whose reads all
+/// fall inside the input (no padding), any stride.
+pub(super) fn pointwise_fits(d: &GemmDesc) -> bool {
+    let (oh, ow, sh, sw) = (d.oh as usize, d.ow as usize, d.sh as usize, d.sw as usize);
+    d.kh == 1
+        && d.kw == 1
+        && d.pt == 0
+        && d.pl == 0
+        && oh > 0
+        && ow > 0
+        && (oh - 1) * sh < d.h as usize
+        && (ow - 1) * sw < d.w as usize
+}
+
+/// A 1×1 convolution [`pointwise_fits`] accepts: B's rows are the input
+/// planes, read in place (strided columns gathered while packing).
+///
+/// # Safety
+/// As [`gemm::run`].
+pub(super) unsafe fn run_pointwise(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
+    let plane = (d.h * d.w) as usize;
+    let (ow, w, sh, sw) = (d.ow as usize, d.w as usize, d.sh as usize, d.sw as usize);
+    let columns = if sh == 1 && sw == 1 && ow == w {
+        Columns::Grid { wq: w, ow: w }
+    } else {
+        Columns::Strided { ow, w, sh, sw }
+    };
+    ROWS.with(|rows| {
+        let mut rows = rows.borrow_mut();
+        rows.clear();
+        rows.extend((0..d.k()).map(|kk| kk * plane));
+        let src = Source {
+            base: p.x,
+            item_stride: d.x_bstride as usize,
+            group_stride: d.k() * plane,
+            rows: rows.as_ptr(),
+            cols: (d.oh * d.ow) as usize,
+            columns,
+            slack: false,
+        };
+        run(kern, d, p, &src, 0..d.batch as usize);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_even_and_fit_l2() {
+        // ResNet-50's strided 1×1 at 28×28 (K = 256): four even blocks.
+        assert_eq!(blocking(256, 784, 16), (256, 208));
+        // K = 2048 at 7×7: two K blocks, one column block of four panels.
+        assert_eq!(blocking(2048, 49, 16), (1024, 64));
+        // 3×3 over 512 channels: four K blocks of 128 channels.
+        assert_eq!(blocking(4608, 55, 16), (1152, 64));
+        // Small planes take one block; long reductions split K rather
+        // than narrow the block.
+        assert_eq!(blocking(64, 49, 16), (64, 64));
+        assert_eq!(blocking(100_000, 49, 16), (1150, 64));
+        // The stem (K = 147) over 112×115 grid columns: the widest blocks.
+        assert_eq!(blocking(147, 12878, 16), (147, 256));
+    }
+
+    #[test]
+    fn grid_segments_skip_the_columns_between_rows() {
+        let mut out = Vec::new();
+        // Rows of 3 outputs on a grid 5 wide: columns 2..12 hold outputs
+        // (0,2), (1,0..3), (2,0..2).
+        Columns::Grid { wq: 5, ow: 3 }.segments(2, 10, &mut out);
+        let got: Vec<_> = out.iter().map(|s| (s.tile_col, s.out_col, s.len)).collect();
+        assert_eq!(got, vec![(0, 2, 1), (3, 3, 3), (8, 6, 2)]);
+    }
+}
