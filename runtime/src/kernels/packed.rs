@@ -247,7 +247,6 @@ unsafe fn block_task(
                     continue;
                 }
                 let b_panel = s.b.as_ptr().add(cp * kc * nr);
-                (kern.run)(kc, a_panel, b_panel, s.packed.as_ptr(), tile.as_mut_ptr());
                 let to = TileDest {
                     nr,
                     item: block.item,
@@ -258,6 +257,8 @@ unsafe fn block_task(
                     first,
                     last,
                 };
+                gemm::prefetch_dest(d, p, &to);
+                (kern.run)(kc, a_panel, b_panel, s.packed.as_ptr(), tile.as_mut_ptr());
                 gemm::store(d, p, &mut tile, &to);
             }
         }
