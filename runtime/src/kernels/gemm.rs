@@ -203,6 +203,81 @@ pub(super) struct TileDest<'a> {
     pub(super) first: bool,
     pub(super) last: bool,
 }
+/// The (item, group, column block, row split) tasks of one layer: rows are
+/// split only when there are fewer than `target` other tasks (late layers
+/// at batch 1), since every split packs its B again.
+#[derive(Clone, Copy)]
+pub(super) struct Tasks {
+    groups: usize,
+    col_blocks: usize,
+    row_panels: usize,
+    row_splits: usize,
+    panels_per_split: usize,
+    base: usize,
+}
+
+/// One task: item index (from 0), group, column block and its row panels.
+pub(super) struct Task {
+    pub(super) item: usize,
+    pub(super) g: usize,
+    pub(super) cb: usize,
+    pub(super) panels: std::ops::Range<usize>,
+}
+
+impl Tasks {
+    pub(super) fn new(
+        items: usize,
+        groups: usize,
+        col_blocks: usize,
+        row_panels: usize,
+        target: usize,
+    ) -> Tasks {
+        let base = items * groups * col_blocks;
+        let row_splits = target.div_ceil(base).clamp(1, row_panels);
+        Tasks {
+            groups,
+            col_blocks,
+            row_panels,
+            row_splits,
+            panels_per_split: row_panels.div_ceil(row_splits),
+            base,
+        }
+    }
+
+    pub(super) fn count(&self) -> usize {
+        self.base * self.row_splits
+    }
+
+    /// Run `f` on every non-empty task, in parallel when there are several.
+    pub(super) fn run(&self, f: impl Fn(Task) + Sync) {
+        let task = |t: usize| {
+            if let Some(task) = self.get(t) {
+                f(task)
+            }
+        };
+        match self.count() {
+            1 => task(0),
+            n => parallel_for(n, task),
+        }
+    }
+
+    /// Task `t`, or `None` when its row split is empty.
+    pub(super) fn get(&self, t: usize) -> Option<Task> {
+        let rs = t % self.row_splits;
+        let rest = t / self.row_splits;
+        let cb = rest % self.col_blocks;
+        let rest = rest / self.col_blocks;
+        let panels =
+            rs * self.panels_per_split..((rs + 1) * self.panels_per_split).min(self.row_panels);
+        (!panels.is_empty()).then_some(Task {
+            item: rest / self.groups,
+            g: rest % self.groups,
+            cb,
+            panels,
+        })
+    }
+}
+
 /// A run of tile columns that lands contiguously in the output.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Segment {
@@ -275,36 +350,22 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
     let row_panels = m.div_ceil(MR);
     // Enough tasks to keep every thread busy even when there are few
     // columns (late layers at batch 1): split rows too.
-    let base_tasks = d.items() * d.groups as usize * col_blocks;
-    let threads = current_threads();
     // Every row split re-packs B, so split only as far as the threads
     // (criterion, 2 threads: 3×3 256→256 at 14×14 went from 5.5 to 4.0 ms).
-    let target = threads;
-    let row_splits = target.div_ceil(base_tasks).clamp(1, row_panels);
-    let panels_per_split = row_panels.div_ceil(row_splits);
-    let tasks = base_tasks * row_splits;
-    let task = |t: usize| {
-        let rs = t % row_splits;
-        let rest = t / row_splits;
-        let cb = rest % col_blocks;
-        let rest = rest / col_blocks;
-        let g = rest % d.groups as usize;
-        let item = rest / d.groups as usize;
-        let panels = rs * panels_per_split..((rs + 1) * panels_per_split).min(row_panels);
-        if panels.is_empty() {
-            return;
-        }
+    let split = Tasks::new(
+        d.items(),
+        d.groups as usize,
+        col_blocks,
+        row_panels,
+        current_threads(),
+    );
+    split.run(|t| {
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             // SAFETY: forwarded from the caller's contract.
-            unsafe { tile_task(kern, d, &p, &mut s, item, g, cb * NC, panels) };
+            unsafe { tile_task(kern, d, &p, &mut s, t.item, t.g, t.cb * NC, t.panels) };
         });
-    };
-    if tasks == 1 {
-        task(0);
-    } else {
-        parallel_for(tasks, task);
-    }
+    });
 }
 
 /// Run `f` on this thread's scratch buffers.
@@ -1028,6 +1089,39 @@ unsafe fn store_any(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every (item, group, column block, row panel) is in exactly one task,
+    /// rows are split only up to the target, and empty splits are skipped.
+    #[test]
+    fn tasks_cover_every_tile_once() {
+        for (items, groups, col_blocks, row_panels, target) in [
+            (1, 1, 1, 86, 4),
+            (8, 1, 1, 171, 4),
+            (1, 2, 3, 5, 16),
+            (2, 1, 1, 3, 7),
+            (1, 1, 1, 1, 2),
+        ] {
+            let split = Tasks::new(items, groups, col_blocks, row_panels, target);
+            let mut seen = vec![0; items * groups * col_blocks * row_panels];
+            let mut nonempty = 0;
+            for t in 0..split.count() {
+                let Some(task) = split.get(t) else { continue };
+                nonempty += 1;
+                for panel in task.panels {
+                    let at =
+                        ((task.item * groups + task.g) * col_blocks + task.cb) * row_panels + panel;
+                    seen[at] += 1;
+                }
+            }
+            assert!(
+                seen.iter().all(|&n| n == 1),
+                "{items} {groups} {col_blocks} {row_panels} {target}"
+            );
+            let base = items * groups * col_blocks;
+            assert!(nonempty < target + base);
+            assert_eq!(split.count() > base, base < target && row_panels > 1);
+        }
+    }
 
     /// A scalar micro-kernel `NR` columns wide, to exercise the driver with
     /// every panel width the SIMD kernels use (12 for AVX2, 32 for AVX-512)

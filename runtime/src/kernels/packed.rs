@@ -23,9 +23,9 @@
 //! when there are too few column blocks to keep the threads busy (late
 //! layers at batch 1), since each split packs its block again.
 
-use super::gemm::{self, GemmDesc, Ptrs, Scratch, Segment, TileDest};
+use super::gemm::{self, GemmDesc, Ptrs, Scratch, Segment, Tasks, TileDest};
 use super::micro::{MicroKernel, MR};
-use crate::threads::{current_threads, parallel_for};
+use crate::threads::current_threads;
 use std::cell::RefCell;
 
 /// Bytes of packed B one task keeps in L2 (about half of Zen 3's and
@@ -137,42 +137,27 @@ pub(super) unsafe fn run(
     let (m, k) = (d.m(), d.k());
     let (kc, block) = blocking(k, src.cols, kern.nr);
     let col_blocks = src.cols.div_ceil(block);
-    let row_panels = m.div_ceil(MR);
-    let groups = d.groups as usize;
-    let base_tasks = items.len() * groups * col_blocks;
-    let target = 2 * current_threads();
-    let row_splits = target.div_ceil(base_tasks).clamp(1, row_panels);
-    let panels_per_split = row_panels.div_ceil(row_splits);
-    let tasks = base_tasks * row_splits;
-    let task = |t: usize| {
-        let rs = t % row_splits;
-        let rest = t / row_splits;
-        let cb = rest % col_blocks;
-        let rest = rest / col_blocks;
-        let g = rest % groups;
-        let item = items.start + rest / groups;
-        let panels = rs * panels_per_split..((rs + 1) * panels_per_split).min(row_panels);
-        if panels.is_empty() {
-            return;
-        }
-        let col0 = cb * block;
+    let split = Tasks::new(
+        items.len(),
+        d.groups as usize,
+        col_blocks,
+        m.div_ceil(MR),
+        2 * current_threads(),
+    );
+    split.run(|t| {
+        let col0 = t.cb * block;
         let block = Block {
-            item,
-            g,
+            item: items.start + t.item,
+            g: t.g,
             col0,
             width: block.min(src.cols - col0),
         };
         gemm::with_scratch(|s| {
             // SAFETY: forwarded from the caller's contract; tasks write
             // disjoint output tiles.
-            unsafe { block_task(kern, d, p, src, s, kc, block, panels) }
+            unsafe { block_task(kern, d, p, src, s, kc, block, t.panels) }
         });
-    };
-    if tasks == 1 {
-        task(0);
-    } else {
-        parallel_for(tasks, task);
-    }
+    });
 }
 
 /// The columns one task owns.
@@ -182,6 +167,30 @@ struct Block {
     g: usize,
     col0: usize,
     width: usize,
+}
+
+impl Block {
+    /// Where row panel `panel`'s tile over `segments` goes.
+    fn dest<'a>(
+        &self,
+        nr: usize,
+        m: usize,
+        panel: usize,
+        segments: &'a [Segment],
+        first: bool,
+        last: bool,
+    ) -> TileDest<'a> {
+        TileDest {
+            nr,
+            item: self.item,
+            g: self.g,
+            row0: panel * MR,
+            rows: MR.min(m - panel * MR),
+            segments,
+            first,
+            last,
+        }
+    }
 }
 
 /// One task: for each K block, pack the block's B and multiply every row
@@ -247,16 +256,7 @@ unsafe fn block_task(
                     continue;
                 }
                 let b_panel = s.b.as_ptr().add(cp * kc * nr);
-                let to = TileDest {
-                    nr,
-                    item: block.item,
-                    g: block.g,
-                    row0: panel * MR,
-                    rows: MR.min(m - panel * MR),
-                    segments,
-                    first,
-                    last,
-                };
+                let to = block.dest(nr, m, panel, segments, first, last);
                 gemm::prefetch_dest(d, p, &to);
                 (kern.run)(kc, a_panel, b_panel, s.packed.as_ptr(), tile.as_mut_ptr());
                 gemm::store(d, p, &mut tile, &to);
@@ -311,16 +311,7 @@ unsafe fn in_place(
         for panel in panels.clone() {
             let a_panel = a_group.add(panel * MR * k);
             (kern.run)(k, a_panel, b, offs, tile.as_mut_ptr());
-            let to = TileDest {
-                nr,
-                item: block.item,
-                g: block.g,
-                row0: panel * MR,
-                rows: MR.min(m - panel * MR),
-                segments,
-                first: true,
-                last: true,
-            };
+            let to = block.dest(nr, m, panel, segments, true, true);
             gemm::store(d, p, &mut tile, &to);
         }
     }
