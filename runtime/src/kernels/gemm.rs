@@ -360,11 +360,8 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
         current_threads(),
     );
     split.run(|t| {
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            // SAFETY: forwarded from the caller's contract.
-            unsafe { tile_task(kern, d, &p, &mut s, t.item, t.g, t.cb * NC, t.panels) };
-        });
+        // SAFETY: forwarded from the caller's contract.
+        with_scratch(|s| unsafe { tile_task(kern, d, &p, s, t.item, t.g, t.cb * NC, t.panels) });
     });
 }
 
