@@ -186,16 +186,17 @@ pub(super) struct Scratch {
     pub(super) spans: Vec<usize>,
     /// Source offsets of the columns a task gathers.
     pub(super) cols: Vec<usize>,
+    /// The runs a task copies its contiguous columns in (see `packed::pack`).
+    pub(super) runs: Vec<packed::Run>,
 }
 
 /// Where a tile of results goes: its rows `row0 .. row0 + rows` (of `nr`
-/// columns) are output channels of group `g` of `item`, its columns land
-/// by `segments`; `first`/`last` say whether its K block is the first or
+/// columns) are output channels of group `g`, its columns land by
+/// `segments` (which may belong to different items); `first`/`last` say whether its K block is the first or
 /// the last (accumulate, and run the epilogue, accordingly).
 #[derive(Clone, Copy)]
 pub(super) struct TileDest<'a> {
     pub(super) nr: usize,
-    pub(super) item: usize,
     pub(super) g: usize,
     pub(super) row0: usize,
     pub(super) rows: usize,
@@ -278,9 +279,10 @@ impl Tasks {
     }
 }
 
-/// A run of tile columns that lands contiguously in the output.
+/// A run of tile columns that lands contiguously in item `item`'s output.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Segment {
+    pub(super) item: usize,
     pub(super) tile_col: usize,
     pub(super) out_col: usize,
     pub(super) len: usize,
@@ -406,13 +408,13 @@ unsafe fn tile_task(
                 (kern.run)(kc, a_panel, b, scratch.packed.as_ptr(), tile.as_mut_ptr());
                 let rows = MR.min(m - panel * MR);
                 let segment = Segment {
+                    item,
                     tile_col: 0,
                     out_col: col0 + cp * nr,
                     len: nr.min(ncols - cp * nr),
                 };
                 let to = TileDest {
                     nr,
-                    item,
                     g,
                     row0: panel * MR,
                     rows,
@@ -449,6 +451,7 @@ unsafe fn run_gemv(d: &GemmDesc, p: &Ptrs) {
                 }
             }
             let all = Segment {
+                item: 0,
                 tile_col: 0,
                 out_col: 0,
                 len: batch,
@@ -456,7 +459,6 @@ unsafe fn run_gemv(d: &GemmDesc, p: &Ptrs) {
             // SAFETY: rows of this chunk are written by this task only.
             let to = TileDest {
                 nr: batch,
-                item: 0,
                 g: 0,
                 row0,
                 rows,
@@ -750,22 +752,37 @@ unsafe fn pad_input(d: &GemmDesc, geo: Shifted, x: *const f32, item: usize, out:
 /// A convolution with stride ≤ [`MAX_PHASE_STRIDE`]: copy each item once
 /// into padded phase planes (see `Shifted`), whose slices are B's rows;
 /// the multiply packs blocks of them ([`packed::run`]).
+///
+/// Small planes (fewer columns than a block holds) are padded for every
+/// item at once so blocks can span items; larger ones one item at a time,
+/// which keeps the buffer to one item's planes (VGG's 224×224×64 input is
+/// 13 MB padded).
 unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
     let geo = Shifted::new(d);
+    let batch = d.batch as usize;
+    let together = if geo.cols < packed::MAX_BLOCK_COLS {
+        batch
+    } else {
+        1
+    };
+    let item_len = geo.len(d);
     ROWS.with(|rows| {
         let mut rows = rows.borrow_mut();
         geo.row_offsets(d, &mut rows);
         PADDED.with(|buf| {
             let mut buf = buf.borrow_mut();
-            if buf.len() < geo.len(d) {
-                buf.resize(geo.len(d), 0.0);
+            if buf.len() < together * item_len {
+                buf.resize(together * item_len, 0.0);
             }
-            for item in 0..d.batch as usize {
-                pad_input(d, geo, p.x, item, &mut buf);
+            for first in (0..batch).step_by(together) {
+                let items = first..(first + together).min(batch);
+                for (item, planes) in items.clone().zip(buf.chunks_exact_mut(item_len)) {
+                    pad_input(d, geo, p.x, item, planes);
+                }
                 let src = Source {
-                    // One item's planes at a time: the item stride is 0.
                     base: buf.as_ptr(),
-                    item_stride: 0,
+                    first_item: first,
+                    item_stride: item_len,
                     group_stride: (d.in_c / d.groups) as usize * geo.channel(),
                     rows: rows.as_ptr(),
                     cols: geo.cols,
@@ -775,7 +792,7 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
                     },
                     slack: true,
                 };
-                packed::run(kern, d, p, &src, item..item + 1);
+                packed::run(kern, d, p, &src, items);
             }
         });
     });
@@ -928,7 +945,7 @@ pub(super) unsafe fn prefetch_dest(d: &GemmDesc, p: &Ptrs, to: &TileDest) {
             let oc = to.g * m + to.row0 + r;
             for seg in to.segments {
                 let at = |base: *const f32, bstride: u64| {
-                    let first = base.add(c_offset(d, bstride, to.item, oc, seg.out_col));
+                    let first = base.add(c_offset(d, bstride, seg.item, oc, seg.out_col));
                     _mm_prefetch::<_MM_HINT_T1>(first as *const i8);
                     _mm_prefetch::<_MM_HINT_T1>(first.add(seg.len - 1) as *const i8);
                 };
@@ -979,7 +996,6 @@ unsafe fn store_avx2(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
 unsafe fn store_any(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
     let TileDest {
         nr,
-        item,
         g,
         row0,
         rows,
@@ -1012,13 +1028,15 @@ unsafe fn store_any(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
         };
         for seg in segments {
             let width = seg.len;
-            let dst = p.out.add(c_offset(d, d.out_bstride, item, oc, seg.out_col));
+            let dst = p
+                .out
+                .add(c_offset(d, d.out_bstride, seg.item, oc, seg.out_col));
             let start = r * nr + seg.tile_col;
             let v = &mut tile[start..start + width];
             if simple {
                 let out = std::slice::from_raw_parts_mut(dst, width);
                 if add {
-                    let r = p.res[0].add(c_offset(d, d.res_bstride[0], item, oc, seg.out_col));
+                    let r = p.res[0].add(c_offset(d, d.res_bstride[0], seg.item, oc, seg.out_col));
                     let r = std::slice::from_raw_parts(r, width);
                     let sum = out.iter_mut().zip(v.iter().zip(r));
                     if relu {
@@ -1049,8 +1067,13 @@ unsafe fn store_any(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
                     match step {
                         STEP_ADD => {
                             let bstride = d.res_bstride[residual];
-                            let res =
-                                p.res[residual].add(c_offset(d, bstride, item, oc, seg.out_col));
+                            let res = p.res[residual].add(c_offset(
+                                d,
+                                bstride,
+                                seg.item,
+                                oc,
+                                seg.out_col,
+                            ));
                             if !dense {
                                 let add = std::slice::from_raw_parts(res, width);
                                 v.iter_mut().zip(add.iter()).for_each(|(x, a)| *x += a);
@@ -1164,7 +1187,7 @@ mod tests {
             (h + 2 * pad - k) / stride + 1,
             (w + 2 * pad - k) / stride + 1,
         );
-        let batch = 2;
+        let batch = 3;
         let x: Vec<f32> = (0..batch * c * h * w).map(value).collect();
         let kg = c / groups * k * k;
         let wts: Vec<f32> = (0..oc * kg).map(|i| value(i + 5)).collect();

@@ -36,7 +36,7 @@ const B_BLOCK_BYTES: usize = 288 << 10;
 /// hold several column panels.
 const KC_MAX: usize = 1152;
 /// The widest column block, so large planes still make many tasks.
-const MAX_BLOCK_COLS: usize = 256;
+pub(super) const MAX_BLOCK_COLS: usize = 256;
 /// Below this many output channels a contiguous B is read in place: a
 /// block is then multiplied by too few row panels to repay its copy (the
 /// 7×7/2 stem with 64 channels, 2.5 → 2.7 ms packed; deep_convnet's 64
@@ -60,11 +60,13 @@ pub(super) enum Columns {
 }
 
 impl Columns {
-    /// The output segments of B columns `c0 .. c0 + len`, appended to `out`.
-    fn segments(self, c0: usize, len: usize, out: &mut Vec<Segment>) {
+    /// The output segments of item `item`'s B columns `c0 .. c0 + len`,
+    /// which sit at tile column `tile_col` on, appended to `out`.
+    fn segments(self, item: usize, c0: usize, len: usize, tile_col: usize, out: &mut Vec<Segment>) {
         let Columns::Grid { wq, ow } = self else {
             out.push(Segment {
-                tile_col: 0,
+                item,
+                tile_col,
                 out_col: c0,
                 len,
             });
@@ -79,7 +81,8 @@ impl Columns {
             }
             let run = (ow - x).min(c0 + len - j);
             out.push(Segment {
-                tile_col: j - c0,
+                item,
+                tile_col: tile_col + j - c0,
                 out_col: y * ow + x,
                 len: run,
             });
@@ -89,10 +92,11 @@ impl Columns {
 }
 
 /// B of one convolution: row `k` of group `g` of item `n` starts at
-/// `base + n·item_stride + g·group_stride + rows[k]`.
+/// `base + (n − first_item)·item_stride + g·group_stride + rows[k]`.
 #[derive(Clone, Copy)]
 pub(super) struct Source {
     pub(super) base: *const f32,
+    pub(super) first_item: usize,
     pub(super) item_stride: usize,
     pub(super) group_stride: usize,
     /// `d.k()` row offsets.
@@ -114,6 +118,12 @@ unsafe impl Sync for Source {}
 /// columns, at most what fits [`B_BLOCK_BYTES`] and as even as panels
 /// allow (784 columns as four blocks of 208, 208, 208 and 160 rather than
 /// 256, 256, 256 and 16: the tasks are the unit of load balance).
+///
+/// K is not shortened to widen the blocks: each further K block is one
+/// more pass accumulating through the output, and that cost more than the
+/// weight reads it saves (3×3/2 over 512 channels at batch 8, 8 × 49
+/// columns: 21.1 ms with K blocks of 1152 and 64 columns, 26.8 ms with
+/// blocks of 288 and 208 columns, median of 5 alternated runs).
 fn blocking(k: usize, cols: usize, nr: usize) -> (usize, usize) {
     let kc = k.div_ceil(k.div_ceil(KC_MAX).max(1)).max(1);
     let fit = B_BLOCK_BYTES / (4 * kc);
@@ -123,6 +133,12 @@ fn blocking(k: usize, cols: usize, nr: usize) -> (usize, usize) {
 }
 
 /// Multiply items `items` of `src` by the packed weights into the output.
+///
+/// The items' columns are one column space, item after item, so a block
+/// may span several small planes (7×7 and 14×14 layers at batch > 1) and
+/// no micro-panel is padded at each item's end: 8 × 49 columns are 25
+/// panels of 16, not 32. Only blocks that are read in place stay within
+/// one item.
 ///
 /// # Safety
 /// As [`gemm::run`]: `p` addresses buffers of the sizes `d` implies, and
@@ -135,22 +151,29 @@ pub(super) unsafe fn run(
     items: std::ops::Range<usize>,
 ) {
     let (m, k) = (d.m(), d.k());
-    let (kc, block) = blocking(k, src.cols, kern.nr);
-    let col_blocks = src.cols.div_ceil(block);
+    let per_item = reads_in_place(m, src);
+    let (units, unit_cols) = if per_item {
+        (items.len(), src.cols)
+    } else {
+        (1, items.len() * src.cols)
+    };
+    let (kc, block) = blocking(k, unit_cols, kern.nr);
+    let col_blocks = unit_cols.div_ceil(block);
     let split = Tasks::new(
-        items.len(),
+        units,
         d.groups as usize,
         col_blocks,
         m.div_ceil(MR),
         2 * current_threads(),
     );
     split.run(|t| {
-        let col0 = t.cb * block;
+        // Column `start` of the items' column space.
+        let start = t.item * unit_cols + t.cb * block;
         let block = Block {
-            item: items.start + t.item,
+            item: items.start + start / src.cols,
+            col0: start % src.cols,
             g: t.g,
-            col0,
-            width: block.min(src.cols - col0),
+            width: block.min(unit_cols - t.cb * block),
         };
         gemm::with_scratch(|s| {
             // SAFETY: forwarded from the caller's contract; tasks write
@@ -160,16 +183,43 @@ pub(super) unsafe fn run(
     });
 }
 
-/// The columns one task owns.
+/// Whether blocks of `src` are multiplied where they lie (see
+/// [`PACK_MIN_ROWS`]) rather than packed.
+fn reads_in_place(m: usize, src: &Source) -> bool {
+    m < PACK_MIN_ROWS && matches!(src.columns, Columns::Grid { .. })
+}
+
+/// The columns one task owns: `width` columns from column `col0` of item
+/// `item` on, running into the next items past the item's last column.
 #[derive(Clone, Copy)]
 struct Block {
     item: usize,
-    g: usize,
     col0: usize,
+    g: usize,
     width: usize,
 }
 
 impl Block {
+    /// Call `f(item, column, offset, len)` for each run of the block's
+    /// columns `from .. from + len` that lies in one item: `len` columns
+    /// from `column` of `item`, at `offset` from `from`.
+    fn item_runs(
+        &self,
+        cols: usize,
+        from: usize,
+        len: usize,
+        mut f: impl FnMut(usize, usize, usize, usize),
+    ) {
+        let mut done = 0;
+        while done < len {
+            let at = self.col0 + from + done;
+            let (item, c) = (self.item + at / cols, at % cols);
+            let run = (cols - c).min(len - done);
+            f(item, c, done, run);
+            done += run;
+        }
+    }
+
     /// Where row panel `panel`'s tile over `segments` goes.
     fn dest<'a>(
         &self,
@@ -182,7 +232,6 @@ impl Block {
     ) -> TileDest<'a> {
         TileDest {
             nr,
-            item: self.item,
             g: self.g,
             row0: panel * MR,
             rows: MR.min(m - panel * MR),
@@ -191,6 +240,17 @@ impl Block {
             last,
         }
     }
+}
+
+/// A contiguous run of a block's columns within one item and one column
+/// panel: `len` floats from `src` (past a B row's start) go to column
+/// `off` of panel `panel`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Run {
+    panel: usize,
+    off: usize,
+    src: usize,
+    len: usize,
 }
 
 /// One task: for each K block, pack the block's B and multiply every row
@@ -213,30 +273,35 @@ unsafe fn block_task(
     s.segments.clear();
     s.spans.clear();
     s.spans.push(0);
+    s.runs.clear();
+    s.cols.clear();
     for cp in 0..col_panels {
         let len = nr.min(block.width - cp * nr);
-        src.columns
-            .segments(block.col0 + cp * nr, len, &mut s.segments);
+        block.item_runs(src.cols, cp * nr, len, |item, c, off, run| {
+            src.columns.segments(item, c, run, off, &mut s.segments);
+            match src.columns {
+                Columns::Grid { .. } => s.runs.push(Run {
+                    panel: cp,
+                    off,
+                    src: (item - src.first_item) * src.item_stride + c,
+                    len: run,
+                }),
+                Columns::Strided { ow, w, sh, sw } => {
+                    s.cols.extend((c..c + run).map(|j| {
+                        (item - src.first_item) * src.item_stride
+                            + (j / ow) * sh * w
+                            + (j % ow) * sw
+                    }));
+                }
+            }
+        });
         s.spans.push(s.segments.len());
     }
-    if let Columns::Strided { ow, w, sh, sw } = src.columns {
-        let (mut y, mut x) = (block.col0 / ow, block.col0 % ow);
-        s.cols.clear();
-        for _ in 0..block.width {
-            s.cols.push(y * sh * w + x * sw);
-            x += 1;
-            if x == ow {
-                (x, y) = (0, y + 1);
-            }
-        }
+    if reads_in_place(m, src) {
+        return in_place(kern, d, p, src, s, block, panels);
     }
     let a_group = p.a.add(block.g * m.div_ceil(MR) * MR * k);
     let mut tile = [0.0f32; MR * 32];
-    if m < PACK_MIN_ROWS {
-        if let Columns::Grid { .. } = src.columns {
-            return in_place(kern, d, p, src, s, block, panels);
-        }
-    }
     let mut k0 = 0;
     while k0 < k {
         let kc = kc_max.min(k - k0);
@@ -269,7 +334,8 @@ unsafe fn block_task(
 /// [`block_task`] without the copy: the micro-kernel reads B's rows where
 /// they lie through the row-offset table, over the whole K, column panel by
 /// column panel so each panel's rows stay in L1 across the row panels.
-/// Only a ragged last panel of a source without slack is copied.
+/// Only a ragged last panel of a source without slack is copied. The
+/// block lies within one item (see [`run`]).
 #[allow(clippy::too_many_arguments)]
 unsafe fn in_place(
     kern: MicroKernel,
@@ -283,9 +349,9 @@ unsafe fn in_place(
     let nr = kern.nr;
     let (m, k) = (d.m(), d.k());
     let a_group = p.a.add(block.g * m.div_ceil(MR) * MR * k);
-    let base = src
-        .base
-        .add(block.item * src.item_stride + block.g * src.group_stride + block.col0);
+    let base = src.base.add(
+        (block.item - src.first_item) * src.item_stride + block.g * src.group_stride + block.col0,
+    );
     let mut tile = [0.0f32; MR * 32];
     for cp in 0..block.width.div_ceil(nr) {
         let segments = &s.segments[s.spans[cp]..s.spans[cp + 1]];
@@ -319,9 +385,10 @@ unsafe fn in_place(
 
 /// Copy rows `k0 .. k0 + kc` of the block's columns into `NR`-wide panels
 /// in `s.b`, k-major and zero-padded; `s.packed` becomes the panels' row
-/// offsets. Strided columns are gathered through `s.cols`. `NR` is a
-/// constant so a whole panel row is a few vector moves, not a `memcpy`
-/// call (which cost as much as the copy itself).
+/// offsets. Grid columns are copied run by run (`s.runs`), strided ones
+/// gathered through `s.cols`. `NR` is a constant so a whole panel row is a
+/// few vector moves, not a `memcpy` call (which cost as much as the copy
+/// itself).
 unsafe fn pack<const NR: usize>(src: &Source, s: &mut Scratch, block: Block, k0: usize, kc: usize) {
     let panels = block.width.div_ceil(NR);
     if s.b.len() < panels * kc * NR {
@@ -329,31 +396,32 @@ unsafe fn pack<const NR: usize>(src: &Source, s: &mut Scratch, block: Block, k0:
     }
     s.packed.clear();
     s.packed.extend((0..kc).map(|kk| kk * NR));
-    let base = src
-        .base
-        .add(block.item * src.item_stride + block.g * src.group_stride);
-    let grid = matches!(src.columns, Columns::Grid { .. });
-    let full = block.width / NR;
+    let base = src.base.add(block.g * src.group_stride);
+    // Columns past the block's end in its last panel are zero.
+    let tail = block.width % NR;
     for kk in 0..kc {
         let row = base.add(*src.rows.add(k0 + kk));
-        for panel in 0..panels {
-            let t0 = panel * NR;
-            let dst = &mut s.b[(panel * kc + kk) * NR..][..NR];
-            if grid && panel < full {
-                let from = row.add(block.col0 + t0) as *const [f32; NR];
-                dst.copy_from_slice(&from.read_unaligned());
-                continue;
+        let panel_row = |panel: usize| (panel * kc + kk) * NR;
+        if let Columns::Grid { .. } = src.columns {
+            for r in &s.runs {
+                let dst = &mut s.b[panel_row(r.panel) + r.off..][..r.len];
+                if r.len == NR {
+                    let from = row.add(r.src) as *const [f32; NR];
+                    dst.copy_from_slice(&from.read_unaligned());
+                } else {
+                    dst.copy_from_slice(std::slice::from_raw_parts(row.add(r.src), r.len));
+                }
             }
-            let n = NR.min(block.width - t0);
-            if grid {
-                let from = std::slice::from_raw_parts(row.add(block.col0 + t0), n);
-                dst[..n].copy_from_slice(from);
-            } else {
-                for (v, &off) in dst[..n].iter_mut().zip(&s.cols[t0..t0 + n]) {
+        } else {
+            for (panel, offs) in s.cols.chunks(NR).enumerate() {
+                let dst = &mut s.b[panel_row(panel)..][..offs.len()];
+                for (v, &off) in dst.iter_mut().zip(offs) {
                     *v = *row.add(off);
                 }
             }
-            dst[n..].fill(0.0);
+        }
+        if tail > 0 {
+            s.b[panel_row(panels - 1) + tail..panel_row(panels - 1) + NR].fill(0.0);
         }
     }
 }
@@ -396,6 +464,7 @@ pub(super) unsafe fn run_pointwise(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
         rows.extend((0..d.k()).map(|kk| kk * plane));
         let src = Source {
             base: p.x,
+            first_item: 0,
             item_stride: d.x_bstride as usize,
             group_stride: d.k() * plane,
             rows: rows.as_ptr(),
@@ -432,8 +501,11 @@ mod tests {
         let mut out = Vec::new();
         // Rows of 3 outputs on a grid 5 wide: columns 2..12 hold outputs
         // (0,2), (1,0..3), (2,0..2).
-        Columns::Grid { wq: 5, ow: 3 }.segments(2, 10, &mut out);
-        let got: Vec<_> = out.iter().map(|s| (s.tile_col, s.out_col, s.len)).collect();
-        assert_eq!(got, vec![(0, 2, 1), (3, 3, 3), (8, 6, 2)]);
+        Columns::Grid { wq: 5, ow: 3 }.segments(4, 2, 10, 7, &mut out);
+        let got: Vec<_> = out
+            .iter()
+            .map(|s| (s.item, s.tile_col, s.out_col, s.len))
+            .collect();
+        assert_eq!(got, vec![(4, 7, 2, 1), (4, 10, 3, 3), (4, 15, 6, 2)]);
     }
 }
