@@ -1270,16 +1270,19 @@ mod tests {
                 nr: 8,
                 name: "scalar 8",
                 run: scalar::<8>,
+                narrow: Some(scalar::<4>),
             },
             MicroKernel {
                 nr: 12,
                 name: "scalar 12",
                 run: scalar::<12>,
+                narrow: Some(scalar::<6>),
             },
             MicroKernel {
                 nr: 32,
                 name: "scalar 32",
                 run: scalar::<32>,
+                narrow: Some(scalar::<16>),
             },
             micro::select(),
         ];

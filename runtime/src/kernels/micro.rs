@@ -13,14 +13,31 @@
 /// machine runs on another).
 pub const MR: usize = 6;
 
+/// `(kc, a, b, offs, tile)`: B row `k` starts at `b + offs[k]`; `tile`
+/// receives MR×(the kernel's width) floats, row-major.
+pub type KernelFn = unsafe fn(usize, *const f32, *const f32, *const usize, *mut f32);
+
 /// A micro-kernel and the number of columns it produces.
 #[derive(Clone, Copy)]
 pub struct MicroKernel {
     pub nr: usize,
     pub name: &'static str,
-    /// `(kc, a, b, offs, tile)`: B row `k` starts at `b + offs[k]`; `tile`
-    /// receives MR×nr floats, row-major.
-    pub run: unsafe fn(usize, *const f32, *const f32, *const usize, *mut f32),
+    pub run: KernelFn,
+    /// The same product over only the first `nr / 2` columns of each B
+    /// row, for a last column panel at most half full: a 7×7 plane is
+    /// 3 × 16 + 1 columns, so the full kernel would spend a quarter of a
+    /// layer's multiplies on padding, this one an eighth.
+    pub narrow: Option<KernelFn>,
+}
+
+impl MicroKernel {
+    /// The kernel for a column panel of `width` columns, and its width.
+    pub fn for_width(&self, width: usize) -> (KernelFn, usize) {
+        match self.narrow {
+            Some(narrow) if 2 * width <= self.nr => (narrow, self.nr / 2),
+            _ => (self.run, self.nr),
+        }
+    }
 }
 
 /// The best kernel this CPU supports.
@@ -34,6 +51,7 @@ pub fn select() -> MicroKernel {
                 nr: 32,
                 name: "avx512f 6x32",
                 run: avx512::kernel,
+                narrow: Some(avx512::narrow),
             };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -42,6 +60,7 @@ pub fn select() -> MicroKernel {
                 nr: 16,
                 name: "avx2+fma 6x16",
                 run: avx2::kernel,
+                narrow: Some(avx2::narrow),
             };
         }
     }
@@ -49,6 +68,7 @@ pub fn select() -> MicroKernel {
         nr: 8,
         name: "scalar 6x8",
         run: scalar_kernel,
+        narrow: None,
     }
 }
 
@@ -116,6 +136,43 @@ mod avx512 {
             _mm512_storeu_ps(tile.add(m * 32 + 16), cm[1]);
         }
     }
+
+    /// 6×16, the narrow kernel: even and odd k go to separate
+    /// accumulators, so twelve independent FMA chains still hide the FMA
+    /// latency with half the columns.
+    ///
+    /// # Safety
+    /// As [`kernel`], with `tile` 96 floats; only the first 16 floats of
+    /// each B row are read.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn narrow(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        tile: *mut f32,
+    ) {
+        let mut c = [[_mm512_setzero_ps(); 2]; MR];
+        let mut k = 0;
+        while k + 1 < kc {
+            let b0 = _mm512_loadu_ps(b.add(*offs.add(k)));
+            let b1 = _mm512_loadu_ps(b.add(*offs.add(k + 1)));
+            for (m, cm) in c.iter_mut().enumerate() {
+                cm[0] = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(k * MR + m)), b0, cm[0]);
+                cm[1] = _mm512_fmadd_ps(_mm512_set1_ps(*a.add((k + 1) * MR + m)), b1, cm[1]);
+            }
+            k += 2;
+        }
+        if k < kc {
+            let b0 = _mm512_loadu_ps(b.add(*offs.add(k)));
+            for (m, cm) in c.iter_mut().enumerate() {
+                cm[0] = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(k * MR + m)), b0, cm[0]);
+            }
+        }
+        for (m, cm) in c.iter().enumerate() {
+            _mm512_storeu_ps(tile.add(m * 16), _mm512_add_ps(cm[0], cm[1]));
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -156,6 +213,45 @@ mod avx2 {
             _mm256_storeu_ps(tile.add(m * 16 + 8), cm[1]);
         }
     }
+
+    /// 6×8, the narrow kernel: even and odd k go to separate
+    /// accumulators, so twelve independent FMA chains still hide the FMA
+    /// latency with half the columns.
+    ///
+    /// # Safety
+    /// As [`kernel`], with `tile` 48 floats; only the first 8 floats of
+    /// each B row are read.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn narrow(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        tile: *mut f32,
+    ) {
+        let mut c = [[_mm256_setzero_ps(); 2]; MR];
+        let mut k = 0;
+        while k + 1 < kc {
+            let b0 = _mm256_loadu_ps(b.add(*offs.add(k)));
+            let b1 = _mm256_loadu_ps(b.add(*offs.add(k + 1)));
+            let ak = a.add(k * MR);
+            for (m, cm) in c.iter_mut().enumerate() {
+                cm[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*ak.add(m)), b0, cm[0]);
+                cm[1] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*ak.add(MR + m)), b1, cm[1]);
+            }
+            k += 2;
+        }
+        if k < kc {
+            let b0 = _mm256_loadu_ps(b.add(*offs.add(k)));
+            let ak = a.add(k * MR);
+            for (m, cm) in c.iter_mut().enumerate() {
+                cm[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*ak.add(m)), b0, cm[0]);
+            }
+        }
+        for (m, cm) in c.iter().enumerate() {
+            _mm256_storeu_ps(tile.add(m * 8), _mm256_add_ps(cm[0], cm[1]));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -165,29 +261,31 @@ mod tests {
     /// Every kernel this CPU has, against plain loops.
     #[test]
     fn kernels_match_plain_loops() {
-        let mut kernels = vec![MicroKernel {
-            nr: 8,
-            name: "scalar",
-            run: scalar_kernel,
-        }];
-        kernels.push(select());
-        for k in kernels {
+        let best = select();
+        // (kernel, name, columns it computes, floats between B rows).
+        let mut cases: Vec<(KernelFn, &str, usize, usize)> = vec![
+            (scalar_kernel, "scalar", 8, 8),
+            (best.run, best.name, best.nr, best.nr),
+        ];
+        if let Some(narrow) = best.narrow {
+            // Over rows as wide as the full kernel's: it must read only
+            // their first half.
+            cases.push((narrow, "narrow", best.nr / 2, best.nr));
+        }
+        for (run, name, nr, stride) in cases {
+            // Odd, so the narrow kernel's unpaired last k is exercised.
             let kc = 37;
             let a: Vec<f32> = (0..MR * kc).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-            let b: Vec<f32> = (0..k.nr * kc)
+            let b: Vec<f32> = (0..stride * kc)
                 .map(|i| ((i * 5) % 11) as f32 * 0.5)
                 .collect();
-            let mut tile = vec![0.0; MR * k.nr];
-            let offs: Vec<usize> = (0..kc).map(|kk| kk * k.nr).collect();
-            unsafe { (k.run)(kc, a.as_ptr(), b.as_ptr(), offs.as_ptr(), tile.as_mut_ptr()) };
+            let mut tile = vec![0.0; MR * nr];
+            let offs: Vec<usize> = (0..kc).map(|kk| kk * stride).collect();
+            unsafe { run(kc, a.as_ptr(), b.as_ptr(), offs.as_ptr(), tile.as_mut_ptr()) };
             for m in 0..MR {
-                for n in 0..k.nr {
-                    let want: f32 = (0..kc).map(|kk| a[kk * MR + m] * b[kk * k.nr + n]).sum();
-                    assert!(
-                        (tile[m * k.nr + n] - want).abs() < 1e-3,
-                        "{} at {m},{n}",
-                        k.name
-                    );
+                for n in 0..nr {
+                    let want: f32 = (0..kc).map(|kk| a[kk * MR + m] * b[kk * stride + n]).sum();
+                    assert!((tile[m * nr + n] - want).abs() < 1e-3, "{name} at {m},{n}");
                 }
             }
         }

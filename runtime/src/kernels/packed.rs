@@ -321,9 +321,10 @@ unsafe fn block_task(
                     continue;
                 }
                 let b_panel = s.b.as_ptr().add(cp * kc * nr);
-                let to = block.dest(nr, m, panel, segments, first, last);
+                let (run, width) = kern.for_width(nr.min(block.width - cp * nr));
+                let to = block.dest(width, m, panel, segments, first, last);
                 gemm::prefetch_dest(d, p, &to);
-                (kern.run)(kc, a_panel, b_panel, s.packed.as_ptr(), tile.as_mut_ptr());
+                run(kc, a_panel, b_panel, s.packed.as_ptr(), tile.as_mut_ptr());
                 gemm::store(d, p, &mut tile, &to);
             }
         }
@@ -374,10 +375,11 @@ unsafe fn in_place(
             s.packed.extend((0..k).map(|kk| kk * nr));
             (b, offs) = (s.b.as_ptr(), s.packed.as_ptr());
         }
+        let (run, tile_width) = kern.for_width(width);
         for panel in panels.clone() {
             let a_panel = a_group.add(panel * MR * k);
-            (kern.run)(k, a_panel, b, offs, tile.as_mut_ptr());
-            let to = block.dest(nr, m, panel, segments, true, true);
+            run(k, a_panel, b, offs, tile.as_mut_ptr());
+            let to = block.dest(tile_width, m, panel, segments, true, true);
             gemm::store(d, p, &mut tile, &to);
         }
     }
