@@ -113,23 +113,48 @@ pub(super) struct Source {
 // unchanged for the call; tasks only read through them.
 unsafe impl Sync for Source {}
 
-/// K block and column block for reduction length `k` over `cols` columns:
-/// K in even blocks of at most [`KC_MAX`], then whole micro-panels of
-/// columns, at most what fits [`B_BLOCK_BYTES`] and as even as panels
-/// allow (784 columns as four blocks of 208, 208, 208 and 160 rather than
-/// 256, 256, 256 and 16: the tasks are the unit of load balance).
+/// How one layer's K and columns are cut: K in even blocks of at most
+/// [`KC_MAX`], the columns' micro-panels in `blocks` runs of at most what
+/// fits [`B_BLOCK_BYTES`], as even as whole panels allow. Blocks are the
+/// unit of load balance, so evenness is in panels: 196 columns (13 panels
+/// of 16) in blocks of at most 4 panels are 4 + 3 + 3 + 3 panels. Rounding
+/// each block's width up to whole panels instead had made them 64, 64, 64
+/// and 4 columns — on two threads one did 128 columns, the other 68.
 ///
 /// K is not shortened to widen the blocks: each further K block is one
 /// more pass accumulating through the output, and that cost more than the
 /// weight reads it saves (3×3/2 over 512 channels at batch 8, 8 × 49
 /// columns: 21.1 ms with K blocks of 1152 and 64 columns, 26.8 ms with
 /// blocks of 288 and 208 columns, median of 5 alternated runs).
-fn blocking(k: usize, cols: usize, nr: usize) -> (usize, usize) {
-    let kc = k.div_ceil(k.div_ceil(KC_MAX).max(1)).max(1);
-    let fit = B_BLOCK_BYTES / (4 * kc);
-    let most = (fit.min(MAX_BLOCK_COLS) / nr).max(1) * nr;
-    let blocks = cols.div_ceil(most).max(1);
-    (kc, cols.div_ceil(blocks).next_multiple_of(nr))
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Blocking {
+    kc: usize,
+    cols: usize,
+    nr: usize,
+    panels: usize,
+    blocks: usize,
+}
+
+impl Blocking {
+    fn new(k: usize, cols: usize, nr: usize) -> Blocking {
+        let kc = k.div_ceil(k.div_ceil(KC_MAX).max(1)).max(1);
+        let fit = B_BLOCK_BYTES / (4 * kc);
+        let most = (fit.min(MAX_BLOCK_COLS) / nr).max(1);
+        let panels = cols.div_ceil(nr).max(1);
+        Blocking {
+            kc,
+            cols,
+            nr,
+            panels,
+            blocks: panels.div_ceil(most),
+        }
+    }
+
+    /// The columns of block `b`.
+    fn block(&self, b: usize) -> std::ops::Range<usize> {
+        let panel = |b: usize| b * self.panels / self.blocks;
+        panel(b) * self.nr..(panel(b + 1) * self.nr).min(self.cols)
+    }
 }
 
 /// Multiply items `items` of `src` by the packed weights into the output.
@@ -157,28 +182,28 @@ pub(super) unsafe fn run(
     } else {
         (1, items.len() * src.cols)
     };
-    let (kc, block) = blocking(k, unit_cols, kern.nr);
-    let col_blocks = unit_cols.div_ceil(block);
+    let blocking = Blocking::new(k, unit_cols, kern.nr);
     let split = Tasks::new(
         units,
         d.groups as usize,
-        col_blocks,
+        blocking.blocks,
         m.div_ceil(MR),
         2 * current_threads(),
     );
     split.run(|t| {
+        let cols = blocking.block(t.cb);
         // Column `start` of the items' column space.
-        let start = t.item * unit_cols + t.cb * block;
+        let start = t.item * unit_cols + cols.start;
         let block = Block {
             item: items.start + start / src.cols,
             col0: start % src.cols,
             g: t.g,
-            width: block.min(unit_cols - t.cb * block),
+            width: cols.len(),
         };
         gemm::with_scratch(|s| {
             // SAFETY: forwarded from the caller's contract; tasks write
             // disjoint output tiles.
-            unsafe { block_task(kern, d, p, src, s, kc, block, t.panels) }
+            unsafe { block_task(kern, d, p, src, s, blocking.kc, block, t.panels) }
         });
     });
 }
@@ -484,18 +509,32 @@ mod tests {
 
     #[test]
     fn blocks_are_even_and_fit_l2() {
-        // ResNet-50's strided 1×1 at 28×28 (K = 256): four even blocks.
-        assert_eq!(blocking(256, 784, 16), (256, 208));
+        // (kc, blocks, columns of each block).
+        let cut = |k, cols| {
+            let b = Blocking::new(k, cols, 16);
+            let widths: Vec<usize> = (0..b.blocks).map(|i| b.block(i).len()).collect();
+            (b.kc, widths)
+        };
+        // ResNet-50's strided 1×1 at 28×28 (K = 256): 49 panels in four
+        // blocks of at most 16.
+        assert_eq!(cut(256, 784), (256, vec![192, 192, 192, 208]));
+        // K = 1024 at 14×14: 13 panels in blocks of at most 4 panels —
+        // 4 + 3 + 3 + 3, not 64, 64, 64 and 4 columns.
+        assert_eq!(cut(1024, 196), (1024, vec![48, 48, 48, 52]));
         // K = 2048 at 7×7: two K blocks, one column block of four panels.
-        assert_eq!(blocking(2048, 49, 16), (1024, 64));
+        assert_eq!(cut(2048, 49), (1024, vec![49]));
         // 3×3 over 512 channels: four K blocks of 128 channels.
-        assert_eq!(blocking(4608, 55, 16), (1152, 64));
+        assert_eq!(cut(4608, 55), (1152, vec![55]));
         // Small planes take one block; long reductions split K rather
         // than narrow the block.
-        assert_eq!(blocking(64, 49, 16), (64, 64));
-        assert_eq!(blocking(100_000, 49, 16), (1150, 64));
-        // The stem (K = 147) over 112×115 grid columns: the widest blocks.
-        assert_eq!(blocking(147, 12878, 16), (147, 256));
+        assert_eq!(cut(64, 49), (64, vec![49]));
+        assert_eq!(cut(100_000, 49), (1150, vec![49]));
+        // The stem (K = 147) over 112×115 grid columns: the widest blocks
+        // (805 panels in 51 blocks of 15 or 16 panels).
+        let (kc, widths) = cut(147, 12878);
+        assert_eq!((kc, widths.len()), (147, 51));
+        assert!(widths.iter().all(|&w| (15 * 16 - 2..=256).contains(&w)));
+        assert_eq!(widths.iter().sum::<usize>(), 12878);
     }
 
     #[test]
