@@ -31,7 +31,9 @@ fn runtime_staticlib() -> PathBuf {
 
 #[test]
 fn c_program_matches_the_jit() {
-    let dir = std::env::temp_dir().join(format!("netc-aot-{}", std::process::id()));
+    // Under target/ (Cargo's scratch directory for integration tests), so
+    // runs do not pile up directories in /tmp.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("netc-aot");
     std::fs::create_dir_all(&dir).unwrap();
     for (model, batch) in [("deep_convnet", 2), ("googlenet", 1)] {
         let mut graph = common::model_graph(model, batch);

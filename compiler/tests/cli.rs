@@ -151,9 +151,10 @@ fn export_and_import_round_trip_through_files() {
     );
 }
 
-/// A scratch directory for one test.
+/// A scratch directory for one test, under target/ (Cargo's scratch
+/// directory for integration tests) so runs do not pile up in /tmp.
 fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("netc-cli-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("netc-cli-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

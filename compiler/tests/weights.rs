@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 const MODEL: &str = "model m(x: [N, 2, 4, 4]) {\n    x -> conv(3, 1) as c -> batchnorm as bn\n}\n";
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("netc-weights-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("netc-weights");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }

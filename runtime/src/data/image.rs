@@ -169,5 +169,6 @@ mod tests {
         // Not an image.
         std::fs::write(dir.join("x.png"), b"not a png").unwrap();
         assert!(load(&dir.join("x.png"), &Preprocess::imagenet(224)).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
