@@ -15,7 +15,13 @@ process that runs only that engine.
 
 Writes a Markdown table and a JSON file (--out) and prints the table.
 
-usage: benches/compare_onnxruntime.py [--threads 2] [--iters 20]
+With --by-type it also profiles both engines layer by layer — ONNX Runtime's
+node profile (a separate, profiled session) against `netc bench`'s per-layer
+times — and adds a table of time per layer type (conv 1x1, conv 3x3, conv
+other, pool, dense, ...): the sums of per-node medians, which show where one
+engine wins and the other loses.
+
+usage: benches/compare_onnxruntime.py [--threads 2] [--iters 20] [--by-type]
          [--out target/bench-report] MODEL[:BATCH[,BATCH...]] ...
   e.g. benches/compare_onnxruntime.py deep_convnet resnet18:1,8
 
@@ -89,15 +95,61 @@ class Netc:
         return out
 
 
-def ort_session(onnx_path, threads):
+def ort_session(onnx_path, threads, profile_prefix=None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+
+
+def ort_layer_type(node):
+    """netc's layer-type name for an ONNX Runtime profile event's node."""
+    op = node.get("op_name", "?")
+    if op in ("Conv", "FusedConv"):
+        shapes = [next(iter(s.values())) for s in node.get("input_type_shape", [])]
+        weight = shapes[1] if len(shapes) > 1 else []
+        if len(weight) >= 4 and weight[2] == weight[3] and weight[2] in (1, 3):
+            return f"conv {weight[2]}x{weight[3]}"
+        return "conv other"
+    if op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"):
+        return "pool"
+    if op in ("Gemm", "MatMul", "FusedGemm", "FusedMatMul"):
+        return "dense"
+    if op in ("ReorderInput", "ReorderOutput"):
+        return "layout (ORT)"
+    return op.lower()
+
+
+def ort_by_type(onnx_path, threads, feed, runs, workdir):
+    """ms per layer type: per node, the median over `runs` profiled runs."""
+    session = ort_session(onnx_path, threads, os.path.join(workdir, "ort-profile"))
+    for _ in range(runs):
+        session.run(None, feed)
+    with open(session.end_profiling()) as f:
+        events = json.load(f)
+    per_node = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            per_node.setdefault(e["name"], []).append((e["dur"], e.get("args", {})))
+    ms = {}
+    for samples in per_node.values():
+        kind = ort_layer_type(samples[0][1])
+        ms[kind] = ms.get(kind, 0.0) + statistics.median(d for d, _ in samples) / 1e3
+    return ms
+
+
+def netc_by_type(model, batch, args):
+    """ms per layer type from `netc bench`'s per-layer profile."""
+    report = json.loads(sh(args.netc, "bench", model, "--batch", str(batch), "--threads", str(args.threads),
+                           "--iters", str(args.iters), "--format", "json"))
+    return {kind: t["ms"] for kind, t in report["by_type"].items()}
 
 
 def build(model, batch, seed, workdir, netc, runtime_lib):
@@ -212,6 +264,12 @@ def compare(model, batch, args, peak_gflops):
         del session, netc
         mem_iters = max(3, args.warmup)
         rss = {e: peak_rss_child(e, workdir, args.threads, batch, mem_iters) for e in ("netc", "ort")}
+        by_type = None
+        if args.by_type:
+            ort_types = ort_by_type(onnx_path, args.threads, feed, args.iters, workdir)
+            netc_types = netc_by_type(model, batch, args)
+            by_type = {kind: {"netc_ms": netc_types.get(kind, 0.0), "ort_ms": ort_types.get(kind, 0.0)}
+                       for kind in sorted(set(ort_types) | set(netc_types))}
 
     ort_ms = 1e3 * statistics.median(ort_s)
     netc_ms = 1e3 * statistics.median(netc_s)
@@ -232,6 +290,7 @@ def compare(model, batch, args, peak_gflops):
         "outputs_agree": agree,
         "netc_peak_rss": rss["netc"],
         "ort_peak_rss": rss["ort"],
+        "by_type": by_type,
         "netc_samples_ms": [1e3 * s for s in netc_s],
         "ort_samples_ms": [1e3 * s for s in ort_s],
     }
@@ -258,6 +317,21 @@ def markdown(rows, meta):
             f"{r['netc_peak_rss'] / 2**20:.0f} MiB | {r['ort_peak_rss'] / 2**20:.0f} MiB |"
         )
     lines += ["", "Peak RSS: a fresh Python process (with NumPy) running only that engine."]
+    typed = [r for r in rows if r.get("by_type")]
+    if typed:
+        lines += [
+            "",
+            "Time per layer type: sums of per-layer medians, from `netc bench`'s per-layer profile and "
+            "ONNX Runtime's node profile (separate runs from the timing above). ORT/netc > 1: netc is faster.",
+            "",
+            "| model | batch | layer type | netc ms | ORT ms | ORT/netc |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
+        for r in typed:
+            kinds = sorted(r["by_type"].items(), key=lambda kv: -max(kv[1].values()))
+            for kind, t in kinds:
+                ratio = f"{t['ort_ms'] / t['netc_ms']:.2f}" if t["netc_ms"] > 0 else "—"
+                lines.append(f"| {r['model']} | {r['batch']} | {kind} | {t['netc_ms']:.2f} | {t['ort_ms']:.2f} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
@@ -294,6 +368,8 @@ def main():
     p.add_argument("--block", type=int, default=5, help="back-to-back timed runs per engine and round")
     p.add_argument("--seed", type=int, default=1, help="random-weight seed")
     p.add_argument("--out", help="directory for vs_onnxruntime.md and vs_onnxruntime.json")
+    p.add_argument("--by-type", action="store_true",
+                   help="also profile both engines per layer and compare time per layer type")
     p.add_argument("--netc", default=os.path.join(ROOT, "target", "release", "netc"))
     p.add_argument("--runtime-lib", default=os.path.join(ROOT, "target", "release", "libnetc_runtime.a"))
     args = p.parse_args()
