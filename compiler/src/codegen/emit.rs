@@ -28,6 +28,7 @@ struct Ctx<'a, 'f> {
     gemm: FuncRef,
     pool: FuncRef,
     unary: FuncRef,
+    copy: FuncRef,
     softmax: FuncRef,
     ptr_slot: cranelift_codegen::ir::StackSlot,
 }
@@ -220,6 +221,7 @@ pub(super) fn forward<M: Module>(
     let gemm_id = import(module, "netc_rt_gemm", &[ptr, ptr])?;
     let pool_id = import(module, "netc_rt_pool", &[ptr, ptr, ptr])?;
     let unary_id = import(module, "netc_rt_unary", &[types::I32, ptr, ptr, types::I64])?;
+    let copy_id = import(module, "netc_rt_copy", &[ptr, ptr, types::I64])?;
     let mark_id = import(module, "netc_rt_mark", &[types::I32])?;
     let softmax_id = import(
         module,
@@ -259,6 +261,7 @@ pub(super) fn forward<M: Module>(
         let gemm = module.declare_func_in_func(gemm_id, b.func);
         let pool = module.declare_func_in_func(pool_id, b.func);
         let unary = module.declare_func_in_func(unary_id, b.func);
+        let copy = module.declare_func_in_func(copy_id, b.func);
         let softmax = module.declare_func_in_func(softmax_id, b.func);
         let mark = module.declare_func_in_func(mark_id, b.func);
         let desc_gvs: std::collections::HashMap<NodeIndex, _> = descs
@@ -286,6 +289,7 @@ pub(super) fn forward<M: Module>(
             gemm,
             pool,
             unary,
+            copy,
             softmax,
             ptr_slot,
         };
@@ -338,16 +342,11 @@ fn copy_items(
     dst: &TensorLoc,
     batch: usize,
 ) {
-    let item = src.item as i64;
+    let len = c.iconst(src.item as i64);
     c.for_range(batch as i64, |c, n| {
         let s = c.item(src_base, n, src.batch_stride);
         let d = c.item(dst_base, n, dst.batch_stride);
-        c.for_range(item, |c, i| {
-            let a = c.elem(s, i);
-            let v = c.b.ins().load(types::F32, flags(), a, 0);
-            let a = c.elem(d, i);
-            c.b.ins().store(flags(), v, a, 0);
-        });
+        c.b.ins().call(c.copy, &[s, d, len]);
     });
 }
 
