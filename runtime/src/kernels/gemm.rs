@@ -1030,10 +1030,11 @@ impl Epilogue {
 
 /// [`store`] for an [`Epilogue`] tile, eight floats at a time: onto the
 /// earlier K blocks' sums unless `to.first`, and on the last block with
-/// the bias, residual and ReLU applied on the way, `out = max(tile + bias
-/// + res, 0)`. The compiler's own vectorisation of the same loop was four
-/// wide and one vector per iteration, and on ResNet's expand convs
-/// (K = 64, 56×56) storing took two thirds as long as the multiply.
+/// the bias, residual and ReLU applied on the way:
+/// `out = max(tile + bias + res, 0)`. The compiler's own vectorisation of
+/// the same loop was four wide and one vector per iteration, and on
+/// ResNet's expand convs (K = 64, 56×56) storing took two thirds as long
+/// as the multiply.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn store_simple<const ADD: bool, const RELU: bool>(
@@ -1417,18 +1418,21 @@ mod tests {
                 name: "scalar 8",
                 run: scalar::<8>,
                 narrow: Some(scalar::<4>),
+                thin: None,
             },
             MicroKernel {
                 nr: 12,
                 name: "scalar 12",
                 run: scalar::<12>,
                 narrow: Some(scalar::<6>),
+                thin: Some([scalar::<1>, scalar::<2>, scalar::<3>, scalar::<4>]),
             },
             MicroKernel {
                 nr: 32,
                 name: "scalar 32",
                 run: scalar::<32>,
                 narrow: Some(scalar::<16>),
+                thin: None,
             },
             micro::select(),
         ];

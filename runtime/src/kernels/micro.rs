@@ -28,13 +28,21 @@ pub struct MicroKernel {
     /// 3 × 16 + 1 columns, so the full kernel would spend a quarter of a
     /// layer's multiplies on padding, this one an eighth.
     pub narrow: Option<KernelFn>,
+    /// Kernels over only the first 1, 2, … [`THIN_MAX`] columns, for a last
+    /// panel of that many: a 7×7 plane at batch 1 is 3 × 16 + 1 columns,
+    /// and the narrow kernel spent as long on its one column as on eight.
+    pub thin: Option<[KernelFn; THIN_MAX]>,
 }
+
+/// The widest panel a `thin` kernel covers.
+pub const THIN_MAX: usize = 4;
 
 impl MicroKernel {
     /// The kernel for a column panel of `width` columns, and its width.
     pub fn for_width(&self, width: usize) -> (KernelFn, usize) {
-        match self.narrow {
-            Some(narrow) if 2 * width <= self.nr => (narrow, self.nr / 2),
+        match (self.thin, self.narrow) {
+            (Some(thin), _) if (1..=THIN_MAX).contains(&width) => (thin[width - 1], width),
+            (_, Some(narrow)) if 2 * width <= self.nr => (narrow, self.nr / 2),
             _ => (self.run, self.nr),
         }
     }
@@ -52,6 +60,7 @@ pub fn select() -> MicroKernel {
                 name: "avx512f 6x32",
                 run: avx512::kernel,
                 narrow: Some(avx512::narrow),
+                thin: Some(avx2::THIN),
             };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -61,6 +70,7 @@ pub fn select() -> MicroKernel {
                 name: "avx2+fma 6x16",
                 run: avx2::kernel,
                 narrow: Some(avx2::narrow),
+                thin: Some(avx2::THIN),
             };
         }
     }
@@ -69,6 +79,7 @@ pub fn select() -> MicroKernel {
         name: "scalar 6x8",
         run: scalar_kernel,
         narrow: None,
+        thin: None,
     }
 }
 
@@ -235,6 +246,61 @@ mod avx2 {
         }
     }
 
+    /// [`thin`] for each width up to [`super::THIN_MAX`].
+    pub const THIN: [super::KernelFn; super::THIN_MAX] =
+        [thin::<1, 4>, thin::<2, 2>, thin::<3, 2>, thin::<4, 2>];
+
+    /// `MR × W` for `W ≤ THIN_MAX` columns, turned around: a column of the
+    /// tile is one vector (A's six rows at k, loaded with a mask so the
+    /// last k does not read past the panel) times a broadcast of B's
+    /// element, so each k costs `W` FMAs rather than the narrow kernel's
+    /// six. `U` independent sums per column hide the FMA latency.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `a` holds `MR·kc` floats, B rows at
+    /// least `W` floats, `tile` `MR·W`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn thin<const W: usize, const U: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        tile: *mut f32,
+    ) {
+        let mask = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+        let mut c = [[_mm256_setzero_ps(); W]; U];
+        let mut k = 0;
+        while k + U <= kc {
+            for (u, cu) in c.iter_mut().enumerate() {
+                let av = _mm256_maskload_ps(a.add((k + u) * MR), mask);
+                let bk = b.add(*offs.add(k + u));
+                for (j, cj) in cu.iter_mut().enumerate() {
+                    *cj = _mm256_fmadd_ps(av, _mm256_set1_ps(*bk.add(j)), *cj);
+                }
+            }
+            k += U;
+        }
+        while k < kc {
+            let av = _mm256_maskload_ps(a.add(k * MR), mask);
+            let bk = b.add(*offs.add(k));
+            for (j, cj) in c[0].iter_mut().enumerate() {
+                *cj = _mm256_fmadd_ps(av, _mm256_set1_ps(*bk.add(j)), *cj);
+            }
+            k += 1;
+        }
+        for j in 0..W {
+            let mut sum = c[0][j];
+            for cu in &c[1..] {
+                sum = _mm256_add_ps(sum, cu[j]);
+            }
+            let mut lanes = [0.0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+            for (m, v) in lanes[..MR].iter().enumerate() {
+                *tile.add(m * W + j) = *v;
+            }
+        }
+    }
+
     narrow_kernel!(
         "avx2,fma",
         8,
@@ -264,6 +330,9 @@ mod tests {
             // Over rows as wide as the full kernel's: it must read only
             // their first half.
             cases.push((narrow, "narrow", best.nr / 2, best.nr));
+        }
+        for (w, &thin) in best.thin.iter().flatten().enumerate() {
+            cases.push((thin, "thin", w + 1, best.nr));
         }
         for (run, name, nr, stride) in cases {
             // Odd, so the narrow kernel's unpaired last k is exercised.
