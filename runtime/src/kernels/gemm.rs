@@ -15,7 +15,7 @@
 //! the thread pool (`crate::threads`); each thread keeps its B buffer
 //! between calls, so steady-state runs allocate nothing.
 
-use super::micro::{self, MicroKernel, MR};
+use super::micro::{self, fused_index, KernelFn, MicroKernel, TileOut, MR};
 use super::packed::{self, Columns, Source};
 use super::Shared;
 use crate::threads::{current_threads, parallel_for};
@@ -958,6 +958,50 @@ pub(super) unsafe fn prefetch_dest(d: &GemmDesc, p: &Ptrs, to: &TileDest) {
     }
 }
 
+/// Multiply one tile (`run` over `kc` rows of the A panel `a` and the B
+/// rows at `b + offs[k]`, `width` columns) and store it as [`store`] does
+/// — but through the kernel's fused variant, without the tile, when the
+/// tile is a whole `MR × nr` rectangle of one output run with a common
+/// [`Epilogue`] and a single K block.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) unsafe fn multiply_store(
+    kern: &MicroKernel,
+    (run, width): (KernelFn, usize),
+    (kc, a, b, offs): (usize, *const f32, *const f32, *const usize),
+    d: &GemmDesc,
+    p: &Ptrs,
+    tile: &mut [f32],
+    to: &TileDest,
+) {
+    if let (Some(fused), Some(ep), [seg]) = (kern.fused, Epilogue::of(d), to.segments) {
+        if width == kern.nr && to.rows == MR && to.first && to.last && seg.len == width {
+            const NO_BIAS: [f32; MR] = [0.0; MR];
+            let oc = to.g * d.m() + to.row0;
+            let out = TileOut {
+                out: p
+                    .out
+                    .add(c_offset(d, d.out_bstride, seg.item, oc, seg.out_col)),
+                ld: d.cols(),
+                bias: if d.has_bias != 0 {
+                    p.bias.add(oc)
+                } else {
+                    NO_BIAS.as_ptr()
+                },
+                res: if ep.add {
+                    p.res[0].add(c_offset(d, d.res_bstride[0], seg.item, oc, seg.out_col))
+                } else {
+                    std::ptr::null()
+                },
+                res_ld: d.cols(),
+            };
+            return fused[fused_index(ep.add, ep.relu)](kc, a, b, offs, &out);
+        }
+    }
+    run(kc, a, b, offs, tile.as_mut_ptr());
+    store(d, p, tile, to);
+}
+
 /// Read `width` floats at `src` spaced `stride` apart into `out`.
 unsafe fn gather(out: &mut [f32], src: *const f32, stride: usize) {
     if stride == 1 {
@@ -1419,6 +1463,7 @@ mod tests {
                 run: scalar::<8>,
                 narrow: Some(scalar::<4>),
                 thin: None,
+                fused: None,
             },
             MicroKernel {
                 nr: 12,
@@ -1426,6 +1471,7 @@ mod tests {
                 run: scalar::<12>,
                 narrow: Some(scalar::<6>),
                 thin: Some([scalar::<1>, scalar::<2>, scalar::<3>, scalar::<4>]),
+                fused: None,
             },
             MicroKernel {
                 nr: 32,
@@ -1433,6 +1479,7 @@ mod tests {
                 run: scalar::<32>,
                 narrow: Some(scalar::<16>),
                 thin: None,
+                fused: None,
             },
             micro::select(),
         ];

@@ -32,6 +32,30 @@ pub struct MicroKernel {
     /// panel of that many: a 7×7 plane at batch 1 is 3 × 16 + 1 columns,
     /// and the narrow kernel spent as long on its one column as on eight.
     pub thin: Option<[KernelFn; THIN_MAX]>,
+    /// The full kernel with the common epilogues applied in registers and
+    /// the tile written straight to the output, indexed by
+    /// [`fused_index`]`(add, relu)`.
+    pub fused: Option<[FusedFn; 4]>,
+}
+
+/// Where a fused kernel writes its `MR × nr` tile: row `m` to
+/// `out + m·ld` as `max(acc + bias[m] + res[m·res_ld ..], 0)`, the
+/// residual and the maximum only in the variants that have them.
+pub struct TileOut {
+    pub out: *mut f32,
+    pub ld: usize,
+    /// `MR` floats.
+    pub bias: *const f32,
+    pub res: *const f32,
+    pub res_ld: usize,
+}
+
+/// `(kc, a, b, offs, out)`: as [`KernelFn`], the tile going to `out`.
+pub type FusedFn = unsafe fn(usize, *const f32, *const f32, *const usize, &TileOut);
+
+/// Which of a kernel's `fused` variants applies the epilogue `(add, relu)`.
+pub fn fused_index(add: bool, relu: bool) -> usize {
+    2 * add as usize + relu as usize
 }
 
 /// The widest panel a `thin` kernel covers.
@@ -61,6 +85,7 @@ pub fn select() -> MicroKernel {
                 run: avx512::kernel,
                 narrow: Some(avx512::narrow),
                 thin: Some(avx2::THIN),
+                fused: None,
             };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -71,6 +96,7 @@ pub fn select() -> MicroKernel {
                 run: avx2::kernel,
                 narrow: Some(avx2::narrow),
                 thin: Some(avx2::THIN),
+                fused: Some(avx2::FUSED),
             };
         }
     }
@@ -80,6 +106,7 @@ pub fn select() -> MicroKernel {
         run: scalar_kernel,
         narrow: None,
         thin: None,
+        fused: None,
     }
 }
 
@@ -228,6 +255,21 @@ mod avx2 {
         offs: *const usize,
         tile: *mut f32,
     ) {
+        let c = accumulate(kc, a, b, offs);
+        for (m, cm) in c.iter().enumerate() {
+            _mm256_storeu_ps(tile.add(m * 16), cm[0]);
+            _mm256_storeu_ps(tile.add(m * 16 + 8), cm[1]);
+        }
+    }
+
+    /// The 6×16 product's accumulators.
+    #[inline(always)]
+    unsafe fn accumulate(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+    ) -> [[__m256; 2]; MR] {
         let mut c = [[_mm256_setzero_ps(); 2]; MR];
         for k in 0..kc {
             let bk = b.add(*offs.add(k));
@@ -240,9 +282,52 @@ mod avx2 {
                 cm[1] = _mm256_fmadd_ps(av, b1, cm[1]);
             }
         }
+        c
+    }
+
+    /// [`kernel`] with its epilogue fused, one variant per
+    /// `fused_index(add, relu)`.
+    pub const FUSED: [super::FusedFn; 4] = [
+        fused::<false, false>,
+        fused::<false, true>,
+        fused::<true, false>,
+        fused::<true, true>,
+    ];
+
+    /// [`kernel`] writing `max(acc + bias (+ res), 0)` straight to the
+    /// output rows: the tile's round trip through memory and the separate
+    /// store pass cost as much as a fifth of a 1×1 convolution with a
+    /// short K.
+    ///
+    /// # Safety
+    /// As [`kernel`]; `out` describes six rows of 16 writable floats (and
+    /// as many readable residual floats when `ADD`) and six biases.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fused<const ADD: bool, const RELU: bool>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        out: &super::TileOut,
+    ) {
+        let c = accumulate(kc, a, b, offs);
+        let zero = _mm256_setzero_ps();
         for (m, cm) in c.iter().enumerate() {
-            _mm256_storeu_ps(tile.add(m * 16), cm[0]);
-            _mm256_storeu_ps(tile.add(m * 16 + 8), cm[1]);
+            let bias = _mm256_broadcast_ss(&*out.bias.add(m));
+            let mut x0 = _mm256_add_ps(cm[0], bias);
+            let mut x1 = _mm256_add_ps(cm[1], bias);
+            if ADD {
+                let r = out.res.add(m * out.res_ld);
+                x0 = _mm256_add_ps(x0, _mm256_loadu_ps(r));
+                x1 = _mm256_add_ps(x1, _mm256_loadu_ps(r.add(8)));
+            }
+            if RELU {
+                x0 = _mm256_max_ps(x0, zero);
+                x1 = _mm256_max_ps(x1, zero);
+            }
+            let o = out.out.add(m * out.ld);
+            _mm256_storeu_ps(o, x0);
+            _mm256_storeu_ps(o.add(8), x1);
         }
     }
 
@@ -316,6 +401,55 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each fused variant against plain loops: rows `ld` apart, a bias per
+    /// row, a residual with its own stride, and columns past the tile
+    /// left alone.
+    #[test]
+    fn fused_kernels_match_plain_loops() {
+        let best = select();
+        let Some(fused) = best.fused else {
+            return;
+        };
+        let (nr, kc, ld, res_ld) = (best.nr, 29, best.nr + 5, best.nr + 3);
+        let a: Vec<f32> = (0..MR * kc).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let b: Vec<f32> = (0..nr * kc).map(|i| ((i * 5) % 11) as f32 * 0.5).collect();
+        let offs: Vec<usize> = (0..kc).map(|kk| kk * nr).collect();
+        let bias: Vec<f32> = (0..MR).map(|m| m as f32 * 3.0 - 40.0).collect();
+        let res: Vec<f32> = (0..MR * res_ld).map(|i| (i % 17) as f32 - 8.0).collect();
+        for add in [false, true] {
+            for relu in [false, true] {
+                let mut out = vec![f32::NAN; MR * ld];
+                let to = TileOut {
+                    out: out.as_mut_ptr(),
+                    ld,
+                    bias: bias.as_ptr(),
+                    res: res.as_ptr(),
+                    res_ld,
+                };
+                let run = fused[fused_index(add, relu)];
+                unsafe { run(kc, a.as_ptr(), b.as_ptr(), offs.as_ptr(), &to) };
+                for m in 0..MR {
+                    for n in 0..nr {
+                        let mut want: f32 = (0..kc).map(|kk| a[kk * MR + m] * b[kk * nr + n]).sum();
+                        want += bias[m];
+                        if add {
+                            want += res[m * res_ld + n];
+                        }
+                        if relu {
+                            want = want.max(0.0);
+                        }
+                        let got = out[m * ld + n];
+                        assert!(
+                            (got - want).abs() < 1e-3,
+                            "add {add} relu {relu} at {m},{n}"
+                        );
+                    }
+                    assert!(out[m * ld + nr..(m + 1) * ld].iter().all(|v| v.is_nan()));
+                }
+            }
+        }
+    }
 
     /// Every kernel this CPU has, against plain loops.
     #[test]

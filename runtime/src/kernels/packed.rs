@@ -346,11 +346,11 @@ unsafe fn block_task(
                     continue;
                 }
                 let b_panel = s.b.as_ptr().add(cp * kc * nr);
-                let (run, width) = kern.for_width(nr.min(block.width - cp * nr));
-                let to = block.dest(width, m, panel, segments, first, last);
+                let kernel = kern.for_width(nr.min(block.width - cp * nr));
+                let to = block.dest(kernel.1, m, panel, segments, first, last);
                 gemm::prefetch_dest(d, p, &to);
-                run(kc, a_panel, b_panel, s.packed.as_ptr(), tile.as_mut_ptr());
-                gemm::store(d, p, &mut tile, &to);
+                let operands = (kc, a_panel, b_panel, s.packed.as_ptr());
+                gemm::multiply_store(&kern, kernel, operands, d, p, &mut tile, &to);
             }
         }
         k0 += kc;
@@ -400,12 +400,11 @@ unsafe fn in_place(
             s.packed.extend((0..k).map(|kk| kk * nr));
             (b, offs) = (s.b.as_ptr(), s.packed.as_ptr());
         }
-        let (run, tile_width) = kern.for_width(width);
+        let kernel = kern.for_width(width);
         for panel in panels.clone() {
             let a_panel = a_group.add(panel * MR * k);
-            run(k, a_panel, b, offs, tile.as_mut_ptr());
-            let to = block.dest(tile_width, m, panel, segments, true, true);
-            gemm::store(d, p, &mut tile, &to);
+            let to = block.dest(kernel.1, m, panel, segments, true, true);
+            gemm::multiply_store(&kern, kernel, (k, a_panel, b, offs), d, p, &mut tile, &to);
         }
     }
 }
