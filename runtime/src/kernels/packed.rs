@@ -60,6 +60,12 @@ pub(super) enum Columns {
 }
 
 impl Columns {
+    /// Whether the source runs of a block's columns are copied whole when
+    /// packing, rather than gathered column by column.
+    fn copied_in_runs(self) -> bool {
+        matches!(self, Columns::Grid { .. } | Columns::Strided { sw: 1, .. })
+    }
+
     /// The output segments of item `item`'s B columns `c0 .. c0 + len`,
     /// which sit at tile column `tile_col` on, appended to `out`.
     fn segments(self, item: usize, c0: usize, len: usize, tile_col: usize, out: &mut Vec<Segment>) {
@@ -112,6 +118,31 @@ pub(super) struct Source {
 // SAFETY: the pointers address buffers the caller keeps alive and
 // unchanged for the call; tasks only read through them.
 unsafe impl Sync for Source {}
+
+impl Source {
+    /// The same B without the grid columns between output rows, which are
+    /// computed and never stored: every column an output, so a 7×7 output
+    /// on a grid 8 wide is 49 columns (3 panels of 16 and one of 1), not
+    /// 55 (3 and a half-empty one), and every tile is one output run the
+    /// fused kernel can write. For packed blocks only: a block read in
+    /// place needs the grid's contiguous rows.
+    fn dense(&self) -> Source {
+        match self.columns {
+            Columns::Grid { wq, ow } if wq > ow => Source {
+                // A grid holds (rows − 1)·wq + ow columns.
+                cols: ((self.cols - ow) / wq + 1) * ow,
+                columns: Columns::Strided {
+                    ow,
+                    w: wq,
+                    sh: 1,
+                    sw: 1,
+                },
+                ..*self
+            },
+            _ => *self,
+        }
+    }
+}
 
 /// How one layer's K and columns are cut: K in even blocks of at most
 /// [`KC_MAX`], the columns' micro-panels in `blocks` runs of at most what
@@ -177,6 +208,13 @@ pub(super) unsafe fn run(
 ) {
     let (m, k) = (d.m(), d.k());
     let per_item = reads_in_place(m, src);
+    let dense;
+    let src = if per_item {
+        src
+    } else {
+        dense = src.dense();
+        &dense
+    };
     let (units, unit_cols) = if per_item {
         (items.len(), src.cols)
     } else {
@@ -311,6 +349,22 @@ unsafe fn block_task(
                     src: (item - src.first_item) * src.item_stride + c,
                     len: run,
                 }),
+                Columns::Strided { ow, w, sh, sw: 1 } => {
+                    // Each output row's columns lie contiguous in the source.
+                    let item_base = (item - src.first_item) * src.item_stride;
+                    let mut j = c;
+                    while j < c + run {
+                        let (y, x) = (j / ow, j % ow);
+                        let len = (ow - x).min(c + run - j);
+                        s.runs.push(Run {
+                            panel: cp,
+                            off: off + j - c,
+                            src: item_base + y * sh * w + x,
+                            len,
+                        });
+                        j += len;
+                    }
+                }
                 Columns::Strided { ow, w, sh, sw } => {
                     s.cols.extend((c..c + run).map(|j| {
                         (item - src.first_item) * src.item_stride
@@ -428,14 +482,27 @@ unsafe fn pack<const NR: usize>(src: &Source, s: &mut Scratch, block: Block, k0:
     for kk in 0..kc {
         let row = base.add(*src.rows.add(k0 + kk));
         let panel_row = |panel: usize| (panel * kc + kk) * NR;
-        if let Columns::Grid { .. } = src.columns {
+        if src.columns.copied_in_runs() {
             for r in &s.runs {
-                let dst = &mut s.b[panel_row(r.panel) + r.off..][..r.len];
+                let at = panel_row(r.panel) + r.off;
+                // Whole 8-float chunks when the source may be over-read:
+                // what they write past the run is the next run's place
+                // (runs go left to right), the zeroed tail, or the start
+                // of the panel's next row, written after this one — so not
+                // past a panel's last row. A `memcpy` call per short run
+                // (7×7 output rows) cost more than the copy.
+                let chunks = r.len.div_ceil(8);
                 if r.len == NR {
                     let from = row.add(r.src) as *const [f32; NR];
-                    dst.copy_from_slice(&from.read_unaligned());
+                    s.b[at..at + NR].copy_from_slice(&from.read_unaligned());
+                } else if src.slack && (kk + 1 < kc || r.off + 8 * chunks <= NR) {
+                    for ch in 0..chunks {
+                        let from = row.add(r.src + 8 * ch) as *const [f32; 8];
+                        s.b[at + 8 * ch..at + 8 * ch + 8].copy_from_slice(&from.read_unaligned());
+                    }
                 } else {
-                    dst.copy_from_slice(std::slice::from_raw_parts(row.add(r.src), r.len));
+                    let from = std::slice::from_raw_parts(row.add(r.src), r.len);
+                    s.b[at..at + r.len].copy_from_slice(from);
                 }
             }
         } else {
