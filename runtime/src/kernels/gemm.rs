@@ -206,7 +206,8 @@ pub(super) struct TileDest<'a> {
 }
 /// The (item, group, column block, row split) tasks of one layer: rows are
 /// split only when there are fewer than `target` other tasks (late layers
-/// at batch 1), since every split packs its B again.
+/// at batch 1): a block is then packed once for all its splits, but each
+/// split streams it again.
 #[derive(Clone, Copy)]
 pub(super) struct Tasks {
     groups: usize,
@@ -247,6 +248,11 @@ impl Tasks {
 
     pub(super) fn count(&self) -> usize {
         self.base * self.row_splits
+    }
+
+    /// Tasks per (item, group, column block): consecutive task indices.
+    pub(super) fn row_splits(&self) -> usize {
+        self.row_splits
     }
 
     /// Run `f` on every non-empty task, in parallel when there are several.

@@ -21,11 +21,13 @@
 //!
 //! Tasks are (item, group, column block, row split): rows are split only
 //! when there are too few column blocks to keep the threads busy (late
-//! layers at batch 1), since each split packs its block again.
+//! layers at batch 1). Those blocks are then packed once, in parallel,
+//! before the multiply, and every split reads the same copy.
 
 use super::gemm::{self, GemmDesc, Ptrs, Scratch, Segment, Tasks, TileDest};
 use super::micro::{MicroKernel, MR};
-use crate::threads::current_threads;
+use super::Shared;
+use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
 
 /// Bytes of packed B one task keeps in L2 (about half of Zen 3's and
@@ -228,22 +230,93 @@ pub(super) unsafe fn run(
         m.div_ceil(MR),
         2 * current_threads(),
     );
-    split.run(|t| {
-        let cols = blocking.block(t.cb);
+    let block_of = |item: usize, g: usize, cb: usize| {
+        let cols = blocking.block(cb);
         // Column `start` of the items' column space.
-        let start = t.item * unit_cols + cols.start;
-        let block = Block {
+        let start = item * unit_cols + cols.start;
+        Block {
             item: items.start + start / src.cols,
             col0: start % src.cols,
-            g: t.g,
+            g,
             width: cols.len(),
-        };
-        gemm::with_scratch(|s| {
-            // SAFETY: forwarded from the caller's contract; tasks write
-            // disjoint output tiles.
-            unsafe { block_task(kern, d, p, src, s, blocking.kc, block, t.panels) }
+        }
+    };
+    if per_item || split.row_splits() == 1 {
+        return split.run(|t| {
+            let block = block_of(t.item, t.g, t.cb);
+            gemm::with_scratch(|s| {
+                // SAFETY: forwarded from the caller's contract; tasks write
+                // disjoint output tiles.
+                unsafe { block_task(kern, d, p, src, s, blocking.kc, block, t.panels, None) }
+            });
+        });
+    }
+    // Rows are split: each block is packed once, in parallel, into a
+    // buffer every split of it reads, rather than once per split (four
+    // times for a 7×7 layer at batch 1 on two threads).
+    let stride = k * blocking.panels.div_ceil(blocking.blocks) * kern.nr;
+    let units = split.count() / split.row_splits();
+    let pieces: Vec<(usize, std::ops::Range<usize>)> = (0..k)
+        .step_by(blocking.kc)
+        .flat_map(|k0| {
+            let kc = blocking.kc.min(k - k0);
+            (0..kc)
+                .step_by(PREPACK_ROWS)
+                .map(move |r| (k0, r..(r + PREPACK_ROWS).min(kc)))
+        })
+        .collect();
+    let unit_of = |u: usize| {
+        let t = split
+            .get(u * split.row_splits())
+            .map(|t| (t.item, t.g, t.cb));
+        t.map(|(item, g, cb)| block_of(item, g, cb))
+    };
+    SHARED_B.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < units * stride {
+            buf.resize(units * stride, 0.0);
+        }
+        let out = Shared(buf.as_mut_ptr());
+        parallel_for(units * pieces.len(), |i| {
+            let (u, (k0, rows)) = (i / pieces.len(), pieces[i % pieces.len()].clone());
+            let Some(block) = unit_of(u) else { return };
+            let kc = blocking.kc.min(k - k0);
+            let panels = block.width.div_ceil(kern.nr);
+            gemm::with_scratch(|s| {
+                plan_block(src, s, block, kern.nr);
+                // SAFETY: piece `i` writes rows `rows` of its unit's K
+                // block at `k0`, which no other piece writes; the buffer
+                // holds `units · stride` floats.
+                let to = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        out.get().add(u * stride + k0 * panels * kern.nr),
+                        kc * panels * kern.nr,
+                    )
+                };
+                // SAFETY: forwarded from the caller's contract.
+                unsafe { pack_any(kern.nr, src, s, block, k0, kc, rows, to) };
+            });
+        });
+        split.run(|t| {
+            let block = block_of(t.item, t.g, t.cb);
+            let u = ((t.item * d.groups as usize) + t.g) * blocking.blocks + t.cb;
+            gemm::with_scratch(|s| {
+                // SAFETY: as above; the unit's packed B was written above.
+                unsafe {
+                    let pre = out.get().add(u * stride) as *const f32;
+                    block_task(kern, d, p, src, s, blocking.kc, block, t.panels, Some(pre))
+                }
+            });
         });
     });
+}
+
+/// Rows of B one pre-packing task copies.
+const PREPACK_ROWS: usize = 256;
+
+thread_local! {
+    /// Blocks of B packed once for all their row splits (on the calling thread).
+    static SHARED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether blocks of `src` are multiplied where they lie (see
@@ -328,9 +401,66 @@ unsafe fn block_task(
     kc_max: usize,
     block: Block,
     panels: std::ops::Range<usize>,
+    prepacked: Option<*const f32>,
 ) {
     let nr = kern.nr;
     let (m, k) = (d.m(), d.k());
+    let col_panels = block.width.div_ceil(nr);
+    plan_block(src, s, block, nr);
+    if reads_in_place(m, src) {
+        return in_place(kern, d, p, src, s, block, panels);
+    }
+    let a_group = p.a.add(block.g * m.div_ceil(MR) * MR * k);
+    let mut tile = [0.0f32; MR * 32];
+    s.packed.clear();
+    s.packed.extend((0..kc_max).map(|kk| kk * nr));
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = kc_max.min(k - k0);
+        let b = match prepacked {
+            Some(b) => b.add(k0 * col_panels * nr),
+            None => {
+                if s.b.len() < col_panels * kc * nr {
+                    s.b.resize(col_panels * kc * nr, 0.0);
+                }
+                let mut b = std::mem::take(&mut s.b);
+                pack_any(
+                    nr,
+                    src,
+                    s,
+                    block,
+                    k0,
+                    kc,
+                    0..kc,
+                    &mut b[..col_panels * kc * nr],
+                );
+                s.b = b;
+                s.b.as_ptr()
+            }
+        };
+        let (first, last) = (k0 == 0, k0 + kc == k);
+        for panel in panels.clone() {
+            let a_panel = a_group.add(panel * MR * k + k0 * MR);
+            for cp in 0..col_panels {
+                let segments = &s.segments[s.spans[cp]..s.spans[cp + 1]];
+                if segments.is_empty() {
+                    continue;
+                }
+                let b_panel = b.add(cp * kc * nr);
+                let kernel = kern.for_width(nr.min(block.width - cp * nr));
+                let to = block.dest(kernel.1, m, panel, segments, first, last);
+                gemm::prefetch_dest(d, p, &to);
+                let operands = (kc, a_panel, b_panel, s.packed.as_ptr());
+                gemm::multiply_store(&kern, kernel, operands, d, p, &mut tile, &to);
+            }
+        }
+        k0 += kc;
+    }
+}
+
+/// Fill `s` with a block's output segments per column panel and how its
+/// columns are copied (runs, or gathered columns).
+unsafe fn plan_block(src: &Source, s: &mut Scratch, block: Block, nr: usize) {
     let col_panels = block.width.div_ceil(nr);
     // Each column panel's output segments: `segments[spans[i]..spans[i+1]]`.
     s.segments.clear();
@@ -375,39 +505,6 @@ unsafe fn block_task(
             }
         });
         s.spans.push(s.segments.len());
-    }
-    if reads_in_place(m, src) {
-        return in_place(kern, d, p, src, s, block, panels);
-    }
-    let a_group = p.a.add(block.g * m.div_ceil(MR) * MR * k);
-    let mut tile = [0.0f32; MR * 32];
-    let mut k0 = 0;
-    while k0 < k {
-        let kc = kc_max.min(k - k0);
-        match nr {
-            8 => pack::<8>(src, s, block, k0, kc),
-            12 => pack::<12>(src, s, block, k0, kc),
-            16 => pack::<16>(src, s, block, k0, kc),
-            32 => pack::<32>(src, s, block, k0, kc),
-            _ => unreachable!("no micro-kernel is {nr} wide"),
-        }
-        let (first, last) = (k0 == 0, k0 + kc == k);
-        for panel in panels.clone() {
-            let a_panel = a_group.add(panel * MR * k + k0 * MR);
-            for cp in 0..col_panels {
-                let segments = &s.segments[s.spans[cp]..s.spans[cp + 1]];
-                if segments.is_empty() {
-                    continue;
-                }
-                let b_panel = s.b.as_ptr().add(cp * kc * nr);
-                let kernel = kern.for_width(nr.min(block.width - cp * nr));
-                let to = block.dest(kernel.1, m, panel, segments, first, last);
-                gemm::prefetch_dest(d, p, &to);
-                let operands = (kc, a_panel, b_panel, s.packed.as_ptr());
-                gemm::multiply_store(&kern, kernel, operands, d, p, &mut tile, &to);
-            }
-        }
-        k0 += kc;
     }
 }
 
@@ -463,23 +560,48 @@ unsafe fn in_place(
     }
 }
 
-/// Copy rows `k0 .. k0 + kc` of the block's columns into `NR`-wide panels
-/// in `s.b`, k-major and zero-padded; `s.packed` becomes the panels' row
-/// offsets. Grid columns are copied run by run (`s.runs`), strided ones
-/// gathered through `s.cols`. `NR` is a constant so a whole panel row is a
-/// few vector moves, not a `memcpy` call (which cost as much as the copy
-/// itself).
-unsafe fn pack<const NR: usize>(src: &Source, s: &mut Scratch, block: Block, k0: usize, kc: usize) {
-    let panels = block.width.div_ceil(NR);
-    if s.b.len() < panels * kc * NR {
-        s.b.resize(panels * kc * NR, 0.0);
+/// [`pack`] for a kernel `nr` wide.
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_any(
+    nr: usize,
+    src: &Source,
+    s: &Scratch,
+    block: Block,
+    k0: usize,
+    kc: usize,
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    match nr {
+        8 => pack::<8>(src, s, block, k0, kc, rows, out),
+        12 => pack::<12>(src, s, block, k0, kc, rows, out),
+        16 => pack::<16>(src, s, block, k0, kc, rows, out),
+        32 => pack::<32>(src, s, block, k0, kc, rows, out),
+        _ => unreachable!("no micro-kernel is {nr} wide"),
     }
-    s.packed.clear();
-    s.packed.extend((0..kc).map(|kk| kk * NR));
+}
+
+/// Copy rows `rows` of the K block `k0 .. k0 + kc` of the block's columns
+/// into `NR`-wide panels in `out` (panel `p`'s row `kk` at
+/// `(p·kc + kk)·NR`, zero-padded). Grid columns and output-row pieces are
+/// copied run by run (`s.runs`), other strided ones gathered through
+/// `s.cols`. `NR` is a constant so a whole panel row is a few vector
+/// moves, not a `memcpy` call (which cost as much as the copy itself).
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack<const NR: usize>(
+    src: &Source,
+    s: &Scratch,
+    block: Block,
+    k0: usize,
+    kc: usize,
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    let panels = block.width.div_ceil(NR);
     let base = src.base.add(block.g * src.group_stride);
     // Columns past the block's end in its last panel are zero.
     let tail = block.width % NR;
-    for kk in 0..kc {
+    for kk in rows.clone() {
         let row = base.add(*src.rows.add(k0 + kk));
         let panel_row = |panel: usize| (panel * kc + kk) * NR;
         if src.columns.copied_in_runs() {
@@ -488,33 +610,33 @@ unsafe fn pack<const NR: usize>(src: &Source, s: &mut Scratch, block: Block, k0:
                 // Whole 8-float chunks when the source may be over-read:
                 // what they write past the run is the next run's place
                 // (runs go left to right), the zeroed tail, or the start
-                // of the panel's next row, written after this one — so not
-                // past a panel's last row. A `memcpy` call per short run
-                // (7×7 output rows) cost more than the copy.
+                // of the panel's next row, which this call writes after
+                // this one — so not past its last row. A `memcpy` call per
+                // short run (7×7 output rows) cost more than the copy.
                 let chunks = r.len.div_ceil(8);
                 if r.len == NR {
                     let from = row.add(r.src) as *const [f32; NR];
-                    s.b[at..at + NR].copy_from_slice(&from.read_unaligned());
-                } else if src.slack && (kk + 1 < kc || r.off + 8 * chunks <= NR) {
+                    out[at..at + NR].copy_from_slice(&from.read_unaligned());
+                } else if src.slack && (kk + 1 < rows.end || r.off + 8 * chunks <= NR) {
                     for ch in 0..chunks {
                         let from = row.add(r.src + 8 * ch) as *const [f32; 8];
-                        s.b[at + 8 * ch..at + 8 * ch + 8].copy_from_slice(&from.read_unaligned());
+                        out[at + 8 * ch..at + 8 * ch + 8].copy_from_slice(&from.read_unaligned());
                     }
                 } else {
                     let from = std::slice::from_raw_parts(row.add(r.src), r.len);
-                    s.b[at..at + r.len].copy_from_slice(from);
+                    out[at..at + r.len].copy_from_slice(from);
                 }
             }
         } else {
             for (panel, offs) in s.cols.chunks(NR).enumerate() {
-                let dst = &mut s.b[panel_row(panel)..][..offs.len()];
+                let dst = &mut out[panel_row(panel)..][..offs.len()];
                 for (v, &off) in dst.iter_mut().zip(offs) {
                     *v = *row.add(off);
                 }
             }
         }
         if tail > 0 {
-            s.b[panel_row(panels - 1) + tail..panel_row(panels - 1) + NR].fill(0.0);
+            out[panel_row(panels - 1) + tail..panel_row(panels - 1) + NR].fill(0.0);
         }
     }
 }
