@@ -180,6 +180,8 @@ pub(super) struct Scratch {
     pub(super) b: Vec<f32>,
     /// `offs[k] = k·nr`: rows of a packed panel.
     pub(super) packed: Vec<usize>,
+    /// The rows of a block's last packed panel (see `packed::last_stride`).
+    pub(super) packed_last: Vec<usize>,
     /// Output segments of a task's column panels, and where each panel's
     /// start (see `packed::block_task`).
     pub(super) segments: Vec<Segment>,

@@ -25,7 +25,7 @@
 //! before the multiply, and every split reads the same copy.
 
 use super::gemm::{self, GemmDesc, Ptrs, Scratch, Segment, Tasks, TileDest};
-use super::micro::{MicroKernel, MR};
+use super::micro::{MicroKernel, MR, THIN_MAX};
 use super::Shared;
 use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
@@ -294,7 +294,7 @@ pub(super) unsafe fn run(
                     )
                 };
                 // SAFETY: forwarded from the caller's contract.
-                unsafe { pack_any(kern.nr, src, s, block, k0, kc, rows, to) };
+                unsafe { pack_any(&kern, src, s, block, k0, kc, rows, to) };
             });
         });
         split.run(|t| {
@@ -414,6 +414,9 @@ unsafe fn block_task(
     let mut tile = [0.0f32; MR * 32];
     s.packed.clear();
     s.packed.extend((0..kc_max).map(|kk| kk * nr));
+    let last = last_stride(&kern, block.width);
+    s.packed_last.clear();
+    s.packed_last.extend((0..kc_max).map(|kk| kk * last));
     let mut k0 = 0;
     while k0 < k {
         let kc = kc_max.min(k - k0);
@@ -425,7 +428,7 @@ unsafe fn block_task(
                 }
                 let mut b = std::mem::take(&mut s.b);
                 pack_any(
-                    nr,
+                    &kern,
                     src,
                     s,
                     block,
@@ -450,7 +453,12 @@ unsafe fn block_task(
                 let kernel = kern.for_width(nr.min(block.width - cp * nr));
                 let to = block.dest(kernel.1, m, panel, segments, first, last);
                 gemm::prefetch_dest(d, p, &to);
-                let operands = (kc, a_panel, b_panel, s.packed.as_ptr());
+                let offs = if cp + 1 == col_panels {
+                    s.packed_last.as_ptr()
+                } else {
+                    s.packed.as_ptr()
+                };
+                let operands = (kc, a_panel, b_panel, offs);
                 gemm::multiply_store(&kern, kernel, operands, d, p, &mut tile, &to);
             }
         }
@@ -563,7 +571,7 @@ unsafe fn in_place(
 /// [`pack`] for a kernel `nr` wide.
 #[allow(clippy::too_many_arguments)]
 unsafe fn pack_any(
-    nr: usize,
+    kern: &MicroKernel,
     src: &Source,
     s: &Scratch,
     block: Block,
@@ -572,18 +580,33 @@ unsafe fn pack_any(
     rows: std::ops::Range<usize>,
     out: &mut [f32],
 ) {
-    match nr {
-        8 => pack::<8>(src, s, block, k0, kc, rows, out),
-        12 => pack::<12>(src, s, block, k0, kc, rows, out),
-        16 => pack::<16>(src, s, block, k0, kc, rows, out),
-        32 => pack::<32>(src, s, block, k0, kc, rows, out),
-        _ => unreachable!("no micro-kernel is {nr} wide"),
+    let last = last_stride(kern, block.width);
+    match kern.nr {
+        8 => pack::<8>(src, s, block, (k0, kc, rows), last, out),
+        12 => pack::<12>(src, s, block, (k0, kc, rows), last, out),
+        16 => pack::<16>(src, s, block, (k0, kc, rows), last, out),
+        32 => pack::<32>(src, s, block, (k0, kc, rows), last, out),
+        nr => unreachable!("no micro-kernel is {nr} wide"),
+    }
+}
+
+/// The row stride of the packed last panel of a block `width` columns
+/// wide: its own width when a thin kernel reads it (one cache line then
+/// holds 16 of its rows, not one — the thin kernel had been waiting on a
+/// line per k), else the kernel's width.
+fn last_stride(kern: &MicroKernel, width: usize) -> usize {
+    let tail = width % kern.nr;
+    if tail > 0 && tail <= THIN_MAX && kern.thin.is_some() {
+        tail
+    } else {
+        kern.nr
     }
 }
 
 /// Copy rows `rows` of the K block `k0 .. k0 + kc` of the block's columns
 /// into `NR`-wide panels in `out` (panel `p`'s row `kk` at
-/// `(p·kc + kk)·NR`, zero-padded). Grid columns and output-row pieces are
+/// `p·kc·NR + kk·NR`, zero-padded; the last panel's rows `last_stride`
+/// apart, see [`last_stride`]). Grid columns and output-row pieces are
 /// copied run by run (`s.runs`), other strided ones gathered through
 /// `s.cols`. `NR` is a constant so a whole panel row is a few vector
 /// moves, not a `memcpy` call (which cost as much as the copy itself).
@@ -592,18 +615,18 @@ unsafe fn pack<const NR: usize>(
     src: &Source,
     s: &Scratch,
     block: Block,
-    k0: usize,
-    kc: usize,
-    rows: std::ops::Range<usize>,
+    (k0, kc, rows): (usize, usize, std::ops::Range<usize>),
+    last_stride: usize,
     out: &mut [f32],
 ) {
     let panels = block.width.div_ceil(NR);
     let base = src.base.add(block.g * src.group_stride);
     // Columns past the block's end in its last panel are zero.
     let tail = block.width % NR;
+    let stride = |panel: usize| if panel + 1 == panels { last_stride } else { NR };
     for kk in rows.clone() {
         let row = base.add(*src.rows.add(k0 + kk));
-        let panel_row = |panel: usize| (panel * kc + kk) * NR;
+        let panel_row = |panel: usize| panel * kc * NR + kk * stride(panel);
         if src.columns.copied_in_runs() {
             for r in &s.runs {
                 let at = panel_row(r.panel) + r.off;
@@ -617,6 +640,11 @@ unsafe fn pack<const NR: usize>(
                 if r.len == NR {
                     let from = row.add(r.src) as *const [f32; NR];
                     out[at..at + NR].copy_from_slice(&from.read_unaligned());
+                } else if stride(r.panel) < NR {
+                    // A thin panel's few columns, one by one.
+                    for i in 0..r.len {
+                        out[at + i] = *row.add(r.src + i);
+                    }
                 } else if src.slack && (kk + 1 < rows.end || r.off + 8 * chunks <= NR) {
                     for ch in 0..chunks {
                         let from = row.add(r.src + 8 * ch) as *const [f32; 8];
@@ -635,7 +663,7 @@ unsafe fn pack<const NR: usize>(
                 }
             }
         }
-        if tail > 0 {
+        if tail > 0 && last_stride == NR {
             out[panel_row(panels - 1) + tail..panel_row(panels - 1) + NR].fill(0.0);
         }
     }
