@@ -69,16 +69,22 @@ impl Columns {
     }
 
     /// The output segments of item `item`'s B columns `c0 .. c0 + len`,
-    /// which sit at tile column `tile_col` on, appended to `out`.
+    /// which sit at tile column `tile_col` on, appended to `out`. Only a
+    /// grid wider than the output rows breaks them: otherwise they are one
+    /// run, so a tile across a row end is still one segment the fused
+    /// kernel writes (half the tiles of a 56×56 plane).
     fn segments(self, item: usize, c0: usize, len: usize, tile_col: usize, out: &mut Vec<Segment>) {
-        let Columns::Grid { wq, ow } = self else {
-            out.push(Segment {
-                item,
-                tile_col,
-                out_col: c0,
-                len,
-            });
-            return;
+        let (wq, ow) = match self {
+            Columns::Grid { wq, ow } if wq > ow => (wq, ow),
+            _ => {
+                out.push(Segment {
+                    item,
+                    tile_col,
+                    out_col: c0,
+                    len,
+                });
+                return;
+            }
         };
         let mut j = c0;
         while j < c0 + len {
