@@ -1039,29 +1039,17 @@ unsafe fn gather(out: &mut [f32], src: *const f32, stride: usize) {
 /// is contiguous; a dense layer's "row" (one output feature across the
 /// batch) is strided. The epilogue runs in place on the tile.
 ///
-/// Compiled twice: with AVX2 (8-wide adds, maxima and moves; chosen at
-/// run time when the CPU has it) and for the x86-64 baseline the crate is
-/// built for, which vectorises 4 wide.
+/// With AVX2 the common [`Epilogue`]s take [`store_simple`]; the rest
+/// is compiled twice: with AVX2 (chosen at run time when the CPU has it)
+/// and for the x86-64 baseline the crate is built for.
 pub(super) unsafe fn store(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        return match Epilogue::of(d) {
-            Some(Epilogue {
-                add: false,
-                relu: false,
-            }) => store_simple::<false, false>(d, p, tile, to),
-            Some(Epilogue {
-                add: false,
-                relu: true,
-            }) => store_simple::<false, true>(d, p, tile, to),
-            Some(Epilogue {
-                add: true,
-                relu: false,
-            }) => store_simple::<true, false>(d, p, tile, to),
-            Some(Epilogue {
-                add: true,
-                relu: true,
-            }) => store_simple::<true, true>(d, p, tile, to),
+        return match Epilogue::of(d).map(|e| (e.add, e.relu)) {
+            Some((false, false)) => store_simple::<false, false>(d, p, tile, to),
+            Some((false, true)) => store_simple::<false, true>(d, p, tile, to),
+            Some((true, false)) => store_simple::<true, false>(d, p, tile, to),
+            Some((true, true)) => store_simple::<true, true>(d, p, tile, to),
             None => store_avx2(d, p, tile, to),
         };
     }
