@@ -272,10 +272,9 @@ pub(super) unsafe fn run(
         })
         .collect();
     let unit_of = |u: usize| {
-        let t = split
+        split
             .get(u * split.row_splits())
-            .map(|t| (t.item, t.g, t.cb));
-        t.map(|(item, g, cb)| block_of(item, g, cb))
+            .map(|t| block_of(t.item, t.g, t.cb))
     };
     SHARED_B.with(|buf| {
         let mut buf = buf.borrow_mut();
@@ -305,11 +304,10 @@ pub(super) unsafe fn run(
         });
         split.run(|t| {
             let block = block_of(t.item, t.g, t.cb);
-            let u = ((t.item * d.groups as usize) + t.g) * blocking.blocks + t.cb;
             gemm::with_scratch(|s| {
                 // SAFETY: as above; the unit's packed B was written above.
                 unsafe {
-                    let pre = out.get().add(u * stride) as *const f32;
+                    let pre = out.get().add(t.unit * stride) as *const f32;
                     block_task(kern, d, p, src, s, blocking.kc, block, t.panels, Some(pre))
                 }
             });
