@@ -62,10 +62,15 @@ pub fn fused_index(add: bool, relu: bool) -> usize {
 pub const THIN_MAX: usize = 4;
 
 impl MicroKernel {
+    /// Whether a panel of `width` columns runs on a thin kernel.
+    pub fn is_thin(&self, width: usize) -> bool {
+        self.thin.is_some() && (1..=THIN_MAX).contains(&width)
+    }
+
     /// The kernel for a column panel of `width` columns, and its width.
     pub fn for_width(&self, width: usize) -> (KernelFn, usize) {
         match (self.thin, self.narrow) {
-            (Some(thin), _) if (1..=THIN_MAX).contains(&width) => (thin[width - 1], width),
+            (Some(thin), _) if self.is_thin(width) => (thin[width - 1], width),
             (_, Some(narrow)) if 2 * width <= self.nr => (narrow, self.nr / 2),
             _ => (self.run, self.nr),
         }

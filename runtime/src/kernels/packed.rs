@@ -25,7 +25,7 @@
 //! before the multiply, and every split reads the same copy.
 
 use super::gemm::{self, GemmDesc, Ptrs, Scratch, Segment, Tasks, TileDest};
-use super::micro::{MicroKernel, MR, THIN_MAX};
+use super::micro::{MicroKernel, MR};
 use super::Shared;
 use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
@@ -600,7 +600,7 @@ unsafe fn pack_any(
 /// line per k), else the kernel's width.
 fn last_stride(kern: &MicroKernel, width: usize) -> usize {
     let tail = width % kern.nr;
-    if tail > 0 && tail <= THIN_MAX && kern.thin.is_some() {
+    if kern.is_thin(tail) {
         tail
     } else {
         kern.nr
