@@ -1469,7 +1469,7 @@ mod tests {
 
     #[test]
     fn driver_handles_every_panel_width() {
-        let kernels = [
+        let mut kernels = vec![
             MicroKernel {
                 nr: 8,
                 name: "scalar 8",
@@ -1494,8 +1494,8 @@ mod tests {
                 thin: None,
                 fused: None,
             },
-            micro::select(),
         ];
+        kernels.extend(micro::available());
         let cases = [
             // 3×3 pad 1 with a ragged last panel; strided on phase planes
             // (grouped 3×3/2, a 7×7/2 stem, 1×1/2 keeping one phase,

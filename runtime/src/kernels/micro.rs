@@ -79,40 +79,53 @@ impl MicroKernel {
 
 /// The best kernel this CPU supports.
 pub fn select() -> MicroKernel {
+    let all = available();
+    // `available` always ends with the scalar kernel.
+    if std::env::var_os("NETC_NO_AVX512").is_some() && all.len() > 2 {
+        return all[1];
+    }
+    all[0]
+}
+
+/// Every kernel this CPU supports, best first, the scalar one last. The
+/// tests run each of them, so a machine with AVX-512 also checks the AVX2
+/// kernels a machine without it would take.
+pub fn available() -> Vec<MicroKernel> {
+    let mut all = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        if std::env::var_os("NETC_NO_AVX512").is_none()
-            && std::arch::is_x86_feature_detected!("avx512f")
-        {
-            return MicroKernel {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
+            all.push(MicroKernel {
                 nr: 32,
                 name: "avx512f 6x32",
                 run: avx512::kernel,
                 narrow: Some(avx512::narrow),
                 thin: Some(avx2::THIN),
-                fused: None,
-            };
+                fused: Some(avx512::FUSED),
+            });
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return MicroKernel {
+        if avx2 {
+            all.push(MicroKernel {
                 nr: 16,
                 name: "avx2+fma 6x16",
                 run: avx2::kernel,
                 narrow: Some(avx2::narrow),
                 thin: Some(avx2::THIN),
                 fused: Some(avx2::FUSED),
-            };
+            });
         }
     }
-    MicroKernel {
+    all.push(MicroKernel {
         nr: 8,
         name: "scalar 6x8",
         run: scalar_kernel,
         narrow: None,
         thin: None,
         fused: None,
-    }
+    });
+    all
 }
 
 /// Portable fallback; also the reference the SIMD kernels are tested against.
@@ -210,6 +223,21 @@ mod avx512 {
         offs: *const usize,
         tile: *mut f32,
     ) {
+        let c = accumulate(kc, a, b, offs);
+        for (m, cm) in c.iter().enumerate() {
+            _mm512_storeu_ps(tile.add(m * 32), cm[0]);
+            _mm512_storeu_ps(tile.add(m * 32 + 16), cm[1]);
+        }
+    }
+
+    /// The 6×32 product's accumulators.
+    #[inline(always)]
+    unsafe fn accumulate(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+    ) -> [[__m512; 2]; MR] {
         let mut c = [[_mm512_setzero_ps(); 2]; MR];
         for k in 0..kc {
             let bk = b.add(*offs.add(k));
@@ -221,9 +249,50 @@ mod avx512 {
                 cm[1] = _mm512_fmadd_ps(av, b1, cm[1]);
             }
         }
+        c
+    }
+
+    /// [`kernel`] with its epilogue fused, one variant per
+    /// `fused_index(add, relu)`.
+    pub const FUSED: [super::FusedFn; 4] = [
+        fused::<false, false>,
+        fused::<false, true>,
+        fused::<true, false>,
+        fused::<true, true>,
+    ];
+
+    /// [`kernel`] writing `max(acc + bias (+ res), 0)` straight to the
+    /// output rows, as the AVX2 `fused` does.
+    ///
+    /// # Safety
+    /// As [`kernel`]; `out` describes six rows of 32 writable floats (and
+    /// as many readable residual floats when `ADD`) and six biases.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fused<const ADD: bool, const RELU: bool>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        out: &super::TileOut,
+    ) {
+        let c = accumulate(kc, a, b, offs);
+        let zero = _mm512_setzero_ps();
         for (m, cm) in c.iter().enumerate() {
-            _mm512_storeu_ps(tile.add(m * 32), cm[0]);
-            _mm512_storeu_ps(tile.add(m * 32 + 16), cm[1]);
+            let bias = _mm512_set1_ps(*out.bias.add(m));
+            let mut x0 = _mm512_add_ps(cm[0], bias);
+            let mut x1 = _mm512_add_ps(cm[1], bias);
+            if ADD {
+                let r = out.res.add(m * out.res_ld);
+                x0 = _mm512_add_ps(x0, _mm512_loadu_ps(r));
+                x1 = _mm512_add_ps(x1, _mm512_loadu_ps(r.add(16)));
+            }
+            if RELU {
+                x0 = _mm512_max_ps(x0, zero);
+                x1 = _mm512_max_ps(x1, zero);
+            }
+            let o = out.out.add(m * out.ld);
+            _mm512_storeu_ps(o, x0);
+            _mm512_storeu_ps(o.add(16), x1);
         }
     }
 
@@ -412,7 +481,12 @@ mod tests {
     /// left alone.
     #[test]
     fn fused_kernels_match_plain_loops() {
-        let best = select();
+        for best in available() {
+            fused_kernel_matches(best);
+        }
+    }
+
+    fn fused_kernel_matches(best: MicroKernel) {
         let Some(fused) = best.fused else {
             return;
         };
@@ -447,7 +521,8 @@ mod tests {
                         let got = out[m * ld + n];
                         assert!(
                             (got - want).abs() < 1e-3,
-                            "add {add} relu {relu} at {m},{n}"
+                            "{} add {add} relu {relu} at {m},{n}",
+                            best.name
                         );
                     }
                     assert!(out[m * ld + nr..(m + 1) * ld].iter().all(|v| v.is_nan()));
@@ -459,19 +534,18 @@ mod tests {
     /// Every kernel this CPU has, against plain loops.
     #[test]
     fn kernels_match_plain_loops() {
-        let best = select();
         // (kernel, name, columns it computes, floats between B rows).
-        let mut cases: Vec<(KernelFn, &str, usize, usize)> = vec![
-            (scalar_kernel, "scalar", 8, 8),
-            (best.run, best.name, best.nr, best.nr),
-        ];
-        if let Some(narrow) = best.narrow {
-            // Over rows as wide as the full kernel's: it must read only
-            // their first half.
-            cases.push((narrow, "narrow", best.nr / 2, best.nr));
-        }
-        for (w, &thin) in best.thin.iter().flatten().enumerate() {
-            cases.push((thin, "thin", w + 1, best.nr));
+        let mut cases: Vec<(KernelFn, &str, usize, usize)> = Vec::new();
+        for best in available() {
+            cases.push((best.run, best.name, best.nr, best.nr));
+            if let Some(narrow) = best.narrow {
+                // Over rows as wide as the full kernel's: it must read
+                // only their first half.
+                cases.push((narrow, "narrow", best.nr / 2, best.nr));
+            }
+            for (w, &thin) in best.thin.iter().flatten().enumerate() {
+                cases.push((thin, "thin", w + 1, best.nr));
+            }
         }
         for (run, name, nr, stride) in cases {
             // Odd, so the narrow kernel's unpaired last k is exercised.

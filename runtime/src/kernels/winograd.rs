@@ -997,10 +997,15 @@ mod tests {
             let mut outs = Vec::new();
             // The direct path, then each Winograd variant with this CPU's
             // transforms and with the portable ones.
+            // Then every micro-kernel this CPU has, with its transforms.
+            let kernels = crate::kernels::micro::available();
             let mut variants = vec![(KIND_IM2COL, Tile::F4, None)];
             for (kind, tile) in [(KIND_WINOGRAD, Tile::F4), (KIND_WINOGRAD_F2, Tile::F2)] {
                 variants.push((kind, tile, None));
-                variants.push((kind, tile, Some(Transforms::portable(tile))));
+                variants.push((kind, tile, Some((Transforms::portable(tile), kernels[0]))));
+                for &kern in &kernels {
+                    variants.push((kind, tile, Some((Transforms::select(tile), kern))));
+                }
             }
             for (kind, tile, transforms) in variants {
                 let mut d = GemmDesc {
@@ -1053,7 +1058,7 @@ mod tests {
                 ];
                 match transforms {
                     None => unsafe { gemm::run(&d, ptrs.as_ptr()) },
-                    Some(fns) => {
+                    Some((fns, kern)) => {
                         let p = Ptrs {
                             x: ptrs[0],
                             out: ptrs[1],
@@ -1066,7 +1071,7 @@ mod tests {
                                 std::ptr::null(),
                             ],
                         };
-                        unsafe { run_with(crate::kernels::micro::select(), tile, fns, &d, &p) }
+                        unsafe { run_with(kern, tile, fns, &d, &p) }
                     }
                 }
                 outs.push(out);
