@@ -1476,6 +1476,7 @@ mod tests {
                 run: scalar::<8>,
                 narrow: Some(scalar::<4>),
                 thin: None,
+                half_thin: None,
                 fused: None,
             },
             MicroKernel {
@@ -1484,6 +1485,7 @@ mod tests {
                 run: scalar::<12>,
                 narrow: Some(scalar::<6>),
                 thin: Some([scalar::<1>, scalar::<2>, scalar::<3>, scalar::<4>]),
+                half_thin: None,
                 fused: None,
             },
             MicroKernel {
@@ -1492,6 +1494,7 @@ mod tests {
                 run: scalar::<32>,
                 narrow: Some(scalar::<16>),
                 thin: None,
+                half_thin: None,
                 fused: None,
             },
         ];

@@ -32,6 +32,11 @@ pub struct MicroKernel {
     /// panel of that many: a 7×7 plane at batch 1 is 3 × 16 + 1 columns,
     /// and the narrow kernel spent as long on its one column as on eight.
     pub thin: Option<[KernelFn; THIN_MAX]>,
+    /// Kernels over the first `nr / 2 + 1`, … `nr / 2 + THIN_MAX` columns
+    /// (the narrow product plus a thin one), writing a full-width tile:
+    /// a 7×7 plane on the 32-wide kernel is 32 + 17 columns, and the full
+    /// kernel spent as long on the 17 as on 32.
+    pub half_thin: Option<[KernelFn; THIN_MAX]>,
     /// The full kernel with the common epilogues applied in registers and
     /// the tile written straight to the output, indexed by
     /// [`fused_index`]`(add, relu)`.
@@ -69,9 +74,13 @@ impl MicroKernel {
 
     /// The kernel for a column panel of `width` columns, and its width.
     pub fn for_width(&self, width: usize) -> (KernelFn, usize) {
-        match (self.thin, self.narrow) {
-            (Some(thin), _) if self.is_thin(width) => (thin[width - 1], width),
-            (_, Some(narrow)) if 2 * width <= self.nr => (narrow, self.nr / 2),
+        let half = self.nr / 2;
+        match (self.thin, self.narrow, self.half_thin) {
+            (Some(thin), _, _) if self.is_thin(width) => (thin[width - 1], width),
+            (_, Some(narrow), _) if width <= half => (narrow, half),
+            (_, _, Some(half_thin)) if width - half <= THIN_MAX => {
+                (half_thin[width - half - 1], self.nr)
+            }
             _ => (self.run, self.nr),
         }
     }
@@ -103,6 +112,7 @@ pub fn available() -> Vec<MicroKernel> {
                 run: avx512::kernel,
                 narrow: Some(avx512::narrow),
                 thin: Some(avx2::THIN),
+                half_thin: Some(avx512::HALF_THIN),
                 fused: Some(avx512::FUSED),
             });
         }
@@ -113,6 +123,7 @@ pub fn available() -> Vec<MicroKernel> {
                 run: avx2::kernel,
                 narrow: Some(avx2::narrow),
                 thin: Some(avx2::THIN),
+                half_thin: None,
                 fused: Some(avx2::FUSED),
             });
         }
@@ -123,6 +134,7 @@ pub fn available() -> Vec<MicroKernel> {
         run: scalar_kernel,
         narrow: None,
         thin: None,
+        half_thin: None,
         fused: None,
     });
     all
@@ -293,6 +305,58 @@ mod avx512 {
             let o = out.out.add(m * out.ld);
             _mm512_storeu_ps(o, x0);
             _mm512_storeu_ps(o.add(16), x1);
+        }
+    }
+
+    /// [`half_thin`] for each extra width up to [`super::THIN_MAX`].
+    pub const HALF_THIN: [super::KernelFn; super::THIN_MAX] = [
+        half_thin::<1>,
+        half_thin::<2>,
+        half_thin::<3>,
+        half_thin::<4>,
+    ];
+
+    /// `MR × (16 + W)`: the first 16 columns as the narrow kernel computes
+    /// them (one zmm per row), the next `W` as the AVX2 thin kernel does (a
+    /// masked vector of A's six rows times a broadcast of B), in one pass
+    /// over A and B. Writes a 32-wide tile, its last `16 − W` columns
+    /// untouched.
+    ///
+    /// # Safety
+    /// AVX-512F, AVX2 and FMA must be available; `a` holds `MR·kc` floats,
+    /// B rows at least `16 + W` floats, `tile` `MR·32`.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn half_thin<const W: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        tile: *mut f32,
+    ) {
+        let mask = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+        let mut c = [_mm512_setzero_ps(); MR];
+        let mut t = [_mm256_setzero_ps(); W];
+        for k in 0..kc {
+            let bk = b.add(*offs.add(k));
+            let ak = a.add(k * MR);
+            let b0 = _mm512_loadu_ps(bk);
+            for (m, cm) in c.iter_mut().enumerate() {
+                *cm = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(m)), b0, *cm);
+            }
+            let av = _mm256_maskload_ps(ak, mask);
+            for (j, tj) in t.iter_mut().enumerate() {
+                *tj = _mm256_fmadd_ps(av, _mm256_set1_ps(*bk.add(16 + j)), *tj);
+            }
+        }
+        for (m, cm) in c.iter().enumerate() {
+            _mm512_storeu_ps(tile.add(m * 32), *cm);
+        }
+        for (j, tj) in t.iter().enumerate() {
+            let mut lanes = [0.0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *tj);
+            for (m, v) in lanes[..MR].iter().enumerate() {
+                *tile.add(m * 32 + 16 + j) = *v;
+            }
         }
     }
 
@@ -534,20 +598,25 @@ mod tests {
     /// Every kernel this CPU has, against plain loops.
     #[test]
     fn kernels_match_plain_loops() {
-        // (kernel, name, columns it computes, floats between B rows).
-        let mut cases: Vec<(KernelFn, &str, usize, usize)> = Vec::new();
+        // (kernel, name, columns it computes, floats between tile rows,
+        // floats between B rows).
+        let mut cases: Vec<(KernelFn, &str, usize, usize, usize)> = Vec::new();
         for best in available() {
-            cases.push((best.run, best.name, best.nr, best.nr));
+            let nr = best.nr;
+            cases.push((best.run, best.name, nr, nr, nr));
             if let Some(narrow) = best.narrow {
                 // Over rows as wide as the full kernel's: it must read
                 // only their first half.
-                cases.push((narrow, "narrow", best.nr / 2, best.nr));
+                cases.push((narrow, "narrow", nr / 2, nr / 2, nr));
             }
             for (w, &thin) in best.thin.iter().flatten().enumerate() {
-                cases.push((thin, "thin", w + 1, best.nr));
+                cases.push((thin, "thin", w + 1, w + 1, nr));
+            }
+            for (w, &half_thin) in best.half_thin.iter().flatten().enumerate() {
+                cases.push((half_thin, "half_thin", nr / 2 + w + 1, nr, nr));
             }
         }
-        for (run, name, nr, stride) in cases {
+        for (run, name, cols, nr, stride) in cases {
             // Odd, so the narrow kernel's unpaired last k is exercised.
             let kc = 37;
             let a: Vec<f32> = (0..MR * kc).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
@@ -558,7 +627,7 @@ mod tests {
             let offs: Vec<usize> = (0..kc).map(|kk| kk * stride).collect();
             unsafe { run(kc, a.as_ptr(), b.as_ptr(), offs.as_ptr(), tile.as_mut_ptr()) };
             for m in 0..MR {
-                for n in 0..nr {
+                for n in 0..cols {
                     let want: f32 = (0..kc).map(|kk| a[kk * MR + m] * b[kk * stride + n]).sum();
                     assert!((tile[m * nr + n] - want).abs() < 1e-3, "{name} at {m},{n}");
                 }
