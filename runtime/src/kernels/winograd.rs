@@ -905,7 +905,7 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
 fn block_kernel(kern: &MicroKernel, total: usize) -> (KernelFn, usize) {
     let half = kern.nr / 2;
     match kern.narrow {
-        Some(narrow) if total <= half && half % LANES == 0 => (narrow, half),
+        Some(narrow) if total <= half && half.is_multiple_of(LANES) => (narrow, half),
         _ => (kern.run, kern.nr),
     }
 }
