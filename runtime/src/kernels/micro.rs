@@ -217,6 +217,60 @@ macro_rules! narrow_kernel {
     };
 }
 
+/// A full kernel's fused variants (`FUSED`, one per
+/// `fused_index(add, relu)`), written once for each vector width: the
+/// module's `accumulate` (two vectors of `lanes` per row) writing
+/// `max(acc + bias (+ res), 0)` straight to the output rows — the tile's
+/// round trip through memory and the separate store pass cost as much as a
+/// fifth of a 1×1 convolution with a short K.
+#[cfg(target_arch = "x86_64")]
+macro_rules! fused_kernel {
+    ($feature:literal, $lanes:literal, $zero:ident, $set1:ident, $add:ident, $load:ident, $max:ident, $store:ident) => {
+        /// `fused::<ADD, RELU>` for each `fused_index(ADD, RELU)`.
+        pub const FUSED: [super::FusedFn; 4] = [
+            fused::<false, false>,
+            fused::<false, true>,
+            fused::<true, false>,
+            fused::<true, true>,
+        ];
+
+        /// See `fused_kernel!`.
+        ///
+        /// # Safety
+        /// As `kernel`; `out` describes six rows of `2·lanes` writable
+        /// floats (and as many readable residual floats when `ADD`) and six
+        /// biases.
+        #[target_feature(enable = $feature)]
+        unsafe fn fused<const ADD: bool, const RELU: bool>(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            offs: *const usize,
+            out: &super::TileOut,
+        ) {
+            let c = accumulate(kc, a, b, offs);
+            let zero = $zero();
+            for (m, cm) in c.iter().enumerate() {
+                let bias = $set1(*out.bias.add(m));
+                let mut x0 = $add(cm[0], bias);
+                let mut x1 = $add(cm[1], bias);
+                if ADD {
+                    let r = out.res.add(m * out.res_ld);
+                    x0 = $add(x0, $load(r));
+                    x1 = $add(x1, $load(r.add($lanes)));
+                }
+                if RELU {
+                    x0 = $max(x0, zero);
+                    x1 = $max(x1, zero);
+                }
+                let o = out.out.add(m * out.ld);
+                $store(o, x0);
+                $store(o.add($lanes), x1);
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::MR;
@@ -264,49 +318,16 @@ mod avx512 {
         c
     }
 
-    /// [`kernel`] with its epilogue fused, one variant per
-    /// `fused_index(add, relu)`.
-    pub const FUSED: [super::FusedFn; 4] = [
-        fused::<false, false>,
-        fused::<false, true>,
-        fused::<true, false>,
-        fused::<true, true>,
-    ];
-
-    /// [`kernel`] writing `max(acc + bias (+ res), 0)` straight to the
-    /// output rows, as the AVX2 `fused` does.
-    ///
-    /// # Safety
-    /// As [`kernel`]; `out` describes six rows of 32 writable floats (and
-    /// as many readable residual floats when `ADD`) and six biases.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn fused<const ADD: bool, const RELU: bool>(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        offs: *const usize,
-        out: &super::TileOut,
-    ) {
-        let c = accumulate(kc, a, b, offs);
-        let zero = _mm512_setzero_ps();
-        for (m, cm) in c.iter().enumerate() {
-            let bias = _mm512_set1_ps(*out.bias.add(m));
-            let mut x0 = _mm512_add_ps(cm[0], bias);
-            let mut x1 = _mm512_add_ps(cm[1], bias);
-            if ADD {
-                let r = out.res.add(m * out.res_ld);
-                x0 = _mm512_add_ps(x0, _mm512_loadu_ps(r));
-                x1 = _mm512_add_ps(x1, _mm512_loadu_ps(r.add(16)));
-            }
-            if RELU {
-                x0 = _mm512_max_ps(x0, zero);
-                x1 = _mm512_max_ps(x1, zero);
-            }
-            let o = out.out.add(m * out.ld);
-            _mm512_storeu_ps(o, x0);
-            _mm512_storeu_ps(o.add(16), x1);
-        }
-    }
+    fused_kernel!(
+        "avx512f",
+        16,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_add_ps,
+        _mm512_loadu_ps,
+        _mm512_max_ps,
+        _mm512_storeu_ps
+    );
 
     /// [`half_thin`] for each extra width up to [`super::THIN_MAX`].
     pub const HALF_THIN: [super::KernelFn; super::THIN_MAX] = [
@@ -423,51 +444,16 @@ mod avx2 {
         c
     }
 
-    /// [`kernel`] with its epilogue fused, one variant per
-    /// `fused_index(add, relu)`.
-    pub const FUSED: [super::FusedFn; 4] = [
-        fused::<false, false>,
-        fused::<false, true>,
-        fused::<true, false>,
-        fused::<true, true>,
-    ];
-
-    /// [`kernel`] writing `max(acc + bias (+ res), 0)` straight to the
-    /// output rows: the tile's round trip through memory and the separate
-    /// store pass cost as much as a fifth of a 1×1 convolution with a
-    /// short K.
-    ///
-    /// # Safety
-    /// As [`kernel`]; `out` describes six rows of 16 writable floats (and
-    /// as many readable residual floats when `ADD`) and six biases.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn fused<const ADD: bool, const RELU: bool>(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        offs: *const usize,
-        out: &super::TileOut,
-    ) {
-        let c = accumulate(kc, a, b, offs);
-        let zero = _mm256_setzero_ps();
-        for (m, cm) in c.iter().enumerate() {
-            let bias = _mm256_broadcast_ss(&*out.bias.add(m));
-            let mut x0 = _mm256_add_ps(cm[0], bias);
-            let mut x1 = _mm256_add_ps(cm[1], bias);
-            if ADD {
-                let r = out.res.add(m * out.res_ld);
-                x0 = _mm256_add_ps(x0, _mm256_loadu_ps(r));
-                x1 = _mm256_add_ps(x1, _mm256_loadu_ps(r.add(8)));
-            }
-            if RELU {
-                x0 = _mm256_max_ps(x0, zero);
-                x1 = _mm256_max_ps(x1, zero);
-            }
-            let o = out.out.add(m * out.ld);
-            _mm256_storeu_ps(o, x0);
-            _mm256_storeu_ps(o.add(8), x1);
-        }
-    }
+    fused_kernel!(
+        "avx2,fma",
+        8,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_add_ps,
+        _mm256_loadu_ps,
+        _mm256_max_ps,
+        _mm256_storeu_ps
+    );
 
     /// [`thin`] for each width up to [`super::THIN_MAX`].
     pub const THIN: [super::KernelFn; super::THIN_MAX] =
