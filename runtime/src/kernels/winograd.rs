@@ -10,7 +10,9 @@
 //! 2016, whose Bᵀ, G and Aᵀ these are). [`choose`] picks the variant.
 //!
 //! The tiles of the whole batch are numbered in raster order and taken a
-//! micro-kernel panel (`nr` tiles) at a time — a *block*. Per block:
+//! micro-kernel panel (`nr` tiles; half of one, on the narrow kernel, when
+//! that holds them all — see `block_kernel`) at a time — a *block*. Per
+//! block:
 //! 1. every input channel's 6×6 (4×4) patches are transformed, `V = Bᵀ d
 //!    B`, into `V[ξ][c][tile]` — 36 (16) packed B panels, so the GEMMs read
 //!    them with a plain `k·nr` offset table;
