@@ -217,15 +217,63 @@ macro_rules! narrow_kernel {
     };
 }
 
-/// A full kernel's fused variants (`FUSED`, one per
-/// `fused_index(add, relu)`), written once for each vector width: the
-/// module's `accumulate` (two vectors of `lanes` per row) writing
-/// `max(acc + bias (+ res), 0)` straight to the output rows — the tile's
-/// round trip through memory and the separate store pass cost as much as a
-/// fifth of a 1×1 convolution with a short K.
+/// A full `MR × 2·lanes` kernel, written once for each vector width:
+/// twelve accumulators, two B vectors and a broadcast of A per k
+/// (`accumulate`); `kernel` stores the tile, and the fused variants
+/// (`FUSED`, one per `fused_index(add, relu)`) write `max(acc + bias
+/// (+ res), 0)` straight to the output rows — the tile's round trip through
+/// memory and the separate store pass cost as much as a fifth of a 1×1
+/// convolution with a short K. `|p| splat` broadcasts the float at `p`.
 #[cfg(target_arch = "x86_64")]
-macro_rules! fused_kernel {
-    ($feature:literal, $lanes:literal, $zero:ident, $set1:ident, $add:ident, $load:ident, $max:ident, $store:ident) => {
+macro_rules! full_kernel {
+    ($feature:literal, $lanes:literal, $v:ty, |$p:ident| $splat:expr,
+     $zero:ident, $fma:ident, $add:ident, $load:ident, $max:ident, $store:ident) => {
+        /// See `full_kernel!`.
+        ///
+        /// # Safety
+        /// The CPU must have the target features; `a` holds `MR·kc`
+        /// floats, B rows `2·lanes`, `tile` `MR·2·lanes`.
+        #[target_feature(enable = $feature)]
+        pub unsafe fn kernel(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            offs: *const usize,
+            tile: *mut f32,
+        ) {
+            let c = accumulate(kc, a, b, offs);
+            for (m, cm) in c.iter().enumerate() {
+                $store(tile.add(m * 2 * $lanes), cm[0]);
+                $store(tile.add(m * 2 * $lanes + $lanes), cm[1]);
+            }
+        }
+
+        /// The product's accumulators.
+        #[inline(always)]
+        unsafe fn accumulate(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            offs: *const usize,
+        ) -> [[$v; 2]; MR] {
+            let mut c = [[$zero(); 2]; MR];
+            for k in 0..kc {
+                let bk = b.add(*offs.add(k));
+                let b0 = $load(bk);
+                let b1 = $load(bk.add($lanes));
+                let ak = a.add(k * MR);
+                for (m, cm) in c.iter_mut().enumerate() {
+                    let av = {
+                        let $p = ak.add(m);
+                        $splat
+                    };
+                    cm[0] = $fma(av, b0, cm[0]);
+                    cm[1] = $fma(av, b1, cm[1]);
+                }
+            }
+            c
+        }
+
         /// `fused::<ADD, RELU>` for each `fused_index(ADD, RELU)`.
         pub const FUSED: [super::FusedFn; 4] = [
             fused::<false, false>,
@@ -234,7 +282,7 @@ macro_rules! fused_kernel {
             fused::<true, true>,
         ];
 
-        /// See `fused_kernel!`.
+        /// See `full_kernel!`.
         ///
         /// # Safety
         /// As `kernel`; `out` describes six rows of `2·lanes` writable
@@ -251,7 +299,10 @@ macro_rules! fused_kernel {
             let c = accumulate(kc, a, b, offs);
             let zero = $zero();
             for (m, cm) in c.iter().enumerate() {
-                let bias = $set1(*out.bias.add(m));
+                let bias = {
+                    let $p = out.bias.add(m);
+                    $splat
+                };
                 let mut x0 = $add(cm[0], bias);
                 let mut x1 = $add(cm[1], bias);
                 if ADD {
@@ -276,53 +327,14 @@ mod avx512 {
     use super::MR;
     use std::arch::x86_64::*;
 
-    /// 6×32: twelve zmm accumulators, two B vectors and a broadcast per k.
-    ///
-    /// # Safety
-    /// AVX-512F must be available; `a` holds `6·kc`, B rows 32 floats,
-    /// `tile` 192 floats.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        offs: *const usize,
-        tile: *mut f32,
-    ) {
-        let c = accumulate(kc, a, b, offs);
-        for (m, cm) in c.iter().enumerate() {
-            _mm512_storeu_ps(tile.add(m * 32), cm[0]);
-            _mm512_storeu_ps(tile.add(m * 32 + 16), cm[1]);
-        }
-    }
-
-    /// The 6×32 product's accumulators.
-    #[inline(always)]
-    unsafe fn accumulate(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        offs: *const usize,
-    ) -> [[__m512; 2]; MR] {
-        let mut c = [[_mm512_setzero_ps(); 2]; MR];
-        for k in 0..kc {
-            let bk = b.add(*offs.add(k));
-            let b0 = _mm512_loadu_ps(bk);
-            let b1 = _mm512_loadu_ps(bk.add(16));
-            for (m, cm) in c.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*a.add(k * MR + m));
-                cm[0] = _mm512_fmadd_ps(av, b0, cm[0]);
-                cm[1] = _mm512_fmadd_ps(av, b1, cm[1]);
-            }
-        }
-        c
-    }
-
-    fused_kernel!(
+    // 6×32: twelve zmm accumulators, two B vectors and a broadcast per k.
+    full_kernel!(
         "avx512f",
         16,
+        __m512,
+        |p| _mm512_set1_ps(*p),
         _mm512_setzero_ps,
-        _mm512_set1_ps,
+        _mm512_fmadd_ps,
         _mm512_add_ps,
         _mm512_loadu_ps,
         _mm512_max_ps,
@@ -398,57 +410,17 @@ mod avx2 {
     use super::MR;
     use std::arch::x86_64::*;
 
-    /// 6×16: twelve ymm accumulators, two B vectors and one broadcast —
-    /// fifteen of AVX2's sixteen registers. Per k: two B loads and six
-    /// broadcasts feed twelve FMAs (the 8×12 layout it replaced needed
-    /// thirteen loads for twelve FMAs and a transpose on every store).
-    ///
-    /// # Safety
-    /// AVX2 and FMA must be available; `a` holds `6·kc`, B rows 16 floats,
-    /// `tile` 96 floats.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        offs: *const usize,
-        tile: *mut f32,
-    ) {
-        let c = accumulate(kc, a, b, offs);
-        for (m, cm) in c.iter().enumerate() {
-            _mm256_storeu_ps(tile.add(m * 16), cm[0]);
-            _mm256_storeu_ps(tile.add(m * 16 + 8), cm[1]);
-        }
-    }
-
-    /// The 6×16 product's accumulators.
-    #[inline(always)]
-    unsafe fn accumulate(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        offs: *const usize,
-    ) -> [[__m256; 2]; MR] {
-        let mut c = [[_mm256_setzero_ps(); 2]; MR];
-        for k in 0..kc {
-            let bk = b.add(*offs.add(k));
-            let b0 = _mm256_loadu_ps(bk);
-            let b1 = _mm256_loadu_ps(bk.add(8));
-            let ak = a.add(k * MR);
-            for (m, cm) in c.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*ak.add(m));
-                cm[0] = _mm256_fmadd_ps(av, b0, cm[0]);
-                cm[1] = _mm256_fmadd_ps(av, b1, cm[1]);
-            }
-        }
-        c
-    }
-
-    fused_kernel!(
+    // 6×16: twelve ymm accumulators, two B vectors and one broadcast —
+    // fifteen of AVX2's sixteen registers. Per k: two B loads and six
+    // broadcasts feed twelve FMAs (the 8×12 layout it replaced needed
+    // thirteen loads for twelve FMAs and a transpose on every store).
+    full_kernel!(
         "avx2,fma",
         8,
+        __m256,
+        |p| _mm256_broadcast_ss(&*p),
         _mm256_setzero_ps,
-        _mm256_set1_ps,
+        _mm256_fmadd_ps,
         _mm256_add_ps,
         _mm256_loadu_ps,
         _mm256_max_ps,
