@@ -717,7 +717,7 @@ impl Shifted {
 /// copy had been 9% of a 3×3/2 layer's `perf` samples (128 channels,
 /// 56×56 → 28×28).
 #[inline(always)]
-fn every<const S: usize>(to: &mut [f32], from: &[f32]) {
+pub(super) fn every<const S: usize>(to: &mut [f32], from: &[f32]) {
     let from = &from[..(to.len() - 1) * S + 1];
     for (i, v) in to.iter_mut().enumerate() {
         *v = from[i * S];
@@ -1531,6 +1531,8 @@ mod tests {
             (KIND_POINTWISE, (12, 9, 8, 10, 1, 1, 0, 2)),
             (KIND_IM2COL, (6, 15, 13, 9, 1, 2, 0, 1)),
             (KIND_IM2COL, (6, 15, 13, 9, 1, 3, 0, 3)),
+            // 1×1 at stride 5: columns gathered one by one, not in runs.
+            (KIND_IM2COL, (4, 16, 17, 6, 1, 5, 0, 1)),
             // At least 128 rows: B copied into packed blocks (the cases
             // above read it in place) — 3×3 stride 1 and 2, K split into
             // two blocks, 1×1 contiguous and with K split.
@@ -1539,6 +1541,7 @@ mod tests {
             (KIND_IM2COL, (140, 6, 6, 128, 3, 1, 1, 1)),
             (KIND_POINTWISE, (20, 13, 11, 129, 1, 1, 0, 1)),
             (KIND_POINTWISE, (1300, 5, 5, 128, 1, 1, 0, 1)),
+            (KIND_POINTWISE, (20, 13, 11, 129, 1, 2, 0, 1)),
         ];
         // Each kernel runs each case with a different epilogue.
         for (j, kern) in kernels.into_iter().enumerate() {
