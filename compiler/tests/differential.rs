@@ -196,6 +196,27 @@ fn unknown_pass_is_an_error() {
     );
 }
 
+/// Residual adds fused into convs whose output may overwrite the residual
+/// (see the memory plan): 1×1 and Winograd reductions, and a 5×5 over 64
+/// channels into 128 (K = 1600, packed in two K blocks), whose partial sums
+/// would clobber the residual before the last block adds it if it were
+/// placed over it.
+#[test]
+fn convs_adding_a_dead_residual_match() {
+    let cases = [
+        "r = x -> conv(8, 1)\n add(r, x -> conv(8, 1)) -> relu",
+        "r = x -> conv(8, 1)\n add(r, x -> conv(8, 3, pad: 1))",
+        "r = x -> conv(128, 1)\n add(r, x -> conv(128, 5, pad: 2))",
+    ];
+    for body in cases {
+        let src = format!("model m(x: [N, 64, 12, 12]) {{\n {body}\n}}");
+        for batch in [1, 3] {
+            let g = common::source_graph(&src, batch);
+            check_equivalent(&format!("{body} at batch {batch}"), &g, &Options::default());
+        }
+    }
+}
+
 /// How many random models the differential property runs: 1000 by default,
 /// more with `NETC_DIFF_CASES=N` (the long mode).
 fn random_cases() -> u32 {

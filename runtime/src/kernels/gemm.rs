@@ -158,6 +158,13 @@ pub fn pack_weights(
 const NC: usize = 128;
 const KC: usize = 256;
 
+/// Reductions up to this long are never split into K blocks, on any path
+/// (this driver's `KC`, the packed blocks' `KC_MAX`; Winograd and the
+/// matrix-vector path never split): every output element is then stored
+/// once, after its residual is read, so the output may overwrite the
+/// residual (see the compiler's memory plan).
+pub const SINGLE_PASS_K: usize = KC;
+
 fn kernel() -> MicroKernel {
     static KERNEL: OnceLock<MicroKernel> = OnceLock::new();
     *KERNEL.get_or_init(micro::select)
