@@ -198,7 +198,8 @@ fn unknown_pass_is_an_error() {
 
 /// Residual adds fused into convs whose output may overwrite the residual
 /// (see the memory plan): 1×1 and Winograd reductions, and a 5×5 over 64
-/// channels into 128 (K = 1600, packed in two K blocks), whose partial sums
+/// channels into 128 (K = 1600, packed in two K blocks) and a 3×3 at
+/// stride 5 (K = 576, two blocks of the im2col driver), whose partial sums
 /// would clobber the residual before the last block adds it if it were
 /// placed over it.
 #[test]
@@ -207,6 +208,7 @@ fn convs_adding_a_dead_residual_match() {
         "r = x -> conv(8, 1)\n add(r, x -> conv(8, 1)) -> relu",
         "r = x -> conv(8, 1)\n add(r, x -> conv(8, 3, pad: 1))",
         "r = x -> conv(128, 1)\n add(r, x -> conv(128, 5, pad: 2))",
+        "r = x -> conv(128, 1, stride: 5)\n add(r, x -> conv(128, 3, stride: 5, pad: 1))",
     ];
     for body in cases {
         let src = format!("model m(x: [N, 64, 12, 12]) {{\n {body}\n}}");

@@ -26,6 +26,7 @@ use crate::ir::graph::NodeKind;
 use crate::ir::op::{residual_inputs, Op};
 use crate::ir::Graph;
 use crate::weights::Weights;
+use netc_runtime::kernels::gemm::single_pass_k;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 
@@ -278,20 +279,19 @@ struct Liveness<'a> {
 /// element at the same place, in the same task, once — which holds when the
 /// reduction is never split into K blocks (a split stores partial sums
 /// into the output before the last block adds the residual), so only when
-/// it is at most [`gemm::SINGLE_PASS_K`] long. The residual must be a
+/// it is at most [`single_pass_k`] long. The residual must be a
 /// whole buffer of the output's shape and layout that nothing reads after
 /// `n`, and that `n`'s main input does not share.
-///
-/// [`gemm::SINGLE_PASS_K`]: netc_runtime::kernels::gemm::SINGLE_PASS_K
 fn overwritable_residual(graph: &Graph, n: NodeIndex, live: &Liveness) -> Option<Rel> {
-    let reduction = match graph.op(n)? {
-        Op::Conv(c) if residual_inputs(&c.epilogue) > 0 => {
-            c.in_channels / c.groups.max(1) * c.window.kernel[0] * c.window.kernel[1]
-        }
-        Op::Dense(d) if residual_inputs(&d.epilogue) > 0 => d.in_features,
+    let (reduction, strides) = match graph.op(n)? {
+        Op::Conv(c) if residual_inputs(&c.epilogue) > 0 => (
+            c.in_channels / c.groups.max(1) * c.window.kernel[0] * c.window.kernel[1],
+            Some(c.window.stride),
+        ),
+        Op::Dense(d) if residual_inputs(&d.epilogue) > 0 => (d.in_features, None),
         _ => return None,
     };
-    if reduction > netc_runtime::kernels::gemm::SINGLE_PASS_K {
+    if reduction > single_pass_k(strides) {
         return None;
     }
     let operands = graph.operands(n);
@@ -423,8 +423,8 @@ mod tests {
         )));
         // The conv's own input: its other tasks still read it.
         assert!(!overwrites_residual(&src("add(r, r -> conv(8, 1))", 8)));
-        // A reduction longer than one K block (32·3·3 > 256).
-        let long = "model m(x: [N, 8, 6, 6]) {\n r = x -> conv(32, 1)\n h = x -> conv(32, 1)\n add(r, h -> conv(32, 3, pad: 1))\n}";
+        // A reduction longer than one K block (160·3·3 > 1152).
+        let long = "model m(x: [N, 8, 6, 6]) {\n r = x -> conv(32, 1)\n h = x -> conv(160, 1)\n add(r, h -> conv(32, 3, pad: 1))\n}";
         assert!(!overwrites_residual(long));
     }
 

@@ -158,12 +158,19 @@ pub fn pack_weights(
 const NC: usize = 128;
 const KC: usize = 256;
 
-/// Reductions up to this long are never split into K blocks, on any path
-/// (this driver's `KC`, the packed blocks' `KC_MAX`; Winograd and the
-/// matrix-vector path never split): every output element is then stored
-/// once, after its residual is read, so the output may overwrite the
-/// residual (see the compiler's memory plan).
-pub const SINGLE_PASS_K: usize = KC;
+/// The longest reduction a conv with strides `conv_strides` (or a dense
+/// layer, `None`) computes in one pass, never split into K blocks: every
+/// output element is then stored once, after its residual is read, so the
+/// output may overwrite the residual (see the compiler's memory plan).
+/// Convs with strides up to [`MAX_PHASE_STRIDE`] run on packed blocks of
+/// up to `KC_MAX` rows, the rest on this driver's `KC`; Winograd and the
+/// matrix-vector path never split.
+pub fn single_pass_k(conv_strides: Option<[usize; 2]>) -> usize {
+    match conv_strides {
+        Some([sh, sw]) if sh.max(sw) <= MAX_PHASE_STRIDE => packed::KC_MAX,
+        _ => KC,
+    }
+}
 
 fn kernel() -> MicroKernel {
     static KERNEL: OnceLock<MicroKernel> = OnceLock::new();

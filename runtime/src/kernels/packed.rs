@@ -36,8 +36,7 @@ const B_BLOCK_BYTES: usize = 288 << 10;
 /// The longest K block: 128 channels of a 3×3 window. Longer reductions
 /// are split and accumulate through the output, so the block can still
 /// hold several column panels.
-const KC_MAX: usize = 1152;
-const _: () = assert!(gemm::SINGLE_PASS_K <= KC_MAX);
+pub(super) const KC_MAX: usize = 1152;
 /// The widest column block, so large planes still make many tasks.
 pub(super) const MAX_BLOCK_COLS: usize = 256;
 /// Below this many output channels a contiguous B is read in place: a
