@@ -580,10 +580,37 @@ unsafe fn in_place(
             (b, offs) = (s.b.as_ptr(), s.packed.as_ptr());
         }
         let kernel = kern.for_width(width);
-        for panel in panels.clone() {
+        // The next column panel's rows, fetched while this one is
+        // multiplied: a row panel at a time, a share of the rows each.
+        // Without it the first row panel of each column panel waited on
+        // K rows from DRAM, strided a plane apart (ResNet-50's 256→64 1×1
+        // convs at 56×56, batch 8: 6.9 → 6.2 ms alone, 5.9 → 5.4 ms in
+        // the model). Prefetching rows ahead in `pack` the same way
+        // measured level.
+        let next = (cp + 1 < block.width.div_ceil(nr)).then(|| base.add((cp + 1) * nr));
+        let share = k.div_ceil(panels.len().max(1));
+        for (i, panel) in panels.clone().enumerate() {
+            if let Some(next) = next {
+                for kk in (i * share).min(k)..((i + 1) * share).min(k) {
+                    prefetch_row(next.add(*src.rows.add(kk)), nr);
+                }
+            }
             let a_panel = a_group.add(panel * MR * k);
             let to = block.dest(kernel.1, m, panel, segments, true, true);
             gemm::multiply_store(&kern, kernel, (k, a_panel, b, offs), d, p, &mut tile, &to);
+        }
+    }
+}
+
+/// Prefetch the cache lines of `len` floats from `row` into L1.
+#[inline(always)]
+fn prefetch_row(row: *const f32, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for at in (0..len).step_by(16).chain([len - 1]) {
+        // SAFETY: prefetching never faults; the address is only computed.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(at) as *const i8);
         }
     }
 }
