@@ -840,6 +840,7 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
                         ow: d.ow as usize,
                     },
                     slack: true,
+                    streamed: false,
                 };
                 packed::run(kern, d, p, &src, items);
             }

@@ -137,6 +137,10 @@ pub(super) struct Source {
     /// Whether a row may be read up to 32 floats past its last column (a
     /// ragged column panel is then read in place like the others).
     pub(super) slack: bool,
+    /// Whether the rows are the layer's input where it lies, likely not in
+    /// cache (rather than phase planes this call just wrote): worth
+    /// prefetching when read in place.
+    pub(super) streamed: bool,
 }
 
 // SAFETY: the pointers address buffers the caller keeps alive and
@@ -585,9 +589,10 @@ unsafe fn in_place(
         // Without it the first row panel of each column panel waited on
         // K rows from DRAM, strided a plane apart (ResNet-50's 256→64 1×1
         // convs at 56×56, batch 8: 6.9 → 6.2 ms alone, 5.9 → 5.4 ms in
-        // the model). Prefetching rows ahead in `pack` the same way
-        // measured level.
-        let next = (cp + 1 < block.width.div_ceil(nr)).then(|| base.add((cp + 1) * nr));
+        // the model). Phase planes were just written and are in cache;
+        // prefetching rows ahead in `pack` the same way measured level.
+        let next =
+            (src.streamed && cp + 1 < block.width.div_ceil(nr)).then(|| base.add((cp + 1) * nr));
         let share = k.div_ceil(panels.len().max(1));
         for (i, panel) in panels.clone().enumerate() {
             if let Some(next) = next {
@@ -772,6 +777,7 @@ pub(super) unsafe fn run_pointwise(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
             cols: (d.oh * d.ow) as usize,
             columns,
             slack: false,
+            streamed: true,
         };
         run(kern, d, p, &src, 0..d.batch as usize);
     });
