@@ -170,11 +170,6 @@ pub unsafe fn scalar_kernel(
     }
 }
 
-/// The narrow kernel (`MR × lanes`, one vector per row), written once for
-/// each vector width: even and odd k go to separate accumulators, so
-/// twelve independent FMA chains still hide the FMA latency with half the
-/// full kernel's columns. Only the first `lanes` floats of each B row are
-/// read; `tile` receives `MR · lanes` floats.
 /// How far ahead (in floats of A: 4 KiB) the narrow and full kernels
 /// prefetch the weights. At batch 1 the late layers use each weight for
 /// only 16–49 columns, so the kernels stream A from DRAM, and the
@@ -185,6 +180,23 @@ pub unsafe fn scalar_kernel(
 /// nothing measurable (ResNet-50 and GoogLeNet at batch 8, VGG-16).
 const A_PREFETCH: usize = 1024;
 
+/// Prefetch the A floats [`A_PREFETCH`] past `ak` (the kernels' row of A
+/// at step k); never faults, whatever the address.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_a(ak: *const f32) {
+    // SAFETY: a prefetch is a hint; the address is only computed.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(A_PREFETCH) as *const i8);
+    }
+}
+
+/// The narrow kernel (`MR × lanes`, one vector per row), written once for
+/// each vector width: even and odd k go to separate accumulators, so
+/// twelve independent FMA chains still hide the FMA latency with half the
+/// full kernel's columns. Only the first `lanes` floats of each B row are
+/// read; `tile` receives `MR · lanes` floats.
 #[cfg(target_arch = "x86_64")]
 macro_rules! narrow_kernel {
     ($feature:literal, $lanes:literal, $zero:ident, $load:ident, $set1:ident, $fma:ident, $add:ident, $store:ident) => {
@@ -207,9 +219,7 @@ macro_rules! narrow_kernel {
                 let b0 = $load(b.add(*offs.add(k)));
                 let b1 = $load(b.add(*offs.add(k + 1)));
                 let ak = a.add(k * MR);
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    ak.wrapping_add(super::A_PREFETCH) as *const i8,
-                );
+                super::prefetch_a(ak);
                 for (m, cm) in c.iter_mut().enumerate() {
                     cm[0] = $fma($set1(*ak.add(m)), b0, cm[0]);
                     cm[1] = $fma($set1(*ak.add(MR + m)), b1, cm[1]);
@@ -275,9 +285,7 @@ macro_rules! full_kernel {
                 let b0 = $load(bk);
                 let b1 = $load(bk.add($lanes));
                 let ak = a.add(k * MR);
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    ak.wrapping_add(super::A_PREFETCH) as *const i8,
-                );
+                super::prefetch_a(ak);
                 for (m, cm) in c.iter_mut().enumerate() {
                     let av = {
                         let $p = ak.add(m);
