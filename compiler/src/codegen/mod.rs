@@ -214,13 +214,8 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                 let winograd =
                     winograd::choose(&d).filter(|_| std::env::var_os("NETC_NO_WINOGRAD").is_none());
                 let packed = if let Some(tile) = winograd {
-                    d.kind = match tile {
-                        winograd::Tile::F4 => gemm::KIND_WINOGRAD,
-                        winograd::Tile::F2 => gemm::KIND_WINOGRAD_F2,
-                    };
-                    winograd::pack_weights(tile, m, k / 9, |o, ci| {
-                        std::array::from_fn(|t| w.data()[(o * (k / 9) + ci) * 9 + t])
-                    })
+                    d.kind = tile.kind();
+                    winograd::pack_weights(tile, m, c.in_channels, w.data())
                 } else {
                     // PyTorch's [out, in/g, kh, kw] is already rows of length K.
                     gemm::pack_weights(c.groups, m, k, |g, row, kk| {

@@ -34,6 +34,8 @@ pub const KIND_GEMV: u32 = 3;
 pub const KIND_WINOGRAD: u32 = 4;
 /// The same by Winograd F(2×2, 3×3).
 pub const KIND_WINOGRAD_F2: u32 = 5;
+/// A 5×5 stride-1 convolution by Winograd F(2×2, 5×5).
+pub const KIND_WINOGRAD_F2K5: u32 = 6;
 
 /// Dense layers up to this batch use the matrix-vector path: a GEMM tile
 /// would waste most of its columns, and the layer is bound by reading the
@@ -367,11 +369,8 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
     if d.kind == KIND_GEMV {
         return run_gemv(d, &p);
     }
-    if d.kind == KIND_WINOGRAD {
-        return super::winograd::run(kern, super::winograd::Tile::F4, d, &p);
-    }
-    if d.kind == KIND_WINOGRAD_F2 {
-        return super::winograd::run(kern, super::winograd::Tile::F2, d, &p);
+    if let Some(tile) = super::winograd::Tile::of_kind(d.kind) {
+        return super::winograd::run(kern, tile, d, &p);
     }
     let (m, cols) = (d.m(), d.cols());
     let col_blocks = cols.div_ceil(NC);

@@ -1,5 +1,5 @@
 //! Winograd F(4×4, 3×3) and F(2×2, 3×3) for stride-1, undilated,
-//! ungrouped 3×3 convolutions.
+//! ungrouped 3×3 convolutions, and F(2×2, 5×5) for such 5×5 ones.
 //!
 //! Contract: the same output as the direct convolution up to float
 //! rounding (a few 1e-6 relative at these channel counts; the unit tests
@@ -7,7 +7,10 @@
 //! reference interpreter), with 36 multiplies per 4×4 output tile and input
 //! channel instead of 144 — 4× fewer — or 16 per 2×2 tile instead of 36
 //! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-//! 2016, whose Bᵀ, G and Aᵀ these are). [`choose`] picks the variant.
+//! 2016, whose Bᵀ, G and Aᵀ these are), or 36 per 2×2 tile of a 5×5
+//! kernel instead of 100. F(2×2, 5×5) interpolates at the same six points
+//! as F(4×4, 3×3) (0, ±1, ±2, ∞), so it shares its Bᵀ and input transform;
+//! only G (6×5) and Aᵀ (2×6) differ. [`choose`] picks the variant.
 //!
 //! The tiles of the whole batch are numbered in raster order and taken a
 //! micro-kernel panel (`nr` tiles; half of one, on the narrow kernel, when
@@ -35,17 +38,18 @@ use super::Shared;
 use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
 
-/// Transformed-domain positions of the larger variant's 6×6 input tile
-/// (the size of every per-tile array; F(2×2) uses the first 16).
+/// Transformed-domain positions of a 6×6 input tile (the size of every
+/// per-tile array; F(2×2, 3×3) uses the first 16).
 const XI: usize = 36;
 
 /// Which variant: F(4×4, 3×3), or F(2×2, 3×3) for layers with too few
 /// 4×4 tiles (7×7 outputs at batch 1: 4 tiles would fill a quarter of a
-/// micro-kernel panel, 16 tiles of 2×2 fill one).
+/// micro-kernel panel, 16 tiles of 2×2 fill one), or F(2×2, 5×5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tile {
     F4,
     F2,
+    F2K5,
 }
 
 impl Tile {
@@ -53,13 +57,42 @@ impl Tile {
     pub const fn m(self) -> usize {
         match self {
             Tile::F4 => 4,
-            Tile::F2 => 2,
+            Tile::F2 | Tile::F2K5 => 2,
         }
     }
 
-    /// Transformed-domain positions, `(m + 2)²`.
+    /// Kernel side.
+    pub const fn r(self) -> usize {
+        match self {
+            Tile::F4 | Tile::F2 => 3,
+            Tile::F2K5 => 5,
+        }
+    }
+
+    /// Input tile side: `m + r − 1`.
+    pub const fn alpha(self) -> usize {
+        self.m() + self.r() - 1
+    }
+
+    /// Transformed-domain positions, `alpha²`.
     pub const fn xi(self) -> usize {
-        (self.m() + 2) * (self.m() + 2)
+        self.alpha() * self.alpha()
+    }
+
+    /// The descriptor kind ([`GemmDesc::kind`]) that runs this variant.
+    pub const fn kind(self) -> u32 {
+        match self {
+            Tile::F4 => gemm::KIND_WINOGRAD,
+            Tile::F2 => gemm::KIND_WINOGRAD_F2,
+            Tile::F2K5 => gemm::KIND_WINOGRAD_F2K5,
+        }
+    }
+
+    /// The variant a descriptor kind runs, if it is a Winograd one.
+    pub fn of_kind(kind: u32) -> Option<Tile> {
+        [Tile::F4, Tile::F2, Tile::F2K5]
+            .into_iter()
+            .find(|t| t.kind() == kind)
     }
 }
 /// Tiles per transform vector: one AVX2 register of floats.
@@ -90,11 +123,10 @@ fn plane_stride(rows: usize, nr: usize) -> usize {
 /// one panel of its tiles and 128 channels (7×7 at batch 1: 512 channels
 /// 2.19 → 1.35 ms, 128 channels 0.22 → 0.15 ms, but 64 channels 0.059 →
 /// 0.073 ms), else the direct convolution (`netc bench` per layer, 2
-/// threads).
+/// threads). A 5×5 kernel takes F(2×2, 5×5) from one panel of tiles: its
+/// weights are 1.44× the direct ones, and it does 2.8× fewer multiplies.
 pub fn choose(d: &GemmDesc) -> Option<Tile> {
-    let shape = d.kh == 3
-        && d.kw == 3
-        && d.sh == 1
+    let plain = d.sh == 1
         && d.sw == 1
         && d.dh == 1
         && d.dw == 1
@@ -103,57 +135,68 @@ pub fn choose(d: &GemmDesc) -> Option<Tile> {
         && d.out_c >= 16;
     let tiles = |t: Tile| d.batch as usize * tiles_per_item(d, t.m());
     let wide = d.in_c >= 128 && d.out_c >= 128;
-    [Tile::F4, Tile::F2]
-        .into_iter()
-        .find(|&t| shape && tiles(t) >= 16 && (t == Tile::F4 || wide))
+    let candidates: &[Tile] = match (d.kh, d.kw) {
+        _ if !plain => &[],
+        (3, 3) if wide => &[Tile::F4, Tile::F2],
+        (3, 3) => &[Tile::F4],
+        (5, 5) => &[Tile::F2K5],
+        _ => &[],
+    };
+    candidates.iter().copied().find(|&t| tiles(t) >= 16)
 }
 
 fn tiles_per_item(d: &GemmDesc, m: usize) -> usize {
     d.oh.div_ceil(m as u32) as usize * d.ow.div_ceil(m as u32) as usize
 }
 
+/// `G x` for the `r` values of one kernel column (or row): the
+/// polynomial with coefficients `x` evaluated at each interpolation point,
+/// scaled as Lavin & Gray's G scales it, and its leading coefficient for
+/// the point at infinity. F(2×2, 3×3) interpolates at 0, ±1 and ∞; the
+/// others at 0, ±1, ±2 and ∞.
+fn g_times(tile: Tile, x: &[f64]) -> [f64; 6] {
+    let at = |p: f64| x.iter().rev().fold(0.0, |acc, &v| acc * p + v);
+    let last = x[x.len() - 1];
+    match tile {
+        Tile::F2 => [at(0.0), at(1.0) / 2.0, at(-1.0) / 2.0, last, 0.0, 0.0],
+        Tile::F4 | Tile::F2K5 => [
+            at(0.0) / 4.0,
+            -at(1.0) / 6.0,
+            -at(-1.0) / 6.0,
+            at(2.0) / 24.0,
+            at(-2.0) / 24.0,
+            last,
+        ],
+    }
+}
+
 /// `U[ξ] = G g Gᵀ` for every (out, in) pair, packed as `tile.xi()`
 /// consecutive weight matrices (`out × in` each) in the micro-kernel's
-/// panel layout. `g(o, c)` returns the 3×3 kernel row-major. Computed in
-/// f64.
-pub fn pack_weights(
-    tile: Tile,
-    out_c: usize,
-    in_c: usize,
-    g: impl Fn(usize, usize) -> [f32; 9],
-) -> Vec<f32> {
-    let a = tile.m() + 2;
-    // G (a×3) applied to three values.
-    let gmul = |x: f64, y: f64, z: f64| -> [f64; 6] {
-        match tile {
-            Tile::F4 => [
-                x / 4.0,
-                -(x + y + z) / 6.0,
-                -(x - y + z) / 6.0,
-                x / 24.0 + y / 12.0 + z / 6.0,
-                x / 24.0 - y / 12.0 + z / 6.0,
-                z,
-            ],
-            Tile::F2 => [x, (x + y + z) / 2.0, (x - y + z) / 2.0, z, 0.0, 0.0],
-        }
-    };
+/// panel layout. `w` holds the kernels as PyTorch lays them out, `[out,
+/// in, r, r]`. Computed in f64.
+pub fn pack_weights(tile: Tile, out_c: usize, in_c: usize, w: &[f32]) -> Vec<f32> {
+    let (a, r) = (tile.alpha(), tile.r());
+    debug_assert_eq!(w.len(), out_c * in_c * r * r);
     let mut u = vec![[0.0f32; XI]; out_c * in_c];
-    for o in 0..out_c {
-        for c in 0..in_c {
-            let k = g(o, c).map(f64::from);
-            // G g: a×3, column by column.
-            let mut gg = [[0.0f64; 3]; 6];
-            for j in 0..3 {
-                for (i, v) in gmul(k[j], k[3 + j], k[6 + j]).into_iter().enumerate() {
-                    gg[i][j] = v;
+    for (kernel, t) in w.chunks_exact(r * r).zip(u.iter_mut()) {
+        // G g: a×r, column by column.
+        let mut gg = [[0.0f64; 5]; 6];
+        for j in 0..r {
+            let column: [f64; 5] = std::array::from_fn(|i| {
+                if i < r {
+                    f64::from(kernel[i * r + j])
+                } else {
+                    0.0
                 }
+            });
+            for (i, v) in g_times(tile, &column[..r]).into_iter().enumerate() {
+                gg[i][j] = v;
             }
-            // (G g) Gᵀ: each row through G again.
-            let t = &mut u[o * in_c + c];
-            for (i, row) in gg.iter().take(a).enumerate() {
-                for (j, v) in gmul(row[0], row[1], row[2]).into_iter().take(a).enumerate() {
-                    t[a * i + j] = v as f32;
-                }
+        }
+        // (G g) Gᵀ: each row through G again.
+        for (i, row) in gg.iter().take(a).enumerate() {
+            for (j, v) in g_times(tile, &row[..r]).into_iter().take(a).enumerate() {
+                t[a * i + j] = v as f32;
             }
         }
     }
@@ -167,12 +210,12 @@ pub fn packed_len(tile: Tile, out_c: usize, in_c: usize) -> usize {
     tile.xi() * gemm::packed_len(1, out_c, in_c)
 }
 
-/// `Bᵀ d` for `M + 2` lane vectors (one column of patches per lane; the
-/// rest of the six are ignored).
+/// `Bᵀ d` for `A` lane vectors (one column of patches per lane; the
+/// rest of the six are ignored): `A` = 4 points for F(2×2, 3×3), else 6.
 #[inline(always)]
-fn bt<const M: usize>(d: [&Lanes; 6]) -> [Lanes; 6] {
+fn bt<const A: usize>(d: [&Lanes; 6]) -> [Lanes; 6] {
     let mut v = [[0.0f32; LANES]; 6];
-    if M == 2 {
+    if A == 4 {
         for l in 0..LANES {
             let [d0, d1, d2, d3, _, _] = d.map(|x| x[l]);
             v[0][l] = d0 - d2;
@@ -196,15 +239,25 @@ fn bt<const M: usize>(d: [&Lanes; 6]) -> [Lanes; 6] {
     v
 }
 
-/// `Aᵀ m` for `M + 2` lane vectors, `M` results.
+/// `Aᵀ m` for `A` lane vectors, `M` results.
 #[inline(always)]
-fn at<const M: usize>(m: [&Lanes; 6]) -> [Lanes; 4] {
+fn at<const M: usize, const A: usize>(m: [&Lanes; 6]) -> [Lanes; 4] {
     let mut y = [[0.0f32; LANES]; 4];
-    if M == 2 {
+    if A == 4 {
         for l in 0..LANES {
             let [m0, m1, m2, m3, _, _] = m.map(|x| x[l]);
             y[0][l] = m0 + m1 + m2;
             y[1][l] = m1 - m2 - m3;
+        }
+        return y;
+    }
+    if M == 2 {
+        // F(2×2, 5×5): the rows of F(4×4, 3×3)'s Aᵀ for powers 0 and 1,
+        // the point at infinity now feeding the highest, power 1.
+        for l in 0..LANES {
+            let [m0, m1, m2, m3, m4, m5] = m.map(|x| x[l]);
+            y[0][l] = m0 + m1 + m2 + m3 + m4;
+            y[1][l] = m1 - m2 + 2.0 * (m3 - m4) + m5;
         }
         return y;
     }
@@ -219,40 +272,39 @@ fn at<const M: usize>(m: [&Lanes; 6]) -> [Lanes; 4] {
     y
 }
 
-/// `Bᵀ d B` of `a²` lane vectors `d[a·row + col]` (`a = M + 2`), in the
-/// same layout.
+/// `Bᵀ d B` of `A²` lane vectors `d[A·row + col]`, in the same layout.
 #[inline(always)]
-fn input_transform<const M: usize>(d: &[Lanes; XI]) -> [Lanes; XI] {
-    let a = M + 2;
+fn input_transform<const A: usize>(d: &[Lanes; XI]) -> [Lanes; XI] {
+    let a = A;
     let mut t = [[0.0f32; LANES]; XI];
     for col in 0..a {
-        let v = bt::<M>(std::array::from_fn(|row| &d[a * row.min(a - 1) + col]));
+        let v = bt::<A>(std::array::from_fn(|row| &d[a * row.min(a - 1) + col]));
         for (row, x) in v.into_iter().take(a).enumerate() {
             t[a * row + col] = x;
         }
     }
     let mut out = [[0.0f32; LANES]; XI];
     for row in 0..a {
-        let v = bt::<M>(std::array::from_fn(|col| &t[a * row + col.min(a - 1)]));
+        let v = bt::<A>(std::array::from_fn(|col| &t[a * row + col.min(a - 1)]));
         out[a * row..a * row + a].copy_from_slice(&v[..a]);
     }
     out
 }
 
-/// `Aᵀ M A` of `a²` lane vectors, as `M²` lane vectors `y[M·row + col]`.
+/// `Aᵀ M A` of `A²` lane vectors, as `M²` lane vectors `y[M·row + col]`.
 #[inline(always)]
-fn output_transform<const M: usize>(m: &[Lanes; XI]) -> [Lanes; 16] {
-    let a = M + 2;
+fn output_transform<const M: usize, const A: usize>(m: &[Lanes; XI]) -> [Lanes; 16] {
+    let a = A;
     let mut t = [[0.0f32; LANES]; 24];
     for col in 0..a {
-        let y = at::<M>(std::array::from_fn(|row| &m[a * row.min(a - 1) + col]));
+        let y = at::<M, A>(std::array::from_fn(|row| &m[a * row.min(a - 1) + col]));
         for (row, x) in y.into_iter().take(M).enumerate() {
             t[a * row + col] = x;
         }
     }
     let mut out = [[0.0f32; LANES]; 16];
     for row in 0..M {
-        let y = at::<M>(std::array::from_fn(|col| &t[a * row + col.min(a - 1)]));
+        let y = at::<M, A>(std::array::from_fn(|col| &t[a * row + col.min(a - 1)]));
         out[M * row..M * row + M].copy_from_slice(&y[..M]);
     }
     out
@@ -299,10 +351,10 @@ struct Block {
 
 /// Step 1 for channel `c` of a block: `v[ξ][c][lane]` (`v` is the block's
 /// buffer), eight tiles at a time; `gather(first, patch)` fills the
-/// `(M + 2)²` patches of tiles `first ..` (zero outside the input and past
+/// `A²` patches of tiles `first ..` (zero outside the input and past
 /// the last tile).
 #[inline(always)]
-unsafe fn transform_channel<const M: usize>(
+unsafe fn transform_channel<const A: usize>(
     d: &GemmDesc,
     blk: Block,
     c: usize,
@@ -313,8 +365,8 @@ unsafe fn transform_channel<const M: usize>(
     for chunk in 0..blk.nr / LANES {
         let mut patch = [[0.0f32; LANES]; XI];
         gather(blk.index * blk.nr + chunk * LANES, &mut patch);
-        let out = input_transform::<M>(&patch);
-        for (xi, lanes) in out.iter().take((M + 2) * (M + 2)).enumerate() {
+        let out = input_transform::<A>(&patch);
+        for (xi, lanes) in out.iter().take(A * A).enumerate() {
             let dst = v.add(xi * plane_stride(c_in, blk.nr) + c * blk.nr + chunk * LANES);
             std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, LANES);
         }
@@ -355,11 +407,11 @@ unsafe fn patch_row(
     let mut row = [0.0f32; 8];
     let yy = y0 + i as isize;
     if yy >= 0 && yy < h {
-        for (j, e) in row.iter_mut().enumerate().take(width) {
-            let xx = x0 + j as isize;
-            if xx >= 0 && xx < w {
-                *e = *src.add((yy * w + xx) as usize);
-            }
+        // The columns inside the input, found once rather than per element.
+        let lo = (-x0).clamp(0, width as isize) as usize;
+        let hi = (w - x0).clamp(0, width as isize) as usize;
+        for (j, e) in row.iter_mut().enumerate().take(hi).skip(lo) {
+            *e = *src.offset(yy * w + x0 + j as isize);
         }
     }
     row
@@ -369,7 +421,7 @@ unsafe fn patch_row(
 // `lane` indexes the inner dimension of every row.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn gather_scalar<const M: usize>(
+unsafe fn gather_scalar<const A: usize>(
     d: &GemmDesc,
     x: *const f32,
     tiles: Tiles,
@@ -379,7 +431,7 @@ unsafe fn gather_scalar<const M: usize>(
 ) {
     for lane in 0..LANES.min(tiles.total.saturating_sub(first)) {
         let (src, y0, x0) = patch_origin(d, x, tiles, first + lane, c);
-        let a = M + 2;
+        let a = A;
         for i in 0..a {
             let row = patch_row(d, src, y0, x0, i, a);
             for (j, &e) in row.iter().take(a).enumerate() {
@@ -437,7 +489,7 @@ impl Finish {
 /// (`m[ξ·stride + lane]`) transformed back, eight tiles at a time, and
 /// handed to `scatter(first, y, finish)` with the bias added.
 #[inline(always)]
-unsafe fn store_channel<const M: usize>(
+unsafe fn store_channel<const M: usize, const A: usize>(
     d: &GemmDesc,
     p: &Ptrs,
     blk: Block,
@@ -452,14 +504,14 @@ unsafe fn store_channel<const M: usize>(
             break;
         }
         let mut mv = [[0.0f32; LANES]; XI];
-        for (xi, lanes) in mv.iter_mut().take((M + 2) * (M + 2)).enumerate() {
+        for (xi, lanes) in mv.iter_mut().take(A * A).enumerate() {
             std::ptr::copy_nonoverlapping(
                 m.add(xi * stride + chunk * LANES),
                 lanes.as_mut_ptr(),
                 LANES,
             );
         }
-        let mut y = output_transform::<M>(&mv);
+        let mut y = output_transform::<M, A>(&mv);
         // Row by row: a flattened iterator would not vectorise.
         for row in y.iter_mut() {
             for v in row.iter_mut() {
@@ -517,6 +569,12 @@ impl Transforms {
                     input: avx2::transform_channel_f2,
                     output: avx2::store_channel_f2,
                 },
+                // Same points, so the same input transform: only the tiles'
+                // origins (every 2 outputs) differ, and `Block` has them.
+                Tile::F2K5 => Transforms {
+                    input: avx2::transform_channel,
+                    output: avx2::store_channel_f2k5,
+                },
             };
         }
         Transforms::portable(tile)
@@ -525,12 +583,16 @@ impl Transforms {
     fn portable(tile: Tile) -> Transforms {
         match tile {
             Tile::F4 => Transforms {
-                input: portable_input::<4>,
-                output: portable_output::<4>,
+                input: portable_input::<6>,
+                output: portable_output::<4, 6>,
             },
             Tile::F2 => Transforms {
-                input: portable_input::<2>,
-                output: portable_output::<2>,
+                input: portable_input::<4>,
+                output: portable_output::<2, 4>,
+            },
+            Tile::F2K5 => Transforms {
+                input: portable_input::<6>,
+                output: portable_output::<2, 6>,
             },
         }
     }
@@ -538,28 +600,28 @@ impl Transforms {
 
 /// Step 1 element by element.
 #[inline(always)]
-unsafe fn portable_input<const M: usize>(
+unsafe fn portable_input<const A: usize>(
     d: &GemmDesc,
     x: *const f32,
     blk: Block,
     c: usize,
     v: *mut f32,
 ) {
-    transform_channel::<M>(d, blk, c, v, |first, patch| {
-        gather_scalar::<M>(d, x, blk.tiles, first, c, patch)
+    transform_channel::<A>(d, blk, c, v, |first, patch| {
+        gather_scalar::<A>(d, x, blk.tiles, first, c, patch)
     })
 }
 
 /// Step 3 element by element.
 #[inline(always)]
-unsafe fn portable_output<const M: usize>(
+unsafe fn portable_output<const M: usize, const A: usize>(
     d: &GemmDesc,
     p: &Ptrs,
     blk: Block,
     oc: usize,
     m: (*const f32, usize),
 ) {
-    store_channel::<M>(d, p, blk, oc, m, |first, y, finish| {
+    store_channel::<M, A>(d, p, blk, oc, m, |first, y, finish| {
         scatter_scalar::<M>(d, p, blk.tiles, oc, first, y, finish)
     })
 }
@@ -640,9 +702,31 @@ mod avx2 {
         ]
     }
 
+    /// Eight floats of input row `y` from column `x0`, zero outside the
+    /// input: a masked load, which never touches the masked-off columns.
+    /// Built in memory float by float instead, the row's vector load
+    /// waited for the stores to retire (16% of F(2×2, 5×5)'s input
+    /// transform samples, where 44% of a 27×27 plane's tiles are at an
+    /// edge).
+    #[inline(always)]
+    unsafe fn edge_row(d: &GemmDesc, src: *const f32, y: isize, x0: isize) -> __m256 {
+        let (h, w) = (d.h as isize, d.w as isize);
+        if y < 0 || y >= h {
+            return _mm256_setzero_ps();
+        }
+        let lo = (-x0).clamp(0, 8) as i32;
+        let hi = (w - x0).clamp(0, 8) as i32;
+        let j = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = _mm256_and_si256(
+            _mm256_cmpgt_epi32(j, _mm256_set1_epi32(lo - 1)),
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), j),
+        );
+        _mm256_maskload_ps(src.wrapping_offset(y * w + x0), mask)
+    }
+
     /// Step 1 for one channel: patch rows are loaded 8 wide (a tile whose
     /// row and the two floats after it lie inside the input loads
-    /// directly; others build the row with zeros), transposed into lanes of
+    /// directly; others through a mask, zero outside the input), transposed into lanes of
     /// eight tiles and transformed along the row at once; then down the
     /// columns, straight into `v`.
     #[target_feature(enable = "avx2,fma")]
@@ -673,7 +757,7 @@ mod avx2 {
                     *row = if direct[lane] {
                         _mm256_loadu_ps(src.offset((y0 + i as isize) * w + x0))
                     } else {
-                        _mm256_loadu_ps(super::patch_row(d, src, y0, x0, i, 6).as_ptr())
+                        edge_row(d, src, y0 + i as isize, x0)
                     };
                 }
                 let cols = transpose8(rows);
@@ -699,7 +783,7 @@ mod avx2 {
         c: usize,
         v: *mut f32,
     ) {
-        super::portable_input::<2>(d, x, blk, c, v)
+        super::portable_input::<4>(d, x, blk, c, v)
     }
 
     /// F(2×2)'s step 3, element by element but compiled for AVX2.
@@ -711,7 +795,98 @@ mod avx2 {
         oc: usize,
         m: (*const f32, usize),
     ) {
-        super::portable_output::<2>(d, p, blk, oc, m)
+        super::portable_output::<2, 4>(d, p, blk, oc, m)
+    }
+
+    /// F(2×2, 5×5)'s [`super::at`] on registers.
+    #[inline(always)]
+    unsafe fn at_k5(m: [__m256; 6]) -> [__m256; 2] {
+        let (s12, d12) = (_mm256_add_ps(m[1], m[2]), _mm256_sub_ps(m[1], m[2]));
+        let (s34, d34) = (_mm256_add_ps(m[3], m[4]), _mm256_sub_ps(m[3], m[4]));
+        [
+            _mm256_add_ps(_mm256_add_ps(m[0], s12), s34),
+            _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(2.0), d34, d12), m[5]),
+        ]
+    }
+
+    /// F(2×2, 5×5)'s step 3 for one output channel: `Aᵀ M A` on
+    /// registers, bias added. Eight tiles side by side in one tile row and
+    /// inside the output are two output rows of 16 values: interleaved and
+    /// stored as vectors. Other chunks (across a row end, at the edges)
+    /// go tile by tile.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn store_channel_f2k5(
+        d: &GemmDesc,
+        p: &Ptrs,
+        blk: Block,
+        oc: usize,
+        (m, stride): (*const f32, usize),
+    ) {
+        let (oh, ow) = (d.oh as usize, d.ow as usize);
+        let plane = oh * ow;
+        let finish = Finish::new(d, p, oc);
+        let (bias, zero) = (_mm256_set1_ps(finish.bias), _mm256_setzero_ps());
+        for chunk in 0..blk.nr / LANES {
+            let first = blk.index * blk.nr + chunk * LANES;
+            if first >= blk.tiles.total {
+                break;
+            }
+            let src = m.add(chunk * LANES);
+            // t[s][i]: row i of the 6×6, through Aᵀ, its column s.
+            let mut t = [[_mm256_setzero_ps(); 6]; 2];
+            for i in 0..6 {
+                let row = at_k5(std::array::from_fn(|j| {
+                    _mm256_loadu_ps(src.add((6 * i + j) * stride))
+                }));
+                t[0][i] = row[0];
+                t[1][i] = row[1];
+            }
+            // y[2·r + s]: output (r, s) of each lane's tile.
+            let mut y = [_mm256_setzero_ps(); 4];
+            for (s, column) in t.into_iter().enumerate() {
+                let col = at_k5(column);
+                y[s] = _mm256_add_ps(col[0], bias);
+                y[2 + s] = _mm256_add_ps(col[1], bias);
+            }
+            let (item, oy, ox) = blk.tiles.at(first);
+            let one_row = first + LANES <= blk.tiles.total && {
+                let (last_item, last_y, _) = blk.tiles.at(first + LANES - 1);
+                last_item == item && last_y == oy
+            };
+            if one_row && !finish.general && ox + 2 * LANES <= ow && oy + 2 <= oh {
+                let at = oc * plane + oy * ow + ox;
+                let out = p.out.add(item * d.out_bstride as usize + at);
+                let res = if finish.add {
+                    p.res[0].add(item * d.res_bstride[0] as usize + at)
+                } else {
+                    std::ptr::null()
+                };
+                for r in 0..2 {
+                    let (a, b) = (y[2 * r], y[2 * r + 1]);
+                    let (lo, hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+                    let halves = [
+                        _mm256_permute2f128_ps::<0x20>(lo, hi),
+                        _mm256_permute2f128_ps::<0x31>(lo, hi),
+                    ];
+                    for (h, mut v) in halves.into_iter().enumerate() {
+                        let offset = r * ow + LANES * h;
+                        if finish.add {
+                            v = _mm256_add_ps(v, _mm256_loadu_ps(res.add(offset)));
+                        }
+                        if finish.relu {
+                            v = _mm256_max_ps(v, zero);
+                        }
+                        _mm256_storeu_ps(out.add(offset), v);
+                    }
+                }
+                continue;
+            }
+            let mut lanes = [[0.0f32; LANES]; 16];
+            for (k, v) in y.into_iter().enumerate() {
+                _mm256_storeu_ps(lanes[k].as_mut_ptr(), v);
+            }
+            super::scatter_scalar::<2>(d, p, blk.tiles, oc, first, &lanes, finish);
+        }
     }
 
     /// Step 3 for one output channel: `Aᵀ M A` on registers, bias added,
@@ -839,6 +1014,7 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
             p,
             offs: Shared::new(offs.as_ptr()),
             a_len,
+            xis: tile.xi(),
         };
         let mut b0 = 0;
         while b0 < blocks {
@@ -924,6 +1100,8 @@ struct Layer<'a> {
     offs: Shared<usize>,
     /// Floats of one ξ's packed weights.
     a_len: usize,
+    /// Transformed-domain positions, one GEMM each.
+    xis: usize,
 }
 
 /// Steps 2 and 3 for one block (transformed input `v`) and the output
@@ -943,6 +1121,7 @@ unsafe fn multiply_and_store(
         p,
         offs,
         a_len,
+        xis,
     } = *layer;
     let offs = offs.get() as *const usize;
     let (c_in, m) = (d.in_c as usize, d.out_c as usize);
@@ -950,7 +1129,7 @@ unsafe fn multiply_and_store(
     while p0 < panels.end {
         let chunk = PANELS_PER_CHUNK.min(panels.end - p0);
         let stride = plane_stride(chunk * MR, nr);
-        for xi in 0..(blk.tiles.m + 2) * (blk.tiles.m + 2) {
+        for xi in 0..xis {
             let a = p.a.add(xi * a_len);
             let b = v.add(xi * plane_stride(c_in, nr));
             for q in 0..chunk {
@@ -970,7 +1149,7 @@ unsafe fn multiply_and_store(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::gemm::{KIND_IM2COL, KIND_WINOGRAD, KIND_WINOGRAD_F2, STEP_ADD, STEP_RELU};
+    use crate::kernels::gemm::{KIND_IM2COL, STEP_ADD, STEP_RELU};
 
     fn value(i: usize) -> f32 {
         ((i * 7919) % 23) as f32 / 11.0 - 1.0
@@ -979,21 +1158,25 @@ mod tests {
     /// F(4×4) and F(2×2) against the direct path on odd sizes (ragged tiles on both
     /// edges, tiles wrapping across rows and items), both paddings, with
     /// bias, a residual add and ReLU, batch 2; and with a non-fused
-    /// epilogue step (leaky ReLU).
+    /// epilogue step (leaky ReLU). F(2×2, 5×5) the same on 5×5 kernels.
     #[test]
     fn matches_the_direct_convolution() {
-        for (c, m, h, w, pad, leaky) in [
-            (16, 16, 7, 9, 1, false),
-            (19, 22, 6, 5, 0, false),
-            (32, 17, 14, 14, 1, false),
-            (16, 40, 3, 3, 1, true),
-            (64, 64, 29, 31, 1, false),
-            (128, 96, 14, 14, 1, true),
+        for (r, c, m, h, w, pad, leaky) in [
+            (3, 16, 16, 7, 9, 1, false),
+            (3, 19, 22, 6, 5, 0, false),
+            (3, 32, 17, 14, 14, 1, false),
+            (3, 16, 40, 3, 3, 1, true),
+            (3, 64, 64, 29, 31, 1, false),
+            (3, 128, 96, 14, 14, 1, true),
+            (5, 16, 16, 9, 11, 2, false),
+            (5, 19, 22, 8, 7, 0, false),
+            (5, 16, 40, 3, 4, 2, true),
+            (5, 64, 192, 27, 27, 2, false),
         ] {
-            let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
+            let (oh, ow) = (h + 2 * pad + 1 - r, w + 2 * pad + 1 - r);
             let batch = 2;
             let x: Vec<f32> = (0..batch * c * h * w).map(value).collect();
-            let wts: Vec<f32> = (0..m * c * 9).map(|i| value(i + 5)).collect();
+            let wts: Vec<f32> = (0..m * c * r * r).map(|i| value(i + 5)).collect();
             let bias: Vec<f32> = (0..m).map(|i| value(i + 9)).collect();
             let res: Vec<f32> = (0..batch * m * oh * ow).map(|i| value(i + 3)).collect();
             let mut outs = Vec::new();
@@ -1002,7 +1185,12 @@ mod tests {
             // Then every micro-kernel this CPU has, with its transforms.
             let kernels = crate::kernels::micro::available();
             let mut variants = vec![(KIND_IM2COL, Tile::F4, None)];
-            for (kind, tile) in [(KIND_WINOGRAD, Tile::F4), (KIND_WINOGRAD_F2, Tile::F2)] {
+            let tiles: &[Tile] = match r {
+                3 => &[Tile::F4, Tile::F2],
+                _ => &[Tile::F2K5],
+            };
+            for &tile in tiles {
+                let kind = tile.kind();
                 variants.push((kind, tile, None));
                 variants.push((kind, tile, Some((Transforms::portable(tile), kernels[0]))));
                 for &kern in &kernels {
@@ -1020,8 +1208,8 @@ mod tests {
                     out_c: m as u32,
                     oh: oh as u32,
                     ow: ow as u32,
-                    kh: 3,
-                    kw: 3,
+                    kh: r as u32,
+                    kw: r as u32,
                     sh: 1,
                     sw: 1,
                     pt: pad as u32,
@@ -1042,13 +1230,11 @@ mod tests {
                     d.alpha[1] = 0.1;
                 }
                 let packed = if kind != KIND_IM2COL {
-                    let p = pack_weights(tile, m, c, |o, ci| {
-                        std::array::from_fn(|k| wts[(o * c + ci) * 9 + k])
-                    });
+                    let p = pack_weights(tile, m, c, &wts);
                     assert_eq!(p.len(), packed_len(tile, m, c));
                     p
                 } else {
-                    gemm::pack_weights(1, m, c * 9, |_, r, kk| wts[r * c * 9 + kk])
+                    gemm::pack_weights(1, m, c * r * r, |_, o, kk| wts[o * c * r * r + kk])
                 };
                 let mut out = vec![f32::NAN; batch * m * oh * ow];
                 let ptrs = [
@@ -1124,5 +1310,12 @@ mod tests {
         assert_eq!(sized(7, GemmDesc { batch: 4, ..d }), Some(Tile::F4));
         assert_eq!(choose(&GemmDesc { groups: 2, ..d }), None);
         assert_eq!(choose(&GemmDesc { in_c: 8, ..d }), None);
+        let five = GemmDesc { kh: 5, kw: 5, ..d };
+        assert_eq!(sized(27, five), Some(Tile::F2K5));
+        assert_eq!(sized(7, five), Some(Tile::F2K5));
+        assert_eq!(sized(5, five), None);
+        assert_eq!(choose(&GemmDesc { sh: 2, ..five }), None);
+        assert_eq!(choose(&GemmDesc { kh: 5, kw: 3, ..d }), None);
+        assert_eq!(choose(&GemmDesc { kh: 7, kw: 7, ..d }), None);
     }
 }
