@@ -832,19 +832,16 @@ mod avx2 {
                 break;
             }
             let src = m.add(chunk * LANES);
-            // t[s][i]: row i of the 6×6, through Aᵀ, its column s.
-            let mut t = [[_mm256_setzero_ps(); 6]; 2];
-            for i in 0..6 {
-                let row = at_k5(std::array::from_fn(|j| {
+            // rows[i][s]: row i of the 6×6 through Aᵀ, its column s.
+            let rows: [[__m256; 2]; 6] = std::array::from_fn(|i| {
+                at_k5(std::array::from_fn(|j| {
                     _mm256_loadu_ps(src.add((6 * i + j) * stride))
-                }));
-                t[0][i] = row[0];
-                t[1][i] = row[1];
-            }
+                }))
+            });
             // y[2·r + s]: output (r, s) of each lane's tile.
             let mut y = [_mm256_setzero_ps(); 4];
-            for (s, column) in t.into_iter().enumerate() {
-                let col = at_k5(column);
+            for s in 0..2 {
+                let col = at_k5(std::array::from_fn(|i| rows[i][s]));
                 y[s] = _mm256_add_ps(col[0], bias);
                 y[2 + s] = _mm256_add_ps(col[1], bias);
             }
