@@ -724,6 +724,14 @@ mod avx2 {
         ]
     }
 
+    /// How many channel planes ahead the transforms prefetch the input
+    /// rows they will read, and the output rows they will write: per
+    /// channel, a block's rows are a few short runs a plane apart, which
+    /// the hardware prefetchers do not follow. ResNet-50's 3×3 layers at
+    /// batch 8 ran 6–22% faster (alternated `netc bench`, 2 threads); at
+    /// batch 1, where the planes are in cache, level.
+    const PREFETCH_PLANES: isize = 2;
+
     /// Eight floats of input row `y` from column `x0`, zero outside the
     /// input: a masked load, which never touches the masked-off columns.
     /// Built in memory float by float instead, the row's vector load
@@ -776,6 +784,9 @@ mod avx2 {
                 let mut rows = [_mm256_setzero_ps(); 8];
                 for (lane, row) in rows.iter_mut().enumerate().take(lanes) {
                     let (src, y0, x0) = origin[lane];
+                    let ahead =
+                        src.wrapping_offset(PREFETCH_PLANES * h * w + (y0 + i as isize) * w + x0);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                     *row = if direct[lane] {
                         _mm256_loadu_ps(src.offset((y0 + i as isize) * w + x0))
                     } else {
@@ -976,8 +987,16 @@ mod avx2 {
                     std::ptr::null()
                 };
                 for r in 0..4 {
+                    let ahead = p
+                        .out
+                        .wrapping_add(offset + PREFETCH_PLANES as usize * plane + r * ow);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                     let mut val = at_lane(r);
                     if finish.add {
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            res.wrapping_add(PREFETCH_PLANES as usize * plane + r * ow)
+                                as *const i8,
+                        );
                         val = _mm_add_ps(val, _mm_loadu_ps(res.add(r * ow)));
                     }
                     if finish.relu {
