@@ -129,10 +129,11 @@ fn plane_stride(rows: usize, nr: usize) -> usize {
 /// channel pair) and 1.8× for F(2×2), read once per block, and a block is
 /// a whole micro-kernel panel of tiles: F(4×4) from one panel of tiles per
 /// batch (14×14 at batch 1: 256 channels 1.9 → 0.76 ms), else F(2×2) from
-/// one panel of its tiles and 128 channels (7×7 at batch 1: 512 channels
-/// 2.19 → 1.35 ms, 128 channels 0.22 → 0.15 ms, but 64 channels 0.059 →
-/// 0.073 ms), else the direct convolution (`netc bench` per layer, 2
-/// threads). A 5×5 kernel takes F(2×2, 5×5) from one panel of tiles: its
+/// one panel of its tiles (7×7 at batch 1: 512 channels 2.19 → 1.35 ms,
+/// 128 channels 0.22 → 0.15 ms; since the weights are packed panel-major,
+/// also fewer channels: deep_convnet's 64-channel 8×8 layer 0.044 → 0.031
+/// ms, GoogLeNet's 32→128 at 7×7 0.047 → 0.034 ms), else the direct
+/// convolution (`netc bench` per layer, 2 threads). A 5×5 kernel takes F(2×2, 5×5) from one panel of tiles: its
 /// weights are 1.44× the direct ones, and it does 2.8× fewer multiplies.
 pub fn choose(d: &GemmDesc) -> Option<Tile> {
     let plain = d.sh == 1
@@ -143,11 +144,9 @@ pub fn choose(d: &GemmDesc) -> Option<Tile> {
         && d.in_c >= 16
         && d.out_c >= 16;
     let tiles = |t: Tile| d.batch as usize * tiles_per_item(d, t.m());
-    let wide = d.in_c >= 128 && d.out_c >= 128;
     let candidates: &[Tile] = match (d.kh, d.kw) {
         _ if !plain => &[],
-        (3, 3) if wide => &[Tile::F4, Tile::F2],
-        (3, 3) => &[Tile::F4],
+        (3, 3) => &[Tile::F4, Tile::F2],
         (5, 5) => &[Tile::F2K5],
         _ => &[],
     };
@@ -1368,7 +1367,7 @@ mod tests {
         assert_eq!(choose(&d), Some(Tile::F4));
         assert_eq!(choose(&GemmDesc { sh: 2, ..d }), None);
         assert_eq!(sized(14, d), Some(Tile::F4));
-        assert_eq!(sized(7, d), None);
+        assert_eq!(sized(7, d), Some(Tile::F2));
         assert_eq!(sized(7, wide), Some(Tile::F2));
         assert_eq!(sized(5, wide), None);
         assert_eq!(sized(7, GemmDesc { batch: 4, ..d }), Some(Tile::F4));
