@@ -31,8 +31,9 @@
 //! blocks — transforms over (block, channel chunk), then GEMMs plus output
 //! transforms over (block, output-channel chunk) — so a layer with one
 //! block (batch 1 at 14×14) still keeps every thread busy. The transforms are written over lanes of
-//! eight tiles, one AVX2 vector each (F(4×4)'s by hand on registers, with
-//! 8×8 transposes to gather and scatter patch rows).
+//! eight tiles, one AVX2 vector each (by hand on registers, with 8×8
+//! transposes to gather patch rows; F(2×2, 3×3)'s had gone element by
+//! element, and deep_convnet's 8×8 layers ran 14–17% slower).
 
 use super::gemm::{self, GemmDesc, Ptrs, STEP_ADD, STEP_RELU};
 use super::micro::{KernelFn, MicroKernel, MR};
@@ -567,9 +568,9 @@ unsafe fn scatter_scalar<const M: usize>(
     }
 }
 
-/// Steps 1 and 3 for one channel; the AVX2 versions of F(4×4) gather and
-/// scatter whole patch rows through 8×8 transposes, the others go element
-/// by element (F(2×2)'s are compiled for AVX2 too). Chosen once per call.
+/// Steps 1 and 3 for one channel; the AVX2 versions gather patch rows
+/// through 8×8 transposes and store whole output rows where they can, the
+/// portable ones go element by element. Chosen once per call.
 #[derive(Clone, Copy)]
 struct Transforms {
     input: unsafe fn(&GemmDesc, *const f32, Block, usize, *mut f32),
@@ -583,18 +584,18 @@ impl Transforms {
         {
             return match tile {
                 Tile::F4 => Transforms {
-                    input: avx2::transform_channel,
+                    input: avx2::transform_channel::<6>,
                     output: avx2::store_channel,
                 },
                 Tile::F2 => Transforms {
-                    input: avx2::transform_channel_f2,
-                    output: avx2::store_channel_f2,
+                    input: avx2::transform_channel::<4>,
+                    output: avx2::store_channel_m2::<4>,
                 },
                 // Same points, so the same input transform: only the tiles'
                 // origins (every 2 outputs) differ, and `Block` has them.
                 Tile::F2K5 => Transforms {
-                    input: avx2::transform_channel,
-                    output: avx2::store_channel_f2k5,
+                    input: avx2::transform_channel::<6>,
+                    output: avx2::store_channel_m2::<6>,
                 },
             };
         }
@@ -683,7 +684,25 @@ mod avx2 {
         ]
     }
 
-    /// [`super::bt`] on registers.
+    /// [`super::bt`] on registers: `A` = 4 points (F(2×2, 3×3); the last
+    /// two results are zero) or 6.
+    #[inline(always)]
+    unsafe fn bt_of<const A: usize>(d: [__m256; 6]) -> [__m256; 6] {
+        if A == 4 {
+            let zero = _mm256_setzero_ps();
+            return [
+                _mm256_sub_ps(d[0], d[2]),
+                _mm256_add_ps(d[1], d[2]),
+                _mm256_sub_ps(d[2], d[1]),
+                _mm256_sub_ps(d[1], d[3]),
+                zero,
+                zero,
+            ];
+        }
+        bt(d)
+    }
+
+    /// [`super::bt`] on registers, 6 points.
     #[inline(always)]
     unsafe fn bt(d: [__m256; 6]) -> [__m256; 6] {
         let (two, four, five) = (
@@ -759,7 +778,7 @@ mod avx2 {
     /// eight tiles and transformed along the row at once; then down the
     /// columns, straight into `v`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn transform_channel(
+    pub(super) unsafe fn transform_channel<const A: usize>(
         d: &GemmDesc,
         x: *const f32,
         blk: Block,
@@ -775,11 +794,11 @@ mod avx2 {
             let mut direct = [false; LANES];
             for lane in 0..lanes {
                 let o = super::patch_origin(d, x, blk.tiles, first + lane, c);
-                direct[lane] = o.1 >= 0 && o.2 >= 0 && o.1 + 6 <= h && o.2 + 8 <= w;
+                direct[lane] = o.1 >= 0 && o.2 >= 0 && o.1 + A as isize <= h && o.2 + 8 <= w;
                 origin[lane] = o;
             }
             let mut u = [_mm256_setzero_ps(); XI];
-            for i in 0..6 {
+            for i in 0..A {
                 let mut rows = [_mm256_setzero_ps(); 8];
                 for (lane, row) in rows.iter_mut().enumerate().take(lanes) {
                     let (src, y0, x0) = origin[lane];
@@ -793,47 +812,28 @@ mod avx2 {
                     };
                 }
                 let cols = transpose8(rows);
-                let r = bt([cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]]);
-                u[6 * i..6 * i + 6].copy_from_slice(&r);
+                let r = bt_of::<A>([cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]]);
+                u[A * i..A * i + A].copy_from_slice(&r[..A]);
             }
             let dst = v.add(c * blk.nr + chunk * LANES);
-            for j in 0..6 {
-                let col = bt(std::array::from_fn(|i| u[6 * i + j]));
-                for (i, val) in col.into_iter().enumerate() {
-                    _mm256_storeu_ps(dst.add((6 * i + j) * stride), val);
+            for j in 0..A {
+                // Rows past `A` are never read by the 4-point transform.
+                let col = bt_of::<A>(std::array::from_fn(|i| u[(A * i + j).min(XI - 1)]));
+                for (i, val) in col.into_iter().take(A).enumerate() {
+                    _mm256_storeu_ps(dst.add((A * i + j) * stride), val);
                 }
             }
         }
     }
 
-    /// F(2×2)'s step 1, element by element but compiled for AVX2.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn transform_channel_f2(
-        d: &GemmDesc,
-        x: *const f32,
-        blk: Block,
-        c: usize,
-        v: *mut f32,
-    ) {
-        super::portable_input::<4>(d, x, blk, c, v)
-    }
-
-    /// F(2×2)'s step 3, element by element but compiled for AVX2.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn store_channel_f2(
-        d: &GemmDesc,
-        p: &Ptrs,
-        blk: Block,
-        oc: usize,
-        m: (*const f32, usize),
-    ) {
-        super::portable_output::<2, 4>(d, p, blk, oc, m)
-    }
-
-    /// F(2×2, 5×5)'s [`super::at`] on registers.
+    /// [`super::at`] on registers for the 2×2-tile variants: F(2×2, 3×3)
+    /// (`A` = 4 points) and F(2×2, 5×5) (6).
     #[inline(always)]
-    unsafe fn at_k5(m: [__m256; 6]) -> [__m256; 2] {
+    unsafe fn at_m2<const A: usize>(m: [__m256; 6]) -> [__m256; 2] {
         let (s12, d12) = (_mm256_add_ps(m[1], m[2]), _mm256_sub_ps(m[1], m[2]));
+        if A == 4 {
+            return [_mm256_add_ps(m[0], s12), _mm256_sub_ps(d12, m[3])];
+        }
         let (s34, d34) = (_mm256_add_ps(m[3], m[4]), _mm256_sub_ps(m[3], m[4]));
         [
             _mm256_add_ps(_mm256_add_ps(m[0], s12), s34),
@@ -841,13 +841,13 @@ mod avx2 {
         ]
     }
 
-    /// F(2×2, 5×5)'s step 3 for one output channel: `Aᵀ M A` on
-    /// registers, bias added. Eight tiles side by side in one tile row and
+    /// Step 3 of the 2×2-tile variants (`A` = 4 or 6 points) for one
+    /// output channel: `Aᵀ M A` on registers, bias added. Eight tiles side by side in one tile row and
     /// inside the output are two output rows of 16 values: interleaved and
     /// stored as vectors. Other chunks (across a row end, at the edges)
     /// go tile by tile.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn store_channel_f2k5(
+    pub(super) unsafe fn store_channel_m2<const A: usize>(
         d: &GemmDesc,
         p: &Ptrs,
         blk: Block,
@@ -866,14 +866,21 @@ mod avx2 {
             let src = m.add(chunk * LANES);
             // rows[i][s]: row i of the 6×6 through Aᵀ, its column s.
             let rows: [[__m256; 2]; 6] = std::array::from_fn(|i| {
-                at_k5(std::array::from_fn(|j| {
-                    _mm256_loadu_ps(src.add((6 * i + j) * stride))
+                if i >= A {
+                    return [_mm256_setzero_ps(); 2];
+                }
+                at_m2::<A>(std::array::from_fn(|j| {
+                    if j < A {
+                        _mm256_loadu_ps(src.add((A * i + j) * stride))
+                    } else {
+                        _mm256_setzero_ps()
+                    }
                 }))
             });
             // y[2·r + s]: output (r, s) of each lane's tile.
             let mut y = [_mm256_setzero_ps(); 4];
             for s in 0..2 {
-                let col = at_k5(std::array::from_fn(|i| rows[i][s]));
+                let col = at_m2::<A>(std::array::from_fn(|i| rows[i][s]));
                 y[s] = _mm256_add_ps(col[0], bias);
                 y[2 + s] = _mm256_add_ps(col[1], bias);
             }
