@@ -650,7 +650,7 @@ unsafe fn portable_output<const M: usize, const A: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{plane_stride, Block, Finish, GemmDesc, Ptrs, LANES, XI};
+    use super::{plane_stride, Block, Finish, GemmDesc, Ptrs, LANES};
     use std::arch::x86_64::*;
 
     /// Rows of an 8×8 block become columns.
@@ -797,8 +797,13 @@ mod avx2 {
                 direct[lane] = o.1 >= 0 && o.2 >= 0 && o.1 + A as isize <= h && o.2 + 8 <= w;
                 origin[lane] = o;
             }
-            let mut u = [_mm256_setzero_ps(); XI];
-            for i in 0..A {
+            // Row by row along the patch; built in place, so no 1 KiB of
+            // zeros is written first (a memset call per chunk had been 6% of
+            // deep_convnet's samples).
+            let u: [[__m256; 6]; 6] = std::array::from_fn(|i| {
+                if i >= A {
+                    return [_mm256_setzero_ps(); 6];
+                }
                 let mut rows = [_mm256_setzero_ps(); 8];
                 for (lane, row) in rows.iter_mut().enumerate().take(lanes) {
                     let (src, y0, x0) = origin[lane];
@@ -812,13 +817,11 @@ mod avx2 {
                     };
                 }
                 let cols = transpose8(rows);
-                let r = bt_of::<A>([cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]]);
-                u[A * i..A * i + A].copy_from_slice(&r[..A]);
-            }
+                bt_of::<A>([cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]])
+            });
             let dst = v.add(c * blk.nr + chunk * LANES);
             for j in 0..A {
-                // Rows past `A` are never read by the 4-point transform.
-                let col = bt_of::<A>(std::array::from_fn(|i| u[(A * i + j).min(XI - 1)]));
+                let col = bt_of::<A>(std::array::from_fn(|i| u[i][j]));
                 for (i, val) in col.into_iter().take(A).enumerate() {
                     _mm256_storeu_ps(dst.add((A * i + j) * stride), val);
                 }
