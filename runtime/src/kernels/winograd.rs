@@ -820,8 +820,11 @@ mod avx2 {
                 bt_of::<A>([cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]])
             });
             let dst = v.add(c * blk.nr + chunk * LANES);
-            for j in 0..A {
-                let col = bt_of::<A>(std::array::from_fn(|i| u[i][j]));
+            // Then down each column.
+            let columns: [[__m256; 6]; 6] =
+                std::array::from_fn(|j| std::array::from_fn(|i| u[i][j]));
+            for (j, column) in columns.into_iter().take(A).enumerate() {
+                let col = bt_of::<A>(column);
                 for (i, val) in col.into_iter().take(A).enumerate() {
                     _mm256_storeu_ps(dst.add((A * i + j) * stride), val);
                 }
