@@ -609,7 +609,7 @@ unsafe fn in_place(
 
 /// Prefetch the cache lines of `len` floats from `row` into L1.
 #[inline(always)]
-fn prefetch_row(row: *const f32, len: usize) {
+pub(super) fn prefetch_row(row: *const f32, len: usize) {
     #[cfg(target_arch = "x86_64")]
     for at in (0..len).step_by(16).chain([len - 1]) {
         // SAFETY: prefetching never faults; the address is only computed.
