@@ -26,8 +26,8 @@
 //! 3. each output channel's tile values are transformed back, `Y = Aᵀ M A`,
 //!    and stored through the bias and epilogue.
 //!
-//! With a few blocks per thread, each block is one task through all three
-//! steps. With fewer, steps run as two parallel loops over a batch of
+//! With a few blocks per thread (or one, when the transformed weights fit
+//! in L2), each block is one task through all three steps. With fewer, steps run as two parallel loops over a batch of
 //! blocks — transforms over (block, channel chunk), then GEMMs plus output
 //! transforms over (block, output-channel chunk) — so a layer with one
 //! block (batch 1 at 14×14) still keeps every thread busy. The transforms are written over lanes of
@@ -112,6 +112,12 @@ const V_BUDGET: usize = 4 << 20;
 /// 2–5% (alternated `netc bench` runs, 2 threads). Fewer blocks keep the
 /// two loops, which split a block's channels across threads.
 const FUSED_BLOCKS_PER_THREAD: usize = 4;
+/// Transformed weights (bytes) up to which a block per thread is enough
+/// to run blocks whole: every task then reads all of them, which is cheap
+/// only while they stay in L2 (deep_convnet's 16-channel 28×28 layer, 37
+/// KiB, two blocks: 0.031 → 0.025 ms; GoogLeNet's 96→128 at 28×28, 1.7
+/// MiB, 13–18% slower).
+const FUSED_SMALL_WEIGHTS: usize = 256 << 10;
 
 type Lanes = [f32; LANES];
 
@@ -1067,7 +1073,8 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
             offs: Shared::new(offs.as_ptr()),
             xis: tile.xi(),
         };
-        if blocks >= FUSED_BLOCKS_PER_THREAD * threads {
+        let small_weights = 4 * packed_len(tile, m, c_in) <= FUSED_SMALL_WEIGHTS;
+        if blocks >= FUSED_BLOCKS_PER_THREAD * threads || (small_weights && blocks >= threads) {
             // Many blocks: each task takes a whole block through all three
             // steps, its transformed input staying in L2 (one block of 64
             // channels is 297 KiB; a batch of them had gone out to L3 between
