@@ -363,6 +363,9 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
     if !d.is_dense() && packed::pointwise_fits(d) {
         return packed::run_pointwise(kern, d, &p);
     }
+    if super::stencil::fits(d) {
+        return super::stencil::run(d, &p);
+    }
     if d.kind == KIND_IM2COL && Shifted::fits(d) {
         return run_shifted(kern, d, &p);
     }
@@ -647,9 +650,9 @@ pub const MAX_PHASE_STRIDE: usize = 4;
 /// rows, which are never stored (3% of the work at 56×56, 22% at 7×7).
 /// Only phases some tap reads are stored (a strided 1×1 conv keeps one).
 #[derive(Clone, Copy, Debug)]
-struct Shifted {
-    hq: usize,
-    wq: usize,
+pub(super) struct Shifted {
+    pub(super) hq: usize,
+    pub(super) wq: usize,
     /// Columns on the phase grid: `(oh − 1)·wq + ow`.
     cols: usize,
     /// Stored phase planes per channel; which phases some tap reads, and
@@ -666,7 +669,7 @@ impl Shifted {
             && (1..=MAX_PHASE_STRIDE).contains(&(d.sw as usize))
     }
 
-    fn new(d: &GemmDesc) -> Shifted {
+    pub(super) fn new(d: &GemmDesc) -> Shifted {
         let (h, w, oh, ow) = (d.h as usize, d.w as usize, d.oh as usize, d.ow as usize);
         let (sh, sw) = (d.sh as usize, d.sw as usize);
         let span_h = (d.kh as usize - 1) * d.dh as usize;
@@ -706,7 +709,7 @@ impl Shifted {
 
     /// Floats of the phase planes of one item, plus slack for the ragged
     /// last panel's reads past the final output column.
-    fn len(&self, d: &GemmDesc) -> usize {
+    pub(super) fn len(&self, d: &GemmDesc) -> usize {
         d.in_c as usize * self.channel() + 64
     }
 
@@ -714,7 +717,7 @@ impl Shifted {
     /// group from the start of the group's planes, into `out`. Computed
     /// once per call on the calling thread: per task, the divisions cost
     /// as much as a small layer's multiply.
-    fn row_offsets(&self, d: &GemmDesc, out: &mut Vec<usize>) {
+    pub(super) fn row_offsets(&self, d: &GemmDesc, out: &mut Vec<usize>) {
         let (sh, sw) = (d.sh as usize, d.sw as usize);
         out.clear();
         for c in 0..(d.in_c / d.groups) as usize {
@@ -745,7 +748,13 @@ pub(super) fn every<const S: usize>(to: &mut [f32], from: &[f32]) {
 }
 
 /// Copy item `item` of the input into zero-padded phase planes.
-unsafe fn pad_input(d: &GemmDesc, geo: Shifted, x: *const f32, item: usize, out: &mut [f32]) {
+pub(super) unsafe fn pad_input(
+    d: &GemmDesc,
+    geo: Shifted,
+    x: *const f32,
+    item: usize,
+    out: &mut [f32],
+) {
     let (h, w) = (d.h as usize, d.w as usize);
     let (pt, pl) = (d.pt as usize, d.pl as usize);
     let (sh, sw) = (d.sh as usize, d.sw as usize);

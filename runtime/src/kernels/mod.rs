@@ -7,6 +7,7 @@ pub mod micro;
 pub mod packed;
 pub mod pool;
 pub mod simple;
+pub mod stencil;
 pub mod winograd;
 
 /// A raw pointer shared with pool tasks. Each use documents why the
