@@ -1354,6 +1354,7 @@ unsafe fn store_any(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::testing::value;
 
     /// Every (item, group, column block, row panel) is in exactly one task,
     /// rows are split only up to the target, and empty splits are skipped.
@@ -1407,10 +1408,6 @@ mod tests {
                 *tile.add(m * NR + n) = acc;
             }
         }
-    }
-
-    fn value(i: usize) -> f32 {
-        ((i * 7919) % 23) as f32 / 11.0 - 1.0
     }
 
     /// The epilogues `conv_matches` cycles through: (bias, steps).

@@ -192,10 +192,7 @@ mod avx2 {
 mod tests {
     use super::*;
     use crate::kernels::gemm::{STEP_ADD, STEP_LEAKY};
-
-    fn value(i: usize) -> f32 {
-        ((i * 7919) % 23) as f32 / 11.0 - 1.0
-    }
+    use crate::kernels::testing::{conv_desc, value};
 
     /// Against a plain loop: several tap counts, paddings, rows of 8 and
     /// longer (the overlapping last vector), batch 3 in output-channel
@@ -221,33 +218,7 @@ mod tests {
             let wts: Vec<f32> = (0..m * k).map(|i| value(i + 5)).collect();
             let bias: Vec<f32> = (0..m).map(|i| value(i + 9)).collect();
             let res: Vec<f32> = (0..batch * m * oh * ow).map(|i| value(i + 3)).collect();
-            let mut d = GemmDesc {
-                kind: KIND_IM2COL,
-                batch: batch as u32,
-                groups: 1,
-                in_c: c as u32,
-                h: h as u32,
-                w: w as u32,
-                out_c: m as u32,
-                oh: oh as u32,
-                ow: ow as u32,
-                kh: kh as u32,
-                kw: kw as u32,
-                sh: 1,
-                sw: 1,
-                pt: pad as u32,
-                pl: pad as u32,
-                dh: 1,
-                dw: 1,
-                has_bias: 1,
-                n_res: steps.contains(&STEP_ADD) as u32,
-                n_steps: steps.len() as u32,
-                x_bstride: (c * h * w) as u64,
-                out_bstride: (m * oh * ow) as u64,
-                res_bstride: [(m * oh * ow) as u64, 0, 0, 0],
-                ..GemmDesc::default()
-            };
-            d.steps[..steps.len()].copy_from_slice(&steps);
+            let mut d = conv_desc(batch, (c, h, w), m, (kh, kw), pad, &steps);
             d.alpha[1] = 0.1;
             assert!(fits(&d));
             let packed = gemm::pack_weights(1, m, k, |_, o, kk| wts[o * k + kk]);

@@ -1233,10 +1233,7 @@ unsafe fn multiply_and_store(
 mod tests {
     use super::*;
     use crate::kernels::gemm::{KIND_IM2COL, STEP_ADD, STEP_RELU};
-
-    fn value(i: usize) -> f32 {
-        ((i * 7919) % 23) as f32 / 11.0 - 1.0
-    }
+    use crate::kernels::testing::{conv_desc, value};
 
     /// F(4×4) and F(2×2) against the direct path on odd sizes (ragged tiles on both
     /// edges, tiles wrapping across rows and items), both paddings, with
@@ -1283,30 +1280,7 @@ mod tests {
             for (kind, tile, transforms) in variants {
                 let mut d = GemmDesc {
                     kind,
-                    batch: batch as u32,
-                    groups: 1,
-                    in_c: c as u32,
-                    h: h as u32,
-                    w: w as u32,
-                    out_c: m as u32,
-                    oh: oh as u32,
-                    ow: ow as u32,
-                    kh: r as u32,
-                    kw: r as u32,
-                    sh: 1,
-                    sw: 1,
-                    pt: pad as u32,
-                    pl: pad as u32,
-                    dh: 1,
-                    dw: 1,
-                    has_bias: 1,
-                    n_res: 1,
-                    n_steps: 2,
-                    steps: [STEP_ADD, STEP_RELU, 0, 0, 0, 0, 0, 0],
-                    x_bstride: (c * h * w) as u64,
-                    out_bstride: (m * oh * ow) as u64,
-                    res_bstride: [(m * oh * ow) as u64, 0, 0, 0],
-                    ..GemmDesc::default()
+                    ..conv_desc(batch, (c, h, w), m, (r, r), pad, &[STEP_ADD, STEP_RELU])
                 };
                 if leaky {
                     d.steps[1] = gemm::STEP_LEAKY;
