@@ -1055,10 +1055,15 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
     let per_batch = (V_BUDGET / 4 / block_floats).clamp(1, blocks);
     let row_panels = m.div_ceil(MR);
     let threads = current_threads();
+    let small_weights = 4 * packed_len(tile, m, c_in) <= FUSED_SMALL_WEIGHTS;
+    let whole_blocks =
+        blocks >= FUSED_BLOCKS_PER_THREAD * threads || (small_weights && blocks >= threads);
     INPUT.with(|input| {
         let mut input = input.borrow_mut();
         let (v, offs) = &mut *input;
-        if v.len() < per_batch * block_floats {
+        // Whole blocks keep their transformed input in each worker's own
+        // buffer; this one is for the batches of the two loops.
+        if !whole_blocks && v.len() < per_batch * block_floats {
             v.resize(per_batch * block_floats, 0.0);
         }
         offs.clear();
@@ -1073,8 +1078,7 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
             offs: Shared::new(offs.as_ptr()),
             xis: tile.xi(),
         };
-        let small_weights = 4 * packed_len(tile, m, c_in) <= FUSED_SMALL_WEIGHTS;
-        if blocks >= FUSED_BLOCKS_PER_THREAD * threads || (small_weights && blocks >= threads) {
+        if whole_blocks {
             // Many blocks: each task takes a whole block through all three
             // steps, its transformed input staying in L2 (one block of 64
             // channels is 297 KiB; a batch of them had gone out to L3 between
