@@ -45,8 +45,6 @@ pub struct LayerReport {
     pub bytes: u64,
     /// FLOPs per byte moved: the layer's roofline abscissa.
     pub arithmetic_intensity: f64,
-    /// Scratch the layer's kernel uses per thread (GEMM B panels).
-    pub workspace_bytes: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -67,7 +65,8 @@ pub struct Memory {
     pub packed_weights_bytes: u64,
     pub arena_bytes: u64,
     pub naive_activation_bytes: u64,
-    /// Largest per-layer workspace times the thread count.
+    /// Bytes the kernels' scratch buffers hold after the run, all threads
+    /// (they are kept between runs; see `netc_runtime::kernels::scratch_bytes`).
     pub workspace_bytes: u64,
     pub peak_rss_bytes: u64,
 }
@@ -332,10 +331,6 @@ pub fn measure(
             percent_of_peak: 100.0 * gflops / machine.peak_gflops.max(1e-9),
             bytes,
             arithmetic_intensity: flops / bytes.max(1) as f64,
-            workspace_bytes: match op {
-                Op::Conv(_) | Op::Dense(_) => netc_runtime::kernels::gemm::workspace_bytes(),
-                _ => 0,
-            },
         });
     }
     // Per type: the per-iteration sums, so the spread is real noise.
@@ -385,8 +380,7 @@ pub fn measure(
     for t in by_type.values_mut() {
         t.share = t.ms / type_total;
     }
-    let workspace_bytes =
-        threads as u64 * layers.iter().map(|l| l.workspace_bytes).max().unwrap_or(0);
+    let workspace_bytes = netc_runtime::kernels::scratch_bytes();
     let report = Report {
         model: info.name.clone(),
         batch: settings.batch,

@@ -179,11 +179,6 @@ fn kernel() -> MicroKernel {
     *KERNEL.get_or_init(micro::select)
 }
 
-/// Bytes of B-panel scratch one thread uses (the most any layer needs).
-pub fn workspace_bytes() -> u64 {
-    (4 * KC * NC.next_multiple_of(kernel().nr)) as u64
-}
-
 /// Name of the micro-kernel in use.
 pub fn kernel_name() -> &'static str {
     kernel().name
@@ -417,9 +412,7 @@ unsafe fn tile_task(
     let ncols = NC.min(cols - col0);
     let col_panels = ncols.div_ceil(nr);
     let need = KC * col_panels * nr;
-    if scratch.b.len() < need {
-        scratch.b.resize(need, 0.0);
-    }
+    super::grow(&mut scratch.b, need);
     fill_offsets(&mut scratch.packed, KC, |kk| kk * nr);
     let a_group = p.a.add(g * m.div_ceil(MR) * MR * k);
     let mut tile = [0.0f32; MR * 32];
@@ -881,9 +874,7 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
         geo.row_offsets(d, &mut rows);
         PADDED.with(|buf| {
             let mut buf = buf.borrow_mut();
-            if buf.len() < together * item_len {
-                buf.resize(together * item_len, 0.0);
-            }
+            super::grow(&mut buf, together * item_len);
             for first in (0..batch).step_by(together) {
                 let items = first..(first + together).min(batch);
                 let to = Shared(buf.as_mut_ptr());

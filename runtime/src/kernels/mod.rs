@@ -10,6 +10,34 @@ pub mod simple;
 pub mod stencil;
 pub mod winograd;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Bytes the kernels' scratch buffers hold, over all threads.
+static SCRATCH_HELD: AtomicU64 = AtomicU64::new(0);
+
+/// Grow a kernel scratch buffer to at least `len` floats, counting what it
+/// allocates: buffers are kept between calls (steady-state runs allocate
+/// nothing) and never shrink, so the count is their high-water mark.
+/// Returns the bytes it added.
+pub(crate) fn grow(buf: &mut Vec<f32>, len: usize) -> usize {
+    if buf.len() >= len {
+        return 0;
+    }
+    let before = buf.capacity();
+    buf.resize(len, 0.0);
+    let added = (buf.capacity() - before) * std::mem::size_of::<f32>();
+    SCRATCH_HELD.fetch_add(added as u64, Relaxed);
+    added
+}
+
+/// Bytes held by kernel scratch buffers on every thread so far: B panels,
+/// padded and phase planes, transformed Winograd input and products,
+/// pooling rows (offset tables not counted). Freed only when their thread
+/// exits, which for the pool's workers is when the pool is dropped.
+pub fn scratch_bytes() -> u64 {
+    SCRATCH_HELD.load(Relaxed)
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! What the kernels' tests share.
@@ -94,4 +122,20 @@ pub fn pod_bytes<T: Copy>(value: &T) -> Vec<u8> {
         std::ptr::copy_nonoverlapping(value as *const T as *const u8, out.as_mut_ptr(), size)
     };
     out
+}
+
+#[cfg(test)]
+mod tests {
+    /// Growing counts the capacity added, once; a shorter request adds
+    /// nothing.
+    #[test]
+    fn scratch_growth_is_counted() {
+        let mut buf = Vec::new();
+        let before = super::scratch_bytes();
+        assert_eq!(super::grow(&mut buf, 1000), 4000);
+        assert_eq!(super::grow(&mut buf, 10), 0);
+        assert_eq!(buf.len(), 1000);
+        // Other tests' kernels may grow their own buffers meanwhile.
+        assert!(super::scratch_bytes() - before >= 4000);
+    }
 }

@@ -298,9 +298,7 @@ pub(super) unsafe fn run(
     };
     SHARED_B.with(|buf| {
         let mut buf = buf.borrow_mut();
-        if buf.len() < units * stride {
-            buf.resize(units * stride, 0.0);
-        }
+        super::grow(&mut buf, units * stride);
         let out = Shared(buf.as_mut_ptr());
         parallel_for(units * pieces.len(), |i| {
             let (u, (k0, rows)) = (i / pieces.len(), pieces[i % pieces.len()].clone());
@@ -447,9 +445,7 @@ unsafe fn block_task(
         let b = match prepacked {
             Some(b) => b.add(k0 * col_panels * nr),
             None => {
-                if s.b.len() < col_panels * kc * nr {
-                    s.b.resize(col_panels * kc * nr, 0.0);
-                }
+                super::grow(&mut s.b, col_panels * kc * nr);
                 let mut b = std::mem::take(&mut s.b);
                 pack_any(
                     &kern,
@@ -570,9 +566,7 @@ unsafe fn in_place(
         let width = nr.min(block.width - cp * nr);
         let (mut b, mut offs) = (base.add(cp * nr), src.rows);
         if width < nr && !src.slack {
-            if s.b.len() < k * nr {
-                s.b.resize(k * nr, 0.0);
-            }
+            super::grow(&mut s.b, k * nr);
             for kk in 0..k {
                 let from = std::slice::from_raw_parts(b.add(*offs.add(kk)), width);
                 let dst = &mut s.b[kk * nr..(kk + 1) * nr];

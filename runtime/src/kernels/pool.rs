@@ -228,7 +228,8 @@ unsafe fn plane_max_3x3_same(d: &PoolDesc, v: &mut Vec<f32>, src: *const f32, ds
     let n = h * w;
     let x = std::slice::from_raw_parts(src, n);
     let out = std::slice::from_raw_parts_mut(dst, n);
-    v.resize(n, 0.0);
+    super::grow(v, n);
+    let v = &mut v[..n];
     if h == 1 {
         v.copy_from_slice(x);
     } else {
@@ -308,7 +309,8 @@ unsafe fn plane_max_3x3_s2(d: &PoolDesc, v: &mut Vec<f32>, src: *const f32, dst:
             .map(|c| row[c as usize])
             .fold(f32::NEG_INFINITY, max2)
     };
-    v.resize(w, 0.0);
+    super::grow(v, w);
+    let v = &mut v[..w];
     for (o, y) in out.chunks_exact_mut(ow).enumerate() {
         let first = (2 * o).saturating_sub(pt);
         column_max(v, x, w, first.min(h)..(2 * o + 3 - pt).min(h));

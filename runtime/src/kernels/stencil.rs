@@ -70,9 +70,7 @@ pub(super) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
         PLANES.with(|buf| {
             let mut buf = buf.borrow_mut();
             let (planes, taps) = &mut *buf;
-            if planes.len() < geo.len(d) {
-                planes.resize(geo.len(d), 0.0);
-            }
+            super::grow(planes, geo.len(d));
             geo.row_offsets(d, taps);
             // SAFETY: forwarded from the caller's contract; each task
             // writes the output channels `outs` of its item only.

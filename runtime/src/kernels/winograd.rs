@@ -1063,8 +1063,8 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
         let (v, offs) = &mut *input;
         // Whole blocks keep their transformed input in each worker's own
         // buffer; this one is for the batches of the two loops.
-        if !whole_blocks && v.len() < per_batch * block_floats {
-            v.resize(per_batch * block_floats, 0.0);
+        if !whole_blocks {
+            super::grow(v, per_batch * block_floats);
         }
         offs.clear();
         offs.extend((0..c_in).map(|k| k * nr));
@@ -1087,9 +1087,7 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
                 BLOCK.with(|buf| {
                     let mut buf = buf.borrow_mut();
                     let need = block_floats + tile.xi() * plane_stride(PANELS_PER_CHUNK * MR, nr);
-                    if buf.len() < need {
-                        buf.resize(need, 0.0);
-                    }
+                    super::grow(&mut buf, need);
                     let (v, prod) = buf.split_at_mut(block_floats);
                     let blk = Block {
                         tiles,
@@ -1142,9 +1140,7 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
                 PRODUCTS.with(|prod| {
                     let mut prod = prod.borrow_mut();
                     let need = tile.xi() * plane_stride(PANELS_PER_CHUNK * MR, nr);
-                    if prod.len() < need {
-                        prod.resize(need, 0.0);
-                    }
+                    super::grow(&mut prod, need);
                     // SAFETY: each task reads its block's transformed input
                     // and writes its own output channels.
                     unsafe {
