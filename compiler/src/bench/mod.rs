@@ -313,6 +313,7 @@ pub fn measure(
             fused.push(match s {
                 Step::Add => "add".into(),
                 Step::Act(a) => a.name().into(),
+                Step::MaxPool2 => "maxpool".into(),
             });
         }
         layers.push(LayerReport {

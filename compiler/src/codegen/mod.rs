@@ -149,6 +149,7 @@ fn step_code(step: &Step, desc: &mut GemmDesc, i: usize) {
         }
         Step::Act(Activation::Sigmoid) => gemm::STEP_SIGMOID,
         Step::Act(Activation::Tanh) => gemm::STEP_TANH,
+        Step::MaxPool2 => gemm::STEP_MAXPOOL2,
     };
 }
 
@@ -186,6 +187,8 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                 let w = param(n, "weight")?
                     .ok_or_else(|| CodegenError::MissingWeight(format!("{}.weight", node.name)))?;
                 let in_shape = &graph.g[operands[0]].shape.0;
+                // The convolution's own output: twice the pooled one's sides.
+                let scale = if c.pooled() { 2 } else { 1 };
                 let mut d = GemmDesc {
                     kind: if c.is_pointwise() {
                         gemm::KIND_POINTWISE
@@ -198,8 +201,8 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                     h: in_shape[2] as u32,
                     w: in_shape[3] as u32,
                     out_c: c.out_channels as u32,
-                    oh: node.shape.0[2] as u32,
-                    ow: node.shape.0[3] as u32,
+                    oh: (scale * node.shape.0[2]) as u32,
+                    ow: (scale * node.shape.0[3]) as u32,
                     kh: c.window.kernel[0] as u32,
                     kw: c.window.kernel[1] as u32,
                     sh: c.window.stride[0] as u32,

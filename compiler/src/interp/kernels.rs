@@ -342,9 +342,31 @@ pub fn epilogue(mut y: Tensor, steps: &[Step], residuals: &[&Tensor]) -> Tensor 
                 }
             }
             Step::Act(a) => y.data_mut().iter_mut().for_each(|v| *v = a.apply(*v)),
+            Step::MaxPool2 => y = max_pool_2x2(&y),
         }
     }
     y
+}
+
+/// 2×2 max pooling at stride 2 of an NCHW tensor with even sides.
+fn max_pool_2x2(x: &Tensor) -> Tensor {
+    let s = x.shape();
+    let (planes, h, w) = (s[0] * s[1], s[2], s[3]);
+    let (oh, ow) = (h / 2, w / 2);
+    let d = x.data();
+    let mut out = Vec::with_capacity(planes * oh * ow);
+    for p in 0..planes {
+        for y in 0..oh {
+            for c in 0..ow {
+                let at = |dy: usize, dx: usize| d[(p * h + 2 * y + dy) * w + 2 * c + dx];
+                out.push(at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1)));
+            }
+        }
+    }
+    match Tensor::new(vec![s[0], s[1], oh, ow], out) {
+        Ok(t) => t,
+        Err(e) => unreachable!("pooling a validated shape: {e}"),
+    }
 }
 
 /// Elementwise sum.

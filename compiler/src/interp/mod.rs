@@ -119,7 +119,18 @@ pub(crate) fn eval<'w>(
     };
     Ok(match op {
         Op::Conv(c) => {
-            let y = kernels::conv2d(x, param("weight")?, optional(c.bias, "bias")?, c, out_shape);
+            let mut conv_shape = out_shape.to_vec();
+            if c.pooled() {
+                conv_shape[2] *= 2;
+                conv_shape[3] *= 2;
+            }
+            let y = kernels::conv2d(
+                x,
+                param("weight")?,
+                optional(c.bias, "bias")?,
+                c,
+                &conv_shape,
+            );
             kernels::epilogue(y, &c.epilogue, &args[1..])
         }
         Op::Dense(d) => {

@@ -142,6 +142,10 @@ pub enum Step {
     /// Add the node's next extra input (ports 1, 2, … in step order).
     Add,
     Act(Activation),
+    /// Max-pool over 2×2 windows at stride 2: last, never with `Add`, on a
+    /// conv whose output height and width are even. The node's shape is
+    /// the pooled one.
+    MaxPool2,
 }
 
 /// How a convolution is computed; chosen by the optimiser, read by codegen.
@@ -169,6 +173,11 @@ pub struct Conv {
 }
 
 impl Conv {
+    /// Whether the epilogue ends in [`Step::MaxPool2`].
+    pub fn pooled(&self) -> bool {
+        self.epilogue.last() == Some(&Step::MaxPool2)
+    }
+
     /// A stride-1, unpadded, ungrouped 1×1 convolution: a matrix multiply.
     pub fn is_pointwise(&self) -> bool {
         self.window.kernel == [1, 1]
@@ -189,6 +198,7 @@ fn describe_epilogue(epilogue: &[Step]) -> String {
         .map(|s| match s {
             Step::Add => "+add".to_string(),
             Step::Act(a) => format!("+{}", a.name()),
+            Step::MaxPool2 => "+maxpool".to_string(),
         })
         .collect()
 }
@@ -416,7 +426,20 @@ impl Op {
                 let [oh, ow] = c.window.output_hw(name, h, w, false)?;
                 let out = Shape(vec![n, c.out_channels, oh, ow]);
                 check_residuals(name, &c.epilogue, inputs, &out)?;
-                Ok(out)
+                if !c.pooled() {
+                    return Ok(out);
+                }
+                let misplaced = c.epilogue[..c.epilogue.len() - 1].contains(&Step::MaxPool2);
+                if misplaced
+                    || residual_inputs(&c.epilogue) > 0
+                    || !oh.is_multiple_of(2)
+                    || !ow.is_multiple_of(2)
+                {
+                    return Err(ShapeError::Invalid(format!(
+                        "{name} pools a {oh}×{ow} output: the fused 2×2 max pool needs even sides, comes last and excludes residual adds"
+                    )));
+                }
+                Ok(Shape(vec![n, c.out_channels, oh / 2, ow / 2]))
             }
             Op::Pool(p) => {
                 let [n, ch, h, w] = nchw(first)?;
@@ -540,7 +563,9 @@ impl Op {
         match self {
             Op::Conv(c) => {
                 let k = c.window.kernel;
-                out * (c.in_channels / c.groups * k[0] * k[1]) as u64
+                // A pooled conv computes four outputs per stored one.
+                let computed = if c.pooled() { 4 * out } else { out };
+                computed * (c.in_channels / c.groups * k[0] * k[1]) as u64
             }
             Op::Dense(d) => out * d.in_features as u64,
             _ => 0,

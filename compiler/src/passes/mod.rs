@@ -13,6 +13,7 @@ pub mod concat_elim;
 pub mod fold_bn;
 pub mod fold_scale;
 pub mod fuse_epilogue;
+pub mod fuse_pool;
 pub mod memory;
 pub mod merge_pointwise;
 pub mod select_algo;
@@ -74,6 +75,11 @@ pub const PASSES: &[Pass] = &[
         name: "fuse_epilogue",
         summary: "activation and residual add fused into the producing conv/dense",
         run: fuse_epilogue::run,
+    },
+    Pass {
+        name: "fuse_pool",
+        summary: "a 2x2 max pool after a 3x3 or 5x5 conv pooled in the conv's epilogue",
+        run: fuse_pool::run,
     },
     Pass {
         name: "merge_pointwise",

@@ -48,6 +48,11 @@ pub const STEP_RELU: u32 = 1;
 pub const STEP_LEAKY: u32 = 2;
 pub const STEP_SIGMOID: u32 = 3;
 pub const STEP_TANH: u32 = 4;
+/// Max-pool the result over 2×2 windows at stride 2: only as the last
+/// step and with no residual add. The output tensor is then the pooled
+/// one, `out_c × ⌊oh/2⌋ × ⌊ow/2⌋` per item (`oh`, `ow` stay the
+/// convolution's), so the full-size result is never written out.
+pub const STEP_MAXPOOL2: u32 = 5;
 
 pub const MAX_STEPS: usize = 8;
 pub const MAX_RESIDUALS: usize = 4;
@@ -105,6 +110,11 @@ impl GemmDesc {
         } else {
             (self.oh * self.ow) as usize
         }
+    }
+
+    /// Whether the last step is [`STEP_MAXPOOL2`].
+    pub fn pooled(&self) -> bool {
+        self.n_steps > 0 && self.steps[self.n_steps as usize - 1] == STEP_MAXPOOL2
     }
 
     fn is_dense(&self) -> bool {
@@ -355,6 +365,14 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
         bias: *ptrs.add(3),
         res,
     };
+    if let Some(tile) = super::winograd::Tile::of_kind(d.kind) {
+        // Every Winograd tile is an even number of outputs wide, so it
+        // pools its own outputs.
+        return super::winograd::run(kern, tile, d, &p);
+    }
+    if d.pooled() {
+        return run_then_pool(kern, d, &p);
+    }
     if !d.is_dense() && packed::pointwise_fits(d) {
         return packed::run_pointwise(kern, d, &p);
     }
@@ -366,9 +384,6 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
     }
     if d.kind == KIND_GEMV {
         return run_gemv(d, &p);
-    }
-    if let Some(tile) = super::winograd::Tile::of_kind(d.kind) {
-        return super::winograd::run(kern, tile, d, &p);
     }
     let (m, cols) = (d.m(), d.cols());
     let col_blocks = cols.div_ceil(NC);
@@ -388,6 +403,71 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
         // SAFETY: forwarded from the caller's contract.
         with_scratch(|s| unsafe { tile_task(kern, d, &p, s, t.item, t.g, t.cb * NC, t.panels) });
     });
+}
+
+thread_local! {
+    /// The full-size result of a pooled convolution the Winograd path does
+    /// not compute (on the calling thread).
+    static UNPOOLED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A [`STEP_MAXPOOL2`] convolution on a path that cannot pool as it
+/// stores: the convolution into scratch, then the pooling layer's kernel.
+///
+/// # Safety
+/// As [`run`].
+unsafe fn run_then_pool(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
+    let (oh, ow, out_c, batch) = (d.oh, d.ow, d.out_c, d.batch);
+    let item = (out_c * oh * ow) as usize;
+    let mut conv = *d;
+    conv.n_steps -= 1;
+    conv.steps[conv.n_steps as usize] = 0;
+    conv.out_bstride = item as u64;
+    UNPOOLED.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        super::grow(&mut buf, batch as usize * item);
+        let ptrs = [
+            p.x as *mut f32,
+            buf.as_mut_ptr(),
+            p.a as *mut f32,
+            p.bias as *mut f32,
+        ];
+        run_with(kern, &conv, ptrs.as_ptr());
+        let pool = super::pool::PoolDesc {
+            kind: super::pool::POOL_MAX,
+            batch,
+            channels: out_c,
+            h: oh,
+            w: ow,
+            oh: oh / 2,
+            ow: ow / 2,
+            kh: 2,
+            kw: 2,
+            sh: 2,
+            sw: 2,
+            dh: 1,
+            dw: 1,
+            x_bstride: item as u64,
+            out_bstride: d.out_bstride,
+            ..Default::default()
+        };
+        super::pool::run(&pool, buf.as_ptr(), p.out);
+    });
+}
+
+/// `v` through the epilogue's activation steps (every step but residual
+/// adds and the pooling).
+pub(crate) fn activate(d: &GemmDesc, mut v: f32) -> f32 {
+    for (s, &step) in d.steps[..d.n_steps as usize].iter().enumerate() {
+        v = match step {
+            STEP_RELU => v.max(0.0),
+            STEP_LEAKY if v < 0.0 => v * d.alpha[s],
+            STEP_SIGMOID => 1.0 / (1.0 + (-v).exp()),
+            STEP_TANH => v.tanh(),
+            _ => v,
+        };
+    }
+    v
 }
 
 /// Run `f` on this thread's scratch buffers.
@@ -632,7 +712,8 @@ pub(crate) unsafe fn store_one(
                 }
             }
             STEP_SIGMOID => 1.0 / (1.0 + (-v).exp()),
-            _ => v.tanh(),
+            STEP_TANH => v.tanh(),
+            _ => v,
         };
     }
     *p.out.add(c_offset(d, d.out_bstride, item, oc, col)) = v;

@@ -499,12 +499,17 @@ struct Finish {
     relu: bool,
     add: bool,
     general: bool,
+    /// Max-pooled 2×2/2 (see [`gemm::STEP_MAXPOOL2`]): the other steps
+    /// are activations, applied to each window's maximum.
+    pool: bool,
 }
 
 impl Finish {
     unsafe fn new(d: &GemmDesc, p: &Ptrs, oc: usize) -> Finish {
-        let steps = &d.steps[..d.n_steps as usize];
+        let pool = d.pooled();
+        let steps = &d.steps[..d.n_steps as usize - usize::from(pool)];
         Finish {
+            pool,
             bias: if d.has_bias != 0 {
                 *p.bias.add(oc)
             } else {
@@ -530,6 +535,21 @@ impl Finish {
         if self.relu {
             v = v.max(0.0);
         }
+        *p.out.add(item * d.out_bstride as usize + oc * plane + at) = v;
+    }
+
+    /// Store the maximum `v` (bias added) of a 2×2 window at position `at`
+    /// of (item, oc)'s pooled plane.
+    #[inline(always)]
+    unsafe fn pooled(&self, d: &GemmDesc, p: &Ptrs, item: usize, oc: usize, at: usize, v: f32) {
+        let plane = (d.oh / 2 * (d.ow / 2)) as usize;
+        let v = if self.general {
+            gemm::activate(d, v)
+        } else if self.relu {
+            v.max(0.0)
+        } else {
+            v
+        };
         *p.out.add(item * d.out_bstride as usize + oc * plane + at) = v;
     }
 }
@@ -586,6 +606,23 @@ unsafe fn scatter_scalar<const M: usize>(
 ) {
     let (oh, ow) = (d.oh as usize, d.ow as usize);
     let lanes = LANES.min(tiles.total - first);
+    if finish.pool {
+        // Tiles start at even rows and columns, so each 2×2 window lies in
+        // one tile; windows past the output's last even row or column are
+        // dropped, as a floor-mode pool drops them.
+        let (ph, pw) = (oh / 2, ow / 2);
+        for (lane, (item, oy, ox)) in tiles.from(first).take(lanes).enumerate() {
+            let (py, px) = (oy / 2, ox / 2);
+            for r in 0..(M / 2).min(ph.saturating_sub(py)) {
+                for s in 0..(M / 2).min(pw.saturating_sub(px)) {
+                    let at = |i: usize, j: usize| y[M * (2 * r + i) + 2 * s + j][lane];
+                    let v = at(0, 0).max(at(0, 1)).max(at(1, 0).max(at(1, 1)));
+                    finish.pooled(d, p, item, oc, (py + r) * pw + px + s, v);
+                }
+            }
+        }
+        return;
+    }
     for (lane, (item, oy, ox)) in tiles.from(first).take(lanes).enumerate() {
         for r in 0..M.min(oh - oy) {
             for s in 0..M.min(ow - ox) {
@@ -922,7 +959,7 @@ mod avx2 {
                 let (last_item, last_y, _) = blk.tiles.at(first + LANES - 1);
                 last_item == item && last_y == oy
             };
-            if one_row && !finish.general && ox + 2 * LANES <= ow && oy + 2 <= oh {
+            if one_row && !finish.general && !finish.pool && ox + 2 * LANES <= ow && oy + 2 <= oh {
                 let at = oc * plane + oy * ow + ox;
                 let out = p.out.add(item * d.out_bstride as usize + at);
                 let res = if finish.add {
@@ -994,6 +1031,14 @@ mod avx2 {
                 for (r, val) in col.into_iter().enumerate() {
                     y[4 * r + s] = _mm256_add_ps(val, bias);
                 }
+            }
+            if finish.pool {
+                let mut lanes = [[0.0f32; LANES]; 16];
+                for (k, v) in y.into_iter().enumerate() {
+                    _mm256_storeu_ps(lanes[k].as_mut_ptr(), v);
+                }
+                super::scatter_scalar::<4>(d, p, blk.tiles, oc, first, &lanes, finish);
+                continue;
             }
             // Lane `l` of `top` holds tile l's output row 0 in its low half
             // and row 1 in its high half; `bottom` rows 2 and 3.
@@ -1386,6 +1431,92 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A convolution ending in a 2×2/2 max pool, on every Winograd variant
+    /// and on the direct path (which pools a full-size result), against the
+    /// direct convolution pooled here: even and odd output sizes (odd ones
+    /// drop their last row or column), ReLU and a general activation
+    /// (leaky ReLU, through `gemm::activate`), tiles across items.
+    #[test]
+    fn pooled_outputs_match_pooling_the_direct_convolution() {
+        let pool = crate::threads::Pool::new(2).expect("a test thread pool");
+        pool.enter(|| {
+            for (r, c, m, h, w, pad, leaky) in [
+                (3, 16, 16, 28, 28, 1, false),
+                (3, 16, 24, 8, 8, 1, true),
+                (3, 19, 22, 9, 7, 0, false),
+                (3, 32, 17, 14, 14, 1, false),
+                (5, 16, 16, 12, 11, 2, true),
+            ] {
+                let (oh, ow) = (h + 2 * pad + 1 - r, w + 2 * pad + 1 - r);
+                let (ph, pw) = (oh / 2, ow / 2);
+                let batch = 2;
+                let x: Vec<f32> = (0..batch * c * h * w).map(value).collect();
+                let wts: Vec<f32> = (0..m * c * r * r).map(|i| value(i + 3)).collect();
+                let bias: Vec<f32> = (0..m).map(|i| value(i + 5)).collect();
+                let act = if leaky { gemm::STEP_LEAKY } else { STEP_RELU };
+                let run = |kind: u32, tile: Tile, pooled: bool| {
+                    let steps: &[u32] = if pooled {
+                        &[act, gemm::STEP_MAXPOOL2]
+                    } else {
+                        &[act]
+                    };
+                    let mut d = GemmDesc {
+                        kind,
+                        ..conv_desc(batch, (c, h, w), m, (r, r), pad, steps)
+                    };
+                    d.alpha[0] = 0.1;
+                    let (plane, item) = if pooled {
+                        (ph * pw, m * ph * pw)
+                    } else {
+                        (oh * ow, m * oh * ow)
+                    };
+                    d.out_bstride = item as u64;
+                    let packed = if kind != KIND_IM2COL {
+                        pack_weights(tile, m, c, &wts)
+                    } else {
+                        gemm::pack_weights(1, m, c * r * r, |_, o, kk| wts[o * c * r * r + kk])
+                    };
+                    let mut out = vec![f32::NAN; batch * m * plane];
+                    let ptrs = [
+                        x.as_ptr() as *mut f32,
+                        out.as_mut_ptr(),
+                        packed.as_ptr() as *mut f32,
+                        bias.as_ptr() as *mut f32,
+                    ];
+                    unsafe { gemm::run(&d, ptrs.as_ptr()) };
+                    out
+                };
+                let full = run(KIND_IM2COL, Tile::F4, false);
+                let mut want = vec![0.0f32; batch * m * ph * pw];
+                for (i, v) in want.iter_mut().enumerate() {
+                    let (plane, at) = (i / (ph * pw), i % (ph * pw));
+                    let (y, x) = (2 * (at / pw), 2 * (at % pw));
+                    let f = |dy: usize, dx: usize| full[plane * oh * ow + (y + dy) * ow + x + dx];
+                    *v = f(0, 0).max(f(0, 1)).max(f(1, 0)).max(f(1, 1));
+                }
+                let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                let tiles: &[Tile] = if r == 3 {
+                    &[Tile::F4, Tile::F2]
+                } else {
+                    &[Tile::F2K5]
+                };
+                let variants = tiles
+                    .iter()
+                    .map(|&t| (t.kind(), t))
+                    .chain([(KIND_IM2COL, Tile::F4)]);
+                for (kind, tile) in variants {
+                    let got = run(kind, tile, true);
+                    for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * scale,
+                            "{c}x{h}x{w}->{m} kind {kind}: element {i}: want {a}, got {b}"
+                        );
+                    }
+                }
+            }
+        });
     }
 
     /// Blocks are the kernel's width, its half for one half block's tiles,
