@@ -426,11 +426,16 @@ unsafe fn run_then_pool(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
     UNPOOLED.with(|buf| {
         let mut buf = buf.borrow_mut();
         super::grow(&mut buf, batch as usize * item);
+        let [r0, r1, r2, r3] = p.res.map(|r| r as *mut f32);
         let ptrs = [
             p.x as *mut f32,
             buf.as_mut_ptr(),
             p.a as *mut f32,
             p.bias as *mut f32,
+            r0,
+            r1,
+            r2,
+            r3,
         ];
         run_with(kern, &conv, ptrs.as_ptr());
         let pool = super::pool::PoolDesc {
