@@ -1341,6 +1341,9 @@ unsafe fn store_avx2(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
     store_any(d, p, tile, to)
 }
 
+/// [`store`] for any epilogue: every step in order on the tile, then
+/// copied out (strided for a dense layer's output). Machines with AVX2
+/// take [`store_simple`] for the common epilogues instead.
 #[inline(always)]
 unsafe fn store_any(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
     let TileDest {
@@ -1356,16 +1359,6 @@ unsafe fn store_any(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
     let col_stride = |bstride: u64| if dense { bstride as usize } else { 1 };
     let out_stride = col_stride(d.out_bstride);
     let steps = &d.steps[..d.n_steps as usize];
-    // The common cases — one K block, contiguous output, epilogue `[]`,
-    // `[relu]`, `[add]` or `[add, relu]` — are one fused pass from the tile
-    // to the output (a ResNet-50 bottleneck's expand conv has K = 64..512,
-    // so a staged store costs as much as a quarter of its multiply).
-    let simple = first
-        && last
-        && !dense
-        && matches!(steps, [] | [STEP_RELU] | [STEP_ADD] | [STEP_ADD, STEP_RELU]);
-    let relu = steps.last() == Some(&STEP_RELU);
-    let add = steps.first() == Some(&STEP_ADD);
     let mut extra = [0.0f32; 32];
     let m = d.m();
     for r in 0..rows {
@@ -1382,28 +1375,6 @@ unsafe fn store_any(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
                 .add(c_offset(d, d.out_bstride, seg.item, oc, seg.out_col));
             let start = r * nr + seg.tile_col;
             let v = &mut tile[start..start + width];
-            if simple {
-                let out = std::slice::from_raw_parts_mut(dst, width);
-                if add {
-                    let r = p.res[0].add(c_offset(d, d.res_bstride[0], seg.item, oc, seg.out_col));
-                    let r = std::slice::from_raw_parts(r, width);
-                    let sum = out.iter_mut().zip(v.iter().zip(r));
-                    if relu {
-                        sum.for_each(|(o, (x, a))| *o = (x + bias + a).max(0.0));
-                    } else {
-                        sum.for_each(|(o, (x, a))| *o = x + bias + a);
-                    }
-                } else if relu {
-                    out.iter_mut()
-                        .zip(v.iter())
-                        .for_each(|(o, x)| *o = (x + bias).max(0.0));
-                } else {
-                    out.iter_mut()
-                        .zip(v.iter())
-                        .for_each(|(o, x)| *o = x + bias);
-                }
-                continue;
-            }
             if !first {
                 let acc = &mut extra[..width];
                 gather(acc, dst, out_stride);
@@ -1440,7 +1411,8 @@ unsafe fn store_any(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
                                 .for_each(|x| *x = if *x >= 0.0 { *x } else { *x * a });
                         }
                         STEP_SIGMOID => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
-                        _ => v.iter_mut().for_each(|x| *x = x.tanh()),
+                        STEP_TANH => v.iter_mut().for_each(|x| *x = x.tanh()),
+                        _ => {}
                     }
                 }
             }
