@@ -995,6 +995,51 @@ mod avx2 {
         }
     }
 
+    /// The pooled store of eight 4×4 tiles' outputs `y` (bias added): the
+    /// four 2×2 windows' maxima and the ReLU on registers, then each tile's
+    /// 2×2 pooled outputs stored (a general activation through
+    /// `Finish::pooled`). Windows past the pooled plane's edge are dropped,
+    /// as in [`super::scatter_scalar`].
+    #[inline(always)]
+    unsafe fn store_pooled_m4(
+        d: &GemmDesc,
+        p: &Ptrs,
+        tiles: super::Tiles,
+        oc: usize,
+        first: usize,
+        y: &[__m256; 16],
+        finish: Finish,
+    ) {
+        let window = |a: usize| {
+            let top = _mm256_max_ps(y[a], y[a + 1]);
+            _mm256_max_ps(top, _mm256_max_ps(y[a + 4], y[a + 5]))
+        };
+        let mut lanes = [[0.0f32; LANES]; 4];
+        for (k, at) in [0, 2, 8, 10].into_iter().enumerate() {
+            let mut v = window(at);
+            if finish.relu && !finish.general {
+                v = _mm256_max_ps(v, _mm256_setzero_ps());
+            }
+            _mm256_storeu_ps(lanes[k].as_mut_ptr(), v);
+        }
+        let (ph, pw) = ((d.oh / 2) as usize, (d.ow / 2) as usize);
+        let count = LANES.min(tiles.total - first);
+        for (lane, (item, oy, ox)) in tiles.from(first).take(count).enumerate() {
+            let (py, px) = (oy / 2, ox / 2);
+            let base = item * d.out_bstride as usize + oc * ph * pw;
+            for r in 0..2.min(ph.saturating_sub(py)) {
+                for s in 0..2.min(pw.saturating_sub(px)) {
+                    let (at, v) = ((py + r) * pw + px + s, lanes[2 * r + s][lane]);
+                    if finish.general {
+                        finish.pooled(d, p, item, oc, at, v);
+                    } else {
+                        *p.out.add(base + at) = v;
+                    }
+                }
+            }
+        }
+    }
+
     /// Step 3 for one output channel: `Aᵀ M A` on registers, bias added,
     /// then transposed so each tile's output rows are 4-float vectors,
     /// stored whole where the tile lies inside the output.
@@ -1033,11 +1078,7 @@ mod avx2 {
                 }
             }
             if finish.pool {
-                let mut lanes = [[0.0f32; LANES]; 16];
-                for (k, v) in y.into_iter().enumerate() {
-                    _mm256_storeu_ps(lanes[k].as_mut_ptr(), v);
-                }
-                super::scatter_scalar::<4>(d, p, blk.tiles, oc, first, &lanes, finish);
+                store_pooled_m4(d, p, blk.tiles, oc, first, &y, finish);
                 continue;
             }
             // Lane `l` of `top` holds tile l's output row 0 in its low half
