@@ -399,6 +399,18 @@ struct Block {
     nr: usize,
 }
 
+impl Block {
+    /// `(chunk, first tile)` of each of the block's chunks of [`LANES`]
+    /// tiles that holds at least one tile (the layer's last block may be
+    /// short).
+    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> {
+        let (start, total) = (self.index * self.nr, self.tiles.total);
+        (0..self.nr / LANES)
+            .map(move |chunk| (chunk, start + chunk * LANES))
+            .take_while(move |&(_, first)| first < total)
+    }
+}
+
 /// Step 1 for channel `c` of a block: `v[ξ][c][lane]` (`v` is the block's
 /// buffer), eight tiles at a time; `gather(first, patch)` fills the
 /// `A²` patches of tiles `first ..` (zero outside the input and past
@@ -567,11 +579,7 @@ unsafe fn store_channel<const M: usize, const A: usize>(
     scatter: impl Fn(usize, &[Lanes; 16], Finish),
 ) {
     let finish = Finish::new(d, p, oc);
-    for chunk in 0..blk.nr / LANES {
-        let first = blk.index * blk.nr + chunk * LANES;
-        if first >= blk.tiles.total {
-            break;
-        }
+    for (chunk, first) in blk.chunks() {
         let mut mv = [[0.0f32; LANES]; XI];
         for (xi, lanes) in mv.iter_mut().take(A * A).enumerate() {
             std::ptr::copy_nonoverlapping(
@@ -928,11 +936,7 @@ mod avx2 {
         let plane = oh * ow;
         let finish = Finish::new(d, p, oc);
         let (bias, zero) = (_mm256_set1_ps(finish.bias), _mm256_setzero_ps());
-        for chunk in 0..blk.nr / LANES {
-            let first = blk.index * blk.nr + chunk * LANES;
-            if first >= blk.tiles.total {
-                break;
-            }
+        for (chunk, first) in blk.chunks() {
             let src = m.add(chunk * LANES);
             // rows[i][s]: row i of the 6×6 through Aᵀ, its column s.
             let rows: [[__m256; 2]; 6] = std::array::from_fn(|i| {
@@ -1055,11 +1059,7 @@ mod avx2 {
         let plane = oh * ow;
         let finish = Finish::new(d, p, oc);
         let (bias, zero) = (_mm256_set1_ps(finish.bias), _mm_setzero_ps());
-        for chunk in 0..blk.nr / LANES {
-            let first = blk.index * blk.nr + chunk * LANES;
-            if first >= blk.tiles.total {
-                break;
-            }
+        for (chunk, first) in blk.chunks() {
             let src = m.add(chunk * LANES);
             let mut t = [_mm256_setzero_ps(); 24];
             for i in 0..6 {
