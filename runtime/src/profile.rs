@@ -40,10 +40,17 @@ pub fn peak_rss_bytes() -> u64 {
 }
 
 /// Peak FP32 GFLOP/s of one thread: independent FMA chains, long enough
-/// to hide latency. Run it on every thread to get the machine's figure.
+/// to hide latency, on the vectors the selected micro-kernel uses (some
+/// AVX-512 machines split a 512-bit FMA into two 256-bit halves, others,
+/// like Zen 5, do it at full rate: 2× the AVX2 figure). Run it on every
+/// thread to get the machine's figure.
 pub fn fma_gflops_one_thread(seconds: f64) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
+        if crate::kernels::micro::select().nr == 32 {
+            // SAFETY: the 32-wide kernel is only selected with AVX-512F.
+            return unsafe { fma_avx512(seconds) };
+        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the features were just detected.
@@ -84,6 +91,27 @@ unsafe fn fma_avx2(seconds: f64) -> f64 {
     std::hint::black_box(acc);
     // 12 vectors × 8 lanes × 2 flops per iteration.
     2.0 * 8.0 * 12.0 * iters as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_avx512(seconds: f64) -> f64 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(1.0); 12];
+    let (m, a) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    let start = Instant::now();
+    let mut iters = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        for _ in 0..10_000 {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, m, a);
+            }
+        }
+        iters += 10_000;
+    }
+    std::hint::black_box(acc);
+    // 12 vectors × 16 lanes × 2 flops per iteration.
+    2.0 * 16.0 * 12.0 * iters as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
 /// Copy bandwidth in GB/s (bytes read + written) over a buffer much

@@ -148,10 +148,17 @@ fn bytes_moved(graph: &Graph, n: petgraph::stable_graph::NodeIndex) -> u64 {
 /// Peak FLOP/s and copy bandwidth, measured once per machine and thread
 /// count and cached under the user's cache directory.
 fn machine(threads: usize) -> Machine {
+    // The peak is measured on the kernel's vectors, so it is cached per
+    // kernel too (`NETC_NO_AVX512` changes it).
+    let kernel = netc_runtime::kernels::gemm::kernel_name();
+    let file = format!(
+        "machine-{threads}t-{}.json",
+        kernel.split_whitespace().next().unwrap_or("kernel")
+    );
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("netc").join(format!("machine-{threads}t.json")));
+        .map(|d| d.join("netc").join(file));
     if let Some(m) = cache
         .as_ref()
         .and_then(|p| std::fs::read_to_string(p).ok())

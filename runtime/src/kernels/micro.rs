@@ -381,7 +381,7 @@ mod avx512 {
     ];
 
     /// `MR × (16 + W)`: the first 16 columns as the narrow kernel computes
-    /// them (one zmm per row), the next `W` as the AVX2 thin kernel does (a
+    /// them (one zmm per row, A broadcast by [`splat6`]), the next `W` as the AVX2 thin kernel does (a
     /// masked vector of A's six rows times a broadcast of B), in one pass
     /// over A and B. Writes a 32-wide tile, its last `16 − W` columns
     /// untouched.
@@ -404,8 +404,8 @@ mod avx512 {
             let bk = b.add(*offs.add(k));
             let ak = a.add(k * MR);
             let b0 = _mm512_loadu_ps(bk);
-            for (m, cm) in c.iter_mut().enumerate() {
-                *cm = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(m)), b0, *cm);
+            for (cm, am) in c.iter_mut().zip(splat6(ak)) {
+                *cm = _mm512_fmadd_ps(am, b0, *cm);
             }
             let av = _mm256_maskload_ps(ak, mask);
             for (j, tj) in t.iter_mut().enumerate() {
@@ -424,16 +424,63 @@ mod avx512 {
         }
     }
 
-    narrow_kernel!(
-        "avx512f",
-        16,
-        _mm512_setzero_ps,
-        _mm512_loadu_ps,
-        _mm512_set1_ps,
-        _mm512_fmadd_ps,
-        _mm512_add_ps,
-        _mm512_storeu_ps
-    );
+    /// A's six values at one k, each broadcast to a vector: two short
+    /// loads and six in-lane shuffles rather than six broadcast loads. In
+    /// kernels with one B vector per k the broadcasts are most of the
+    /// loads, and with them the narrow kernel had run at two thirds of the
+    /// full kernel's FMA rate on a full-rate 512-bit FMA unit (Zen 5); the
+    /// shuffles run beside the FMAs.
+    #[inline(always)]
+    unsafe fn splat6(ak: *const f32) -> [__m512; MR] {
+        let lo = _mm512_broadcast_f32x4(_mm_loadu_ps(ak));
+        let hi = _mm512_broadcast_f32x4(_mm_castpd_ps(_mm_load_sd(ak.add(4) as *const f64)));
+        [
+            _mm512_shuffle_ps::<0x00>(lo, lo),
+            _mm512_shuffle_ps::<0x55>(lo, lo),
+            _mm512_shuffle_ps::<0xAA>(lo, lo),
+            _mm512_shuffle_ps::<0xFF>(lo, lo),
+            _mm512_shuffle_ps::<0x00>(hi, hi),
+            _mm512_shuffle_ps::<0x55>(hi, hi),
+        ]
+    }
+
+    /// The narrow kernel, `MR × 16`: one zmm per row, even and odd k in
+    /// separate accumulators (twelve FMA chains), A's values broadcast by
+    /// [`splat6`]. Only the first 16 floats of each B row are read.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `a` holds `MR·kc` floats, B rows at
+    /// least 16 floats, `tile` `MR·16`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn narrow(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        tile: *mut f32,
+    ) {
+        let mut c = [[_mm512_setzero_ps(); 2]; MR];
+        let mut step = |k: usize, half: usize| {
+            let bk = _mm512_loadu_ps(b.add(*offs.add(k)));
+            let av = splat6(a.add(k * MR));
+            for (cm, av) in c.iter_mut().zip(av) {
+                cm[half] = _mm512_fmadd_ps(av, bk, cm[half]);
+            }
+        };
+        let mut k = 0;
+        while k + 1 < kc {
+            super::prefetch_a(a.add(k * MR));
+            step(k, 0);
+            step(k + 1, 1);
+            k += 2;
+        }
+        if k < kc {
+            step(k, 0);
+        }
+        for (m, cm) in c.iter().enumerate() {
+            _mm512_storeu_ps(tile.add(m * 16), _mm512_add_ps(cm[0], cm[1]));
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
