@@ -29,7 +29,7 @@ use crate::weights::Weights;
 use cranelift_module::{FuncId, Module, ModuleError};
 use netc_runtime::kernels::gemm::{self, GemmDesc};
 use netc_runtime::kernels::pool::{self, PoolDesc};
-use netc_runtime::kernels::winograd;
+use netc_runtime::kernels::{mvec, winograd};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 
@@ -214,11 +214,16 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                     ..GemmDesc::default()
                 };
                 let (m, k) = (d.m(), d.k());
+                // The kernel choices below look at the epilogue.
+                fill_epilogue(&mut d, &c.epilogue, &graph, plan, n, &operands)?;
                 let winograd =
                     winograd::choose(&d).filter(|_| std::env::var_os("NETC_NO_WINOGRAD").is_none());
                 let packed = if let Some(tile) = winograd {
                     d.kind = tile.kind();
                     winograd::pack_weights(tile, m, c.in_channels, w.data())
+                } else if mvec::choose(&d) && std::env::var_os("NETC_NO_MVEC").is_none() {
+                    d.kind = gemm::KIND_MVEC;
+                    mvec::pack_weights(m, k, |row, kk| w.data()[row * k + kk])
                 } else {
                     // PyTorch's [out, in/g, kh, kw] is already rows of length K.
                     gemm::pack_weights(c.groups, m, k, |g, row, kk| {
@@ -227,7 +232,6 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                 };
                 let a = push(&mut blob, &packed);
                 let b = param(n, "bias")?.map(|t| push(&mut blob, t.data()));
-                fill_epilogue(&mut d, &c.epilogue, &graph, plan, n, &operands)?;
                 d.has_bias = u32::from(b.is_some());
                 consts.insert(
                     n,

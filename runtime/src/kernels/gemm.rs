@@ -36,6 +36,9 @@ pub const KIND_WINOGRAD: u32 = 4;
 pub const KIND_WINOGRAD_F2: u32 = 5;
 /// A 5×5 stride-1 convolution by Winograd F(2×2, 5×5).
 pub const KIND_WINOGRAD_F2K5: u32 = 6;
+/// A convolution vectorised over output channels, weights packed by
+/// [`super::mvec::pack_weights`] (see `mvec.rs`).
+pub const KIND_MVEC: u32 = 7;
 
 /// Dense layers up to this batch use the matrix-vector path: a GEMM tile
 /// would waste most of its columns, and the layer is bound by reading the
@@ -369,6 +372,9 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
         // Every Winograd tile is an even number of outputs wide, so it
         // pools its own outputs.
         return super::winograd::run(kern, tile, d, &p);
+    }
+    if d.kind == KIND_MVEC {
+        return super::mvec::run(d, &p);
     }
     if d.pooled() {
         return run_then_pool(kern, d, &p);
@@ -770,7 +776,7 @@ pub(super) struct Shifted {
 
 impl Shifted {
     /// Whether `d` can be computed on phase planes.
-    fn fits(d: &GemmDesc) -> bool {
+    pub(super) fn fits(d: &GemmDesc) -> bool {
         (1..=MAX_PHASE_STRIDE).contains(&(d.sh as usize))
             && (1..=MAX_PHASE_STRIDE).contains(&(d.sw as usize))
     }
@@ -806,6 +812,11 @@ impl Shifted {
             used,
             slot,
         }
+    }
+
+    /// Columns on the phase grid.
+    pub(super) fn cols(&self) -> usize {
+        self.cols
     }
 
     /// Floats of one channel's phase planes.
@@ -1238,13 +1249,13 @@ pub(super) unsafe fn store(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDe
 /// The epilogues almost every conv tile has: a contiguous output and steps
 /// `[]`, `[relu]`, `[add]` or `[add, relu]`, over any K block.
 #[derive(Clone, Copy)]
-struct Epilogue {
-    add: bool,
-    relu: bool,
+pub(super) struct Epilogue {
+    pub(super) add: bool,
+    pub(super) relu: bool,
 }
 
 impl Epilogue {
-    fn of(d: &GemmDesc) -> Option<Epilogue> {
+    pub(super) fn of(d: &GemmDesc) -> Option<Epilogue> {
         if d.is_dense() {
             return None;
         }

@@ -4,6 +4,7 @@
 
 pub mod gemm;
 pub mod micro;
+pub mod mvec;
 pub mod packed;
 pub mod pool;
 pub mod simple;

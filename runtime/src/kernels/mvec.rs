@@ -1,0 +1,646 @@
+//! Convolutions vectorised over output channels.
+//!
+//! The GEMM path ([`super::packed`]) puts output *positions* in the vector
+//! lanes: a tile is 6 output channels × 32 columns, B is copied into
+//! panels, and a layer whose columns are few or ragged (7×7 at batch 1 is
+//! 32 + 17 columns) wastes lanes. Here a tile is [`MV`] = 32 output
+//! channels (two zmm) × `J` output columns: per k, two vector loads of the
+//! weights (packed at compile time as `[panel][k][32]`, see
+//! [`pack_weights`]) and `J` broadcasts of input values taken where they
+//! lie — no B panel is ever written, and the only ragged edge is the last
+//! few columns of a plane.
+//!
+//! B's rows are the input planes themselves (a 1×1, stride-1 convolution)
+//! or zero-padded phase planes ([`gemm::Shifted`], the same copy the GEMM
+//! path makes), on which every im2col row is a contiguous slice at a fixed
+//! offset, so a tile's `J` columns are `J` consecutive floats of each row.
+//! Columns on the phase grid between output rows are computed and
+//! dropped, as on the GEMM path.
+//!
+//! The accumulators hold an output *column* per register pair, so the
+//! store transposes: each of the tile's 32 channels is written as a run of
+//! up to `J` outputs, with the bias, residual add and ReLU applied on the
+//! way ([`gemm::Epilogue`]'s four epilogues; others are not chosen). That
+//! store is a few percent of a tile with K ≥ 512, which is what
+//! [`choose`] asks for.
+//!
+//! Measured (`netc bench`, medians of alternated runs, Zen 5 with
+//! full-rate 512-bit FMAs): the 3×3/2 128→128 convolution at 56×56 → 28×28
+//! went 1.40 → 1.25 ms on one thread (the kernel is 79% of it, the phase
+//! copy 13%); in ResNet-50 at batch 1 on two threads its three 3×3/2
+//! layers went 0.74–0.90 → 0.64–0.78 ms and the 2048→512 1×1 convs at 7×7
+//! 0.345 → 0.265 ms (the model 19.3 → 18.6 ms); at batch 8 the 3×3/2
+//! layers 6.7–7.1 → 5.0 ms. Without the 4 KiB weight prefetch the 1×1
+//! convs lost to the GEMM path inside a model, where their weights come
+//! from DRAM.
+
+use super::gemm::{self, Epilogue, GemmDesc, Ptrs, Shifted};
+use super::Shared;
+use crate::threads::{current_threads, parallel_for};
+use std::cell::RefCell;
+
+/// Output channels per panel and tile.
+pub const MV: usize = 32;
+
+/// The widest tile any kernel set uses (AVX-512's).
+const J_MAX: usize = 14;
+
+/// Floats of packed weights for `m × k`.
+pub fn packed_len(m: usize, k: usize) -> usize {
+    m.div_ceil(MV) * MV * k
+}
+
+/// Weights `at(row, kk)` packed as panels of [`MV`] rows, k-major within a
+/// panel (`[panel][kk][row % MV]`), the last panel's missing rows zero.
+pub fn pack_weights(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    let mut out = vec![0.0; packed_len(m, k)];
+    for (panel, chunk) in out.chunks_mut(MV * k).enumerate() {
+        for (kk, row) in chunk.chunks_mut(MV).enumerate() {
+            for (r, v) in row.iter_mut().enumerate() {
+                let oc = panel * MV + r;
+                if oc < m {
+                    *v = at(oc, kk);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether `d` runs here rather than on the GEMM path: an ungrouped,
+/// unpooled convolution with stride ≤ 4 and one of the four common
+/// epilogues, a long reduction (the transposing store is then cheap) and
+/// a shape the GEMM path handles badly: strided windows (it packs B from
+/// phase planes, a second copy), or 1×1 layers with few columns (raggedly
+/// split into 32-wide panels).
+///
+/// Only on a machine with AVX-512 (the portable kernels are plain loops):
+/// elsewhere the GEMM path is the faster one. An object file compiled
+/// here still runs on any x86-64, on those loops.
+pub fn choose(d: &GemmDesc) -> bool {
+    if !has_avx512() {
+        return false;
+    }
+    let (k, cols) = (d.k(), (d.oh * d.ow) as usize);
+    let plain = d.kind == gemm::KIND_IM2COL || d.kind == gemm::KIND_POINTWISE;
+    let fits = plain
+        && d.groups == 1
+        && d.out_c as usize >= MV
+        && Shifted::fits(d)
+        && !d.pooled()
+        && Epilogue::of(d).is_some()
+        && k >= 512;
+    let pointwise = d.kh == 1 && d.kw == 1;
+    let strided = d.sh > 1 || d.sw > 1;
+    // Strided 1×1 convolutions stay on the GEMM path, which packs their
+    // columns straight from the input; here they would need phase planes
+    // (measured level: ResNet-50's layer3/4 downsample 1×1/2 layers 0.52 →
+    // 0.53 and 0.59 → 0.60 ms at batch 1, medians of 6 alternated runs).
+    let window_strided = strided && !pointwise;
+    let pointwise_few = pointwise && !strided && cols <= 64;
+    fits && (window_strided || pointwise_few)
+}
+
+/// `tile[j][0..MV] = Σ_k a[k][0..MV] · b[offs[k] + j]` for `j < W`.
+type KernelFn = unsafe fn(usize, *const f32, *const f32, *const usize, *mut f32);
+
+/// One instruction set's kernels: `by_width[w − 1]` computes `w` columns;
+/// `vector_store` whether tiles are stored by [`avx512_store`].
+#[derive(Clone, Copy)]
+struct Kernels {
+    j: usize,
+    by_width: &'static [KernelFn],
+    vector_store: bool,
+}
+
+/// Whether this machine runs the AVX-512 kernels (`NETC_NO_AVX512`, as for
+/// the GEMM micro-kernels, says no).
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::env::var_os("NETC_NO_AVX512").is_none()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+const PORTABLE: Kernels = Kernels {
+    j: portable::J,
+    by_width: &portable::BY_WIDTH,
+    vector_store: false,
+};
+
+fn kernels() -> Kernels {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        return Kernels {
+            j: avx512::J,
+            by_width: &avx512::BY_WIDTH,
+            vector_store: true,
+        };
+    }
+    PORTABLE
+}
+
+thread_local! {
+    /// One item's phase planes and the im2col row offsets (on the calling
+    /// thread).
+    static PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static ROWS: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where B's rows lie for one item: row `k` at `base + offs[k]`, output
+/// column `(y, x)` at grid column `y·wq + x` of `cols`.
+#[derive(Clone, Copy)]
+struct Grid {
+    wq: usize,
+    cols: usize,
+}
+
+/// Run a convolution [`choose`] picked, weights packed by [`pack_weights`].
+///
+/// # Safety
+/// As [`gemm::run`]: `p` addresses buffers of the sizes `d` implies.
+pub(super) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
+    run_with(kernels(), d, p)
+}
+
+/// [`run`] on a given kernel set (the tests run each).
+unsafe fn run_with(kern: Kernels, d: &GemmDesc, p: &Ptrs) {
+    let in_place = d.kh == 1 && d.kw == 1 && d.sh == 1 && d.sw == 1 && d.pt == 0 && d.pl == 0;
+    let (h, w) = (d.h as usize, d.w as usize);
+    ROWS.with(|rows| {
+        let mut rows = rows.borrow_mut();
+        if in_place {
+            rows.clear();
+            rows.extend((0..d.k()).map(|kk| kk * h * w));
+            let grid = Grid { wq: w, cols: h * w };
+            for item in 0..d.batch as usize {
+                let base = p.x.add(item * d.x_bstride as usize);
+                multiply(kern, d, p, item, base, &rows, grid);
+            }
+            return;
+        }
+        let geo = Shifted::new(d);
+        geo.row_offsets(d, &mut rows);
+        let grid = Grid {
+            wq: geo.wq,
+            cols: geo.cols(),
+        };
+        PLANES.with(|planes| {
+            let mut planes = planes.borrow_mut();
+            super::grow(&mut planes, geo.len(d));
+            for item in 0..d.batch as usize {
+                gemm::pad_input(d, geo, p.x, item, &mut planes[..geo.len(d)]);
+                multiply(kern, d, p, item, planes.as_ptr(), &rows, grid);
+            }
+        });
+    });
+}
+
+/// All of item `item`'s tiles: tasks of one weight panel and a run of
+/// tiles each, so the panel stays in L2 across its tiles.
+unsafe fn multiply(
+    kern: Kernels,
+    d: &GemmDesc,
+    p: &Ptrs,
+    item: usize,
+    base: *const f32,
+    rows: &[usize],
+    grid: Grid,
+) {
+    let (m, k) = (d.m(), d.k());
+    let panels = m.div_ceil(MV);
+    let tiles = grid.cols.div_ceil(kern.j);
+    // Enough tasks that two threads end together: at least four per
+    // thread, but each a few tiles long so the panel is reused.
+    let chunks = (4 * current_threads()).div_ceil(panels).clamp(1, tiles);
+    let base = Shared::new(base);
+    parallel_for(panels * chunks, |t| {
+        let (panel, chunk) = (t / chunks, t % chunks);
+        let a = p.a.add(panel * MV * k);
+        let mut tile = [0.0f32; J_MAX * MV];
+        for ti in chunk * tiles / chunks..(chunk + 1) * tiles / chunks {
+            let col0 = ti * kern.j;
+            let width = kern.j.min(grid.cols - col0);
+            // SAFETY: row `kk`'s columns `col0 .. col0 + width` lie in the
+            // planes (the grid holds `cols` columns on every row); the
+            // tile holds `J_MAX · MV` floats.
+            unsafe {
+                (kern.by_width[width - 1])(
+                    k,
+                    a,
+                    base.get().add(col0),
+                    rows.as_ptr(),
+                    tile.as_mut_ptr(),
+                );
+                store(kern, d, p, item, panel * MV, &tile, col0, width, grid);
+            }
+        }
+    });
+}
+
+/// A run of a tile's columns `j0 .. j0 + len` that lands contiguously at
+/// output index `at` (the grid's columns between output rows break runs).
+#[derive(Clone, Copy, Default)]
+struct Run {
+    j0: usize,
+    len: usize,
+    at: usize,
+}
+
+/// Where one tile's outputs go: its first channel `oc0`, the channels it
+/// has (≤ [`MV`]), and its runs.
+struct Dest {
+    out: *mut f32,
+    res: *const f32,
+    oc0: usize,
+    channels: usize,
+    plane: usize,
+    runs: [Run; J_MAX],
+    n_runs: usize,
+}
+
+/// Write a tile's channels `oc0 ..` (those below `d.m()`) at its grid
+/// columns `col0 .. col0 + width` that are outputs, through the epilogue.
+#[allow(clippy::too_many_arguments)]
+unsafe fn store(
+    kern: Kernels,
+    d: &GemmDesc,
+    p: &Ptrs,
+    item: usize,
+    oc0: usize,
+    tile: &[f32],
+    col0: usize,
+    width: usize,
+    grid: Grid,
+) {
+    let Some(ep) = Epilogue::of(d) else { return };
+    let ow = d.ow as usize;
+    let mut to = Dest {
+        out: p.out.add(item * d.out_bstride as usize),
+        res: p.res[0].wrapping_add(item * d.res_bstride[0] as usize),
+        oc0,
+        channels: MV.min(d.m() - oc0),
+        plane: (d.oh * d.ow) as usize,
+        runs: [Run::default(); J_MAX],
+        n_runs: 0,
+    };
+    let mut jj = 0;
+    while jj < width {
+        let (y, x) = ((col0 + jj) / grid.wq, (col0 + jj) % grid.wq);
+        if x >= ow {
+            jj += grid.wq - x;
+            continue;
+        }
+        let len = (ow - x).min(width - jj);
+        to.runs[to.n_runs] = Run {
+            j0: jj,
+            len,
+            at: y * ow + x,
+        };
+        to.n_runs += 1;
+        jj += len;
+    }
+    let bias = (d.has_bias != 0).then_some(p.bias);
+    #[cfg(target_arch = "x86_64")]
+    if kern.vector_store {
+        return avx512_store::store(ep, bias, tile, &to);
+    }
+    for r in 0..to.channels {
+        let oc = oc0 + r;
+        let bias = bias.map_or(0.0, |b| *b.add(oc));
+        let (out_row, res_row) = (
+            to.out.add(oc * to.plane),
+            to.res.wrapping_add(oc * to.plane),
+        );
+        for run in &to.runs[..to.n_runs] {
+            for i in 0..run.len {
+                let mut v = tile[(run.j0 + i) * MV + r] + bias;
+                if ep.add {
+                    v += *res_row.add(run.at + i);
+                }
+                if ep.relu {
+                    v = v.max(0.0);
+                }
+                *out_row.add(run.at + i) = v;
+            }
+        }
+    }
+}
+
+/// Plain loops over the tile, four columns wide: the fallback without
+/// AVX-512, and the reference the vector kernels are tested against.
+mod portable {
+    use super::{KernelFn, MV};
+
+    pub(super) const J: usize = 4;
+
+    pub(super) const BY_WIDTH: [KernelFn; J] = [kernel::<1>, kernel::<2>, kernel::<3>, kernel::<4>];
+
+    /// See [`super::KernelFn`].
+    ///
+    /// # Safety
+    /// `a` holds `kc · MV` floats, `b + offs[k]` `W` floats for every
+    /// `k < kc`, `tile` `W · MV`.
+    unsafe fn kernel<const W: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        tile: *mut f32,
+    ) {
+        let mut acc = [[0.0f32; MV]; W];
+        for k in 0..kc {
+            let ak = std::slice::from_raw_parts(a.add(k * MV), MV);
+            let bk = b.add(*offs.add(k));
+            for (j, cj) in acc.iter_mut().enumerate() {
+                let x = *bk.add(j);
+                for (c, &w) in cj.iter_mut().zip(ak) {
+                    *c += w * x;
+                }
+            }
+        }
+        for (j, cj) in acc.iter().enumerate() {
+            std::ptr::copy_nonoverlapping(cj.as_ptr(), tile.add(j * MV), MV);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{KernelFn, MV};
+    use std::arch::x86_64::*;
+
+    /// Fourteen columns: 28 accumulators, two weight vectors and a
+    /// broadcast — 31 of the 32 zmm registers. Per k: two loads and 14
+    /// broadcasts feed 28 FMAs.
+    pub(super) const J: usize = 14;
+
+    /// Floats ahead of the current weight row to prefetch.
+    const A_PREFETCH: usize = 1024;
+
+    pub(super) const BY_WIDTH: [KernelFn; J] = [
+        kernel::<1>,
+        kernel::<2>,
+        kernel::<3>,
+        kernel::<4>,
+        kernel::<5>,
+        kernel::<6>,
+        kernel::<7>,
+        kernel::<8>,
+        kernel::<9>,
+        kernel::<10>,
+        kernel::<11>,
+        kernel::<12>,
+        kernel::<13>,
+        kernel::<14>,
+    ];
+
+    /// See [`super::KernelFn`].
+    ///
+    /// # Safety
+    /// AVX-512F must be available; as the portable kernel otherwise.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn kernel<const W: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        tile: *mut f32,
+    ) {
+        let mut c = [[_mm512_setzero_ps(); 2]; W];
+        for k in 0..kc {
+            let ak = a.add(k * MV);
+            // The weights stream from DRAM at batch 1 (a panel is read once
+            // per tile, and only the first read misses): ask for both of
+            // the row's lines 4 KiB ahead, as the GEMM kernels do.
+            _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(A_PREFETCH) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(A_PREFETCH + 16) as *const i8);
+            let w0 = _mm512_loadu_ps(ak);
+            let w1 = _mm512_loadu_ps(ak.add(16));
+            let bk = b.add(*offs.add(k));
+            for (j, cj) in c.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*bk.add(j));
+                cj[0] = _mm512_fmadd_ps(x, w0, cj[0]);
+                cj[1] = _mm512_fmadd_ps(x, w1, cj[1]);
+            }
+        }
+        for (j, cj) in c.iter().enumerate() {
+            _mm512_storeu_ps(tile.add(j * MV), cj[0]);
+            _mm512_storeu_ps(tile.add(j * MV + 16), cj[1]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512_store {
+    use super::{Dest, Epilogue, MV};
+    use std::arch::x86_64::*;
+
+    /// `c[j][i] = r[i][j]`: a 16×16 transpose in four rounds of shuffles
+    /// (32-bit and 64-bit interleaves within 128-bit lanes, then two
+    /// rounds across lanes).
+    #[inline(always)]
+    unsafe fn transpose(r: [__m512; 16]) -> [__m512; 16] {
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        // u[4g + c], lane L: rows 4g .. 4g + 4 at column 4L + c.
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            let (g, c) = (i / 4, i % 4);
+            let (a, b) = (t[4 * g + c / 2], t[4 * g + 2 + c / 2]);
+            if c % 2 == 0 {
+                _mm512_shuffle_ps::<0x44>(a, b)
+            } else {
+                _mm512_shuffle_ps::<0xEE>(a, b)
+            }
+        });
+        let mut out = [_mm512_setzero_ps(); 16];
+        for c in 0..4 {
+            let (a, b, cc, dd) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
+            let v0 = _mm512_shuffle_f32x4::<0x44>(a, b);
+            let v1 = _mm512_shuffle_f32x4::<0xEE>(a, b);
+            let w0 = _mm512_shuffle_f32x4::<0x44>(cc, dd);
+            let w1 = _mm512_shuffle_f32x4::<0xEE>(cc, dd);
+            out[c] = _mm512_shuffle_f32x4::<0x88>(v0, w0);
+            out[4 + c] = _mm512_shuffle_f32x4::<0xDD>(v0, w0);
+            out[8 + c] = _mm512_shuffle_f32x4::<0x88>(v1, w1);
+            out[12 + c] = _mm512_shuffle_f32x4::<0xDD>(v1, w1);
+        }
+        out
+    }
+
+    /// [`super::store`] sixteen channels at a time: the tile's columns
+    /// transposed into one vector per channel, then each run written with
+    /// one masked store (and its residual read with one masked load).
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `to` addresses the output (and the
+    /// residual, when `ep.add`) of every channel and run it names.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn store(ep: Epilogue, bias: Option<*const f32>, tile: &[f32], to: &Dest) {
+        let zero = _mm512_setzero_ps();
+        let width = to.runs[..to.n_runs]
+            .iter()
+            .map(|r| r.j0 + r.len)
+            .max()
+            .unwrap_or(0);
+        for half in 0..to.channels.div_ceil(16) {
+            let rows: [__m512; 16] = std::array::from_fn(|j| {
+                if j < width {
+                    _mm512_loadu_ps(tile.as_ptr().add(j * MV + 16 * half))
+                } else {
+                    zero
+                }
+            });
+            let cols = transpose(rows);
+            for (r, &col) in cols.iter().enumerate().take(to.channels - 16 * half) {
+                let oc = to.oc0 + 16 * half + r;
+                let v = match bias {
+                    Some(b) => _mm512_add_ps(col, _mm512_set1_ps(*b.add(oc))),
+                    None => col,
+                };
+                let out_row = to.out.add(oc * to.plane);
+                let res_row = to.res.wrapping_add(oc * to.plane);
+                for run in &to.runs[..to.n_runs] {
+                    let mask = (((1u32 << run.len) - 1) << run.j0) as __mmask16;
+                    // Lane j0 + i goes to `at + i`: the base sits j0 before.
+                    let at = run.at.wrapping_sub(run.j0);
+                    let mut x = v;
+                    if ep.add {
+                        let res = _mm512_maskz_loadu_ps(mask, res_row.wrapping_add(at));
+                        x = _mm512_add_ps(x, res);
+                    }
+                    if ep.relu {
+                        x = _mm512_max_ps(x, zero);
+                    }
+                    _mm512_mask_storeu_ps(out_row.wrapping_add(at), mask, x);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::gemm::{STEP_ADD, STEP_RELU};
+    use crate::kernels::testing::{conv_desc, value};
+
+    /// The portable kernels with the scalar store, and the machine's own.
+    fn kernel_sets() -> Vec<Kernels> {
+        let mut sets = vec![PORTABLE];
+        if kernels().vector_store {
+            sets.push(kernels());
+        }
+        sets
+    }
+
+    /// Every kernel width of every instruction set against the portable
+    /// kernel's plain loops, B rows scattered through an offset table.
+    #[test]
+    fn kernels_match_plain_loops() {
+        let kc = 37;
+        let a: Vec<f32> = (0..kc * MV).map(value).collect();
+        let b: Vec<f32> = (0..kc * 40).map(|i| value(3 * i + 1)).collect();
+        let offs: Vec<usize> = (0..kc).map(|k| (k * 17) % 23 + k * 13).collect();
+        for Kernels { j, by_width, .. } in kernel_sets() {
+            for w in 1..=j {
+                let mut tile = vec![f32::NAN; J_MAX * MV];
+                unsafe {
+                    by_width[w - 1](kc, a.as_ptr(), b.as_ptr(), offs.as_ptr(), tile.as_mut_ptr())
+                };
+                for jj in 0..w {
+                    for r in 0..MV {
+                        let want: f32 = (0..kc).map(|k| a[k * MV + r] * b[offs[k] + jj]).sum();
+                        let got = tile[jj * MV + r];
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "width {w} at {jj},{r}: {got} vs {want}"
+                        );
+                    }
+                }
+                assert!(
+                    tile[w * MV..].iter().all(|v| v.is_nan()),
+                    "width {w} wrote past its tile"
+                );
+            }
+        }
+    }
+
+    /// Whole convolutions through [`run`] against the same convolutions on
+    /// the GEMM path: 1×1 in place, 3×3 with padding at strides 1 and 2,
+    /// a channel count that leaves the last panel partly empty, batches of
+    /// two, and each of the four epilogues (the residual with its own batch
+    /// stride).
+    #[test]
+    fn convolutions_match_the_gemm_path() {
+        let cases = [
+            // (batch, (c, h, w), m, kernel, pad, stride)
+            (2, (40, 7, 7), 48, 1, 0, 1),
+            (1, (16, 9, 11), 32, 3, 1, 2),
+            (2, (24, 12, 10), 70, 3, 1, 2),
+            (1, (8, 13, 13), 33, 3, 1, 1),
+            (1, (12, 15, 9), 40, 3, 0, 3),
+        ];
+        for (batch, (c, h, w), m, kk, pad, stride) in cases {
+            for steps in [&[][..], &[STEP_RELU], &[STEP_ADD], &[STEP_ADD, STEP_RELU]] {
+                let mut d = conv_desc(batch, (c, h, w), m, (kk, kk), pad, steps);
+                d.sh = stride as u32;
+                d.sw = stride as u32;
+                d.oh = ((h + 2 * pad - kk) / stride + 1) as u32;
+                d.ow = ((w + 2 * pad - kk) / stride + 1) as u32;
+                let out_len = m * (d.oh * d.ow) as usize;
+                d.out_bstride = out_len as u64;
+                d.res_bstride[0] = out_len as u64 + 5;
+                let k = d.k();
+                let x: Vec<f32> = (0..batch * c * h * w).map(value).collect();
+                let weight: Vec<f32> = (0..m * k).map(|i| value(5 * i + 2) * 0.1).collect();
+                let bias: Vec<f32> = (0..m).map(|i| value(i + 7)).collect();
+                let res: Vec<f32> = (0..batch * (out_len + 5)).map(|i| value(i + 3)).collect();
+                let mut want = vec![f32::NAN; batch * out_len];
+                let a = gemm::pack_weights(1, m, k, |_, r, kk| weight[r * k + kk]);
+                let ptrs = [
+                    x.as_ptr() as *mut f32,
+                    want.as_mut_ptr(),
+                    a.as_ptr() as *mut f32,
+                    bias.as_ptr() as *mut f32,
+                    res.as_ptr() as *mut f32,
+                ];
+                unsafe { gemm::run(&d, ptrs.as_ptr()) };
+                let a = pack_weights(m, k, |r, kk| weight[r * k + kk]);
+                for kern in kernel_sets() {
+                    let mut got = vec![f32::NAN; batch * out_len];
+                    let p = Ptrs {
+                        x: x.as_ptr(),
+                        out: got.as_mut_ptr(),
+                        a: a.as_ptr(),
+                        bias: bias.as_ptr(),
+                        res: [
+                            res.as_ptr(),
+                            std::ptr::null(),
+                            std::ptr::null(),
+                            std::ptr::null(),
+                        ],
+                    };
+                    unsafe { run_with(kern, &d, &p) };
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                            "{c}x{h}x{w} -> {m}, {kk}x{kk}/{stride}, steps {steps:?}, \
+                             {} columns, at {i}: {g} vs {w}",
+                            kern.j
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
