@@ -68,11 +68,16 @@ pub fn pack_weights(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Vec
 }
 
 /// Whether `d` runs here rather than on the GEMM path: an ungrouped,
-/// unpooled convolution with stride ≤ 4 and one of the four common
-/// epilogues, a long reduction (the transposing store is then cheap) and
-/// a shape the GEMM path handles badly: strided windows (it packs B from
-/// phase planes, a second copy), or 1×1 layers with few columns (raggedly
-/// split into 32-wide panels).
+/// unpooled convolution with stride ≤ 4, one of the four common
+/// epilogues, at least [`MV`] output channels and a reduction of at least
+/// 256 (with shorter ones the transposing store and the per-k broadcasts
+/// cost more than the GEMM path's packing: 64→256 and 128→512 1×1 convs
+/// were 4–12% slower here), being either a stride-1 1×1 convolution or a
+/// strided window with K ≥ 512 (the GEMM path packs B from phase planes
+/// for those, a second copy). Measured against the GEMM path at batch 1
+/// and 8, two threads (medians of pairs of alternated runs): ResNet's
+/// 256→64 1×1 at 56×56 0.72/0.74, 512→128 at 28×28 0.84/0.78, 1024→256
+/// at 14×14 0.81/0.89, 256→1024 at 14×14 0.92/0.89.
 ///
 /// Only on a machine with AVX-512 (the portable kernels are plain loops):
 /// elsewhere the GEMM path is the faster one. An object file compiled
@@ -81,7 +86,7 @@ pub fn choose(d: &GemmDesc) -> bool {
     if !has_avx512() {
         return false;
     }
-    let (k, cols) = (d.k(), (d.oh * d.ow) as usize);
+    let k = d.k();
     let plain = d.kind == gemm::KIND_IM2COL || d.kind == gemm::KIND_POINTWISE;
     let fits = plain
         && d.groups == 1
@@ -89,16 +94,19 @@ pub fn choose(d: &GemmDesc) -> bool {
         && Shifted::fits(d)
         && !d.pooled()
         && Epilogue::of(d).is_some()
-        && k >= 512;
+        && k >= 256;
     let pointwise = d.kh == 1 && d.kw == 1;
     let strided = d.sh > 1 || d.sw > 1;
     // Strided 1×1 convolutions stay on the GEMM path, which packs their
     // columns straight from the input; here they would need phase planes
     // (measured level: ResNet-50's layer3/4 downsample 1×1/2 layers 0.52 →
     // 0.53 and 0.59 → 0.60 ms at batch 1, medians of 6 alternated runs).
-    let window_strided = strided && !pointwise;
-    let pointwise_few = pointwise && !strided && cols <= 64;
-    fits && (window_strided || pointwise_few)
+    // Windows with K < 512 (the 7×7/2 stems, K = 147) measured level too.
+    if pointwise {
+        !strided && fits
+    } else {
+        strided && k >= 512 && fits
+    }
 }
 
 /// `tile[j][0..MV] = Σ_k a[k][0..MV] · b[offs[k] + j]` for `j < W`.
@@ -150,10 +158,14 @@ thread_local! {
     static ROWS: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Where B's rows lie for one item: row `k` at `base + offs[k]`, output
-/// column `(y, x)` at grid column `y·wq + x` of `cols`.
+/// Where B's rows lie: item `n`'s row `k` at `base + n·item_stride +
+/// offs[k]`, its output column `(y, x)` at grid column `y·wq + x` of
+/// `cols`. (`base` may point before the buffer when its first item is not
+/// item 0; only addresses of the items in hand are read.)
 #[derive(Clone, Copy)]
-struct Grid {
+struct Source {
+    base: *const f32,
+    item_stride: usize,
     wq: usize,
     cols: usize,
 }
@@ -170,72 +182,113 @@ pub(super) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
 unsafe fn run_with(kern: Kernels, d: &GemmDesc, p: &Ptrs) {
     let in_place = d.kh == 1 && d.kw == 1 && d.sh == 1 && d.sw == 1 && d.pt == 0 && d.pl == 0;
     let (h, w) = (d.h as usize, d.w as usize);
+    let batch = d.batch as usize;
     ROWS.with(|rows| {
         let mut rows = rows.borrow_mut();
         if in_place {
             rows.clear();
             rows.extend((0..d.k()).map(|kk| kk * h * w));
-            let grid = Grid { wq: w, cols: h * w };
-            for item in 0..d.batch as usize {
-                let base = p.x.add(item * d.x_bstride as usize);
-                multiply(kern, d, p, item, base, &rows, grid);
-            }
-            return;
+            let src = Source {
+                base: p.x,
+                item_stride: d.x_bstride as usize,
+                wq: w,
+                cols: h * w,
+            };
+            return multiply(kern, d, p, 0..batch, src, &rows);
         }
         let geo = Shifted::new(d);
         geo.row_offsets(d, &mut rows);
-        let grid = Grid {
-            wq: geo.wq,
-            cols: geo.cols(),
-        };
+        let item_len = geo.len(d);
+        // Items padded (and then multiplied) together, so each weight
+        // panel is read once for all of them rather than once per item:
+        // at batch 8, 7×7 layers had read their weights eight times.
+        let together = (PLANES_BUDGET / item_len).clamp(1, batch);
         PLANES.with(|planes| {
             let mut planes = planes.borrow_mut();
-            super::grow(&mut planes, geo.len(d));
-            for item in 0..d.batch as usize {
-                gemm::pad_input(d, geo, p.x, item, &mut planes[..geo.len(d)]);
-                multiply(kern, d, p, item, planes.as_ptr(), &rows, grid);
+            super::grow(&mut planes, together * item_len);
+            for first in (0..batch).step_by(together) {
+                let items = first..(first + together).min(batch);
+                let to = Shared(planes.as_mut_ptr());
+                parallel_for(items.len(), |i| {
+                    // SAFETY: item `first + i` writes its own slot of the
+                    // buffer, which holds `together` of them; the caller's
+                    // contract covers the input.
+                    unsafe {
+                        let slot =
+                            std::slice::from_raw_parts_mut(to.get().add(i * item_len), item_len);
+                        gemm::pad_input(d, geo, p.x, first + i, slot);
+                    }
+                });
+                let src = Source {
+                    base: planes.as_ptr().wrapping_sub(first * item_len),
+                    item_stride: item_len,
+                    wq: geo.wq,
+                    cols: geo.cols(),
+                };
+                multiply(kern, d, p, items, src, &rows);
             }
         });
     });
 }
 
-/// All of item `item`'s tiles: tasks of one weight panel and a run of
-/// tiles each, so the panel stays in L2 across its tiles.
+/// Floats of phase planes padded at once (4 MiB).
+const PLANES_BUDGET: usize = 1 << 20;
+
+/// Weight bytes of the panels one task cycles through per tile, so the
+/// tile's input rows are read once for all of them: 64 KiB makes pairs of
+/// K = 256 panels (ResNet's 256→64 1×1 at 56×56, two panels in all: 0.77
+/// → 0.74 of the GEMM path's time at batch 8). Groups of 512 KiB had
+/// made the K = 1024 layers 15% slower (their weights then no longer
+/// stayed in L2 from one tile to the next).
+const GROUP_BYTES: usize = 64 << 10;
+
+/// The tiles of `items`: every item's grid cut into tiles of `kern.j`
+/// columns, the items' tiles in one sequence. A task takes a group of
+/// weight panels (as many as fit [`GROUP_BYTES`]) and a run of that
+/// sequence, and computes each tile for every panel of its group in turn:
+/// the tile's input rows are read once per group, and a panel is read
+/// once per task whatever the batch.
 unsafe fn multiply(
     kern: Kernels,
     d: &GemmDesc,
     p: &Ptrs,
-    item: usize,
-    base: *const f32,
+    items: std::ops::Range<usize>,
+    src: Source,
     rows: &[usize],
-    grid: Grid,
 ) {
     let (m, k) = (d.m(), d.k());
     let panels = m.div_ceil(MV);
-    let tiles = grid.cols.div_ceil(kern.j);
+    let per_group = (GROUP_BYTES / (4 * MV * k)).clamp(1, panels);
+    let groups = panels.div_ceil(per_group);
+    let per_item = src.cols.div_ceil(kern.j);
+    let tiles = items.len() * per_item;
     // Enough tasks that two threads end together: at least four per
-    // thread, but each a few tiles long so the panel is reused.
-    let chunks = (4 * current_threads()).div_ceil(panels).clamp(1, tiles);
-    let base = Shared::new(base);
-    parallel_for(panels * chunks, |t| {
-        let (panel, chunk) = (t / chunks, t % chunks);
-        let a = p.a.add(panel * MV * k);
+    // thread.
+    let chunks = (4 * current_threads()).div_ceil(groups).clamp(1, tiles);
+    let base = Shared::new(src.base);
+    parallel_for(groups * chunks, |t| {
+        let (group, chunk) = (t / chunks, t % chunks);
+        let group = group * per_group..((group + 1) * per_group).min(panels);
         let mut tile = [0.0f32; J_MAX * MV];
         for ti in chunk * tiles / chunks..(chunk + 1) * tiles / chunks {
-            let col0 = ti * kern.j;
-            let width = kern.j.min(grid.cols - col0);
-            // SAFETY: row `kk`'s columns `col0 .. col0 + width` lie in the
-            // planes (the grid holds `cols` columns on every row); the
-            // tile holds `J_MAX · MV` floats.
-            unsafe {
-                (kern.by_width[width - 1])(
-                    k,
-                    a,
-                    base.get().add(col0),
-                    rows.as_ptr(),
-                    tile.as_mut_ptr(),
-                );
-                store(kern, d, p, item, panel * MV, &tile, col0, width, grid);
+            let item = items.start + ti / per_item;
+            let col0 = (ti % per_item) * kern.j;
+            let width = kern.j.min(src.cols - col0);
+            let b = base.get().wrapping_add(item * src.item_stride + col0);
+            for panel in group.clone() {
+                // SAFETY: row `kk`'s columns `col0 .. col0 + width` of item
+                // `item` lie in its planes (the grid holds `cols` columns
+                // on every row); the tile holds `J_MAX · MV` floats.
+                unsafe {
+                    (kern.by_width[width - 1])(
+                        k,
+                        p.a.add(panel * MV * k),
+                        b,
+                        rows.as_ptr(),
+                        tile.as_mut_ptr(),
+                    );
+                    store(kern, d, p, item, panel * MV, &tile, col0, width, src.wq);
+                }
             }
         }
     });
@@ -274,7 +327,7 @@ unsafe fn store(
     tile: &[f32],
     col0: usize,
     width: usize,
-    grid: Grid,
+    wq: usize,
 ) {
     let Some(ep) = Epilogue::of(d) else { return };
     let ow = d.ow as usize;
@@ -289,9 +342,9 @@ unsafe fn store(
     };
     let mut jj = 0;
     while jj < width {
-        let (y, x) = ((col0 + jj) / grid.wq, (col0 + jj) % grid.wq);
+        let (y, x) = ((col0 + jj) / wq, (col0 + jj) % wq);
         if x >= ow {
-            jj += grid.wq - x;
+            jj += wq - x;
             continue;
         }
         let len = (ow - x).min(width - jj);
@@ -421,6 +474,9 @@ mod avx512 {
             let w0 = _mm512_loadu_ps(ak);
             let w1 = _mm512_loadu_ps(ak.add(16));
             let bk = b.add(*offs.add(k));
+            // The next tile's input: its last column's line (its first is
+            // this tile's last line, or in the same line as its last).
+            _mm_prefetch::<_MM_HINT_T0>(bk.wrapping_add(2 * J - 1) as *const i8);
             for (j, cj) in c.iter_mut().enumerate() {
                 let x = _mm512_set1_ps(*bk.add(j));
                 cj[0] = _mm512_fmadd_ps(x, w0, cj[0]);
