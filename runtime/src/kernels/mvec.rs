@@ -639,20 +639,22 @@ mod tests {
     #[test]
     fn convolutions_match_the_gemm_path() {
         let cases = [
-            // (batch, (c, h, w), m, kernel, pad, stride)
-            (2, (40, 7, 7), 48, 1, 0, 1),
-            (1, (16, 9, 11), 32, 3, 1, 2),
-            (2, (24, 12, 10), 70, 3, 1, 2),
-            (1, (8, 13, 13), 33, 3, 1, 1),
-            (1, (12, 15, 9), 40, 3, 0, 3),
+            // (batch, (c, h, w), m, kernel, pad, stride, dilation)
+            (2, (40, 7, 7), 48, 1, 0, 1, 1),
+            (1, (16, 9, 11), 32, 3, 1, 2, 1),
+            (2, (24, 12, 10), 70, 3, 1, 2, 1),
+            (1, (8, 13, 13), 33, 3, 1, 1, 1),
+            (1, (12, 15, 9), 40, 3, 0, 3, 1),
+            (1, (6, 17, 16), 36, 3, 2, 2, 2),
+            (1, (20, 6, 6), 32, 1, 1, 1, 1),
         ];
-        for (batch, (c, h, w), m, kk, pad, stride) in cases {
+        for (batch, (c, h, w), m, kk, pad, stride, dil) in cases {
             for steps in [&[][..], &[STEP_RELU], &[STEP_ADD], &[STEP_ADD, STEP_RELU]] {
                 let mut d = conv_desc(batch, (c, h, w), m, (kk, kk), pad, steps);
-                d.sh = stride as u32;
-                d.sw = stride as u32;
-                d.oh = ((h + 2 * pad - kk) / stride + 1) as u32;
-                d.ow = ((w + 2 * pad - kk) / stride + 1) as u32;
+                let span = dil * (kk - 1) + 1;
+                (d.sh, d.sw, d.dh, d.dw) = (stride as u32, stride as u32, dil as u32, dil as u32);
+                d.oh = ((h + 2 * pad - span) / stride + 1) as u32;
+                d.ow = ((w + 2 * pad - span) / stride + 1) as u32;
                 let out_len = m * (d.oh * d.ow) as usize;
                 d.out_bstride = out_len as u64;
                 d.res_bstride[0] = out_len as u64 + 5;
@@ -690,7 +692,7 @@ mod tests {
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             (g - w).abs() <= 1e-4 * w.abs().max(1.0),
-                            "{c}x{h}x{w} -> {m}, {kk}x{kk}/{stride}, steps {steps:?}, \
+                            "{c}x{h}x{w} -> {m}, {kk}x{kk}/{stride} d{dil}, steps {steps:?}, \
                              {} columns, at {i}: {g} vs {w}",
                             kern.j
                         );
