@@ -72,9 +72,9 @@ pub fn pack_weights(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Vec
 /// epilogues, at least [`MV`] output channels and a reduction of at least
 /// 256 (with shorter ones the transposing store and the per-k broadcasts
 /// cost more than the GEMM path's packing: 64→256 and 128→512 1×1 convs
-/// were 4–12% slower here), being either a stride-1 1×1 convolution or a
-/// strided window with K ≥ 512 (the GEMM path packs B from phase planes
-/// for those, a second copy). Measured against the GEMM path at batch 1
+/// were 4–12% slower here; the 7×7/2 stems, K = 147, level), being either
+/// a stride-1 1×1 convolution or a strided window (the GEMM path packs B
+/// from phase planes for those, a second copy). Measured against the GEMM path at batch 1
 /// and 8, two threads (medians of pairs of alternated runs): ResNet's
 /// 256→64 1×1 at 56×56 0.72/0.74, 512→128 at 28×28 0.84/0.78, 1024→256
 /// at 14×14 0.81/0.89, 256→1024 at 14×14 0.92/0.89.
@@ -101,12 +101,10 @@ pub fn choose(d: &GemmDesc) -> bool {
     // columns straight from the input; here they would need phase planes
     // (measured level: ResNet-50's layer3/4 downsample 1×1/2 layers 0.52 →
     // 0.53 and 0.59 → 0.60 ms at batch 1, medians of 6 alternated runs).
-    // Windows with K < 512 (the 7×7/2 stems, K = 147) measured level too.
-    if pointwise {
-        !strided && fits
-    } else {
-        strided && k >= 512 && fits
-    }
+    // Strided windows gain from skipping B's packing even with short
+    // reductions (AlexNet's 11×11/4 stem, K = 363: 0.94–0.96 of the GEMM
+    // path's time).
+    fits && (pointwise != strided)
 }
 
 /// `tile[j][0..MV] = Σ_k a[k][0..MV] · b[offs[k] + j]` for `j < W`.
