@@ -10,8 +10,10 @@ of back-to-back runs of each engine (after untimed runs lasting at least 50 ms),
 the order flipping every round.
 Reports medians, the speed-up (ONNX Runtime median / netc median), netc's
 effective GFLOP/s and its share of the machine's FMA peak (measured by
-`netc bench`), and each engine's peak resident memory, measured in a separate
-process that runs only that engine.
+`netc bench`), each engine's peak resident memory, measured in a separate
+process that runs only that engine, and the core-to-core round trip before
+and after the row (a C probe; on a VM it shows when the host has placed the
+two vCPUs far apart, which slows two-thread runs).
 
 Writes a Markdown table and a JSON file (--out) and prints the table.
 
@@ -61,6 +63,65 @@ def model_path(name):
     if not os.path.exists(path):
         sys.exit(f"no model {name!r} (looked for {path})")
     return path
+
+
+# Core-to-core round trip: two threads pinned to CPUs 0 and 1 bounce a
+# cache line. On this kind of VM the host sometimes places the two vCPUs
+# far apart for tens of seconds (a C ping-pong probe: ≈ 400 ns a round
+# trip against ≈ 100 ns), and two-thread runs are then slower, netc's more
+# than ORT's (GoogLeNet batch 1: netc 5.5 → 7.6 ms, ORT 7.1 → 8.1 ms; one
+# thread is unaffected), so each row records it before and after timing.
+ROUND_TRIP_C = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <time.h>
+static _Atomic long flag __attribute__((aligned(64)));
+static void pin(int c) { cpu_set_t s; CPU_ZERO(&s); CPU_SET(c, &s); pthread_setaffinity_np(pthread_self(), sizeof s, &s); }
+enum { N = 100000 };
+static void *pong(void *a) {
+    (void)a; pin(1);
+    for (long i = 1; i < 2 * N; i += 2) { while (atomic_load(&flag) != i) {} atomic_store(&flag, i + 1); }
+    return 0;
+}
+int main(void) {
+    pthread_t t; struct timespec a, b;
+    pthread_create(&t, 0, pong, 0); pin(0);
+    long i = 0;
+    for (; i < N; i += 2) { atomic_store(&flag, i + 1); while (atomic_load(&flag) != i + 2) {} }
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (; i < 2 * N; i += 2) { atomic_store(&flag, i + 1); while (atomic_load(&flag) != i + 2) {} }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    pthread_join(t, 0);
+    printf("%.0f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / (N / 2));
+    return 0;
+}
+"""
+
+
+def round_trip_probe(workdir):
+    """A command printing the core-to-core round trip in ns, or None
+    (one CPU, or no C compiler)."""
+    if (os.cpu_count() or 1) < 2:
+        return None
+    exe = os.path.join(workdir, "round_trip")
+    src = exe + ".c"
+    with open(src, "w") as f:
+        f.write(ROUND_TRIP_C)
+    if subprocess.run(["cc", "-O2", "-pthread", src, "-o", exe], capture_output=True).returncode != 0:
+        return None
+    return exe
+
+
+def round_trip_ns(probe):
+    if probe is None:
+        return None
+    try:
+        return float(subprocess.run([probe], capture_output=True, text=True, timeout=10).stdout)
+    except (subprocess.SubprocessError, ValueError):
+        return None
 
 
 def aligned(nbytes, align=64):
@@ -251,6 +312,7 @@ def compare(model, batch, args, peak_gflops):
             while spent < SETTLE_S:
                 spent += timer()
 
+        round_trip = [round_trip_ns(args.round_trip)]
         for _ in range(args.warmup):
             time_ort()
             time_netc()
@@ -261,6 +323,7 @@ def compare(model, batch, args, peak_gflops):
             for timer, samples in engines if r % 2 == 0 else engines[::-1]:
                 settle(timer)
                 samples.extend(timer() for _ in range(args.block))
+        round_trip.append(round_trip_ns(args.round_trip))
         del session, netc
         mem_iters = max(3, args.warmup)
         rss = {e: peak_rss_child(e, workdir, args.threads, batch, mem_iters) for e in ("netc", "ort")}
@@ -291,6 +354,7 @@ def compare(model, batch, args, peak_gflops):
         "netc_peak_rss": rss["netc"],
         "ort_peak_rss": rss["ort"],
         "by_type": by_type,
+        "core_round_trip_ns": round_trip,
         "netc_samples_ms": [1e3 * s for s in netc_s],
         "ort_samples_ms": [1e3 * s for s in ort_s],
     }
@@ -303,8 +367,8 @@ def markdown(rows, meta):
         f"(measured by `netc bench`). Speed-up = ORT ms / netc ms; target >= {TARGET_SPEEDUP}.",
         "",
         "| model | batch | netc ms | ORT ms | speed-up | target | netc GFLOP/s | % of FMA peak "
-        "| outputs max rel Δ | netc peak RSS | ORT peak RSS |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| outputs max rel Δ | netc peak RSS | ORT peak RSS | core↔core ns |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         met = "met" if r["speedup"] >= TARGET_SPEEDUP else "not met"
@@ -314,9 +378,16 @@ def markdown(rows, meta):
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['netc_ms']:.2f} | {r['ort_ms']:.2f} | "
             f"{r['speedup']:.2f}× | {met} | {r['netc_gflops']:.1f} | {peak} | {rel:.1e}{agree} | "
-            f"{r['netc_peak_rss'] / 2**20:.0f} MiB | {r['ort_peak_rss'] / 2**20:.0f} MiB |"
+            f"{r['netc_peak_rss'] / 2**20:.0f} MiB | {r['ort_peak_rss'] / 2**20:.0f} MiB | "
+            f"{'/'.join('?' if v is None else f'{v:.0f}' for v in r['core_round_trip_ns'])} |"
         )
-    lines += ["", "Peak RSS: a fresh Python process (with NumPy) running only that engine."]
+    lines += [
+        "",
+        "Peak RSS: a fresh Python process (with NumPy) running only that engine. core↔core: the round "
+        "trip of a cache line between CPUs 0 and 1 before/after the row's timing; rows where it is "
+        "several times the machine's usual figure ran with the host's vCPUs far apart, where two-thread "
+        "times are slower (netc's more than ORT's).",
+    ]
     typed = [r for r in rows if r.get("by_type")]
     if typed:
         lines += [
@@ -381,6 +452,8 @@ def main():
     bench = json.loads(sh(args.netc, "bench", model_path("deep_convnet"), "--iters", "1", "--warmup", "0",
                           "--threads", str(args.threads), "--format", "json"))
     peak = bench["machine"]["peak_gflops"]
+    probe_dir = tempfile.TemporaryDirectory(prefix="netc-round-trip-")
+    args.round_trip = round_trip_probe(probe_dir.name) if args.threads > 1 else None
     rows = []
     for spec in args.models:
         name, _, batches = spec.partition(":")
