@@ -72,47 +72,37 @@ pub fn fma_gflops_one_thread(seconds: f64) -> f64 {
     2.0 * 8.0 * iters as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
+/// `$name(seconds)`: twelve independent chains of `$fma` on `$lanes`-wide
+/// vectors for about `seconds`, in GFLOP/s (written once per width).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_avx2(seconds: f64) -> f64 {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_set1_ps(1.0); 12];
-    let (m, a) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-    let start = Instant::now();
-    let mut iters = 0u64;
-    while start.elapsed().as_secs_f64() < seconds {
-        for _ in 0..10_000 {
-            for v in acc.iter_mut() {
-                *v = _mm256_fmadd_ps(*v, m, a);
+macro_rules! fma_loop {
+    ($name:ident, $feature:literal, $lanes:literal, $set1:ident, $fma:ident) => {
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(seconds: f64) -> f64 {
+            use std::arch::x86_64::*;
+            let mut acc = [$set1(1.0); 12];
+            let (m, a) = ($set1(0.999_999), $set1(1e-7));
+            let start = Instant::now();
+            let mut iters = 0u64;
+            while start.elapsed().as_secs_f64() < seconds {
+                for _ in 0..10_000 {
+                    for v in acc.iter_mut() {
+                        *v = $fma(*v, m, a);
+                    }
+                }
+                iters += 10_000;
             }
+            std::hint::black_box(acc);
+            // 12 vectors × lanes × 2 flops per iteration.
+            2.0 * $lanes as f64 * 12.0 * iters as f64 / start.elapsed().as_secs_f64() / 1e9
         }
-        iters += 10_000;
-    }
-    std::hint::black_box(acc);
-    // 12 vectors × 8 lanes × 2 flops per iteration.
-    2.0 * 8.0 * 12.0 * iters as f64 / start.elapsed().as_secs_f64() / 1e9
+    };
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn fma_avx512(seconds: f64) -> f64 {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm512_set1_ps(1.0); 12];
-    let (m, a) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
-    let start = Instant::now();
-    let mut iters = 0u64;
-    while start.elapsed().as_secs_f64() < seconds {
-        for _ in 0..10_000 {
-            for v in acc.iter_mut() {
-                *v = _mm512_fmadd_ps(*v, m, a);
-            }
-        }
-        iters += 10_000;
-    }
-    std::hint::black_box(acc);
-    // 12 vectors × 16 lanes × 2 flops per iteration.
-    2.0 * 16.0 * 12.0 * iters as f64 / start.elapsed().as_secs_f64() / 1e9
-}
+fma_loop!(fma_avx2, "avx2,fma", 8, _mm256_set1_ps, _mm256_fmadd_ps);
+#[cfg(target_arch = "x86_64")]
+fma_loop!(fma_avx512, "avx512f", 16, _mm512_set1_ps, _mm512_fmadd_ps);
 
 /// Copy bandwidth in GB/s (bytes read + written) over a buffer much
 /// larger than the caches.

@@ -199,54 +199,6 @@ fn prefetch_a(ak: *const f32) {
     }
 }
 
-/// The narrow kernel (`MR × lanes`, one vector per row), written once for
-/// each vector width: even and odd k go to separate accumulators, so
-/// twelve independent FMA chains still hide the FMA latency with half the
-/// full kernel's columns. Only the first `lanes` floats of each B row are
-/// read; `tile` receives `MR · lanes` floats.
-#[cfg(target_arch = "x86_64")]
-macro_rules! narrow_kernel {
-    ($feature:literal, $lanes:literal, $zero:ident, $load:ident, $set1:ident, $fma:ident, $add:ident, $store:ident) => {
-        /// See `narrow_kernel!`.
-        ///
-        /// # Safety
-        /// The CPU must have the target features; `a` holds `MR·kc` floats,
-        /// B rows at least `lanes` floats, `tile` `MR·lanes`.
-        #[target_feature(enable = $feature)]
-        pub unsafe fn narrow(
-            kc: usize,
-            a: *const f32,
-            b: *const f32,
-            offs: *const usize,
-            tile: *mut f32,
-        ) {
-            let mut c = [[$zero(); 2]; MR];
-            let mut k = 0;
-            while k + 1 < kc {
-                let b0 = $load(b.add(*offs.add(k)));
-                let b1 = $load(b.add(*offs.add(k + 1)));
-                let ak = a.add(k * MR);
-                super::prefetch_a(ak);
-                for (m, cm) in c.iter_mut().enumerate() {
-                    cm[0] = $fma($set1(*ak.add(m)), b0, cm[0]);
-                    cm[1] = $fma($set1(*ak.add(MR + m)), b1, cm[1]);
-                }
-                k += 2;
-            }
-            if k < kc {
-                let b0 = $load(b.add(*offs.add(k)));
-                let ak = a.add(k * MR);
-                for (m, cm) in c.iter_mut().enumerate() {
-                    cm[0] = $fma($set1(*ak.add(m)), b0, cm[0]);
-                }
-            }
-            for (m, cm) in c.iter().enumerate() {
-                $store(tile.add(m * $lanes), $add(cm[0], cm[1]));
-            }
-        }
-    };
-}
-
 /// A full `MR × 2·lanes` kernel, written once for each vector width:
 /// twelve accumulators, two B vectors and a broadcast of A per k
 /// (`accumulate`); `kernel` stores the tile, and the fused variants
@@ -560,16 +512,48 @@ mod avx2 {
         }
     }
 
-    narrow_kernel!(
-        "avx2,fma",
-        8,
-        _mm256_setzero_ps,
-        _mm256_loadu_ps,
-        _mm256_set1_ps,
-        _mm256_fmadd_ps,
-        _mm256_add_ps,
-        _mm256_storeu_ps
-    );
+    /// The narrow kernel, `MR × 8` (one ymm per row): even and odd k go to
+    /// separate accumulators, so twelve independent FMA chains still hide
+    /// the FMA latency with half the full kernel's columns. Only the first
+    /// 8 floats of each B row are read. (The AVX-512 one broadcasts A by
+    /// shuffles instead; on AVX2 machines broadcast loads are not the
+    /// bottleneck.)
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `a` holds `MR·kc` floats, B rows
+    /// at least 8 floats, `tile` `MR·8`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn narrow(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        tile: *mut f32,
+    ) {
+        let mut c = [[_mm256_setzero_ps(); 2]; MR];
+        let mut k = 0;
+        while k + 1 < kc {
+            let b0 = _mm256_loadu_ps(b.add(*offs.add(k)));
+            let b1 = _mm256_loadu_ps(b.add(*offs.add(k + 1)));
+            let ak = a.add(k * MR);
+            super::prefetch_a(ak);
+            for (m, cm) in c.iter_mut().enumerate() {
+                cm[0] = _mm256_fmadd_ps(_mm256_set1_ps(*ak.add(m)), b0, cm[0]);
+                cm[1] = _mm256_fmadd_ps(_mm256_set1_ps(*ak.add(MR + m)), b1, cm[1]);
+            }
+            k += 2;
+        }
+        if k < kc {
+            let b0 = _mm256_loadu_ps(b.add(*offs.add(k)));
+            let ak = a.add(k * MR);
+            for (m, cm) in c.iter_mut().enumerate() {
+                cm[0] = _mm256_fmadd_ps(_mm256_set1_ps(*ak.add(m)), b0, cm[0]);
+            }
+        }
+        for (m, cm) in c.iter().enumerate() {
+            _mm256_storeu_ps(tile.add(m * 8), _mm256_add_ps(cm[0], cm[1]));
+        }
+    }
 }
 
 #[cfg(test)]

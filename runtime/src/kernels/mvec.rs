@@ -21,18 +21,17 @@
 //! store transposes: each of the tile's 32 channels is written as a run of
 //! up to `J` outputs, with the bias, residual add and ReLU applied on the
 //! way ([`gemm::Epilogue`]'s four epilogues; others are not chosen). That
-//! store is a few percent of a tile with K ≥ 512, which is what
-//! [`choose`] asks for.
+//! store is a few percent of a tile with K ≥ 256, which is what
+//! [`choose`] asks for (a tenth with the 7×7/2 stems' K = 147).
 //!
-//! Measured (`netc bench`, medians of alternated runs, Zen 5 with
-//! full-rate 512-bit FMAs): the 3×3/2 128→128 convolution at 56×56 → 28×28
-//! went 1.40 → 1.25 ms on one thread (the kernel is 79% of it, the phase
-//! copy 13%); in ResNet-50 at batch 1 on two threads its three 3×3/2
-//! layers went 0.74–0.90 → 0.64–0.78 ms and the 2048→512 1×1 convs at 7×7
-//! 0.345 → 0.265 ms (the model 19.3 → 18.6 ms); at batch 8 the 3×3/2
-//! layers 6.7–7.1 → 5.0 ms. Without the 4 KiB weight prefetch the 1×1
-//! convs lost to the GEMM path inside a model, where their weights come
-//! from DRAM.
+//! Measured (`netc bench`, medians of alternated runs, 2 threads, Zen 5
+//! with full-rate 512-bit FMAs): the 3×3/2 128→128 convolution at 56×56 →
+//! 28×28 went 1.40 → 1.25 ms on one thread (the kernel is 79% of it, the
+//! phase copy 13%); ResNet-50 went 19.2 → 17.7 ms at batch 1 and 148 →
+//! 138 ms at batch 8, its 3×3/2 layers 12–14% faster at batch 1 and
+//! 16–23% at batch 8, its 1×1 reductions at 7×7 23% faster. Without the
+//! 4 KiB weight prefetch the 1×1 convs lost to the GEMM path inside a
+//! model, where their weights come from DRAM.
 
 use super::gemm::{self, Epilogue, GemmDesc, Ptrs, Shifted};
 use super::Shared;
@@ -137,21 +136,25 @@ const PORTABLE: Kernels = Kernels {
     vector_store: false,
 };
 
+/// The kernel set this machine runs, chosen once.
 fn kernels() -> Kernels {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        return Kernels {
-            j: avx512::J,
-            by_width: &avx512::BY_WIDTH,
-            vector_store: true,
-        };
-    }
-    PORTABLE
+    static KERNELS: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
+    *KERNELS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            return Kernels {
+                j: avx512::J,
+                by_width: &avx512::BY_WIDTH,
+                vector_store: true,
+            };
+        }
+        PORTABLE
+    })
 }
 
 thread_local! {
-    /// One item's phase planes and the im2col row offsets (on the calling
-    /// thread).
+    /// The phase planes of the items padded together, and the im2col row
+    /// offsets (on the calling thread).
     static PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static ROWS: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
