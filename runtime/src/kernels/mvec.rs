@@ -28,8 +28,8 @@
 //! with full-rate 512-bit FMAs): the 3×3/2 128→128 convolution at 56×56 →
 //! 28×28 went 1.40 → 1.25 ms on one thread (the kernel is 79% of it, the
 //! phase copy 13%); ResNet-50 went 19.2 → 17.7 ms at batch 1 and 148 →
-//! 138 ms at batch 8, its 3×3/2 layers 12–14% faster at batch 1 and
-//! 16–23% at batch 8, its 1×1 reductions at 7×7 23% faster. Without the
+//! 138 ms at batch 8, its 3×3/2 layers 13–14% faster at batch 1 and
+//! 6–28% at batch 8, its 1×1 reductions at 7×7 23% faster. Without the
 //! 4 KiB weight prefetch the 1×1 convs lost to the GEMM path inside a
 //! model, where their weights come from DRAM.
 
