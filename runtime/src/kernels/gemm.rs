@@ -940,6 +940,32 @@ pub(super) unsafe fn pad_input(
     out[channels * per..].fill(0.0);
 }
 
+/// Copy items `items` of the input into consecutive slots of
+/// `geo.len(d)` floats of `buf`, in parallel over the items (or, for one,
+/// over its channels inside [`pad_input`]).
+///
+/// # Safety
+/// As [`pad_input`]; `buf` holds at least `items.len()` slots.
+pub(super) unsafe fn pad_items(
+    d: &GemmDesc,
+    geo: Shifted,
+    x: *const f32,
+    items: std::ops::Range<usize>,
+    buf: &mut [f32],
+) {
+    let item_len = geo.len(d);
+    let to = Shared(buf[..items.len() * item_len].as_mut_ptr());
+    let x = Shared::new(x);
+    parallel_for(items.len(), |i| {
+        // SAFETY: item `items.start + i` writes its own slot of the
+        // buffer; the caller's contract covers the input.
+        unsafe {
+            let slot = std::slice::from_raw_parts_mut(to.get().add(i * item_len), item_len);
+            pad_input(d, geo, x.get(), items.start + i, slot);
+        }
+    });
+}
+
 /// A convolution with stride ≤ [`MAX_PHASE_STRIDE`]: copy each item once
 /// into padded phase planes (see `Shifted`), whose slices are B's rows;
 /// the multiply packs blocks of them ([`packed::run`]).
@@ -974,20 +1000,7 @@ unsafe fn run_shifted(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
             super::grow(&mut buf, together * item_len);
             for first in (0..batch).step_by(together) {
                 let items = first..(first + together).min(batch);
-                let to = Shared(buf.as_mut_ptr());
-                let pad = |i: usize| {
-                    // SAFETY: item `first + i` writes its own slot of the
-                    // buffer, which holds `together` of them.
-                    let planes = unsafe {
-                        std::slice::from_raw_parts_mut(to.get().add(i * item_len), item_len)
-                    };
-                    // SAFETY: forwarded from the caller's contract.
-                    unsafe { pad_input(d, geo, p.x, first + i, planes) }
-                };
-                match items.len() {
-                    1 => pad(0),
-                    n => parallel_for(n, pad),
-                }
+                pad_items(d, geo, p.x, items.clone(), &mut buf);
                 let src = Source {
                     base: buf.as_ptr(),
                     first_item: first,

@@ -209,17 +209,7 @@ unsafe fn run_with(kern: Kernels, d: &GemmDesc, p: &Ptrs) {
             super::grow(&mut planes, together * item_len);
             for first in (0..batch).step_by(together) {
                 let items = first..(first + together).min(batch);
-                let to = Shared(planes.as_mut_ptr());
-                parallel_for(items.len(), |i| {
-                    // SAFETY: item `first + i` writes its own slot of the
-                    // buffer, which holds `together` of them; the caller's
-                    // contract covers the input.
-                    unsafe {
-                        let slot =
-                            std::slice::from_raw_parts_mut(to.get().add(i * item_len), item_len);
-                        gemm::pad_input(d, geo, p.x, first + i, slot);
-                    }
-                });
+                gemm::pad_items(d, geo, p.x, items.clone(), &mut planes);
                 let src = Source {
                     base: planes.as_ptr().wrapping_sub(first * item_len),
                     item_stride: item_len,
