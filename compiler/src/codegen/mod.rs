@@ -29,7 +29,7 @@ use crate::weights::Weights;
 use cranelift_module::{FuncId, Module, ModuleError};
 use netc_runtime::kernels::gemm::{self, GemmDesc};
 use netc_runtime::kernels::pool::{self, PoolDesc};
-use netc_runtime::kernels::{mvec, winograd};
+use netc_runtime::kernels::{gemv, mvec, winograd};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 
@@ -271,10 +271,7 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                 };
                 let packed = if node.shape.0[0] <= gemm::GEMV_MAX_BATCH {
                     d.kind = gemm::KIND_GEMV;
-                    (0..m)
-                        .flat_map(|row| (0..k).map(move |kk| (row, kk)))
-                        .map(|(row, kk)| at(row, kk))
-                        .collect()
+                    gemv::pack_weights(m, k, at)
                 } else {
                     gemm::pack_weights(1, m, k, |_, row, kk| at(row, kk))
                 };

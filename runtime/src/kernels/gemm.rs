@@ -26,8 +26,8 @@ use std::sync::OnceLock;
 pub const KIND_IM2COL: u32 = 0;
 pub const KIND_POINTWISE: u32 = 1;
 pub const KIND_DENSE: u32 = 2;
-/// A dense layer at a batch of at most [`GEMV_MAX_BATCH`]: weights stored
-/// plain row-major (`out × in`), each output a dot product.
+/// A dense layer at a batch of at most [`GEMV_MAX_BATCH`], weights packed
+/// by [`super::gemv::pack_weights`].
 pub const KIND_GEMV: u32 = 3;
 /// A 3×3 stride-1 convolution by Winograd F(4×4, 3×3), weights packed by
 /// [`super::winograd::pack_weights`].
@@ -389,7 +389,7 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
         return run_shifted(kern, d, &p);
     }
     if d.kind == KIND_GEMV {
-        return run_gemv(d, &p);
+        return super::gemv::run(d, &p);
     }
     let (m, cols) = (d.m(), d.cols());
     let col_blocks = cols.div_ceil(NC);
@@ -538,157 +538,6 @@ unsafe fn tile_task(
             }
         }
         k0 += kc;
-    }
-}
-
-/// A dense layer at a small batch: `out[n][o] = W[o] · x[n]` with `W`
-/// row-major, rows split across threads; each weight is read once and used
-/// for every batch item. Bound by the memory bandwidth (AlexNet's fc6 is
-/// 151 MB of weights for 38 MFLOP at batch 1).
-unsafe fn run_gemv(d: &GemmDesc, p: &Ptrs) {
-    let (m, k, batch) = (d.out_c as usize, d.in_c as usize, d.batch as usize);
-    // Chunks of at most 32 rows, at least two per thread: deep_convnet's
-    // 1024 → 50 layer had run as one 32-row and one 18-row chunk, and below
-    // 65536 weights on one thread (4.6 µs of its 0.17 ms at batch 1).
-    let rows_per = m
-        .div_ceil(2 * current_threads().max(1))
-        .next_multiple_of(MR)
-        .clamp(MR, 32);
-    let dots = dots_fn();
-    let task = |chunk: usize| {
-        let mut tile = [0.0f32; MR * GEMV_MAX_BATCH];
-        let end = ((chunk + 1) * rows_per).min(m);
-        let mut row0 = chunk * rows_per;
-        while row0 < end {
-            let rows = MR.min(end - row0);
-            let w = p.a.add(row0 * k);
-            for n in 0..batch {
-                let mut col = [0.0f32; MR];
-                // SAFETY: the caller's contract covers W and x.
-                unsafe { dots(w, rows, p.x.add(n * d.x_bstride as usize), k, &mut col) };
-                for (r, &v) in col.iter().enumerate().take(rows) {
-                    tile[r * batch + n] = v;
-                }
-            }
-            let all = Segment {
-                item: 0,
-                tile_col: 0,
-                out_col: 0,
-                len: batch,
-            };
-            // SAFETY: rows of this chunk are written by this task only.
-            let to = TileDest {
-                nr: batch,
-                g: 0,
-                row0,
-                rows,
-                segments: &[all],
-                first: true,
-                last: true,
-            };
-            unsafe { store(d, p, &mut tile, &to) };
-            row0 += rows;
-        }
-    };
-    let chunks = m.div_ceil(rows_per);
-    if m * k < 1 << 14 {
-        (0..chunks).for_each(task);
-    } else {
-        parallel_for(chunks, task);
-    }
-}
-
-/// `(w, rows, x, k, out)`: `out[r] = w[r·k ..][..k] · x[..k]` for the
-/// first `rows` (at most [`MR`]) rows of `w`.
-type DotsFn = unsafe fn(*const f32, usize, *const f32, usize, &mut [f32; MR]);
-
-fn dots_fn() -> DotsFn {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return dots_avx2;
-        }
-    }
-    dots_portable
-}
-
-/// # Safety
-/// `w` holds `rows·k` floats, `x` `k`.
-unsafe fn dots_portable(w: *const f32, rows: usize, x: *const f32, k: usize, out: &mut [f32; MR]) {
-    let x = std::slice::from_raw_parts(x, k);
-    for (r, o) in out.iter_mut().enumerate().take(rows) {
-        let row = std::slice::from_raw_parts(w.add(r * k), k);
-        let mut lanes = [0.0f32; 8];
-        let (wc, xc) = (row.chunks_exact(8), x.chunks_exact(8));
-        let tail: f32 = wc
-            .remainder()
-            .iter()
-            .zip(xc.remainder())
-            .map(|(a, b)| a * b)
-            .sum();
-        for (a, b) in wc.zip(xc) {
-            for i in 0..8 {
-                lanes[i] += a[i] * b[i];
-            }
-        }
-        *o = lanes.iter().sum::<f32>() + tail;
-    }
-}
-
-/// [`dots_avx2_rows`] for `rows` rows.
-///
-/// # Safety
-/// AVX2 and FMA must be available; as [`DotsFn`].
-#[cfg(target_arch = "x86_64")]
-unsafe fn dots_avx2(w: *const f32, rows: usize, x: *const f32, k: usize, out: &mut [f32; MR]) {
-    match rows {
-        6 => dots_avx2_rows::<6>(w, x, k, out),
-        5 => dots_avx2_rows::<5>(w, x, k, out),
-        4 => dots_avx2_rows::<4>(w, x, k, out),
-        3 => dots_avx2_rows::<3>(w, x, k, out),
-        2 => dots_avx2_rows::<2>(w, x, k, out),
-        _ => dots_avx2_rows::<1>(w, x, k, out),
-    }
-}
-
-/// `R` dot products in one pass, two 8-wide FMA chains each. Reading the
-/// `R` rows side by side keeps `R` streams in flight: a dense layer at
-/// batch 1 is bound by how fast its weights arrive, and one row at a time
-/// had read them at 21–25 GB/s where six at once reached 32–47 (2 threads,
-/// 600 MB of weights, alternated C probe).
-///
-/// # Safety
-/// AVX2 and FMA must be available; `w` holds `R·k` floats, `x` `k`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dots_avx2_rows<const R: usize>(
-    w: *const f32,
-    x: *const f32,
-    k: usize,
-    out: &mut [f32; MR],
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_ps(); 2]; R];
-    let mut i = 0;
-    while i + 16 <= k {
-        let (x0, x1) = (_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(x.add(i + 8)));
-        for (r, a) in acc.iter_mut().enumerate() {
-            let row = w.add(r * k + i);
-            a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(row), x0, a[0]);
-            a[1] = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(8)), x1, a[1]);
-        }
-        i += 16;
-    }
-    for (r, a) in acc.iter().enumerate() {
-        let s = _mm256_add_ps(a[0], a[1]);
-        let mut lanes = [0.0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), s);
-        let mut total: f32 = lanes.iter().sum();
-        for j in i..k {
-            total += *w.add(r * k + j) * *x.add(j);
-        }
-        out[r] = total;
     }
 }
 
@@ -1711,7 +1560,7 @@ mod tests {
         }
     }
 
-    /// Dense layers through the GEMM (packed) and GEMV (row-major) paths,
+    /// Dense layers through the GEMM and GEMV paths,
     /// with a bias, a residual add and a ReLU, against plain loops.
     #[test]
     fn dense_paths_match_plain_loops() {
@@ -1723,7 +1572,7 @@ mod tests {
             let res: Vec<f32> = (0..batch * m).map(|i| value(i + 4)).collect();
             for kind in [KIND_DENSE, KIND_GEMV] {
                 let packed = if kind == KIND_GEMV {
-                    w.clone()
+                    super::super::gemv::pack_weights(m, k, |r, kk| w[r * k + kk])
                 } else {
                     pack_weights(1, m, k, |_, r, kk| w[r * k + kk])
                 };

@@ -3,6 +3,7 @@
 //! here, written with `std::arch` and chosen by CPU feature at run time.
 
 pub mod gemm;
+pub mod gemv;
 pub mod micro;
 pub mod mvec;
 pub mod packed;
