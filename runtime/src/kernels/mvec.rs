@@ -257,8 +257,10 @@ unsafe fn multiply(
     // thread.
     let chunks = (4 * current_threads()).div_ceil(groups).clamp(1, tiles);
     let base = Shared::new(src.base);
+    // Tile-run major, so that each thread's home range of tasks (see
+    // `crate::threads`) is the same part of the image in every layer.
     parallel_for(groups * chunks, |t| {
-        let (group, chunk) = (t / chunks, t % chunks);
+        let (chunk, group) = (t / groups, t % groups);
         let group = group * per_group..((group + 1) * per_group).min(panels);
         let mut tile = [0.0f32; J_MAX * MV];
         for ti in chunk * tiles / chunks..(chunk + 1) * tiles / chunks {
