@@ -372,17 +372,25 @@ mod tests {
     /// turn, each from its start: the order kernels rely on for locality.
     #[test]
     fn a_thread_starts_with_its_home_range() {
-        let order = Mutex::new(Vec::new());
-        let record = |i: usize| order.lock().unwrap().push(i);
-        let job = Job::new(&record, 7, 3);
-        job.work(1);
-        assert_eq!(*order.lock().unwrap(), [2, 3, 4, 5, 6, 0, 1]);
-        assert_eq!(job.done.load(Relaxed), 7);
+        /// The indices one thread runs, in the order it runs them.
+        fn order(n: usize, threads: usize, who: usize) -> Vec<usize> {
+            let (next, seen) = (AtomicUsize::new(0), AtomicU64::new(0));
+            let record = |i: usize| {
+                let at = next.fetch_add(1, Relaxed);
+                seen.fetch_or((i as u64) << (4 * at), Relaxed);
+            };
+            let job = Job::new(&record, n, threads);
+            job.work(who);
+            assert_eq!(job.done.load(Relaxed), n);
+            let seen = seen.load(Relaxed);
+            (0..next.load(Relaxed))
+                .map(|at| (seen >> (4 * at) & 15) as usize)
+                .collect()
+        }
+        assert_eq!(order(7, 3, 1), [2, 3, 4, 5, 6, 0, 1]);
+        assert_eq!(order(7, 3, 0), [0, 1, 2, 3, 4, 5, 6]);
         // More threads than tasks: one home per task.
-        let order = Mutex::new(Vec::new());
-        let record = |i: usize| order.lock().unwrap().push(i);
-        Job::new(&record, 2, 4).work(1);
-        assert_eq!(*order.lock().unwrap(), [1, 0]);
+        assert_eq!(order(2, 4, 1), [1, 0]);
     }
 
     #[test]
