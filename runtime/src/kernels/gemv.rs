@@ -49,20 +49,26 @@ pub fn pack_weights(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Vec
 /// `x[..k]`, for all [`MR`] rows (padding rows give 0).
 type DotsFn = unsafe fn(*const f32, *const f32, usize, &mut [f32; MR]);
 
+/// The kernel this machine runs, chosen once (an environment lookup per
+/// layer would sit on the hot path).
 fn dots_fn() -> DotsFn {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::env::var_os("NETC_NO_AVX512").is_none()
+    static DOTS: std::sync::OnceLock<DotsFn> = std::sync::OnceLock::new();
+    *DOTS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
         {
-            return dots_avx512;
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::env::var_os("NETC_NO_AVX512").is_none()
+            {
+                return dots_avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return dots_avx2;
+            }
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return dots_avx2;
-        }
-    }
-    dots_portable
+        dots_portable
+    })
 }
 
 /// `x[c·CHUNK..k]` zero-padded to a whole chunk: the last, partial chunk
