@@ -106,8 +106,10 @@ pub fn choose(d: &GemmDesc) -> bool {
     fits && (pointwise != strided)
 }
 
-/// `tile[j][0..MV] = Σ_k a[k][0..MV] · b[offs[k] + j]` for `j < W`.
-type KernelFn = unsafe fn(usize, *const f32, *const f32, *const usize, *mut f32);
+/// `tile[j][0..MV] = Σ_k a[k][0..MV] · b[offs[k] + j]` for `j < W`,
+/// asking for the cache line at `ahead + 16·k` on the way (see
+/// [`Ahead`]).
+type KernelFn = unsafe fn(usize, *const f32, *const f32, *const usize, *mut f32, *const f32);
 
 /// One instruction set's kernels: `by_width[w − 1]` computes `w` columns;
 /// `vector_store` whether tiles are stored by [`avx512_store`].
@@ -257,11 +259,15 @@ unsafe fn multiply(
     // thread.
     let chunks = (4 * current_threads()).div_ceil(groups).clamp(1, tiles);
     let base = Shared::new(src.base);
+    let a = Shared::new(p.a);
+    let tasks = groups * chunks;
     // Tile-run major, so that each thread's home range of tasks (see
     // `crate::threads`) is the same part of the image in every layer.
-    parallel_for(groups * chunks, |t| {
+    parallel_for(tasks, |t| {
         let (chunk, group) = (t / groups, t % groups);
-        let group = group * per_group..((group + 1) * per_group).min(panels);
+        let panels_of = |g: usize| g * per_group..((g + 1) * per_group).min(panels);
+        let (group, next) = (panels_of(group), panels_of((t + 1) % groups));
+        let mut ahead = Ahead::new(a.get(), k, next, t + 1 < tasks && groups > 1);
         let mut tile = [0.0f32; J_MAX * MV];
         for ti in chunk * tiles / chunks..(chunk + 1) * tiles / chunks {
             let item = items.start + ti / per_item;
@@ -269,22 +275,60 @@ unsafe fn multiply(
             let width = kern.j.min(src.cols - col0);
             let b = base.get().wrapping_add(item * src.item_stride + col0);
             for panel in group.clone() {
+                let a_panel = a.get().wrapping_add(panel * MV * k);
                 // SAFETY: row `kk`'s columns `col0 .. col0 + width` of item
                 // `item` lie in its planes (the grid holds `cols` columns
                 // on every row); the tile holds `J_MAX · MV` floats.
                 unsafe {
                     (kern.by_width[width - 1])(
                         k,
-                        p.a.add(panel * MV * k),
+                        a_panel,
                         b,
                         rows.as_ptr(),
                         tile.as_mut_ptr(),
+                        ahead.next(a_panel),
                     );
                     store(kern, d, p, item, panel * MV, &tile, col0, width, src.wq);
                 }
             }
         }
     });
+}
+
+/// The weights of the task a thread will most likely take next (its home
+/// range runs `t, t + 1, …`), fetched into L2 one line per k while this
+/// task multiplies. At batch 1 each weight panel is used by a handful of
+/// tiles: the first reads it from DRAM at the kernel's pace (two lines
+/// per 14 cycles, more than one core's share of the memory bandwidth)
+/// and the rest from L2, so without this the first tile of every task
+/// waited on DRAM while the others never touched it.
+struct Ahead {
+    at: *const f32,
+    end: *const f32,
+    k: usize,
+}
+
+impl Ahead {
+    fn new(a: *const f32, k: usize, panels: std::ops::Range<usize>, wanted: bool) -> Self {
+        let panels = if wanted { panels } else { 0..0 };
+        Ahead {
+            at: a.wrapping_add(panels.start * MV * k),
+            end: a.wrapping_add(panels.end * MV * k),
+            k,
+        }
+    }
+
+    /// Where the next kernel call prefetches its `k` lines: the next
+    /// stretch of the following task's weights, or (once all of them are
+    /// asked for) the panel in hand, whose lines are already cached.
+    fn next(&mut self, own: *const f32) -> *const f32 {
+        if self.at >= self.end {
+            return own;
+        }
+        let at = self.at;
+        self.at = self.at.wrapping_add(16 * self.k);
+        at
+    }
 }
 
 /// A run of a tile's columns `j0 .. j0 + len` that lands contiguously at
@@ -396,6 +440,7 @@ mod portable {
         b: *const f32,
         offs: *const usize,
         tile: *mut f32,
+        _ahead: *const f32,
     ) {
         let mut acc = [[0.0f32; MV]; W];
         for k in 0..kc {
@@ -455,9 +500,11 @@ mod avx512 {
         b: *const f32,
         offs: *const usize,
         tile: *mut f32,
+        ahead: *const f32,
     ) {
         let mut c = [[_mm512_setzero_ps(); 2]; W];
         for k in 0..kc {
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(16 * k) as *const i8);
             let ak = a.add(k * MV);
             // The weights stream from DRAM at batch 1 (a panel is read once
             // per tile, and only the first read misses): ask for both of
@@ -604,7 +651,14 @@ mod tests {
             for w in 1..=j {
                 let mut tile = vec![f32::NAN; J_MAX * MV];
                 unsafe {
-                    by_width[w - 1](kc, a.as_ptr(), b.as_ptr(), offs.as_ptr(), tile.as_mut_ptr())
+                    by_width[w - 1](
+                        kc,
+                        a.as_ptr(),
+                        b.as_ptr(),
+                        offs.as_ptr(),
+                        tile.as_mut_ptr(),
+                        a.as_ptr(),
+                    )
                 };
                 for jj in 0..w {
                     for r in 0..MV {
