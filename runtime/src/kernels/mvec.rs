@@ -683,6 +683,31 @@ mod tests {
         }
     }
 
+    /// The prefetch stream covers the next task's panels exactly once, a
+    /// line per k per call, then falls back to the panel in hand; a task
+    /// with no successor asks for nothing new.
+    #[test]
+    fn ahead_walks_the_next_tasks_weights_once() {
+        let k = 10;
+        let w = vec![0.0f32; 4 * MV * k];
+        let (base, own) = (w.as_ptr(), w.as_ptr().wrapping_add(3 * MV * k));
+        let floats = |p: *const f32| (p as usize - base as usize) / 4;
+        let mut ahead = Ahead::new(base, k, 1..3, true);
+        let got: Vec<usize> = (0..6).map(|_| floats(ahead.next(own))).collect();
+        let (first, step, own_at) = (MV * k, 16 * k, 3 * MV * k);
+        let want = [
+            first,
+            first + step,
+            first + 2 * step,
+            first + 3 * step,
+            own_at,
+            own_at,
+        ];
+        assert_eq!(got, want);
+        let mut none = Ahead::new(base, k, 1..3, false);
+        assert_eq!(floats(none.next(own)), own_at);
+    }
+
     /// Whole convolutions through [`run`] against the same convolutions on
     /// the GEMM path: 1×1 in place, 3×3 with padding at strides 1 and 2,
     /// a channel count that leaves the last panel partly empty, batches of
