@@ -406,8 +406,13 @@ def markdown(rows, meta):
     return "\n".join(lines) + "\n"
 
 
-# Untimed running at the start of each block, in seconds.
-SETTLE_S = 0.05
+# Untimed running at the start of each block, in seconds: longer than the
+# other engine's worker threads go on spinning after its block. At 50 ms,
+# on a Zen 4 machine, the first engine's spinning still overlapped the
+# second's timed runs: deep_convnet at batch 1 timed netc at 0.184 ms and
+# ONNX Runtime at 0.155 ms, against 0.107 and 0.104 ms at 200 ms (and
+# 0.110 and 0.116 ms at 1 s), 2 threads, one process.
+SETTLE_S = 0.2
 
 
 def rounds_of(args):
