@@ -71,6 +71,90 @@ fn dots_fn() -> DotsFn {
     })
 }
 
+/// `(w, x, x_stride, k, out)`: [`DotsFn`] for several items at once —
+/// `out[n·MR + r]` = row `r` of the panel times item `n`'s `x`, at `x +
+/// n·x_stride` — reading each weight vector once for all of them.
+type ItemsFn = unsafe fn(*const f32, *const f32, usize, usize, &mut [f32]);
+
+/// Floats ahead of the current chunk whose weights the several-item
+/// kernel asks for.
+const W_AHEAD: usize = 4 * MR * CHUNK;
+
+/// Items per [`ItemsFn`] call: 6 rows × 4 items of accumulators, a weight
+/// vector and four input vectors fill 29 of AVX-512's 32 registers.
+const ITEMS: usize = 4;
+
+/// The several-item kernels this machine runs (`by_count[n − 1]` takes `n`
+/// items), if any: only AVX-512 has the registers for them.
+fn items_fns() -> Option<&'static [ItemsFn; ITEMS]> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: [ItemsFn; ITEMS] = [
+            items_avx512::<1>,
+            items_avx512::<2>,
+            items_avx512::<3>,
+            items_avx512::<4>,
+        ];
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let has = *HAS.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::env::var_os("NETC_NO_AVX512").is_none()
+        });
+        if has {
+            return Some(&AVX512);
+        }
+    }
+    None
+}
+
+/// [`ItemsFn`] for `N` items: per chunk, each of the panel's six weight
+/// vectors is loaded once and multiplied into all `N` items' sums, so at
+/// batch 8 a panel comes through L2 twice rather than eight times (and
+/// the GEMM path, which these batches took before, used 8 of a tile's 32
+/// columns).
+///
+/// # Safety
+/// AVX-512F must be available; `w` holds one packed panel for `k`, `x +
+/// n·x_stride` holds `k` floats for every `n < N`, `out` `N·MR` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn items_avx512<const N: usize>(
+    w: *const f32,
+    x: *const f32,
+    x_stride: usize,
+    k: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); N]; MR];
+    let (full, rest) = (k / CHUNK, k % CHUNK);
+    let mut wp = w;
+    for c in 0..=full {
+        let mask: __mmask16 = if c < full {
+            0xffff
+        } else if rest > 0 {
+            (1 << rest) - 1
+        } else {
+            break;
+        };
+        let xv: [__m512; N] =
+            std::array::from_fn(|n| _mm512_maskz_loadu_ps(mask, x.add(n * x_stride + c * CHUNK)));
+        for (r, row) in acc.iter_mut().enumerate() {
+            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(W_AHEAD + r * CHUNK) as *const i8);
+            let wv = _mm512_loadu_ps(wp.add(r * CHUNK));
+            for (a, &xn) in row.iter_mut().zip(&xv) {
+                *a = _mm512_fmadd_ps(wv, xn, *a);
+            }
+        }
+        wp = wp.add(MR * CHUNK);
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (n, &a) in row.iter().enumerate() {
+            out[n * MR + r] = _mm512_reduce_add_ps(a);
+        }
+    }
+}
+
 /// `x[c·CHUNK..k]` zero-padded to a whole chunk: the last, partial chunk
 /// of `x`, which must not be read past its end.
 ///
@@ -184,18 +268,36 @@ pub(crate) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
     let panels = m.div_ceil(MR);
     let per_task = panels.div_ceil(2 * current_threads().max(1)).clamp(1, 5);
     let dots = dots_fn();
+    let items = items_fns();
     let task = |t: usize| {
         let mut tile = [0.0f32; MR * GEMV_MAX_BATCH];
         for panel in t * per_task..((t + 1) * per_task).min(panels) {
             let (row0, rows) = (panel * MR, MR.min(m - panel * MR));
             let w = p.a.add(panel * panel_floats);
-            for n in 0..batch {
-                let mut col = [0.0f32; MR];
-                // SAFETY: the caller's contract covers W and x; items after
-                // the first read the panel back from L2.
-                unsafe { dots(w, p.x.add(n * d.x_bstride as usize), k, &mut col) };
-                for (r, &v) in col.iter().enumerate().take(rows) {
-                    tile[r * batch + n] = v;
+            let xs = d.x_bstride as usize;
+            if let Some(by_count) = items {
+                for n0 in (0..batch).step_by(ITEMS) {
+                    let count = ITEMS.min(batch - n0);
+                    let mut cols = [0.0f32; ITEMS * MR];
+                    // SAFETY: the caller's contract covers W and items
+                    // `n0 .. n0 + count` of x; later groups read the panel
+                    // back from L2.
+                    unsafe { by_count[count - 1](w, p.x.add(n0 * xs), xs, k, &mut cols) };
+                    for n in 0..count {
+                        for r in 0..rows {
+                            tile[r * batch + n0 + n] = cols[n * MR + r];
+                        }
+                    }
+                }
+            } else {
+                for n in 0..batch {
+                    let mut col = [0.0f32; MR];
+                    // SAFETY: the caller's contract covers W and x; items
+                    // after the first read the panel back from L2.
+                    unsafe { dots(w, p.x.add(n * xs), k, &mut col) };
+                    for (r, &v) in col.iter().enumerate().take(rows) {
+                        tile[r * batch + n] = v;
+                    }
                 }
             }
             let all = Segment {
@@ -228,6 +330,39 @@ pub(crate) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The several-item kernels against the one-item kernel, item by item,
+    /// with items spaced apart and lengths with and without a partial chunk.
+    #[test]
+    fn item_kernels_match_one_item_dots() {
+        let Some(by_count) = items_fns() else { return };
+        let value = |i: usize| ((i * 7919) % 61) as f32 / 30.0 - 1.0;
+        for k in [1, 15, 16, 17, 75, 160] {
+            let w = pack_weights(5, k, |r, c| value(r * 1000 + c));
+            let stride = k + 3;
+            let x: Vec<f32> = (0..ITEMS * stride).map(|i| value(i + 11)).collect();
+            for (count, kernel) in by_count.iter().enumerate().map(|(i, f)| (i + 1, f)) {
+                let mut got = [f32::NAN; ITEMS * MR];
+                unsafe { kernel(w.as_ptr(), x.as_ptr(), stride, k, &mut got) };
+                for n in 0..count {
+                    let mut want = [0.0f32; MR];
+                    unsafe { dots_portable(w.as_ptr(), x.as_ptr().add(n * stride), k, &mut want) };
+                    for r in 0..MR {
+                        let g = got[n * MR + r];
+                        assert!(
+                            (g - want[r]).abs() < 1e-4,
+                            "{count} items, k {k}, item {n} row {r}: {g} vs {}",
+                            want[r]
+                        );
+                    }
+                }
+                assert!(
+                    got[count * MR..].iter().all(|v| v.is_nan()),
+                    "{count} items wrote past their sums"
+                );
+            }
+        }
+    }
 
     /// Every kernel this machine has, on lengths with and without a
     /// partial last chunk, against a plain dot product.
