@@ -56,9 +56,7 @@ fn dots_fn() -> DotsFn {
     *DOTS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::env::var_os("NETC_NO_AVX512").is_none()
-            {
+            if super::has_avx512() {
                 return dots_avx512;
             }
             if std::arch::is_x86_feature_detected!("avx2")
@@ -95,12 +93,7 @@ fn items_fns() -> Option<&'static [ItemsFn; ITEMS]> {
             items_avx512::<3>,
             items_avx512::<4>,
         ];
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let has = *HAS.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::env::var_os("NETC_NO_AVX512").is_none()
-        });
-        if has {
+        if super::has_avx512() {
             return Some(&AVX512);
         }
     }

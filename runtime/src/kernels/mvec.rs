@@ -34,7 +34,7 @@
 //! model, where their weights come from DRAM.
 
 use super::gemm::{self, Epilogue, GemmDesc, Ptrs, Shifted};
-use super::Shared;
+use super::{has_avx512, Shared};
 use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
 
@@ -118,18 +118,6 @@ struct Kernels {
     j: usize,
     by_width: &'static [KernelFn],
     vector_store: bool,
-}
-
-/// Whether this machine runs the AVX-512 kernels (`NETC_NO_AVX512`, as for
-/// the GEMM micro-kernels, says no).
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::env::var_os("NETC_NO_AVX512").is_none()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 const PORTABLE: Kernels = Kernels {
