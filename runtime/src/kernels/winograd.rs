@@ -599,7 +599,8 @@ unsafe fn store_channel<const M: usize, const A: usize>(
     }
 }
 
-/// Portable scatter: element by element, clipped at the output's edges.
+/// Portable scatter: element by element, clipped at the output's edges,
+/// for the tiles `first + lanes` (lanes past the last tile are skipped).
 // `lane` indexes the inner dimension of every row.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
@@ -608,18 +609,19 @@ unsafe fn scatter_scalar<const M: usize>(
     p: &Ptrs,
     tiles: Tiles,
     oc: usize,
-    first: usize,
+    (first, lanes): (usize, std::ops::Range<usize>),
     y: &[Lanes; 16],
     finish: Finish,
 ) {
     let (oh, ow) = (d.oh as usize, d.ow as usize);
-    let lanes = LANES.min(tiles.total - first);
+    let lanes = lanes.start..lanes.end.min(tiles.total - first);
+    let positions = || lanes.clone().zip(tiles.from(first + lanes.start));
     if finish.pool {
         // Tiles start at even rows and columns, so each 2×2 window lies in
         // one tile; windows past the output's last even row or column are
         // dropped, as a floor-mode pool drops them.
         let (ph, pw) = (oh / 2, ow / 2);
-        for (lane, (item, oy, ox)) in tiles.from(first).take(lanes).enumerate() {
+        for (lane, (item, oy, ox)) in positions() {
             let (py, px) = (oy / 2, ox / 2);
             for r in 0..(M / 2).min(ph.saturating_sub(py)) {
                 for s in 0..(M / 2).min(pw.saturating_sub(px)) {
@@ -631,7 +633,7 @@ unsafe fn scatter_scalar<const M: usize>(
         }
         return;
     }
-    for (lane, (item, oy, ox)) in tiles.from(first).take(lanes).enumerate() {
+    for (lane, (item, oy, ox)) in positions() {
         for r in 0..M.min(oh - oy) {
             for s in 0..M.min(ow - ox) {
                 finish.one(d, p, item, oc, (oy + r) * ow + ox + s, y[M * r + s][lane]);
@@ -716,7 +718,7 @@ unsafe fn portable_output<const M: usize, const A: usize>(
     m: (*const f32, usize),
 ) {
     store_channel::<M, A>(d, p, blk, oc, m, |first, y, finish| {
-        scatter_scalar::<M>(d, p, blk.tiles, oc, first, y, finish)
+        scatter_scalar::<M>(d, p, blk.tiles, oc, (first, 0..LANES), y, finish)
     })
 }
 
@@ -822,6 +824,63 @@ mod avx2 {
     /// batch 1, where the planes are in cache, level.
     const PREFETCH_PLANES: isize = 2;
 
+    /// The first `n` floats of `v` stored at `dst`, nothing after them: a
+    /// tile at the output's right edge writes only the columns inside it.
+    /// Plain stores of 4, 2 and 1 floats rather than a masked store, which
+    /// is microcoded and slow on AMD cores before Zen 4.
+    #[inline(always)]
+    unsafe fn store_prefix4(dst: *mut f32, v: __m128, n: usize) {
+        match n {
+            4.. => _mm_storeu_ps(dst, v),
+            3 => {
+                _mm_storel_epi64(dst as *mut __m128i, _mm_castps_si128(v));
+                _mm_store_ss(dst.add(2), _mm_movehl_ps(v, v));
+            }
+            2 => _mm_storel_epi64(dst as *mut __m128i, _mm_castps_si128(v)),
+            1 => _mm_store_ss(dst, v),
+            0 => {}
+        }
+    }
+
+    /// The first `n` floats at `src` (zero after them), reading nothing
+    /// past them.
+    #[inline(always)]
+    unsafe fn load_prefix4(src: *const f32, n: usize) -> __m128 {
+        let two = || _mm_castsi128_ps(_mm_loadl_epi64(src as *const __m128i));
+        match n {
+            4.. => _mm_loadu_ps(src),
+            3 => _mm_movelh_ps(two(), _mm_load_ss(src.add(2))),
+            2 => two(),
+            1 => _mm_load_ss(src),
+            0 => _mm_setzero_ps(),
+        }
+    }
+
+    /// [`store_prefix4`] for up to eight floats.
+    #[inline(always)]
+    unsafe fn store_prefix8(dst: *mut f32, v: __m256, n: usize) {
+        if n >= 8 {
+            _mm256_storeu_ps(dst, v);
+        } else if n >= 4 {
+            _mm_storeu_ps(dst, _mm256_castps256_ps128(v));
+            store_prefix4(dst.add(4), _mm256_extractf128_ps::<1>(v), n - 4);
+        } else {
+            store_prefix4(dst, _mm256_castps256_ps128(v), n);
+        }
+    }
+
+    /// [`load_prefix4`] for up to eight floats.
+    #[inline(always)]
+    unsafe fn load_prefix8(src: *const f32, n: usize) -> __m256 {
+        if n >= 8 {
+            _mm256_loadu_ps(src)
+        } else if n >= 4 {
+            _mm256_set_m128(load_prefix4(src.add(4), n - 4), _mm_loadu_ps(src))
+        } else {
+            _mm256_castps128_ps256(load_prefix4(src, n))
+        }
+    }
+
     /// Eight floats of input row `y` from column `x0`, zero outside the
     /// input: a masked load, which never touches the masked-off columns.
     /// Built in memory float by float instead, the row's vector load
@@ -920,10 +979,13 @@ mod avx2 {
     }
 
     /// Step 3 of the 2×2-tile variants (`A` = 4 or 6 points) for one
-    /// output channel: `Aᵀ M A` on registers, bias added. Eight tiles side by side in one tile row and
-    /// inside the output are two output rows of 16 values: interleaved and
-    /// stored as vectors. Other chunks (across a row end, at the edges)
-    /// go tile by tile.
+    /// output channel: `Aᵀ M A` on registers, bias added. Four tiles side
+    /// by side in one tile row are two output rows of 8 values (or, pooled,
+    /// 4 neighbouring maxima): interleaved and stored as vectors, clipped
+    /// at the output's edges. A half chunk across a row end, or a general
+    /// epilogue, goes tile by tile. At 7×7 every tile row is such a half
+    /// and reaches the right edge, so before this all of it went tile by
+    /// tile.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn store_channel_m2<const A: usize>(
         d: &GemmDesc,
@@ -958,12 +1020,27 @@ mod avx2 {
                 y[s] = _mm256_add_ps(col[0], bias);
                 y[2 + s] = _mm256_add_ps(col[1], bias);
             }
-            let (item, oy, ox) = blk.tiles.at(first);
-            let one_row = first + LANES <= blk.tiles.total && {
-                let (last_item, last_y, _) = blk.tiles.at(first + LANES - 1);
-                last_item == item && last_y == oy
-            };
-            if one_row && !finish.general && !finish.pool && ox + 2 * LANES <= ow && oy + 2 <= oh {
+            // Each half of the chunk (four tiles) that lies in one tile row
+            // is stored as vectors, clipped at the output's right and
+            // bottom edges; the rest (a half across a row end, a general
+            // epilogue) goes tile by tile.
+            let count = LANES.min(blk.tiles.total - first);
+            let mut at = blk.tiles.from(first);
+            let halves = [at.next(), at.nth(3)];
+            let mut scalar = [false; 2];
+            for (h, start) in halves.into_iter().enumerate() {
+                let tiles_here = count.saturating_sub(4 * h).min(4);
+                let Some((item, oy, ox)) = start.filter(|_| tiles_here > 0) else {
+                    continue;
+                };
+                if finish.general || ox / 2 + tiles_here > blk.tiles.across {
+                    scalar[h] = true;
+                    continue;
+                }
+                if finish.pool {
+                    store_pooled_m2(d, p, oc, (item, oy, ox), tiles_here, &y, h, finish);
+                    continue;
+                }
                 let at = oc * plane + oy * ow + ox;
                 let out = p.out.add(item * d.out_bstride as usize + at);
                 let res = if finish.add {
@@ -971,32 +1048,71 @@ mod avx2 {
                 } else {
                     std::ptr::null()
                 };
-                for r in 0..2 {
+                let cols = (2 * tiles_here).min(ow - ox);
+                for r in 0..2.min(oh - oy) {
                     let (a, b) = (y[2 * r], y[2 * r + 1]);
                     let (lo, hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
-                    let halves = [
-                        _mm256_permute2f128_ps::<0x20>(lo, hi),
-                        _mm256_permute2f128_ps::<0x31>(lo, hi),
-                    ];
-                    for (h, mut v) in halves.into_iter().enumerate() {
-                        let offset = r * ow + LANES * h;
-                        if finish.add {
-                            v = _mm256_add_ps(v, _mm256_loadu_ps(res.add(offset)));
-                        }
-                        if finish.relu {
-                            v = _mm256_max_ps(v, zero);
-                        }
-                        _mm256_storeu_ps(out.add(offset), v);
+                    // Tiles 4h … 4h+3's output row r, interleaved.
+                    let mut v = if h == 0 {
+                        _mm256_permute2f128_ps::<0x20>(lo, hi)
+                    } else {
+                        _mm256_permute2f128_ps::<0x31>(lo, hi)
+                    };
+                    if finish.add {
+                        v = _mm256_add_ps(v, load_prefix8(res.add(r * ow), cols));
                     }
+                    if finish.relu {
+                        v = _mm256_max_ps(v, zero);
+                    }
+                    store_prefix8(out.add(r * ow), v, cols);
                 }
-                continue;
             }
-            let mut lanes = [[0.0f32; LANES]; 16];
-            for (k, v) in y.into_iter().enumerate() {
-                _mm256_storeu_ps(lanes[k].as_mut_ptr(), v);
+            if scalar.iter().any(|&s| s) {
+                let mut lanes = [[0.0f32; LANES]; 16];
+                for (k, v) in y.into_iter().enumerate() {
+                    _mm256_storeu_ps(lanes[k].as_mut_ptr(), v);
+                }
+                for (h, _) in scalar.iter().enumerate().filter(|(_, &s)| s) {
+                    let lanes_here = (first, 4 * h..4 * h + 4);
+                    super::scatter_scalar::<2>(d, p, blk.tiles, oc, lanes_here, &lanes, finish);
+                }
             }
-            super::scatter_scalar::<2>(d, p, blk.tiles, oc, first, &lanes, finish);
         }
+    }
+
+    /// The pooled store of half `h` of a chunk of 2×2 tiles (outputs `y`,
+    /// bias added): `tiles` tiles from `(item, oy, ox)` in one tile row,
+    /// whose windows are the tiles themselves, so their maxima are
+    /// `tiles` neighbouring outputs of one pooled row. Windows past the
+    /// pooled plane's edge are dropped, as in [`super::scatter_scalar`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn store_pooled_m2(
+        d: &GemmDesc,
+        p: &Ptrs,
+        oc: usize,
+        (item, oy, ox): (usize, usize, usize),
+        tiles: usize,
+        y: &[__m256; 4],
+        h: usize,
+        finish: Finish,
+    ) {
+        let (ph, pw) = ((d.oh / 2) as usize, (d.ow / 2) as usize);
+        let (py, px) = (oy / 2, ox / 2);
+        if py >= ph || px >= pw {
+            return;
+        }
+        let mut v = _mm256_max_ps(_mm256_max_ps(y[0], y[1]), _mm256_max_ps(y[2], y[3]));
+        if finish.relu {
+            v = _mm256_max_ps(v, _mm256_setzero_ps());
+        }
+        let half = if h == 0 {
+            _mm256_castps256_ps128(v)
+        } else {
+            _mm256_extractf128_ps::<1>(v)
+        };
+        let at = item * d.out_bstride as usize + oc * ph * pw + py * pw + px;
+        store_prefix4(p.out.add(at), half, tiles.min(pw - px));
     }
 
     /// The pooled store of eight 4×4 tiles' outputs `y` (bias added): the
@@ -1046,7 +1162,8 @@ mod avx2 {
 
     /// Step 3 for one output channel: `Aᵀ M A` on registers, bias added,
     /// then transposed so each tile's output rows are 4-float vectors,
-    /// stored whole where the tile lies inside the output.
+    /// stored clipped at the output's edges (element by element only for
+    /// a general epilogue): at 14×14, 7 of 16 tiles are at an edge.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn store_channel(
         d: &GemmDesc,
@@ -1095,11 +1212,12 @@ mod avx2 {
                         _mm256_extractf128_ps::<1>(half)
                     }
                 };
-                if finish.general || oy + 4 > oh || ox + 4 > ow {
-                    for r in 0..4.min(oh - oy) {
+                let (rows, cols) = (4.min(oh - oy), 4.min(ow - ox));
+                if finish.general {
+                    for r in 0..rows {
                         let mut vals = [0.0f32; 4];
                         _mm_storeu_ps(vals.as_mut_ptr(), at_lane(r));
-                        for (s, &val) in vals.iter().enumerate().take(ow - ox) {
+                        for (s, &val) in vals.iter().enumerate().take(cols) {
                             finish.one(d, p, item, oc, (oy + r) * ow + ox + s, val);
                         }
                     }
@@ -1111,7 +1229,7 @@ mod avx2 {
                 } else {
                     std::ptr::null()
                 };
-                for r in 0..4 {
+                let row = |r: usize, cols: usize| {
                     let ahead = p
                         .out
                         .wrapping_add(offset + PREFETCH_PLANES as usize * plane + r * ow);
@@ -1122,12 +1240,19 @@ mod avx2 {
                             res.wrapping_add(PREFETCH_PLANES as usize * plane + r * ow)
                                 as *const i8,
                         );
-                        val = _mm_add_ps(val, _mm_loadu_ps(res.add(r * ow)));
+                        val = _mm_add_ps(val, load_prefix4(res.add(r * ow), cols));
                     }
                     if finish.relu {
                         val = _mm_max_ps(val, zero);
                     }
-                    _mm_storeu_ps(p.out.add(offset + r * ow), val);
+                    store_prefix4(p.out.add(offset + r * ow), val, cols);
+                };
+                // Inside tiles on a loop of constant shape, which compiles
+                // to straight-line full-width stores.
+                if rows == 4 && cols == 4 {
+                    (0..4).for_each(|r| row(r, 4));
+                } else {
+                    (0..rows).for_each(|r| row(r, cols));
                 }
             }
         }
@@ -1389,6 +1514,7 @@ mod tests {
             (3, 16, 40, 3, 3, 1, true),
             (3, 64, 64, 29, 31, 1, false),
             (3, 128, 96, 14, 14, 1, true),
+            (3, 32, 64, 7, 7, 1, false),
             (5, 16, 16, 9, 11, 2, false),
             (5, 19, 22, 8, 7, 0, false),
             (5, 16, 40, 3, 4, 2, true),
@@ -1488,6 +1614,7 @@ mod tests {
                 (3, 16, 24, 8, 8, 1, true),
                 (3, 19, 22, 9, 7, 0, false),
                 (3, 32, 17, 14, 14, 1, false),
+                (3, 64, 64, 7, 7, 1, false),
                 (5, 16, 16, 12, 11, 2, true),
             ] {
                 let (oh, ow) = (h + 2 * pad + 1 - r, w + 2 * pad + 1 - r);
