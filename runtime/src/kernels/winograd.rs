@@ -1028,6 +1028,17 @@ mod avx2 {
             let mut at = blk.tiles.from(first);
             let halves = [at.next(), at.nth(3)];
             let mut scalar = [false; 2];
+            // Each tile's 2×2 window maximum, once for both halves.
+            let maxima = if finish.pool {
+                let v = _mm256_max_ps(_mm256_max_ps(y[0], y[1]), _mm256_max_ps(y[2], y[3]));
+                if finish.relu {
+                    _mm256_max_ps(v, zero)
+                } else {
+                    v
+                }
+            } else {
+                zero
+            };
             for (h, start) in halves.into_iter().enumerate() {
                 let tiles_here = count.saturating_sub(4 * h).min(4);
                 let Some((item, oy, ox)) = start.filter(|_| tiles_here > 0) else {
@@ -1038,7 +1049,12 @@ mod avx2 {
                     continue;
                 }
                 if finish.pool {
-                    store_pooled_m2(d, p, oc, (item, oy, ox), tiles_here, &y, h, finish);
+                    let half = if h == 0 {
+                        _mm256_castps256_ps128(maxima)
+                    } else {
+                        _mm256_extractf128_ps::<1>(maxima)
+                    };
+                    store_pooled_m2(d, p, oc, (item, oy, ox), tiles_here, half);
                     continue;
                 }
                 let at = oc * plane + oy * ow + ox;
@@ -1080,12 +1096,11 @@ mod avx2 {
         }
     }
 
-    /// The pooled store of half `h` of a chunk of 2×2 tiles (outputs `y`,
-    /// bias added): `tiles` tiles from `(item, oy, ox)` in one tile row,
-    /// whose windows are the tiles themselves, so their maxima are
-    /// `tiles` neighbouring outputs of one pooled row. Windows past the
-    /// pooled plane's edge are dropped, as in [`super::scatter_scalar`].
-    #[allow(clippy::too_many_arguments)]
+    /// The pooled store of `tiles` 2×2 tiles from `(item, oy, ox)` in one
+    /// tile row, whose windows are the tiles themselves: their maxima
+    /// (`maxima`, activated) are `tiles` neighbouring outputs of one pooled
+    /// row. Windows past the pooled plane's edge are dropped, as in
+    /// [`super::scatter_scalar`].
     #[inline(always)]
     unsafe fn store_pooled_m2(
         d: &GemmDesc,
@@ -1093,26 +1108,15 @@ mod avx2 {
         oc: usize,
         (item, oy, ox): (usize, usize, usize),
         tiles: usize,
-        y: &[__m256; 4],
-        h: usize,
-        finish: Finish,
+        maxima: __m128,
     ) {
         let (ph, pw) = ((d.oh / 2) as usize, (d.ow / 2) as usize);
         let (py, px) = (oy / 2, ox / 2);
         if py >= ph || px >= pw {
             return;
         }
-        let mut v = _mm256_max_ps(_mm256_max_ps(y[0], y[1]), _mm256_max_ps(y[2], y[3]));
-        if finish.relu {
-            v = _mm256_max_ps(v, _mm256_setzero_ps());
-        }
-        let half = if h == 0 {
-            _mm256_castps256_ps128(v)
-        } else {
-            _mm256_extractf128_ps::<1>(v)
-        };
         let at = item * d.out_bstride as usize + oc * ph * pw + py * pw + px;
-        store_prefix4(p.out.add(at), half, tiles.min(pw - px));
+        store_prefix4(p.out.add(at), maxima, tiles.min(pw - px));
     }
 
     /// The pooled store of eight 4×4 tiles' outputs `y` (bias added): the
