@@ -49,16 +49,14 @@ pub fn pack_weights(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Vec
 /// `x[..k]`, for all [`MR`] rows (padding rows give 0).
 type DotsFn = unsafe fn(*const f32, *const f32, usize, &mut [f32; MR]);
 
-/// The kernel this machine runs, chosen once (an environment lookup per
-/// layer would sit on the hot path).
+/// The one-item kernel for machines without AVX-512 (with it, every
+/// batch goes through [`items_fns`]), chosen once (an environment lookup
+/// per layer would sit on the hot path).
 fn dots_fn() -> DotsFn {
     static DOTS: std::sync::OnceLock<DotsFn> = std::sync::OnceLock::new();
     *DOTS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if super::has_avx512() {
-                return dots_avx512;
-            }
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
@@ -180,36 +178,6 @@ unsafe fn dots_portable(w: *const f32, x: *const f32, k: usize, out: &mut [f32; 
     }
     for (o, a) in out.iter_mut().zip(&acc) {
         *o = a.iter().sum();
-    }
-}
-
-/// One zmm accumulator a row: six independent FMA chains are plenty for
-/// a loop that waits on memory.
-///
-/// # Safety
-/// AVX-512F must be available; as [`DotsFn`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dots_avx512(w: *const f32, x: *const f32, k: usize, out: &mut [f32; MR]) {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm512_setzero_ps(); MR];
-    let (full, rest) = (k / CHUNK, k % CHUNK);
-    let mut wp = w;
-    for c in 0..=full {
-        let xv = if c < full {
-            _mm512_loadu_ps(x.add(c * CHUNK))
-        } else if rest > 0 {
-            _mm512_maskz_loadu_ps((1u16 << rest) - 1, x.add(c * CHUNK))
-        } else {
-            break;
-        };
-        for (r, a) in acc.iter_mut().enumerate() {
-            *a = _mm512_fmadd_ps(_mm512_loadu_ps(wp.add(r * CHUNK)), xv, *a);
-        }
-        wp = wp.add(MR * CHUNK);
-    }
-    for (o, a) in out.iter_mut().zip(acc) {
-        *o = _mm512_reduce_add_ps(a);
     }
 }
 
@@ -364,9 +332,6 @@ mod tests {
         let mut kernels: Vec<(&str, DotsFn)> = vec![("portable", dots_portable)];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                kernels.push(("avx512", dots_avx512));
-            }
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
