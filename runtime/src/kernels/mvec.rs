@@ -10,8 +10,8 @@
 //! lie — no B panel is ever written, and the only ragged edge is the last
 //! few columns of a plane.
 //!
-//! B's rows are the input planes themselves (a 1×1, stride-1 convolution)
-//! or zero-padded phase planes ([`gemm::Shifted`], the same copy the GEMM
+//! B's rows are the input planes themselves (a 1×1 convolution, read at
+//! its stride — see [`Direct`]) or zero-padded phase planes ([`gemm::Shifted`], the same copy the GEMM
 //! path makes), on which every im2col row is a contiguous slice at a fixed
 //! offset, so a tile's `J` columns are `J` consecutive floats of each row.
 //! Columns on the phase grid between output rows are computed and
@@ -71,10 +71,11 @@ pub fn pack_weights(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Vec
 /// epilogues, at least [`MV`] output channels and a reduction of at least
 /// 256 (with shorter ones the transposing store and the per-k broadcasts
 /// cost more than the GEMM path's packing: 64→256 and 128→512 1×1 convs
-/// were 4–12% slower here; the 7×7/2 stems, K = 147, level), being either
-/// a stride-1 1×1 convolution or a strided window (the GEMM path packs B
-/// from phase planes for those, a second copy). Measured against the GEMM path at batch 1
-/// and 8, two threads (medians of pairs of alternated runs): ResNet's
+/// were 4–12% slower here; the 7×7/2 stems, K = 147, level), being a 1×1
+/// convolution read in place or a strided window (the GEMM path packs B
+/// from phase planes for those, a second copy). Measured against the GEMM
+/// path at batch 1 and 8, two threads (medians of pairs of alternated
+/// runs): ResNet's
 /// 256→64 1×1 at 56×56 0.72/0.74, 512→128 at 28×28 0.84/0.78, 1024→256
 /// at 14×14 0.81/0.89, 256→1024 at 14×14 0.92/0.89.
 ///
@@ -96,33 +97,72 @@ pub fn choose(d: &GemmDesc) -> bool {
         && k >= 256;
     let pointwise = d.kh == 1 && d.kw == 1;
     let strided = d.sh > 1 || d.sw > 1;
-    // Strided 1×1 convolutions stay on the GEMM path, which packs their
-    // columns straight from the input; here they would need phase planes
-    // (measured level: ResNet-50's layer3/4 downsample 1×1/2 layers 0.52 →
-    // 0.53 and 0.59 → 0.60 ms at batch 1, medians of 6 alternated runs).
-    // Strided windows gain from skipping B's packing even with short
-    // reductions (AlexNet's 11×11/4 stem, K = 363: 0.94–0.96 of the GEMM
-    // path's time).
-    fits && (pointwise != strided)
+    // Strided 1×1 convolutions come here only when they can be read in
+    // place (see [`Direct`]) in tiles of a whole kernel width: ResNet-50's
+    // 1×1/2 downsamples, against the GEMM path (whose packing was 17% of
+    // the 256→512 one's time), one thread at batch 1, 10 alternated pairs:
+    // 256→512 at 56×56 0.946, 512→1024 at 28×28 0.916 (two threads:
+    // 0.99 and 0.90; batch 8: 0.96 and 0.97); 1024→2048 at 14×14, whose
+    // 7-wide rows make half tiles, 1.12 — so it stays there. Through phase
+    // planes they had been level with the GEMM path. Strided windows gain
+    // from skipping B's packing even with short reductions (AlexNet's
+    // 11×11/4 stem, K = 363: 0.94–0.96 of the GEMM path's time).
+    fits && if pointwise {
+        !strided || (Direct::of(d).is_some() && d.ow as usize >= J_MAX)
+    } else {
+        strided
+    }
 }
 
-/// `tile[j][0..MV] = Σ_k a[k][0..MV] · b[offs[k] + j]` for `j < W`,
-/// asking for the cache line at `ahead + 16·k` on the way (see
-/// [`Ahead`]).
-type KernelFn = unsafe fn(usize, *const f32, *const f32, *const usize, *mut f32, *const f32);
+/// How a 1×1 convolution without padding is read in place: B's row `kk`
+/// is input plane `kk`, and output `(y, x)` reads it at `y·row_step +
+/// x·col_step`. With `col_step` 1 and rows read whole (stride 1) the
+/// columns are one grid; otherwise tiles stay within an output row, and
+/// the kernel broadcasts every `col_step`-th float — a strided 1×1 is
+/// read where it lies, with no phase planes and no packed panel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Direct {
+    row_step: usize,
+    col_step: usize,
+}
 
-/// One instruction set's kernels: `by_width[w − 1]` computes `w` columns;
-/// `vector_store` whether tiles are stored by [`avx512_store`].
+impl Direct {
+    /// The widest column step the kernels take.
+    const MAX_COL_STEP: usize = 2;
+
+    fn of(d: &GemmDesc) -> Option<Direct> {
+        let pointwise = d.kh == 1 && d.kw == 1 && d.pt == 0 && d.pl == 0;
+        (pointwise && d.sw as usize <= Self::MAX_COL_STEP).then_some(Direct {
+            row_step: (d.sh * d.w) as usize,
+            col_step: d.sw as usize,
+        })
+    }
+
+    /// Whether the output's rows follow each other in the input as one
+    /// grid (a stride-1 1×1 convolution).
+    fn is_grid(self, d: &GemmDesc) -> bool {
+        self.col_step == 1 && self.row_step == d.ow as usize
+    }
+}
+
+/// `tile[j][0..MV] = Σ_k a[k][0..MV] · b[offs[k] + S·j]` for `j < W`,
+/// asking for the cache line at `ahead + 16·k` on the way (see
+/// [`Ahead`]) and for B's row `k` `lead` floats on (the next tiles').
+type KernelFn = unsafe fn(usize, *const f32, *const f32, *const usize, *mut f32, *const f32, usize);
+
+/// One instruction set's kernels: `by_width[s − 1][w − 1]` computes `w`
+/// columns `s` floats apart (see [`Direct`]); `vector_store` whether tiles
+/// are stored by [`avx512_store`].
 #[derive(Clone, Copy)]
 struct Kernels {
     j: usize,
-    by_width: &'static [KernelFn],
+    by_width: [&'static [KernelFn]; Direct::MAX_COL_STEP],
     vector_store: bool,
 }
 
 const PORTABLE: Kernels = Kernels {
     j: portable::J,
-    by_width: &portable::BY_WIDTH,
+    by_width: [&portable::BY_WIDTH[0], &portable::BY_WIDTH[1]],
     vector_store: false,
 };
 
@@ -134,7 +174,7 @@ fn kernels() -> Kernels {
         if has_avx512() {
             return Kernels {
                 j: avx512::J,
-                by_width: &avx512::BY_WIDTH,
+                by_width: [&avx512::BY_WIDTH[0], &avx512::BY_WIDTH[1]],
                 vector_store: true,
             };
         }
@@ -151,14 +191,78 @@ thread_local! {
 
 /// Where B's rows lie: item `n`'s row `k` at `base + n·item_stride +
 /// offs[k]`, its output column `(y, x)` at grid column `y·wq + x` of
-/// `cols`. (`base` may point before the buffer when its first item is not
-/// item 0; only addresses of the items in hand are read.)
+/// `cols` — or, with `rows`, at `y·row_step + x·col_step` of the plane,
+/// tiles never crossing an output row. (`base` may point before the
+/// buffer when its first item is not item 0; only addresses of the items
+/// in hand are read.)
 #[derive(Clone, Copy)]
 struct Source {
     base: *const f32,
     item_stride: usize,
     wq: usize,
     cols: usize,
+    rows: Option<Direct>,
+}
+
+// SAFETY: `base` addresses input the caller keeps alive and unchanged for
+// the call; tasks only read through it.
+unsafe impl Sync for Source {}
+
+/// One tile of [`Source`]: item, first grid column (which the store maps
+/// back through `wq`), width, and where its B rows start.
+struct Tile {
+    item: usize,
+    col0: usize,
+    width: usize,
+    b: *const f32,
+}
+
+impl Source {
+    /// Tiles per item, `j` columns wide.
+    fn tiles_per_item(&self, j: usize) -> usize {
+        match self.rows {
+            None => self.cols.div_ceil(j),
+            Some(_) => (self.cols / self.wq) * self.wq.div_ceil(j),
+        }
+    }
+
+    /// Tile `ti` of the items' sequence starting at `first`.
+    fn tile(&self, j: usize, first: usize, ti: usize) -> Tile {
+        let per_item = self.tiles_per_item(j);
+        let (item, t) = (first + ti / per_item, ti % per_item);
+        let at = self.base.wrapping_add(item * self.item_stride);
+        match self.rows {
+            None => {
+                let col0 = t * j;
+                Tile {
+                    item,
+                    col0,
+                    width: j.min(self.cols - col0),
+                    b: at.wrapping_add(col0),
+                }
+            }
+            Some(r) => {
+                let per_row = self.wq.div_ceil(j);
+                let (y, x0) = (t / per_row, (t % per_row) * j);
+                Tile {
+                    item,
+                    col0: y * self.wq + x0,
+                    width: j.min(self.wq - x0),
+                    b: at.wrapping_add(y * r.row_step + x0 * r.col_step),
+                }
+            }
+        }
+    }
+
+    /// Floats from a tile's B to the next tile's on the same row, which
+    /// the kernel prefetches a row of per k (see the kernel).
+    fn lead(&self, j: usize) -> usize {
+        match self.rows {
+            None => 3 * j,
+            Some(r) if self.wq <= j => r.row_step,
+            Some(r) => j * r.col_step,
+        }
+    }
 }
 
 /// Run a convolution [`choose`] picked, weights packed by [`pack_weights`].
@@ -171,19 +275,20 @@ pub(super) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
 
 /// [`run`] on a given kernel set (the tests run each).
 unsafe fn run_with(kern: Kernels, d: &GemmDesc, p: &Ptrs) {
-    let in_place = d.kh == 1 && d.kw == 1 && d.sh == 1 && d.sw == 1 && d.pt == 0 && d.pl == 0;
     let (h, w) = (d.h as usize, d.w as usize);
     let batch = d.batch as usize;
     ROWS.with(|rows| {
         let mut rows = rows.borrow_mut();
-        if in_place {
+        if let Some(direct) = Direct::of(d) {
             rows.clear();
             rows.extend((0..d.k()).map(|kk| kk * h * w));
+            let grid = direct.is_grid(d);
             let src = Source {
                 base: p.x,
                 item_stride: d.x_bstride as usize,
-                wq: w,
-                cols: h * w,
+                wq: d.ow as usize,
+                cols: (d.oh * d.ow) as usize,
+                rows: (!grid).then_some(direct),
             };
             return multiply(kern, d, p, 0..batch, src, &rows);
         }
@@ -205,6 +310,7 @@ unsafe fn run_with(kern: Kernels, d: &GemmDesc, p: &Ptrs) {
                     item_stride: item_len,
                     wq: geo.wq,
                     cols: geo.cols(),
+                    rows: None,
                 };
                 multiply(kern, d, p, items, src, &rows);
             }
@@ -241,8 +347,10 @@ unsafe fn multiply(
     let panels = m.div_ceil(MV);
     let per_group = (GROUP_BYTES / (4 * MV * k)).clamp(1, panels);
     let groups = panels.div_ceil(per_group);
-    let per_item = src.cols.div_ceil(kern.j);
-    let tiles = items.len() * per_item;
+    let tiles = items.len() * src.tiles_per_item(kern.j);
+    let col_step = src.rows.map_or(1, |r| r.col_step);
+    let by_width = kern.by_width[col_step - 1];
+    let lead = src.lead(kern.j);
     // Enough tasks that two threads end together: at least four per
     // thread. With at least an item per thread, at least a tile run per
     // thread too, so each thread's home range covers its own items — the
@@ -260,7 +368,6 @@ unsafe fn multiply(
         chunks
     }
     .clamp(1, tiles);
-    let base = Shared::new(src.base);
     let a = Shared::new(p.a);
     let tasks = groups * chunks;
     // Tile-run major, so that each thread's home range of tasks (see
@@ -272,23 +379,27 @@ unsafe fn multiply(
         let mut ahead = Ahead::new(a.get(), k, next, t + 1 < tasks && groups > 1);
         let mut tile = [0.0f32; J_MAX * MV];
         for ti in chunk * tiles / chunks..(chunk + 1) * tiles / chunks {
-            let item = items.start + ti / per_item;
-            let col0 = (ti % per_item) * kern.j;
-            let width = kern.j.min(src.cols - col0);
-            let b = base.get().wrapping_add(item * src.item_stride + col0);
+            let Tile {
+                item,
+                col0,
+                width,
+                b,
+            } = src.tile(kern.j, items.start, ti);
             for panel in group.clone() {
                 let a_panel = a.get().wrapping_add(panel * MV * k);
-                // SAFETY: row `kk`'s columns `col0 .. col0 + width` of item
-                // `item` lie in its planes (the grid holds `cols` columns
-                // on every row); the tile holds `J_MAX · MV` floats.
+                // SAFETY: row `kk`'s `width` columns of the tile lie in
+                // item `item`'s planes (a grid holds `cols` columns on
+                // every row; a row tile's last column is an output's
+                // input); the tile holds `J_MAX · MV` floats.
                 unsafe {
-                    (kern.by_width[width - 1])(
+                    (by_width[width - 1])(
                         k,
                         a_panel,
                         b,
                         rows.as_ptr(),
                         tile.as_mut_ptr(),
                         ahead.next(a_panel),
+                        lead,
                     );
                     store(kern, d, p, item, panel * MV, &tile, col0, width, src.wq);
                 }
@@ -429,27 +540,41 @@ mod portable {
 
     pub(super) const J: usize = 4;
 
-    pub(super) const BY_WIDTH: [KernelFn; J] = [kernel::<1>, kernel::<2>, kernel::<3>, kernel::<4>];
+    pub(super) const BY_WIDTH: [[KernelFn; J]; 2] = [
+        [
+            kernel::<1, 1>,
+            kernel::<2, 1>,
+            kernel::<3, 1>,
+            kernel::<4, 1>,
+        ],
+        [
+            kernel::<1, 2>,
+            kernel::<2, 2>,
+            kernel::<3, 2>,
+            kernel::<4, 2>,
+        ],
+    ];
 
     /// See [`super::KernelFn`].
     ///
     /// # Safety
-    /// `a` holds `kc · MV` floats, `b + offs[k]` `W` floats for every
-    /// `k < kc`, `tile` `W · MV`.
-    unsafe fn kernel<const W: usize>(
+    /// `a` holds `kc · MV` floats, `b + offs[k]` the `W` floats `S` apart
+    /// for every `k < kc`, `tile` `W · MV`.
+    unsafe fn kernel<const W: usize, const S: usize>(
         kc: usize,
         a: *const f32,
         b: *const f32,
         offs: *const usize,
         tile: *mut f32,
         _ahead: *const f32,
+        _lead: usize,
     ) {
         let mut acc = [[0.0f32; MV]; W];
         for k in 0..kc {
             let ak = std::slice::from_raw_parts(a.add(k * MV), MV);
             let bk = b.add(*offs.add(k));
             for (j, cj) in acc.iter_mut().enumerate() {
-                let x = *bk.add(j);
+                let x = *bk.add(S * j);
                 for (c, &w) in cj.iter_mut().zip(ak) {
                     *c += w * x;
                 }
@@ -474,35 +599,41 @@ mod avx512 {
     /// Floats ahead of the current weight row to prefetch.
     const A_PREFETCH: usize = 1024;
 
-    pub(super) const BY_WIDTH: [KernelFn; J] = [
-        kernel::<1>,
-        kernel::<2>,
-        kernel::<3>,
-        kernel::<4>,
-        kernel::<5>,
-        kernel::<6>,
-        kernel::<7>,
-        kernel::<8>,
-        kernel::<9>,
-        kernel::<10>,
-        kernel::<11>,
-        kernel::<12>,
-        kernel::<13>,
-        kernel::<14>,
-    ];
+    pub(super) const BY_WIDTH: [[KernelFn; J]; 2] = [by_width::<1>(), by_width::<2>()];
+
+    /// Every width at column step `S`.
+    const fn by_width<const S: usize>() -> [KernelFn; J] {
+        [
+            kernel::<1, S>,
+            kernel::<2, S>,
+            kernel::<3, S>,
+            kernel::<4, S>,
+            kernel::<5, S>,
+            kernel::<6, S>,
+            kernel::<7, S>,
+            kernel::<8, S>,
+            kernel::<9, S>,
+            kernel::<10, S>,
+            kernel::<11, S>,
+            kernel::<12, S>,
+            kernel::<13, S>,
+            kernel::<14, S>,
+        ]
+    }
 
     /// See [`super::KernelFn`].
     ///
     /// # Safety
     /// AVX-512F must be available; as the portable kernel otherwise.
     #[target_feature(enable = "avx512f")]
-    unsafe fn kernel<const W: usize>(
+    unsafe fn kernel<const W: usize, const S: usize>(
         kc: usize,
         a: *const f32,
         b: *const f32,
         offs: *const usize,
         tile: *mut f32,
         ahead: *const f32,
+        lead: usize,
     ) {
         let mut c = [[_mm512_setzero_ps(); 2]; W];
         for k in 0..kc {
@@ -523,9 +654,13 @@ mod avx512 {
             // than none; this, 0.93–0.94× of that on chains of ResNet's
             // 256↔64 1×1 layers at 56×56, one thread; the models level to
             // 0.96×).
-            _mm_prefetch::<_MM_HINT_T1>(bk.wrapping_add(3 * J) as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(bk.wrapping_add(lead) as *const i8);
+            if S > 1 {
+                // A strided tile spans two lines of the row.
+                _mm_prefetch::<_MM_HINT_T1>(bk.wrapping_add(lead + 16) as *const i8);
+            }
             for (j, cj) in c.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*bk.add(j));
+                let x = _mm512_set1_ps(*bk.add(S * j));
                 cj[0] = _mm512_fmadd_ps(x, w0, cj[0]);
                 cj[1] = _mm512_fmadd_ps(x, w1, cj[1]);
             }
@@ -664,8 +799,8 @@ mod tests {
         sets
     }
 
-    /// Every kernel width of every instruction set against the portable
-    /// kernel's plain loops, B rows scattered through an offset table.
+    /// Every kernel width and column step of every instruction set
+    /// against plain loops, B rows scattered through an offset table.
     #[test]
     fn kernels_match_plain_loops() {
         let kc = 37;
@@ -673,25 +808,28 @@ mod tests {
         let b: Vec<f32> = (0..kc * 40).map(|i| value(3 * i + 1)).collect();
         let offs: Vec<usize> = (0..kc).map(|k| (k * 17) % 23 + k * 13).collect();
         for Kernels { j, by_width, .. } in kernel_sets() {
-            for w in 1..=j {
+            for (w, step) in (1..=j).flat_map(|w| (1..=Direct::MAX_COL_STEP).map(move |s| (w, s))) {
                 let mut tile = vec![f32::NAN; J_MAX * MV];
                 unsafe {
-                    by_width[w - 1](
+                    by_width[step - 1][w - 1](
                         kc,
                         a.as_ptr(),
                         b.as_ptr(),
                         offs.as_ptr(),
                         tile.as_mut_ptr(),
                         a.as_ptr(),
+                        3 * j,
                     )
                 };
                 for jj in 0..w {
                     for r in 0..MV {
-                        let want: f32 = (0..kc).map(|k| a[k * MV + r] * b[offs[k] + jj]).sum();
+                        let want: f32 = (0..kc)
+                            .map(|k| a[k * MV + r] * b[offs[k] + step * jj])
+                            .sum();
                         let got = tile[jj * MV + r];
                         assert!(
                             (got - want).abs() < 1e-4,
-                            "width {w} at {jj},{r}: {got} vs {want}"
+                            "width {w} step {step} at {jj},{r}: {got} vs {want}"
                         );
                     }
                 }
@@ -729,9 +867,11 @@ mod tests {
     }
 
     /// Whole convolutions through [`run`] against the same convolutions on
-    /// the GEMM path: 1×1 in place, 3×3 with padding at strides 1 and 2,
-    /// a channel count that leaves the last panel partly empty, batches of
-    /// two, and each of the four epilogues (the residual with its own batch
+    /// the GEMM path: 1×1 in place (on one grid; strided, in row tiles,
+    /// with rows that end mid-tile and odd input sides; through phase
+    /// planes at stride 3), 3×3 with padding at strides 1 and 2, a channel
+    /// count that leaves the last panel partly empty, batches of two, and
+    /// each of the four epilogues (the residual with its own batch
     /// stride).
     #[test]
     fn convolutions_match_the_gemm_path() {
@@ -744,6 +884,10 @@ mod tests {
             (1, (12, 15, 9), 40, 3, 0, 3, 1),
             (1, (6, 17, 16), 36, 3, 2, 2, 2),
             (1, (20, 6, 6), 32, 1, 1, 1, 1),
+            (2, (40, 8, 8), 48, 1, 0, 2, 1),
+            (1, (32, 9, 37), 40, 1, 0, 2, 1),
+            (2, (24, 14, 14), 33, 1, 0, 2, 1),
+            (1, (16, 10, 13), 32, 1, 0, 3, 1),
         ];
         for (batch, (c, h, w), m, kk, pad, stride, dil) in cases {
             for steps in [&[][..], &[STEP_RELU], &[STEP_ADD], &[STEP_ADD, STEP_RELU]] {
