@@ -11,11 +11,12 @@
 //! few columns of a plane.
 //!
 //! B's rows are the input planes themselves (a 1×1 convolution, read at
-//! its stride — see [`Direct`]) or zero-padded phase planes ([`gemm::Shifted`], the same copy the GEMM
-//! path makes), on which every im2col row is a contiguous slice at a fixed
-//! offset, so a tile's `J` columns are `J` consecutive floats of each row.
-//! Columns on the phase grid between output rows are computed and
-//! dropped, as on the GEMM path.
+//! its stride — see [`Direct`]) or zero-padded phase planes
+//! ([`gemm::Shifted`], the same copy the GEMM path makes), on which every
+//! im2col row is a contiguous slice at a fixed offset, so a tile's `J`
+//! columns are `J` consecutive floats of each row. Columns on the phase
+//! grid between output rows are computed and dropped, as on the GEMM
+//! path.
 //!
 //! The accumulators hold an output *column* per register pair, so the
 //! store transposes: each of the tile's 32 channels is written as a run of
@@ -254,8 +255,9 @@ impl Source {
         }
     }
 
-    /// Floats from a tile's B to the next tile's on the same row, which
-    /// the kernel prefetches a row of per k (see the kernel).
+    /// Floats ahead of a tile's B at which the kernel prefetches a line
+    /// per k: three tiles on along a grid; in row tiles, the next tile of
+    /// the row, or the next row's when a row is one tile.
     fn lead(&self, j: usize) -> usize {
         match self.rows {
             None => 3 * j,
