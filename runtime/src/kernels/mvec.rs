@@ -14,9 +14,9 @@
 //! its stride — see [`Direct`]) or zero-padded phase planes
 //! ([`gemm::Shifted`], the same copy the GEMM path makes), on which every
 //! im2col row is a contiguous slice at a fixed offset, so a tile's `J`
-//! columns are `J` consecutive floats of each row. Columns on the phase
-//! grid between output rows are computed and dropped, as on the GEMM
-//! path.
+//! columns are `J` consecutive floats of each row. Tiles stay within an
+//! output row there, so the phase grid's columns between output rows are
+//! never computed (the GEMM path computes and drops them).
 //!
 //! The accumulators hold an output *column* per register pair, so the
 //! store transposes: each of the tile's 32 channels is written as a run of
@@ -115,12 +115,14 @@ pub fn choose(d: &GemmDesc) -> bool {
     }
 }
 
-/// How a 1×1 convolution without padding is read in place: B's row `kk`
-/// is input plane `kk`, and output `(y, x)` reads it at `y·row_step +
-/// x·col_step`. With `col_step` 1 and rows read whole (stride 1) the
-/// columns are one grid; otherwise tiles stay within an output row, and
-/// the kernel broadcasts every `col_step`-th float — a strided 1×1 is
-/// read where it lies, with no phase planes and no packed panel.
+/// Where output `(y, x)` reads B's rows: at `y·row_step + x·col_step`.
+/// A 1×1 convolution without padding is read in place this way (B's row
+/// `kk` is input plane `kk`): with `col_step` 1 and rows read whole
+/// (stride 1) the columns are one grid; otherwise tiles stay within an
+/// output row, and the kernel broadcasts every `col_step`-th float — a
+/// strided 1×1 is read where it lies, with no phase planes and no packed
+/// panel. A strided window reads its phase planes at `row_step` = the
+/// planes' width, in row tiles too.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Direct {
     row_step: usize,
@@ -257,11 +259,13 @@ impl Source {
 
     /// Floats ahead of a tile's B at which the kernel prefetches a line
     /// per k: three tiles on along a grid; in row tiles, the next tile of
-    /// the row, or the next row's when a row is one tile.
+    /// the row, or three rows on when a row is one tile (one row on, a
+    /// 3×3/2 layer with 14×14 outputs in row tiles had been level with
+    /// the grid; three rows on, 0.944 of its time, one thread, batch 4).
     fn lead(&self, j: usize) -> usize {
         match self.rows {
             None => 3 * j,
-            Some(r) if self.wq <= j => r.row_step,
+            Some(r) if self.wq <= j => 3 * r.row_step,
             Some(r) => j * r.col_step,
         }
     }
@@ -307,17 +311,45 @@ unsafe fn run_with(kern: Kernels, d: &GemmDesc, p: &Ptrs) {
             for first in (0..batch).step_by(together) {
                 let items = first..(first + together).min(batch);
                 gemm::pad_items(d, geo, p.x, items.clone(), &mut planes);
-                let src = Source {
-                    base: planes.as_ptr().wrapping_sub(first * item_len),
-                    item_stride: item_len,
-                    wq: geo.wq,
-                    cols: geo.cols(),
-                    rows: None,
-                };
+                let base = planes.as_ptr().wrapping_sub(first * item_len);
+                let src = phase_source(d, geo, base, item_len, kern.j);
                 multiply(kern, d, p, items, src, &rows);
             }
         });
     });
+}
+
+/// B read from phase planes at `base` (item `n`'s at `n·item_len` on) —
+/// in tiles within output rows when that makes no more tiles than tiling
+/// the whole grid, so the grid's columns between output rows (a phase
+/// plane is wider than the output) are never computed: a fifteenth of
+/// the multiplies of a 3×3/2 layer with 14×14 outputs, 14 tiles of 14
+/// rather than 15. At 7×7 outputs (a grid 8 wide) rows would make 7 tiles
+/// of 7 where the grid makes 4 of 14, each streaming the weight panel
+/// again, so those stay on the grid.
+fn phase_source(d: &GemmDesc, geo: Shifted, base: *const f32, item_len: usize, j: usize) -> Source {
+    let (oh, ow) = (d.oh as usize, d.ow as usize);
+    let grid = Source {
+        base,
+        item_stride: item_len,
+        wq: geo.wq,
+        cols: geo.cols(),
+        rows: None,
+    };
+    let rows = Source {
+        wq: ow,
+        cols: oh * ow,
+        rows: Some(Direct {
+            row_step: geo.wq,
+            col_step: 1,
+        }),
+        ..grid
+    };
+    if geo.wq > ow && rows.tiles_per_item(j) <= grid.tiles_per_item(j) {
+        rows
+    } else {
+        grid
+    }
 }
 
 /// Floats of phase planes padded at once (4 MiB).
@@ -876,6 +908,26 @@ mod tests {
     /// each of the four epilogues (the residual with its own batch
     /// stride).
     #[test]
+    fn phase_planes_are_read_in_row_tiles_unless_that_makes_more_tiles() {
+        let rows_for = |side: usize, j: usize| {
+            let mut d = conv_desc(1, (8, side, side), 32, (3, 3), 1, &[]);
+            (d.sh, d.sw) = (2, 2);
+            d.oh = (side / 2) as u32;
+            d.ow = (side / 2) as u32;
+            let base = std::ptr::null();
+            phase_source(&d, Shifted::new(&d), base, 0, j).rows
+        };
+        let in_rows = Some(Direct {
+            row_step: 15,
+            col_step: 1,
+        });
+        assert_eq!(rows_for(28, 14), in_rows);
+        assert_eq!(rows_for(56, 14).map(|r| r.row_step), Some(29));
+        // 7×7 outputs: 7 row tiles against 4 on the grid.
+        assert_eq!(rows_for(14, 14), None);
+    }
+
+    #[test]
     fn convolutions_match_the_gemm_path() {
         let cases = [
             // (batch, (c, h, w), m, kernel, pad, stride, dilation)
@@ -890,6 +942,10 @@ mod tests {
             (1, (32, 9, 37), 40, 1, 0, 2, 1),
             (2, (24, 14, 14), 33, 1, 0, 2, 1),
             (1, (16, 10, 13), 32, 1, 0, 3, 1),
+            // Strided windows in row tiles (see `phase_source`): 14×14
+            // outputs on a grid 15 wide, and rows of two tiles.
+            (2, (8, 28, 28), 40, 3, 1, 2, 1),
+            (1, (4, 56, 56), 32, 3, 1, 2, 1),
         ];
         for (batch, (c, h, w), m, kk, pad, stride, dil) in cases {
             for steps in [&[][..], &[STEP_RELU], &[STEP_ADD], &[STEP_ADD, STEP_RELU]] {
