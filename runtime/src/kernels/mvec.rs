@@ -15,8 +15,9 @@
 //! ([`gemm::Shifted`], the same copy the GEMM path makes), on which every
 //! im2col row is a contiguous slice at a fixed offset, so a tile's `J`
 //! columns are `J` consecutive floats of each row. Tiles stay within an
-//! output row there, so the phase grid's columns between output rows are
-//! never computed (the GEMM path computes and drops them).
+//! output row there, or hold two whole rows of 5–7 outputs, so the phase
+//! grid's columns between output rows are never computed (the GEMM path
+//! computes and drops them).
 //!
 //! The accumulators hold an output *column* per register pair, so the
 //! store transposes: each of the tile's 32 channels is written as a run of
@@ -104,12 +105,15 @@ pub fn choose(d: &GemmDesc) -> bool {
     // the 256→512 one's time), one thread at batch 1, 10 alternated pairs:
     // 256→512 at 56×56 0.946, 512→1024 at 28×28 0.916 (two threads:
     // 0.99 and 0.90; batch 8: 0.96 and 0.97); 1024→2048 at 14×14, whose
-    // 7-wide rows make half tiles, 1.12 — so it stays there. Through phase
-    // planes they had been level with the GEMM path. Strided windows gain
+    // 7-wide rows made half tiles, 1.12 — and with two rows a tile (see
+    // [`Direct::two_rows`]) 0.974 at batch 4 on one thread, 0.979 at batch
+    // 8 on two. Through phase planes they had been level with the GEMM
+    // path. Strided windows gain
     // from skipping B's packing even with short reductions (AlexNet's
     // 11×11/4 stem, K = 363: 0.94–0.96 of the GEMM path's time).
+    let ow = d.ow as usize;
     fits && if pointwise {
-        !strided || (Direct::of(d).is_some() && d.ow as usize >= J_MAX)
+        !strided || (Direct::of(d).is_some() && (ow >= J_MAX || pairs_rows(ow, J_MAX)))
     } else {
         strided
     }
@@ -127,6 +131,12 @@ pub fn choose(d: &GemmDesc) -> bool {
 struct Direct {
     row_step: usize,
     col_step: usize,
+    /// Whether a tile holds two whole output rows (rows of 5–7 outputs on
+    /// a kernel 14 wide): as single rows they would fill half of every
+    /// tile, as a grid compute the columns between rows (ResNet's 3×3/2
+    /// 512→512 at 14×14 → 7×7: an eighth of its multiplies; 0.919 of the
+    /// grid's time at batch 4 on one thread, 0.938 at batch 8 on two).
+    two_rows: bool,
 }
 
 impl Direct {
@@ -138,6 +148,7 @@ impl Direct {
         (pointwise && d.sw as usize <= Self::MAX_COL_STEP).then_some(Direct {
             row_step: (d.sh * d.w) as usize,
             col_step: d.sw as usize,
+            two_rows: false,
         })
     }
 
@@ -150,22 +161,38 @@ impl Direct {
 
 /// `tile[j][0..MV] = Σ_k a[k][0..MV] · b[offs[k] + S·j]` for `j < W`,
 /// asking for the cache line at `ahead + 16·k` on the way (see
-/// [`Ahead`]) and for B's row `k` `lead` floats on (the next tiles').
-type KernelFn = unsafe fn(usize, *const f32, *const f32, *const usize, *mut f32, *const f32, usize);
+/// [`Ahead`]) and for B's row `k` `lead` floats on (the next tiles'). A
+/// two-row kernel (columns `H ..` on the second of two output rows) reads
+/// those at `b[offs[k] + second + S·(j − H)]`; the others ignore `second`.
+type KernelFn =
+    unsafe fn(usize, *const f32, *const f32, *const usize, *mut f32, *const f32, usize, usize);
 
 /// One instruction set's kernels: `by_width[s − 1][w − 1]` computes `w`
-/// columns `s` floats apart (see [`Direct`]); `vector_store` whether tiles
-/// are stored by [`avx512_store`].
+/// columns `s` floats apart (see [`Direct`]); `two_rows[s − 1][h −
+/// TWO_ROWS_MIN]` two output rows of `h` columns each (see
+/// [`Direct::two_rows`]), if the set has them; `vector_store` whether
+/// tiles are stored by [`avx512_store`].
 #[derive(Clone, Copy)]
 struct Kernels {
     j: usize,
     by_width: [&'static [KernelFn]; Direct::MAX_COL_STEP],
+    two_rows: Option<[&'static [KernelFn]; Direct::MAX_COL_STEP]>,
     vector_store: bool,
+}
+
+/// The narrowest output rows read two to a tile.
+const TWO_ROWS_MIN: usize = 5;
+
+/// Whether rows of `ow` outputs are read two to a tile on kernels `j`
+/// wide that have two-row variants.
+fn pairs_rows(ow: usize, j: usize) -> bool {
+    (TWO_ROWS_MIN..=j / 2).contains(&ow)
 }
 
 const PORTABLE: Kernels = Kernels {
     j: portable::J,
     by_width: [&portable::BY_WIDTH[0], &portable::BY_WIDTH[1]],
+    two_rows: None,
     vector_store: false,
 };
 
@@ -178,6 +205,7 @@ fn kernels() -> Kernels {
             return Kernels {
                 j: avx512::J,
                 by_width: [&avx512::BY_WIDTH[0], &avx512::BY_WIDTH[1]],
+                two_rows: Some([&avx512::TWO_ROWS[0], &avx512::TWO_ROWS[1]]),
                 vector_store: true,
             };
         }
@@ -225,6 +253,7 @@ impl Source {
     fn tiles_per_item(&self, j: usize) -> usize {
         match self.rows {
             None => self.cols.div_ceil(j),
+            Some(r) if r.two_rows => (self.cols / self.wq).div_ceil(2),
             Some(_) => (self.cols / self.wq) * self.wq.div_ceil(j),
         }
     }
@@ -242,6 +271,16 @@ impl Source {
                     col0,
                     width: j.min(self.cols - col0),
                     b: at.wrapping_add(col0),
+                }
+            }
+            Some(r) if r.two_rows => {
+                let y = 2 * t;
+                let rows = (self.cols / self.wq - y).min(2);
+                Tile {
+                    item,
+                    col0: y * self.wq,
+                    width: rows * self.wq,
+                    b: at.wrapping_add(y * r.row_step),
                 }
             }
             Some(r) => {
@@ -265,6 +304,7 @@ impl Source {
     fn lead(&self, j: usize) -> usize {
         match self.rows {
             None => 3 * j,
+            Some(r) if r.two_rows => 6 * r.row_step,
             Some(r) if self.wq <= j => 3 * r.row_step,
             Some(r) => j * r.col_step,
         }
@@ -289,12 +329,13 @@ unsafe fn run_with(kern: Kernels, d: &GemmDesc, p: &Ptrs) {
             rows.clear();
             rows.extend((0..d.k()).map(|kk| kk * h * w));
             let grid = direct.is_grid(d);
+            let two_rows = kern.two_rows.is_some() && pairs_rows(d.ow as usize, kern.j);
             let src = Source {
                 base: p.x,
                 item_stride: d.x_bstride as usize,
                 wq: d.ow as usize,
                 cols: (d.oh * d.ow) as usize,
-                rows: (!grid).then_some(direct),
+                rows: (!grid).then_some(Direct { two_rows, ..direct }),
             };
             return multiply(kern, d, p, 0..batch, src, &rows);
         }
@@ -312,7 +353,7 @@ unsafe fn run_with(kern: Kernels, d: &GemmDesc, p: &Ptrs) {
                 let items = first..(first + together).min(batch);
                 gemm::pad_items(d, geo, p.x, items.clone(), &mut planes);
                 let base = planes.as_ptr().wrapping_sub(first * item_len);
-                let src = phase_source(d, geo, base, item_len, kern.j);
+                let src = phase_source(d, geo, base, item_len, &kern);
                 multiply(kern, d, p, items, src, &rows);
             }
         });
@@ -320,14 +361,21 @@ unsafe fn run_with(kern: Kernels, d: &GemmDesc, p: &Ptrs) {
 }
 
 /// B read from phase planes at `base` (item `n`'s at `n·item_len` on) —
-/// in tiles within output rows when that makes no more tiles than tiling
-/// the whole grid, so the grid's columns between output rows (a phase
-/// plane is wider than the output) are never computed: a fifteenth of
-/// the multiplies of a 3×3/2 layer with 14×14 outputs, 14 tiles of 14
-/// rather than 15. At 7×7 outputs (a grid 8 wide) rows would make 7 tiles
-/// of 7 where the grid makes 4 of 14, each streaming the weight panel
-/// again, so those stay on the grid.
-fn phase_source(d: &GemmDesc, geo: Shifted, base: *const f32, item_len: usize, j: usize) -> Source {
+/// in tiles within output rows, or of two whole output rows (on kernels
+/// that have them, see [`Direct::two_rows`]), when that makes no more
+/// tiles than tiling the whole grid, so the grid's columns between output
+/// rows (a phase plane is wider than the output) are never computed: a
+/// fifteenth of the multiplies of a 3×3/2 layer with 14×14 outputs (14
+/// tiles of 14 rather than 15), an eighth at 7×7 (4 tiles of two rows,
+/// as many as on the grid; single rows would make 7 tiles of 7, each
+/// streaming the weight panel again).
+fn phase_source(
+    d: &GemmDesc,
+    geo: Shifted,
+    base: *const f32,
+    item_len: usize,
+    kern: &Kernels,
+) -> Source {
     let (oh, ow) = (d.oh as usize, d.ow as usize);
     let grid = Source {
         base,
@@ -336,16 +384,19 @@ fn phase_source(d: &GemmDesc, geo: Shifted, base: *const f32, item_len: usize, j
         cols: geo.cols(),
         rows: None,
     };
-    let rows = Source {
+    let in_rows = |two_rows| Source {
         wq: ow,
         cols: oh * ow,
         rows: Some(Direct {
             row_step: geo.wq,
             col_step: 1,
+            two_rows,
         }),
         ..grid
     };
-    if geo.wq > ow && rows.tiles_per_item(j) <= grid.tiles_per_item(j) {
+    let pairs = kern.two_rows.is_some() && pairs_rows(ow, kern.j);
+    let rows = in_rows(pairs);
+    if geo.wq > ow && rows.tiles_per_item(kern.j) <= grid.tiles_per_item(kern.j) {
         rows
     } else {
         grid
@@ -384,6 +435,12 @@ unsafe fn multiply(
     let tiles = items.len() * src.tiles_per_item(kern.j);
     let col_step = src.rows.map_or(1, |r| r.col_step);
     let by_width = kern.by_width[col_step - 1];
+    // A whole pair of rows on the two-row kernel (the last, single row on
+    // the plain one).
+    let (two_rows, second) = match (src.rows, kern.two_rows) {
+        (Some(r), Some(two)) if r.two_rows => (Some(two[col_step - 1]), r.row_step),
+        _ => (None, 0),
+    };
     let lead = src.lead(kern.j);
     // Enough tasks that two threads end together: at least four per
     // thread. With at least an item per thread, at least a tile run per
@@ -425,8 +482,12 @@ unsafe fn multiply(
                 // item `item`'s planes (a grid holds `cols` columns on
                 // every row; a row tile's last column is an output's
                 // input); the tile holds `J_MAX · MV` floats.
+                let run = match two_rows {
+                    Some(two) if width == 2 * src.wq => two[src.wq - TWO_ROWS_MIN],
+                    _ => by_width[width - 1],
+                };
                 unsafe {
-                    (by_width[width - 1])(
+                    run(
                         k,
                         a_panel,
                         b,
@@ -434,6 +495,7 @@ unsafe fn multiply(
                         tile.as_mut_ptr(),
                         ahead.next(a_panel),
                         lead,
+                        second,
                     );
                     store(kern, d, p, item, panel * MV, &tile, col0, width, src.wq);
                 }
@@ -594,6 +656,7 @@ mod portable {
     /// # Safety
     /// `a` holds `kc · MV` floats, `b + offs[k]` the `W` floats `S` apart
     /// for every `k < kc`, `tile` `W · MV`.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn kernel<const W: usize, const S: usize>(
         kc: usize,
         a: *const f32,
@@ -602,6 +665,7 @@ mod portable {
         tile: *mut f32,
         _ahead: *const f32,
         _lead: usize,
+        _second: usize,
     ) {
         let mut acc = [[0.0f32; MV]; W];
         for k in 0..kc {
@@ -635,23 +699,30 @@ mod avx512 {
 
     pub(super) const BY_WIDTH: [[KernelFn; J]; 2] = [by_width::<1>(), by_width::<2>()];
 
+    /// Two rows of 5, 6 and 7 columns at column step `S`.
+    pub(super) const TWO_ROWS: [[KernelFn; 3]; 2] = [two_rows::<1>(), two_rows::<2>()];
+
+    const fn two_rows<const S: usize>() -> [KernelFn; 3] {
+        [kernel::<10, S, 5>, kernel::<12, S, 6>, kernel::<14, S, 7>]
+    }
+
     /// Every width at column step `S`.
     const fn by_width<const S: usize>() -> [KernelFn; J] {
         [
-            kernel::<1, S>,
-            kernel::<2, S>,
-            kernel::<3, S>,
-            kernel::<4, S>,
-            kernel::<5, S>,
-            kernel::<6, S>,
-            kernel::<7, S>,
-            kernel::<8, S>,
-            kernel::<9, S>,
-            kernel::<10, S>,
-            kernel::<11, S>,
-            kernel::<12, S>,
-            kernel::<13, S>,
-            kernel::<14, S>,
+            kernel::<1, S, 1>,
+            kernel::<2, S, 2>,
+            kernel::<3, S, 3>,
+            kernel::<4, S, 4>,
+            kernel::<5, S, 5>,
+            kernel::<6, S, 6>,
+            kernel::<7, S, 7>,
+            kernel::<8, S, 8>,
+            kernel::<9, S, 9>,
+            kernel::<10, S, 10>,
+            kernel::<11, S, 11>,
+            kernel::<12, S, 12>,
+            kernel::<13, S, 13>,
+            kernel::<14, S, 14>,
         ]
     }
 
@@ -660,7 +731,8 @@ mod avx512 {
     /// # Safety
     /// AVX-512F must be available; as the portable kernel otherwise.
     #[target_feature(enable = "avx512f")]
-    unsafe fn kernel<const W: usize, const S: usize>(
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel<const W: usize, const S: usize, const H: usize>(
         kc: usize,
         a: *const f32,
         b: *const f32,
@@ -668,6 +740,7 @@ mod avx512 {
         tile: *mut f32,
         ahead: *const f32,
         lead: usize,
+        second: usize,
     ) {
         let mut c = [[_mm512_setzero_ps(); 2]; W];
         for k in 0..kc {
@@ -694,7 +767,8 @@ mod avx512 {
                 _mm_prefetch::<_MM_HINT_T1>(bk.wrapping_add(lead + 16) as *const i8);
             }
             for (j, cj) in c.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*bk.add(S * j));
+                let at = if j < H { S * j } else { second + S * (j - H) };
+                let x = _mm512_set1_ps(*bk.add(at));
                 cj[0] = _mm512_fmadd_ps(x, w0, cj[0]);
                 cj[1] = _mm512_fmadd_ps(x, w1, cj[1]);
             }
@@ -853,6 +927,7 @@ mod tests {
                         tile.as_mut_ptr(),
                         a.as_ptr(),
                         3 * j,
+                        0,
                     )
                 };
                 for jj in 0..w {
@@ -871,6 +946,44 @@ mod tests {
                     tile[w * MV..].iter().all(|v| v.is_nan()),
                     "width {w} wrote past its tile"
                 );
+            }
+        }
+    }
+
+    /// The two-row kernels read columns `h ..` at the second row's offset.
+    #[test]
+    fn two_row_kernels_match_plain_loops() {
+        let (kc, second) = (29, 45);
+        let a: Vec<f32> = (0..kc * MV).map(value).collect();
+        let b: Vec<f32> = (0..kc * 40 + 80).map(|i| value(3 * i + 1)).collect();
+        let offs: Vec<usize> = (0..kc).map(|k| (k * 17) % 23 + k * 13).collect();
+        for Kernels { two_rows, .. } in kernel_sets() {
+            let Some(two_rows) = two_rows else { continue };
+            for step in 1..=Direct::MAX_COL_STEP {
+                for (i, run) in two_rows[step - 1].iter().enumerate() {
+                    let h = TWO_ROWS_MIN + i;
+                    let mut tile = vec![f32::NAN; J_MAX * MV];
+                    let (a, b, offs) = (a.as_ptr(), b.as_ptr(), offs.as_ptr());
+                    unsafe { run(kc, a, b, offs, tile.as_mut_ptr(), a, 0, second) };
+                    for jj in 0..2 * h {
+                        let at = if jj < h {
+                            step * jj
+                        } else {
+                            second + step * (jj - h)
+                        };
+                        for r in 0..MV {
+                            let want: f32 = (0..kc)
+                                .map(|k| unsafe { *a.add(k * MV + r) * *b.add(*offs.add(k) + at) })
+                                .sum();
+                            let got = tile[jj * MV + r];
+                            assert!(
+                                (got - want).abs() < 1e-4,
+                                "rows of {h}, step {step} at {jj},{r}: {got} vs {want}"
+                            );
+                        }
+                    }
+                    assert!(tile[2 * h * MV..].iter().all(|v| v.is_nan()));
+                }
             }
         }
     }
@@ -909,22 +1022,34 @@ mod tests {
     /// stride).
     #[test]
     fn phase_planes_are_read_in_row_tiles_unless_that_makes_more_tiles() {
-        let rows_for = |side: usize, j: usize| {
+        // Only the width and whether two-row kernels exist matter here.
+        let avx = Kernels {
+            j: 14,
+            two_rows: Some(PORTABLE.by_width),
+            ..PORTABLE
+        };
+        let no_pairs = Kernels { j: 14, ..PORTABLE };
+        let rows_for = |side: usize, kern: Kernels| {
             let mut d = conv_desc(1, (8, side, side), 32, (3, 3), 1, &[]);
             (d.sh, d.sw) = (2, 2);
             d.oh = (side / 2) as u32;
             d.ow = (side / 2) as u32;
             let base = std::ptr::null();
-            phase_source(&d, Shifted::new(&d), base, 0, j).rows
+            phase_source(&d, Shifted::new(&d), base, 0, &kern).rows
         };
-        let in_rows = Some(Direct {
-            row_step: 15,
-            col_step: 1,
-        });
-        assert_eq!(rows_for(28, 14), in_rows);
-        assert_eq!(rows_for(56, 14).map(|r| r.row_step), Some(29));
-        // 7×7 outputs: 7 row tiles against 4 on the grid.
-        assert_eq!(rows_for(14, 14), None);
+        let in_rows = |row_step, two_rows| {
+            Some(Direct {
+                row_step,
+                col_step: 1,
+                two_rows,
+            })
+        };
+        assert_eq!(rows_for(28, avx), in_rows(15, false));
+        assert_eq!(rows_for(56, avx), in_rows(29, false));
+        // 7×7 outputs: two rows a tile, 4 tiles as on the grid.
+        assert_eq!(rows_for(14, avx), in_rows(8, true));
+        // Without two-row kernels, 7 single rows against 4 grid tiles.
+        assert_eq!(rows_for(14, no_pairs), None);
     }
 
     #[test]
@@ -943,9 +1068,13 @@ mod tests {
             (2, (24, 14, 14), 33, 1, 0, 2, 1),
             (1, (16, 10, 13), 32, 1, 0, 3, 1),
             // Strided windows in row tiles (see `phase_source`): 14×14
-            // outputs on a grid 15 wide, and rows of two tiles.
+            // outputs on a grid 15 wide, rows of two tiles, and two rows a
+            // tile (rows of 7, 6 and 5, the last tile a single row).
             (2, (8, 28, 28), 40, 3, 1, 2, 1),
             (1, (4, 56, 56), 32, 3, 1, 2, 1),
+            (2, (24, 14, 14), 33, 3, 1, 2, 1),
+            (1, (16, 12, 12), 32, 3, 1, 2, 1),
+            (1, (16, 10, 9), 40, 3, 1, 2, 1),
         ];
         for (batch, (c, h, w), m, kk, pad, stride, dil) in cases {
             for steps in [&[][..], &[STEP_RELU], &[STEP_ADD], &[STEP_ADD, STEP_RELU]] {
