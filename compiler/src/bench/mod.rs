@@ -151,8 +151,9 @@ fn machine(threads: usize) -> Machine {
     // The peak is measured on the kernel's vectors, so it is cached per
     // kernel too (`NETC_NO_AVX512` changes it).
     let kernel = netc_runtime::kernels::gemm::kernel_name();
+    // `v2`: earlier caches timed the first copy's page faults too.
     let file = format!(
-        "machine-{threads}t-{}.json",
+        "machine-v2-{threads}t-{}.json",
         kernel.split_whitespace().next().unwrap_or("kernel")
     );
     let cache = std::env::var_os("XDG_CACHE_HOME")
