@@ -107,11 +107,12 @@ fma_loop!(fma_avx512, "avx512f", 16, _mm512_set1_ps, _mm512_fmadd_ps);
 /// Copy bandwidth in GB/s (bytes read + written) over a buffer much
 /// larger than the caches: the fastest of the copies made in `seconds`.
 ///
-/// The destination is written once before timing, so the first copy's
-/// page faults are not counted (with them a single slow copy, cached by
-/// `netc bench`, read 0.5 GB/s on a machine that copies at 29), and the
-/// fastest copy, not the mean, so a moment of contention on a shared host
-/// does not stand for the machine.
+/// The destination is written once before timing, so its page faults
+/// are not counted, and the fastest copy is taken rather than the mean,
+/// so one slow moment on a shared host does not stand for the machine:
+/// `netc bench` caches the figure, and a cache of the old measure read
+/// 0.5 GB/s on a machine that copies at 29 (which of the two caused it
+/// was not established).
 pub fn copy_bandwidth_gbs(seconds: f64) -> f64 {
     let n = 32 << 20; // 128 MiB of f32 per buffer
     let src = vec![1.0f32; n];

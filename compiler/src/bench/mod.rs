@@ -151,7 +151,8 @@ fn machine(threads: usize) -> Machine {
     // The peak is measured on the kernel's vectors, so it is cached per
     // kernel too (`NETC_NO_AVX512` changes it).
     let kernel = netc_runtime::kernels::gemm::kernel_name();
-    // `v2`: earlier caches timed the first copy's page faults too.
+    // `v2`: earlier caches hold the old bandwidth measure (see
+    // `profile::copy_bandwidth_gbs`).
     let file = format!(
         "machine-v2-{threads}t-{}.json",
         kernel.split_whitespace().next().unwrap_or("kernel")
