@@ -33,13 +33,19 @@
 //! block (batch 1 at 14×14) still keeps every thread busy. The transforms are written over lanes of
 //! eight tiles, one AVX2 vector each (by hand on registers, with 8×8
 //! transposes to gather patch rows; F(2×2, 3×3)'s had gone element by
-//! element, and deep_convnet's 8×8 layers ran 14–17% slower).
+//! element, and deep_convnet's 8×8 layers ran 14–17% slower). With
+//! AVX-512 the patch rows are read, and F(4×4)'s output rows written, as
+//! whole runs along each output row instead (see [`avx512`]): eight
+//! 64-channel 3×3 layers at 56×56 0.918 of the AVX2 transforms' time,
+//! ResNet-18 at batch 1 0.931, GoogLeNet 0.976 (alternated `netc bench`,
+//! 2 threads, Zen 5).
 
 use super::gemm::{self, GemmDesc, Ptrs, STEP_ADD, STEP_RELU};
 use super::micro::{KernelFn, MicroKernel, MR};
 use super::Shared;
 use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// Transformed-domain positions of a 6×6 input tile (the size of every
 /// per-tile array; F(2×2, 3×3) uses the first 16).
@@ -642,21 +648,51 @@ unsafe fn scatter_scalar<const M: usize>(
     }
 }
 
-/// Steps 1 and 3 for one channel; the AVX2 versions gather patch rows
+/// Step 1 for input channels `channels` of a block: `(d, x, blk,
+/// channels, v)`.
+type InputFn = unsafe fn(&GemmDesc, *const f32, Block, Range<usize>, *mut f32);
+/// Step 3 for output channels `ocs` of a block, channel `oc`'s GEMM
+/// results at `m + (oc − ocs.start)·nr`, `stride` from one ξ to the next:
+/// `(d, p, blk, ocs, (m, stride))`.
+type OutputFn = unsafe fn(&GemmDesc, &Ptrs, Block, Range<usize>, (*const f32, usize));
+
+/// Steps 1 and 3 for a range of channels; the AVX2 versions gather patch rows
 /// through 8×8 transposes and store whole output rows where they can, the
 /// portable ones go element by element. Chosen once per call.
 #[derive(Clone, Copy)]
 struct Transforms {
-    input: unsafe fn(&GemmDesc, *const f32, Block, usize, *mut f32),
-    output: unsafe fn(&GemmDesc, &Ptrs, Block, usize, (*const f32, usize)),
+    input: InputFn,
+    output: OutputFn,
 }
 
 impl Transforms {
     fn select(tile: Tile) -> Transforms {
         #[cfg(target_arch = "x86_64")]
+        if super::has_avx512() {
+            return match tile {
+                Tile::F4 => Transforms {
+                    input: avx512::transform_channel::<4, 6>,
+                    output: avx512::store_channel,
+                },
+                Tile::F2 => Transforms {
+                    input: avx512::transform_channel::<2, 4>,
+                    output: avx2::store_channel_m2::<4>,
+                },
+                Tile::F2K5 => Transforms {
+                    input: avx512::transform_channel::<2, 6>,
+                    output: avx2::store_channel_m2::<6>,
+                },
+            };
+        }
+        Transforms::avx2(tile).unwrap_or_else(|| Transforms::portable(tile))
+    }
+
+    /// The AVX2 transforms, if this CPU has AVX2 and FMA.
+    fn avx2(tile: Tile) -> Option<Transforms> {
+        #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            return match tile {
+            return Some(match tile {
                 Tile::F4 => Transforms {
                     input: avx2::transform_channel::<6>,
                     output: avx2::store_channel,
@@ -671,9 +707,9 @@ impl Transforms {
                     input: avx2::transform_channel::<6>,
                     output: avx2::store_channel_m2::<6>,
                 },
-            };
+            });
         }
-        Transforms::portable(tile)
+        None
     }
 
     fn portable(tile: Tile) -> Transforms {
@@ -700,12 +736,14 @@ unsafe fn portable_input<const A: usize>(
     d: &GemmDesc,
     x: *const f32,
     blk: Block,
-    c: usize,
+    channels: Range<usize>,
     v: *mut f32,
 ) {
-    transform_channel::<A>(d, blk, c, v, |first, patch| {
-        gather_scalar::<A>(d, x, blk.tiles, first, c, patch)
-    })
+    for c in channels {
+        transform_channel::<A>(d, blk, c, v, |first, patch| {
+            gather_scalar::<A>(d, x, blk.tiles, first, c, patch)
+        })
+    }
 }
 
 /// Step 3 element by element.
@@ -714,18 +752,25 @@ unsafe fn portable_output<const M: usize, const A: usize>(
     d: &GemmDesc,
     p: &Ptrs,
     blk: Block,
-    oc: usize,
-    m: (*const f32, usize),
+    ocs: Range<usize>,
+    (m, stride): (*const f32, usize),
 ) {
-    store_channel::<M, A>(d, p, blk, oc, m, |first, y, finish| {
-        scatter_scalar::<M>(d, p, blk.tiles, oc, (first, 0..LANES), y, finish)
-    })
+    for oc in ocs.clone() {
+        let m = (m.add((oc - ocs.start) * blk.nr), stride);
+        store_channel::<M, A>(d, p, blk, oc, m, |first, y, finish| {
+            scatter_scalar::<M>(d, p, blk.tiles, oc, (first, 0..LANES), y, finish)
+        })
+    }
 }
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{plane_stride, Block, Finish, GemmDesc, Ptrs, LANES};
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
     /// Rows of an 8×8 block become columns.
     #[inline(always)]
@@ -761,7 +806,7 @@ mod avx2 {
     /// [`super::bt`] on registers: `A` = 4 points (F(2×2, 3×3); the last
     /// two results are zero) or 6.
     #[inline(always)]
-    unsafe fn bt_of<const A: usize>(d: [__m256; 6]) -> [__m256; 6] {
+    pub(super) unsafe fn bt_of<const A: usize>(d: [__m256; 6]) -> [__m256; 6] {
         if A == 4 {
             let zero = _mm256_setzero_ps();
             return [
@@ -814,6 +859,48 @@ mod avx2 {
             _mm256_fmadd_ps(four, s34, s12),
             _mm256_add_ps(_mm256_fmadd_ps(eight, d34, d12), m[5]),
         ]
+    }
+
+    /// [`transform_channel_one`] for each of `channels`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn transform_channel<const A: usize>(
+        d: &GemmDesc,
+        x: *const f32,
+        blk: Block,
+        channels: Range<usize>,
+        v: *mut f32,
+    ) {
+        for c in channels {
+            transform_channel_one::<A>(d, x, blk, c, v);
+        }
+    }
+
+    /// [`store_channel_m2_one`] for each of `ocs`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn store_channel_m2<const A: usize>(
+        d: &GemmDesc,
+        p: &Ptrs,
+        blk: Block,
+        ocs: Range<usize>,
+        (m, stride): (*const f32, usize),
+    ) {
+        for oc in ocs.clone() {
+            store_channel_m2_one::<A>(d, p, blk, oc, (m.add((oc - ocs.start) * blk.nr), stride));
+        }
+    }
+
+    /// [`store_channel_one`] for each of `ocs`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn store_channel(
+        d: &GemmDesc,
+        p: &Ptrs,
+        blk: Block,
+        ocs: Range<usize>,
+        (m, stride): (*const f32, usize),
+    ) {
+        for oc in ocs.clone() {
+            store_channel_one(d, p, blk, oc, (m.add((oc - ocs.start) * blk.nr), stride));
+        }
     }
 
     /// How many channel planes ahead the transforms prefetch the input
@@ -909,7 +996,8 @@ mod avx2 {
     /// eight tiles and transformed along the row at once; then down the
     /// columns, straight into `v`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn transform_channel<const A: usize>(
+    #[inline]
+    unsafe fn transform_channel_one<const A: usize>(
         d: &GemmDesc,
         x: *const f32,
         blk: Block,
@@ -950,15 +1038,24 @@ mod avx2 {
                 let cols = transpose8(rows);
                 bt_of::<A>([cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]])
             });
-            let dst = v.add(c * blk.nr + chunk * LANES);
-            // Then down each column.
-            let columns: [[__m256; 6]; 6] =
-                std::array::from_fn(|j| std::array::from_fn(|i| u[i][j]));
-            for (j, column) in columns.into_iter().take(A).enumerate() {
-                let col = bt_of::<A>(column);
-                for (i, val) in col.into_iter().take(A).enumerate() {
-                    _mm256_storeu_ps(dst.add((A * i + j) * stride), val);
-                }
+            store_columns::<A>(u, v.add(c * blk.nr + chunk * LANES), stride);
+        }
+    }
+
+    /// The second half of step 1: `u[i][j]` (patch row `i` transformed
+    /// along the row, column `j`; lanes are tiles) transformed down each
+    /// column into `dst[(A·i + j)·stride ..]`.
+    #[inline(always)]
+    pub(super) unsafe fn store_columns<const A: usize>(
+        u: [[__m256; 6]; 6],
+        dst: *mut f32,
+        stride: usize,
+    ) {
+        let columns: [[__m256; 6]; 6] = std::array::from_fn(|j| std::array::from_fn(|i| u[i][j]));
+        for (j, column) in columns.into_iter().take(A).enumerate() {
+            let col = bt_of::<A>(column);
+            for (i, val) in col.into_iter().take(A).enumerate() {
+                _mm256_storeu_ps(dst.add((A * i + j) * stride), val);
             }
         }
     }
@@ -987,7 +1084,8 @@ mod avx2 {
     /// and reaches the right edge, so before this all of it went tile by
     /// tile.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn store_channel_m2<const A: usize>(
+    #[inline]
+    unsafe fn store_channel_m2_one<const A: usize>(
         d: &GemmDesc,
         p: &Ptrs,
         blk: Block,
@@ -1164,12 +1262,38 @@ mod avx2 {
         }
     }
 
+    /// `Aᵀ M A` plus `bias` for the eight tiles whose 36 GEMM results are
+    /// at `src`, `stride` apart: `y[4r + s]` is output row `r`, column
+    /// `s` (lanes are tiles).
+    #[inline(always)]
+    pub(super) unsafe fn tile_outputs(src: *const f32, stride: usize, bias: f32) -> [__m256; 16] {
+        let bias = _mm256_set1_ps(bias);
+        let mut t = [_mm256_setzero_ps(); 24];
+        for i in 0..6 {
+            let row = at(std::array::from_fn(|j| {
+                _mm256_loadu_ps(src.add((6 * i + j) * stride))
+            }));
+            for (s, val) in row.into_iter().enumerate() {
+                t[6 * s + i] = val;
+            }
+        }
+        let mut y = [_mm256_setzero_ps(); 16];
+        for s in 0..4 {
+            let col = at(std::array::from_fn(|i| t[6 * s + i]));
+            for (r, val) in col.into_iter().enumerate() {
+                y[4 * r + s] = _mm256_add_ps(val, bias);
+            }
+        }
+        y
+    }
+
     /// Step 3 for one output channel: `Aᵀ M A` on registers, bias added,
     /// then transposed so each tile's output rows are 4-float vectors,
     /// stored clipped at the output's edges (element by element only for
     /// a general epilogue): at 14×14, 7 of 16 tiles are at an edge.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn store_channel(
+    #[inline]
+    unsafe fn store_channel_one(
         d: &GemmDesc,
         p: &Ptrs,
         blk: Block,
@@ -1179,25 +1303,9 @@ mod avx2 {
         let (oh, ow) = (d.oh as usize, d.ow as usize);
         let plane = oh * ow;
         let finish = Finish::new(d, p, oc);
-        let (bias, zero) = (_mm256_set1_ps(finish.bias), _mm_setzero_ps());
+        let zero = _mm_setzero_ps();
         for (chunk, first) in blk.chunks() {
-            let src = m.add(chunk * LANES);
-            let mut t = [_mm256_setzero_ps(); 24];
-            for i in 0..6 {
-                let row = at(std::array::from_fn(|j| {
-                    _mm256_loadu_ps(src.add((6 * i + j) * stride))
-                }));
-                for (s, val) in row.into_iter().enumerate() {
-                    t[6 * s + i] = val;
-                }
-            }
-            let mut y = [_mm256_setzero_ps(); 16];
-            for s in 0..4 {
-                let col = at(std::array::from_fn(|i| t[6 * s + i]));
-                for (r, val) in col.into_iter().enumerate() {
-                    y[4 * r + s] = _mm256_add_ps(val, bias);
-                }
-            }
+            let y = tile_outputs(m.add(chunk * LANES), stride, finish.bias);
             if finish.pool {
                 store_pooled_m4(d, p, blk.tiles, oc, first, &y, finish);
                 continue;
@@ -1332,9 +1440,7 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
                     };
                     // SAFETY: the task writes its own block's output tiles.
                     unsafe {
-                        for c in 0..c_in {
-                            (fns.input)(d, p.x, blk, c, v.as_mut_ptr());
-                        }
+                        (fns.input)(d, p.x, blk, 0..c_in, v.as_mut_ptr());
                         multiply_and_store(&layer, blk, v.as_ptr(), 0..row_panels, prod);
                     }
                 });
@@ -1350,22 +1456,14 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
             parallel_for(nb * splits, |t| {
                 let (b, s) = (t / splits, t % splits);
                 let block_v = vp.get().add(b * block_floats);
-                for c in s * per_split..((s + 1) * per_split).min(c_in) {
-                    // SAFETY: each task writes its own channels of its block.
-                    unsafe {
-                        (fns.input)(
-                            d,
-                            p.x,
-                            Block {
-                                tiles,
-                                index: b0 + b,
-                                nr,
-                            },
-                            c,
-                            block_v,
-                        )
-                    };
-                }
+                let channels = s * per_split..((s + 1) * per_split).min(c_in);
+                let blk = Block {
+                    tiles,
+                    index: b0 + b,
+                    nr,
+                };
+                // SAFETY: each task writes its own channels of its block.
+                unsafe { (fns.input)(d, p.x, blk, channels, block_v) };
             });
             // GEMMs and output transforms: (block, row-panel range) tasks.
             let splits = (4 * threads).div_ceil(nb).clamp(1, row_panels);
@@ -1484,10 +1582,8 @@ unsafe fn multiply_and_store(
                 gemm(c_in, a.add(xi * MR * c_in), b, offs, tile);
             }
         }
-        for row in 0..(chunk * MR).min(m - p0 * MR) {
-            let oc = p0 * MR + row;
-            (fns.output)(d, p, blk, oc, (prod.as_ptr().add(row * nr), stride));
-        }
+        let ocs = p0 * MR..p0 * MR + (chunk * MR).min(m - p0 * MR);
+        (fns.output)(d, p, blk, ocs, (prod.as_ptr(), stride));
         p0 += chunk;
     }
 }
@@ -1546,6 +1642,9 @@ mod tests {
                 variants.push((kind, tile, Some((Transforms::portable(tile), kernels[0]))));
                 for &kern in &kernels {
                     variants.push((kind, tile, Some((Transforms::select(tile), kern))));
+                }
+                if let Some(avx2) = Transforms::avx2(tile) {
+                    variants.push((kind, tile, Some((avx2, kernels[0]))));
                 }
             }
             for (kind, tile, transforms) in variants {
