@@ -702,6 +702,72 @@ impl Shifted {
     }
 }
 
+/// [`every`], on AVX-512 when `wide` (S = 2 or 4).
+#[inline(always)]
+pub(super) fn every_fast<const S: usize>(to: &mut [f32], from: &[f32], wide: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if wide && !to.is_empty() && from.len() > (to.len() - 1) * S {
+        // SAFETY: AVX-512 is present (`wide`), and `from` holds the
+        // `(len − 1)·S + 1` floats read.
+        return unsafe { every_avx512::<S>(to, from) };
+    }
+    every::<S>(to, from)
+}
+
+/// [`every`] for `S` = 2 or 4, 16 outputs at a time: `S` masked loads
+/// and one permute (S = 2) or three (S = 4), one masked store. Element
+/// by element this copy was 21% of a 3×3/2 256→256 layer's samples at
+/// 28×28 → 14×14, batch 1.
+///
+/// # Safety
+/// AVX-512F must be present; `from` must hold `(to.len() − 1)·S + 1`
+/// floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn every_avx512<const S: usize>(to: &mut [f32], from: &[f32]) {
+    use std::arch::x86_64::*;
+    let n = to.len();
+    let need = (n - 1) * S + 1;
+    // Lanes `0 .. count` of a 16-float register.
+    let first = |count: usize| ((1u32 << count.min(16)) - 1) as __mmask16;
+    let step = S as i32;
+    let pick = _mm512_setr_epi32(
+        0,
+        step,
+        2 * step,
+        3 * step,
+        4 * step,
+        5 * step,
+        6 * step,
+        7 * step,
+        8 * step,
+        9 * step,
+        10 * step,
+        11 * step,
+        12 * step,
+        13 * step,
+        14 * step,
+        15 * step,
+    );
+    let src = from.as_ptr();
+    for i in (0..n).step_by(16) {
+        let base = i * S;
+        let load = |k: usize| {
+            let at = base + 16 * k;
+            _mm512_maskz_loadu_ps(first(need.saturating_sub(at)), src.wrapping_add(at))
+        };
+        let out = if S == 2 {
+            _mm512_permutex2var_ps(load(0), pick, load(1))
+        } else {
+            // Lanes 0–7 of each: every fourth of 32 floats.
+            let lo = _mm512_permutex2var_ps(load(0), pick, load(1));
+            let hi = _mm512_permutex2var_ps(load(2), pick, load(3));
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(lo, hi)
+        };
+        _mm512_mask_storeu_ps(to.as_mut_ptr().add(i), first(n - i), out);
+    }
+}
+
 /// `to[i] = from[i·S]`, with `S` a constant and one bounds check up front
 /// rather than a run-time stride and a check per element: the phase-plane
 /// copy had been 9% of a 3×3/2 layer's `perf` samples (128 channels,
@@ -728,6 +794,15 @@ pub(super) unsafe fn pad_input(
     let (sh, sw) = (d.sh as usize, d.sw as usize);
     let (hq, wq) = (geo.hq, geo.wq);
     let xi = Shared::new(x.add(item * d.x_bstride as usize));
+    let wide = super::has_avx512();
+    // Phase column x' holds input column x'·sw + b − pl: the columns
+    // `x_lo .. x_hi` of phase `b`'s rows that come from the input.
+    let inside: [(usize, usize); MAX_PHASE_STRIDE] = std::array::from_fn(|b| {
+        (
+            pl.saturating_sub(b).div_ceil(sw),
+            (w + pl).saturating_sub(b).div_ceil(sw).min(wq),
+        )
+    });
     let fill_channel = |(c, dst): (usize, &mut [f32])| {
         // SAFETY: the caller's contract covers the input tensor.
         let src = unsafe { std::slice::from_raw_parts(xi.get().add(c * h * w), h * w) };
@@ -749,9 +824,7 @@ pub(super) unsafe fn pad_input(
                     }
                     let plane = &mut dst[geo.slot[a][b] as usize * hq * wq..][..hq * wq];
                     let row = &mut plane[yq * wq..][..wq];
-                    // Phase column x' holds input column x'·sw + b − pl.
-                    let x_lo = pl.saturating_sub(b).div_ceil(sw);
-                    let x_hi = (w + pl).saturating_sub(b).div_ceil(sw).min(wq);
+                    let (x_lo, x_hi) = inside[b];
                     if y < pt || y - pt >= h || x_lo >= x_hi {
                         row.fill(0.0);
                         continue;
@@ -762,9 +835,9 @@ pub(super) unsafe fn pad_input(
                     let to = &mut row[x_lo..x_hi];
                     match sw {
                         1 => to.copy_from_slice(&from[..to.len()]),
-                        2 => every::<2>(to, from),
+                        2 => every_fast::<2>(to, from, wide),
                         3 => every::<3>(to, from),
-                        _ => every::<4>(to, from),
+                        _ => every_fast::<4>(to, from, wide),
                     }
                     row[x_hi..].fill(0.0);
                 }
@@ -1305,6 +1378,25 @@ unsafe fn store_any(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every stride-2 and stride-4 copy length up to three registers and a
+    /// ragged tail, on AVX-512 and element by element, against the
+    /// definition; the source exactly as long as the copy reads.
+    #[test]
+    fn strided_copies_match_the_definition() {
+        for n in 1..50 {
+            for (s, fast) in [(2, false), (2, true), (4, false), (4, true)] {
+                let from: Vec<f32> = (0..(n - 1) * s + 1).map(|i| i as f32 + 0.5).collect();
+                let mut to = vec![f32::NAN; n];
+                match s {
+                    2 => every_fast::<2>(&mut to, &from, fast && crate::kernels::has_avx512()),
+                    _ => every_fast::<4>(&mut to, &from, fast && crate::kernels::has_avx512()),
+                }
+                let want: Vec<f32> = (0..n).map(|i| from[i * s]).collect();
+                assert_eq!(to, want, "stride {s}, {n} floats");
+            }
+        }
+    }
     use crate::kernels::testing::value;
 
     /// Every (item, group, column block, row panel) is in exactly one task,

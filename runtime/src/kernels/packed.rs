@@ -670,6 +670,7 @@ unsafe fn pack<const NR: usize>(
     // Columns past the block's end in its last panel are zero.
     let tail = block.width % NR;
     let stride = |panel: usize| if panel + 1 == panels { last_stride } else { NR };
+    let wide = super::has_avx512();
     for kk in rows.clone() {
         let row = base.add(*src.rows.add(k0 + kk));
         let panel_row = |panel: usize| panel * kc * NR + kk * stride(panel);
@@ -679,9 +680,9 @@ unsafe fn pack<const NR: usize>(
                 let to = &mut out[at..at + r.len];
                 let from = std::slice::from_raw_parts(row.add(r.src), (r.len - 1) * sw + 1);
                 match sw {
-                    2 => gemm::every::<2>(to, from),
+                    2 => gemm::every_fast::<2>(to, from, wide),
                     3 => gemm::every::<3>(to, from),
-                    _ => gemm::every::<4>(to, from),
+                    _ => gemm::every_fast::<4>(to, from, wide),
                 }
             }
         } else if src.columns.copied_in_runs() {
