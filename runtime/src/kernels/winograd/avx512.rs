@@ -91,7 +91,8 @@ fn pair_lanes(lane: usize, len: usize) -> __mmask16 {
 /// The permute that takes column pair `(j | j + 1)` of 8 tiles `m`
 /// columns apart from 32 consecutive floats (two registers): lane `t` ←
 /// float `m·t + j`, lane `8 + t` ← `m·t + j + 1`.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn pair_index(m: usize, j: usize) -> __m512i {
     let at = |l: usize| (m * (l % 8) + j + l / 8) as i32;
     _mm512_setr_epi32(
@@ -128,7 +129,8 @@ const fn window<const M: usize>(q: usize) -> (usize, usize) {
 }
 
 /// The low and high eight floats of a register.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn halves(v: __m512) -> [__m256; 2] {
     [
         _mm512_castps512_ps256(v),
@@ -137,7 +139,8 @@ unsafe fn halves(v: __m512) -> [__m256; 2] {
 }
 
 /// `lo` in the low eight floats, `hi` in the high.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn join(lo: __m256, hi: __m256) -> __m512 {
     _mm512_castpd_ps(_mm512_insertf64x4::<1>(
         _mm512_castps_pd(_mm512_castps256_ps512(lo)),
@@ -290,7 +293,8 @@ pub(super) unsafe fn transform_channel<const M: usize, const A: usize>(
 /// Positions `q` of a 4·8-float output row run: the first (`HIGH` =
 /// false) or second 16 of `out[4t + s] = y_s[t]`, taken from `(y_0 | y_1)`
 /// and `(y_2 | y_3)`.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn row_index<const HIGH: bool>() -> __m512i {
     let at = |q: usize| {
         let (t, s) = (q / 4 + if HIGH { 4 } else { 0 }, q % 4);
@@ -362,7 +366,8 @@ pub(super) unsafe fn store_channel(
 }
 
 /// [`store_channel`] for the planned chunks: `(segments, count, chunk)`.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn store_planned(
     d: &GemmDesc,
     p: &Ptrs,
