@@ -346,11 +346,15 @@ pub(super) unsafe fn store_channel(
     }
     let mut chunks = blk.chunks().peekable();
     while chunks.peek().is_some() {
-        let mut plan = [([Segment::default(); LANES], 0, 0); PLANNED];
+        let mut plan = [([Segment::default(); LANES], [[0; 3]; LANES], 0, 0); PLANNED];
         let mut planned = 0;
         for (slot, (chunk, first)) in plan.iter_mut().zip(chunks.by_ref().take(PLANNED)) {
             let (segs, n) = segments(blk.tiles, first);
-            *slot = (segs, n, chunk);
+            let mut masks = [[0; 3]; LANES];
+            for (mask, seg) in masks.iter_mut().zip(&segs[..n]) {
+                *mask = store_masks(d, seg);
+            }
+            *slot = (segs, masks, n, chunk);
             planned += 1;
         }
         store_planned(
@@ -365,14 +369,31 @@ pub(super) unsafe fn store_channel(
     }
 }
 
-/// [`store_channel`] for the planned chunks: `(segments, count, chunk)`.
+/// A chunk's segments, their [`store_masks`], how many, and the chunk.
+type Planned = ([Segment; LANES], [[__mmask16; 3]; LANES], usize, usize);
+
+/// The masks a segment's output rows are stored through, the same for
+/// every row and channel (so found once per block, not per store): the
+/// two 16-float runs of an output row (its lanes' floats, columns inside
+/// the output), then the pooled row's (see [`store_pooled`]).
+fn store_masks(d: &GemmDesc, seg: &Segment) -> [__mmask16; 3] {
+    let (ow, pw) = (d.ow as isize, (d.ow / 2) as isize);
+    let (lane, len) = (seg.lane as isize, seg.len as isize);
+    // Float 0 of a run would land at column `col`.
+    let col = seg.ox as isize - 4 * lane;
+    let run = |off: isize| inside(off - 4 * lane, 4 * len) & inside(col + off, ow);
+    let pooled = inside(-2 * lane, 2 * len) & inside(seg.ox as isize / 2 - 2 * lane, pw);
+    [run(0), run(16), pooled]
+}
+
+/// [`store_channel`] for the planned chunks.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn store_planned(
     d: &GemmDesc,
     p: &Ptrs,
     nr: usize,
-    plan: &[([Segment; LANES], usize, usize)],
+    plan: &[Planned],
     ocs: Range<usize>,
     (m, stride): (*const f32, usize),
     finish: Finish,
@@ -384,10 +405,10 @@ unsafe fn store_planned(
     for oc in ocs.clone() {
         let bias = Finish::new(d, p, oc).bias;
         let m = m.add((oc - ocs.start) * nr);
-        for (segs, n, chunk) in plan {
+        for (segs, masks, n, chunk) in plan {
             let y = avx2::tile_outputs(m.add(chunk * LANES), stride, bias);
             if finish.pool {
-                store_pooled(d, p, oc, &segs[..*n], &y, finish);
+                store_pooled(d, p, oc, (&segs[..*n], &masks[..*n]), &y, finish);
                 continue;
             }
             // Every row's runs first, on constant indices: built inside the
@@ -404,7 +425,7 @@ unsafe fn store_planned(
             };
             let all = [row_runs(0), row_runs(1), row_runs(2), row_runs(3)];
             for (r, runs) in all.iter().enumerate() {
-                for seg in &segs[..*n] {
+                for (seg, masks) in segs[..*n].iter().zip(masks) {
                     let oy = seg.oy + r;
                     if oy >= oh {
                         continue;
@@ -419,10 +440,10 @@ unsafe fn store_planned(
                     let res = p.res[0]
                         .wrapping_add(seg.item * d.res_bstride[0] as usize)
                         .wrapping_offset(row);
-                    let (from, to) = (4 * seg.lane as isize, 4 * (seg.lane + seg.len) as isize);
+                    let from = 4 * seg.lane as isize;
                     for (half, &run) in runs.iter().enumerate() {
                         let off = 16 * half as isize;
-                        let mask = inside(off - from, to - from) & inside(col + off, ow as isize);
+                        let mask = masks[half];
                         if mask == 0 {
                             continue;
                         }
@@ -466,7 +487,7 @@ unsafe fn store_pooled(
     d: &GemmDesc,
     p: &Ptrs,
     oc: usize,
-    segs: &[Segment],
+    (segs, masks): (&[Segment], &[[__mmask16; 3]]),
     y: &[__m256; 16],
     finish: Finish,
 ) {
@@ -486,15 +507,14 @@ unsafe fn store_pooled(
         if finish.relu {
             row = _mm512_max_ps(row, zero);
         }
-        for seg in segs {
+        for (seg, masks) in segs.iter().zip(masks) {
             let py = seg.oy / 2 + r;
             if py >= ph {
                 continue;
             }
             // Float 0 of `row` would land at pooled column `col`.
             let col = (seg.ox / 2) as isize - 2 * seg.lane as isize;
-            let (from, to) = (2 * seg.lane as isize, 2 * (seg.lane + seg.len) as isize);
-            let mask = inside(-from, to - from) & inside(col, pw as isize);
+            let mask = masks[2];
             let at = seg.item * d.out_bstride as usize + oc * ph * pw + py * pw;
             let dst = p.out.wrapping_add(at).wrapping_offset(col);
             _mm512_mask_storeu_ps(dst, mask, row);
