@@ -162,6 +162,8 @@ struct Reads {
     y0: isize,
     col: isize,
     masks: [__mmask16; 4],
+    /// The column pairs' lanes the segment fills (see [`pair_lanes`]).
+    keep: __mmask16,
 }
 
 /// The [`Reads`] of each segment of each chunk `chunks` of a block.
@@ -178,6 +180,7 @@ fn plan_reads<const M: usize>(
         y0: 0,
         col: 0,
         masks: [0; 4],
+        keep: 0,
     };
     let mut plan = [([none; LANES], 0); PLANNED];
     for (slot, chunk) in plan.iter_mut().zip(chunks) {
@@ -197,6 +200,7 @@ fn plan_reads<const M: usize>(
                     inside(col + m, w),
                     inside(col + m + 16, w),
                 ],
+                keep: pair_lanes(seg.lane, seg.len),
             };
         }
     }
@@ -268,7 +272,7 @@ pub(super) unsafe fn transform_channel<const M: usize, const A: usize>(
                         } else {
                             near
                         };
-                        let keep = pair_lanes(r.seg.lane, r.seg.len);
+                        let keep = r.keep;
                         for (q, out) in cols.iter_mut().enumerate().take(pairs) {
                             let [lo, hi] = if window::<M>(q).0 > 0 { far } else { near };
                             let val = _mm512_permutex2var_ps(lo, index[q], hi);
