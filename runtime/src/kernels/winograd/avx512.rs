@@ -16,8 +16,9 @@
 //! The output transform is the same in reverse for F(4×4): each output
 //! row of a segment's tiles is 4·len consecutive floats, built by two
 //! permutes from the tiles' four columns and written (with the residual
-//! read the same way) as two masked stores. Pooled and general epilogues,
-//! and the 2×2-tile variants' outputs, stay on the AVX2 code.
+//! read the same way) as two masked stores, or pooled 2×2/2 first and
+//! stored the same way. General epilogues, and the 2×2-tile variants'
+//! outputs, stay on the AVX2 code.
 //!
 //! Contract: the same values as the AVX2 transforms (same arithmetic,
 //! same order; only data movement differs); the Winograd tests run both.
@@ -88,31 +89,21 @@ fn pair_lanes(lane: usize, len: usize) -> __mmask16 {
     (eight | eight << 8) as __mmask16
 }
 
+/// A permute's index vector: lane `l` ← `at(l)`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn lane_index(at: impl Fn(usize) -> usize) -> __m512i {
+    let lanes: [i32; 16] = std::array::from_fn(|l| at(l) as i32);
+    _mm512_loadu_si512(lanes.as_ptr() as *const _)
+}
+
 /// The permute that takes column pair `(j | j + 1)` of 8 tiles `m`
 /// columns apart from 32 consecutive floats (two registers): lane `t` ←
 /// float `m·t + j`, lane `8 + t` ← `m·t + j + 1`.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn pair_index(m: usize, j: usize) -> __m512i {
-    let at = |l: usize| (m * (l % 8) + j + l / 8) as i32;
-    _mm512_setr_epi32(
-        at(0),
-        at(1),
-        at(2),
-        at(3),
-        at(4),
-        at(5),
-        at(6),
-        at(7),
-        at(8),
-        at(9),
-        at(10),
-        at(11),
-        at(12),
-        at(13),
-        at(14),
-        at(15),
-    )
+    lane_index(|l| m * (l % 8) + j + l / 8)
 }
 
 /// Where column pair `q` (columns `2q`, `2q + 1`) of tiles `M` apart is
@@ -302,37 +293,21 @@ pub(super) unsafe fn transform_channel<const M: usize, const A: usize>(
 unsafe fn row_index<const HIGH: bool>() -> __m512i {
     let at = |q: usize| {
         let (t, s) = (q / 4 + if HIGH { 4 } else { 0 }, q % 4);
-        (if s < 2 {
+        if s < 2 {
             8 * s + t
         } else {
             16 + 8 * (s - 2) + t
-        }) as i32
+        }
     };
-    _mm512_setr_epi32(
-        at(0),
-        at(1),
-        at(2),
-        at(3),
-        at(4),
-        at(5),
-        at(6),
-        at(7),
-        at(8),
-        at(9),
-        at(10),
-        at(11),
-        at(12),
-        at(13),
-        at(14),
-        at(15),
-    )
+    lane_index(at)
 }
 
 /// Step 3 of F(4×4, 3×3) for output channels `ocs`: `Aᵀ M A` and the
 /// bias by the AVX2 code, then each output row of a segment's tiles
 /// interleaved into 4·len consecutive floats and stored (residual added,
-/// ReLU) through masks clipped at the output's right edge. Pooled and
-/// general epilogues go to the AVX2 store.
+/// ReLU) through masks clipped at the output's right edge, or pooled
+/// 2×2/2 first ([`store_pooled`]). General epilogues go to the AVX2
+/// store.
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub(super) unsafe fn store_channel(
     d: &GemmDesc,
@@ -497,10 +472,7 @@ unsafe fn store_pooled(
 ) {
     let (ph, pw) = ((d.oh / 2) as usize, (d.ow / 2) as usize);
     // Lane `2t + s` ← window `s` of tile `t`: float `8s + t` of the join.
-    let pairs = {
-        let v: [i32; 16] = std::array::from_fn(|l| (8 * (l % 2) + l / 2) as i32);
-        _mm512_loadu_si512(v.as_ptr() as *const _)
-    };
+    let pairs = lane_index(|l| 8 * (l % 2) + l / 2);
     let window = |a: usize| {
         let top = _mm256_max_ps(y[a], y[a + 1]);
         _mm256_max_ps(top, _mm256_max_ps(y[a + 4], y[a + 5]))
