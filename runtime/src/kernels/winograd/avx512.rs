@@ -28,8 +28,8 @@ use super::{plane_stride, Block, Finish, GemmDesc, Ptrs, Tiles, LANES};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-/// Channel planes ahead that rows are prefetched (as the AVX2 code).
-const PREFETCH_PLANES: usize = 2;
+/// Channel planes ahead that rows are prefetched: the AVX2 code's.
+const PREFETCH_PLANES: usize = avx2::PREFETCH_PLANES as usize;
 
 /// Lanes `lane .. lane + len` of a chunk: tiles `ox, ox + m, …` of output
 /// row `oy` of item `item`.

@@ -909,7 +909,7 @@ mod avx2 {
     /// the hardware prefetchers do not follow. ResNet-50's 3×3 layers at
     /// batch 8 ran 6–22% faster (alternated `netc bench`, 2 threads); at
     /// batch 1, where the planes are in cache, level.
-    const PREFETCH_PLANES: isize = 2;
+    pub(super) const PREFETCH_PLANES: isize = 2;
 
     /// The first `n` floats of `v` stored at `dst`, nothing after them: a
     /// tile at the output's right edge writes only the columns inside it.
