@@ -16,6 +16,7 @@ pub mod fuse_epilogue;
 pub mod fuse_pool;
 pub mod memory;
 pub mod merge_pointwise;
+pub mod merge_residual;
 pub mod select_algo;
 
 use crate::ir::graph::GraphError;
@@ -75,6 +76,11 @@ pub const PASSES: &[Pass] = &[
         name: "fuse_epilogue",
         summary: "activation and residual add fused into the producing conv/dense",
         run: fuse_epilogue::run,
+    },
+    Pass {
+        name: "merge_residual",
+        summary: "a residual sum of two 1x1 convs becomes one 1x1 conv over their inputs stacked",
+        run: merge_residual::run,
     },
     Pass {
         name: "fuse_pool",

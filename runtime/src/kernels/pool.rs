@@ -280,6 +280,63 @@ unsafe fn plane_max_2x2(d: &PoolDesc, src: *const f32, dst: *mut f32) {
     }
 }
 
+/// Whether `d` has a 1×1 window and no padding: each output is the one
+/// tap at `(oh·sh, ow·sw)`, for max and average alike. The optimiser adds
+/// these in front of strided 1×1 convs it merges into a matrix multiply
+/// (see the compiler's `merge_residual` pass).
+fn is_subsample(d: &PoolDesc) -> bool {
+    (d.kh, d.kw) == (1, 1)
+        && d.pad == [0; 4]
+        && d.oh > 0
+        && d.ow > 0
+        && (d.oh - 1) * d.sh < d.h
+        && (d.ow - 1) * d.sw < d.w
+}
+
+/// Output rows ahead of the one being copied whose source row is
+/// prefetched.
+const AHEAD_ROWS: usize = 4;
+
+/// Ask for the cache lines of `w` floats at `row` (an address that may be
+/// past the plane: prefetches do not fault).
+#[inline(always)]
+fn prefetch_row(row: *const f32, w: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in (0..w).step_by(16) {
+        // SAFETY: a prefetch only hints; it reads nothing.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                row.wrapping_add(i) as *const i8,
+            )
+        };
+    }
+}
+
+/// [`is_subsample`] pooling of one plane: every `sh`-th row, every
+/// `sw`-th float of it, by the packing code's strided copies (AVX-512
+/// permutes for strides 2 and 4; through the general path's tap loop the
+/// 256-channel 56×56 → 28×28 subsample ran at 8 GB/s).
+#[inline(always)]
+unsafe fn plane_subsample(d: &PoolDesc, src: *const f32, dst: *mut f32) {
+    let (w, oh, ow) = (d.w as usize, d.oh as usize, d.ow as usize);
+    let (sh, sw) = (d.sh as usize, d.sw as usize);
+    let wide = super::has_avx512();
+    for o in 0..oh {
+        let row = std::slice::from_raw_parts(src.add(o * sh * w), w);
+        let out = std::slice::from_raw_parts_mut(dst.add(o * ow), ow);
+        prefetch_row(src.wrapping_add((o + AHEAD_ROWS) * sh * w), w);
+        match sw {
+            1 => out.copy_from_slice(&row[..ow]),
+            2 => super::gemm::every_fast::<2>(out, row, wide),
+            4 => super::gemm::every_fast::<4>(out, row, wide),
+            _ => out
+                .iter_mut()
+                .zip(row.iter().step_by(sw))
+                .for_each(|(y, &v)| *y = v),
+        }
+    }
+}
+
 /// Whether `d` is a 3×3 stride-2 max pool with padding 0 or 1 on every
 /// side (the ResNet stem's pool, 3×3/2 pad 1 on 112×112 planes).
 fn is_max_3x3_s2(d: &PoolDesc) -> bool {
@@ -457,6 +514,9 @@ unsafe fn plane(
     if is_max_3x3_s2(d) {
         return plane_max_3x3_s2(d, scratch, src, dst);
     }
+    if is_subsample(d) {
+        return plane_subsample(d, src, dst);
+    }
     let (h, w, oh, ow) = (d.h as usize, d.w as usize, d.oh as usize, d.ow as usize);
     let (sh, sw, dh) = (d.sh as usize, d.sw as usize, d.dh as usize);
     let [pt, pl, pb, pr] = d.pad.map(|p| p as usize);
@@ -576,7 +636,13 @@ mod tests {
             (2, 2, 1, [0, 0, 0, 0], 1),
             (3, 2, 2, [2, 1, 2, 1], 0),
             (5, 3, 1, [2, 0, 1, 2], 1),
+            // 1×1 windows take the subsampling copy (stride 3: the
+            // general stride; 2 and 4: the packing code's AVX-512 copies).
             (1, 1, 1, [0, 0, 0, 0], 0),
+            (1, 2, 1, [0, 0, 0, 0], 0),
+            (1, 3, 1, [0, 0, 0, 0], 1),
+            (1, 4, 1, [0, 0, 0, 0], 0),
+            (1, 2, 1, [1, 0, 0, 1], 0),
             // Other stride-1 "same" windows take the general path.
             (5, 1, 1, [2, 2, 2, 2], 0),
             (9, 1, 1, [4, 4, 4, 4], 0),
@@ -604,6 +670,18 @@ mod tests {
                         check(POOL_MAX, 0, (h, w), (3, 2, 1), pad, extra);
                     }
                 }
+            }
+        }
+    }
+
+    /// 1×1 subsampling on rows long enough for the 16-lane copies and
+    /// their masked tails.
+    #[test]
+    fn subsampling_matches_the_definition_on_wide_rows() {
+        for w in [31, 32, 33, 70, 112] {
+            for s in [2, 3, 4] {
+                check(POOL_MAX, 0, (5, w), (1, s, 1), [0; 4], 0);
+                check(POOL_AVG, 1, (5, w), (1, s, 1), [0; 4], 0);
             }
         }
     }
