@@ -205,7 +205,7 @@ fn unknown_pass_is_an_error() {
 #[test]
 fn convs_adding_a_dead_residual_match() {
     let cases = [
-        "r = x -> conv(8, 1)\n add(r, x -> conv(8, 1)) -> relu",
+        "r = x -> [conv(8, 1), relu]\n add(r, x -> conv(8, 1)) -> relu",
         "r = x -> conv(8, 1)\n add(r, x -> conv(8, 3, pad: 1))",
         "r = x -> conv(128, 1)\n add(r, x -> conv(128, 5, pad: 2))",
         "r = x -> conv(128, 1, stride: 5)\n add(r, x -> conv(128, 3, stride: 5, pad: 1))",
@@ -215,6 +215,34 @@ fn convs_adding_a_dead_residual_match() {
         for batch in [1, 3] {
             let g = common::source_graph(&src, batch);
             check_equivalent(&format!("{body} at batch {batch}"), &g, &Options::default());
+        }
+    }
+}
+
+/// Residual sums of two 1×1 convs, merged into one over the stacked
+/// inputs (`merge_residual`): shortcuts at strides 1–3 on odd planes
+/// (stride 3 takes the subsample pool's general copy), a shortcut reading
+/// a tensor another conv also reads (placed in the stack by
+/// `concat_elim`, read there by that conv), and batch norms folded first.
+#[test]
+fn merged_residual_pairs_match() {
+    let cases = [
+        "m = x -> [conv(16, 1), relu, conv(16, 3, pad: 1), relu, conv(64, 1)]\n add(m, x -> conv(64, 1)) -> relu",
+        "m = x -> [conv(16, 1), relu, conv(16, 3, stride: 2, pad: 1), relu, conv(64, 1), batchnorm]\n add(m, x -> [conv(64, 1, stride: 2, bias: false), batchnorm]) -> relu",
+        "m = x -> [conv(16, 3, stride: 3, pad: 1), relu, conv(40, 1)]\n add(m, x -> conv(40, 1, stride: 3))",
+        "p = x -> maxpool(3, stride: 1, pad: 1)\n m = p -> [conv(16, 1), relu, conv(16, 3, pad: 1), conv(64, 1)]\n add(m, p -> conv(64, 1)) -> relu",
+    ];
+    for body in cases {
+        let src = format!("model m(x: [N, 32, 13, 13]) {{\n {body}\n}}");
+        for batch in [1, 3] {
+            let g = common::source_graph(&src, batch);
+            let opt =
+                check_equivalent(&format!("{body} at batch {batch}"), &g, &Options::default());
+            let merged = count(
+                &opt,
+                |op| matches!(op, Op::Conv(c) if c.in_channels > 32 && c.window.kernel == [1, 1]),
+            );
+            assert_eq!(merged, 1, "{body}: one merged conv");
         }
     }
 }

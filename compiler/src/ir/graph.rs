@@ -370,13 +370,16 @@ impl Graph {
         }
         for n in self.g.node_indices() {
             if let Some(slot) = self.g[n].write_into {
-                let ok = self.single_user(n) == Some(slot.concat)
+                let ok = self.users(n).contains(&slot.concat)
+                    && !self.outputs.contains(&n)
                     && matches!(self.op(slot.concat), Some(Op::Concat));
                 if !ok {
                     return Err(GraphError::Port {
                         node: self.g[n].name.clone(),
                         port: 0,
-                        problem: "placed into a concat that is not its only user".into(),
+                        problem:
+                            "placed into a concat that does not read it (or is a graph output)"
+                                .into(),
                     });
                 }
             }

@@ -1,13 +1,17 @@
 //! Concat elimination.
 //!
 //! A concatenation's output is a buffer in which each input owns a channel
-//! range. When an input's producer writes a fresh tensor (not a view), has
-//! the concat as its only user and appears once in it, the producer is
+//! range. When an input's producer writes a fresh tensor (not a view),
+//! appears once in the concat and is not a network output, the producer is
 //! placed in that range (`Node::write_into`): it writes there directly and
-//! the concat copies nothing for it. The memory planner honours placements.
+//! the concat copies nothing for it. Its other users, if any, read it
+//! there; the memory planner keeps the concat's buffer alive until the
+//! last of them (a buffer lives until the last reader of any member), and
+//! does not run elementwise ops in place over a slot (the buffer is busy
+//! while the concat is read). A producer is placed in one concat only.
 //!
-//! Does not place network inputs, views (`slice`, `flatten`) or producers
-//! that other nodes also read; those inputs are still copied.
+//! Does not place network inputs, views (`slice`, `flatten`) or outputs;
+//! those inputs are still copied.
 
 use super::PassError;
 use crate::ir::graph::{ConcatSlot, NodeKind};
@@ -47,7 +51,8 @@ pub fn run(graph: &mut Graph, _: &mut Weights) -> Result<usize, PassError> {
             let channels = graph.g[p].shape.0[1];
             let once = operands.iter().filter(|&&q| q == p).count() == 1;
             let fresh = matches!(&graph.g[p].kind, NodeKind::Op(op) if writes_fresh_output(op));
-            if once && fresh && graph.single_user(p) == Some(n) && graph.g[p].write_into.is_none() {
+            let output = graph.outputs.contains(&p);
+            if once && fresh && !output && graph.g[p].write_into.is_none() {
                 graph.g[p].write_into = Some(ConcatSlot {
                     concat: n,
                     channel_offset: offset,
@@ -66,7 +71,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn places_single_use_producers_only() {
+    fn places_neither_outputs_nor_inputs() {
         // `a` also feeds the output list, `x` is an input: neither is placed.
         let (mut g, mut w) = graph("model m(x: [N, 2, 3, 3]) {\n a = x -> conv(2, 1)\n b = x -> conv(3, 1)\n return concat(a, b, x), a\n}");
         let n = run(&mut g, &mut w).unwrap();
@@ -77,5 +82,15 @@ mod tests {
                 .filter_map(|n| n.write_into.map(|s| s.channel_offset))
                 .collect();
         assert_eq!(placed, vec![2]);
+    }
+
+    #[test]
+    fn places_a_producer_other_nodes_also_read() {
+        // `a` feeds the concat and a ReLU: it is placed all the same (the
+        // differential tests run such graphs planned and compiled).
+        let src = "model m(x: [N, 2, 3, 3]) {\n a = x -> conv(2, 1)\n c = concat(x -> conv(3, 1), a) -> conv(4, 1)\n return c, a -> relu\n}";
+        let (mut g, mut w) = graph(src);
+        assert_eq!(run(&mut g, &mut w).unwrap(), 2);
+        g.validate().unwrap();
     }
 }
