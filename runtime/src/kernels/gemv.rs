@@ -81,25 +81,48 @@ type ItemsFn = unsafe fn(*const f32, *const f32, usize, usize, &mut [f32]);
 /// Four times as far ahead was slower (1.11).
 const W_AHEAD: usize = 4 * MR * CHUNK;
 
+/// Packed weights from which size on a layer read in one pass (at most
+/// [`ITEMS`] items) prefetches them non-temporally (`prefetchnta`) rather
+/// than into L2. Matrices this large cannot stay cached from one run to
+/// the next anyway; through L2 each line was then also written into the
+/// L3 (a victim cache on AMD's cores), where 234 MB of AlexNet's dense
+/// weights evicted whatever else was there each run. Measured (`netc
+/// bench`, 2 threads, batch 1, medians of alternated pairs): AlexNet
+/// 0.882, 0.992, 0.948 and 0.977 of the time in four runs of 10–16 pairs
+/// (its dense layers 0.82–0.98), VGG-16's dense layers 0.935. With several passes (batch 8: the second group of items reads
+/// the panel back from L2, which a non-temporal line is not kept in) the
+/// dense layers were level, so those keep the L2 hint.
+const STREAM_MIN_BYTES: usize = 8 << 20;
+
 /// Items per [`ItemsFn`] call: 6 rows × 4 items of accumulators, a weight
 /// vector and four input vectors fill 29 of AVX-512's 32 registers.
 const ITEMS: usize = 4;
 
 /// The several-item kernels this machine runs (`by_count[n − 1]` takes `n`
 /// items), if any: only AVX-512 has the registers for them.
-fn items_fns() -> Option<&'static [ItemsFn; ITEMS]> {
+/// `stream`: prefetch the weights non-temporally (see [`STREAM_MIN_BYTES`]).
+fn items_fns(stream: bool) -> Option<&'static [ItemsFn; ITEMS]> {
     #[cfg(target_arch = "x86_64")]
     {
-        static AVX512: [ItemsFn; ITEMS] = [
-            items_avx512::<1>,
-            items_avx512::<2>,
-            items_avx512::<3>,
-            items_avx512::<4>,
+        static AVX512: [[ItemsFn; ITEMS]; 2] = [
+            [
+                items_avx512::<1, false>,
+                items_avx512::<2, false>,
+                items_avx512::<3, false>,
+                items_avx512::<4, false>,
+            ],
+            [
+                items_avx512::<1, true>,
+                items_avx512::<2, true>,
+                items_avx512::<3, true>,
+                items_avx512::<4, true>,
+            ],
         ];
         if super::has_avx512() {
-            return Some(&AVX512);
+            return Some(&AVX512[stream as usize]);
         }
     }
+    let _ = stream;
     None
 }
 
@@ -114,7 +137,7 @@ fn items_fns() -> Option<&'static [ItemsFn; ITEMS]> {
 /// n·x_stride` holds `k` floats for every `n < N`, `out` `N·MR` floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn items_avx512<const N: usize>(
+unsafe fn items_avx512<const N: usize, const STREAM: bool>(
     w: *const f32,
     x: *const f32,
     x_stride: usize,
@@ -136,7 +159,12 @@ unsafe fn items_avx512<const N: usize>(
         let xv: [__m512; N] =
             std::array::from_fn(|n| _mm512_maskz_loadu_ps(mask, x.add(n * x_stride + c * CHUNK)));
         for (r, row) in acc.iter_mut().enumerate() {
-            _mm_prefetch::<_MM_HINT_T1>(wp.wrapping_add(W_AHEAD + r * CHUNK) as *const i8);
+            let ahead = wp.wrapping_add(W_AHEAD + r * CHUNK) as *const i8;
+            if STREAM {
+                _mm_prefetch::<_MM_HINT_NTA>(ahead);
+            } else {
+                _mm_prefetch::<_MM_HINT_T1>(ahead);
+            }
             let wv = _mm512_loadu_ps(wp.add(r * CHUNK));
             for (a, &xn) in row.iter_mut().zip(&xv) {
                 *a = _mm512_fmadd_ps(wv, xn, *a);
@@ -234,7 +262,8 @@ pub(crate) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
     let panels = m.div_ceil(MR);
     let per_task = panels.div_ceil(2 * current_threads().max(1)).clamp(1, 5);
     let dots = dots_fn();
-    let items = items_fns();
+    let stream = batch <= ITEMS && 4 * panels * panel_floats >= STREAM_MIN_BYTES;
+    let items = items_fns(stream);
     let task = |t: usize| {
         let mut tile = [0.0f32; MR * GEMV_MAX_BATCH];
         for panel in t * per_task..((t + 1) * per_task).min(panels) {
@@ -301,7 +330,15 @@ mod tests {
     /// with items spaced apart and lengths with and without a partial chunk.
     #[test]
     fn item_kernels_match_one_item_dots() {
-        let Some(by_count) = items_fns() else { return };
+        for stream in [false, true] {
+            item_kernels_match(stream);
+        }
+    }
+
+    fn item_kernels_match(stream: bool) {
+        let Some(by_count) = items_fns(stream) else {
+            return;
+        };
         let value = |i: usize| ((i * 7919) % 61) as f32 / 30.0 - 1.0;
         for k in [1, 15, 16, 17, 75, 160] {
             let w = pack_weights(5, k, |r, c| value(r * 1000 + c));
