@@ -210,11 +210,18 @@ fn convs_adding_a_dead_residual_match() {
         "r = x -> conv(128, 1)\n add(r, x -> conv(128, 5, pad: 2))",
         "r = x -> conv(128, 1, stride: 5)\n add(r, x -> conv(128, 3, stride: 5, pad: 1))",
     ];
-    for body in cases {
-        let src = format!("model m(x: [N, 64, 12, 12]) {{\n {body}\n}}");
+    check_bodies("64, 12, 12", &cases, |_, _| {});
+}
+
+/// Each model body over an input `x: [N, <input>]`, at batch 1 and 3,
+/// checked equivalent; `then` sees the body and its optimised graph.
+fn check_bodies(input: &str, bodies: &[&str], then: impl Fn(&str, &Graph)) {
+    for body in bodies {
+        let src = format!("model m(x: [N, {input}]) {{\n {body}\n}}");
         for batch in [1, 3] {
             let g = common::source_graph(&src, batch);
-            check_equivalent(&format!("{body} at batch {batch}"), &g, &Options::default());
+            let label = format!("{body} at batch {batch}");
+            then(body, &check_equivalent(&label, &g, &Options::default()));
         }
     }
 }
@@ -232,19 +239,13 @@ fn merged_residual_pairs_match() {
         "m = x -> [conv(16, 3, stride: 3, pad: 1), relu, conv(40, 1)]\n add(m, x -> conv(40, 1, stride: 3))",
         "p = x -> maxpool(3, stride: 1, pad: 1)\n m = p -> [conv(16, 1), relu, conv(16, 3, pad: 1), conv(64, 1)]\n add(m, p -> conv(64, 1)) -> relu",
     ];
-    for body in cases {
-        let src = format!("model m(x: [N, 32, 13, 13]) {{\n {body}\n}}");
-        for batch in [1, 3] {
-            let g = common::source_graph(&src, batch);
-            let opt =
-                check_equivalent(&format!("{body} at batch {batch}"), &g, &Options::default());
-            let merged = count(
-                &opt,
-                |op| matches!(op, Op::Conv(c) if c.in_channels > 32 && c.window.kernel == [1, 1]),
-            );
-            assert_eq!(merged, 1, "{body}: one merged conv");
-        }
-    }
+    check_bodies("32, 13, 13", &cases, |body, opt| {
+        let merged = count(
+            opt,
+            |op| matches!(op, Op::Conv(c) if c.in_channels > 32 && c.window.kernel == [1, 1]),
+        );
+        assert_eq!(merged, 1, "{body}: one merged conv");
+    });
 }
 
 /// How many random models the differential property runs: 1000 by default,

@@ -294,23 +294,9 @@ fn is_subsample(d: &PoolDesc) -> bool {
 }
 
 /// Output rows ahead of the one being copied whose source row is
-/// prefetched.
+/// prefetched (an address past the plane is harmless: prefetches do not
+/// fault).
 const AHEAD_ROWS: usize = 4;
-
-/// Ask for the cache lines of `w` floats at `row` (an address that may be
-/// past the plane: prefetches do not fault).
-#[inline(always)]
-fn prefetch_row(row: *const f32, w: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for i in (0..w).step_by(16) {
-        // SAFETY: a prefetch only hints; it reads nothing.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                row.wrapping_add(i) as *const i8,
-            )
-        };
-    }
-}
 
 /// [`is_subsample`] pooling of one plane: every `sh`-th row, every
 /// `sw`-th float of it, by the packing code's strided copies (AVX-512
@@ -324,7 +310,7 @@ unsafe fn plane_subsample(d: &PoolDesc, src: *const f32, dst: *mut f32) {
     for o in 0..oh {
         let row = std::slice::from_raw_parts(src.add(o * sh * w), w);
         let out = std::slice::from_raw_parts_mut(dst.add(o * ow), ow);
-        prefetch_row(src.wrapping_add((o + AHEAD_ROWS) * sh * w), w);
+        super::packed::prefetch_row(src.wrapping_add((o + AHEAD_ROWS) * sh * w), w);
         match sw {
             1 => out.copy_from_slice(&row[..ow]),
             2 => super::gemm::every_fast::<2>(out, row, wide),
