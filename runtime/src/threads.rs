@@ -91,6 +91,7 @@ impl<'a> Job<'a> {
     /// counted as done: the caller must not return while a worker still
     /// uses the job, and a worker that died would never finish its count.
     fn work(&self, who: usize) {
+        let mut ran = 0;
         for r in 0..self.homes {
             let home = (who + r) % self.homes;
             let end = (home + 1) * self.n / self.homes;
@@ -103,8 +104,11 @@ impl<'a> Job<'a> {
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i))).is_err() {
                     self.panicked.store(true, Relaxed);
                 }
-                self.done.fetch_add(1, Release);
+                ran += 1;
             }
+        }
+        if ran > 0 {
+            self.done.fetch_add(ran, Release);
         }
     }
 }

@@ -1587,7 +1587,6 @@ mod tests {
                 narrow: Some(scalar::<4>),
                 thin: None,
                 half_thin: None,
-                eight: None,
                 fused: None,
             },
             MicroKernel {
@@ -1597,7 +1596,6 @@ mod tests {
                 narrow: Some(scalar::<6>),
                 thin: Some([scalar::<1>, scalar::<2>, scalar::<3>, scalar::<4>]),
                 half_thin: None,
-                eight: None,
                 fused: None,
             },
             MicroKernel {
@@ -1607,7 +1605,6 @@ mod tests {
                 narrow: Some(scalar::<16>),
                 thin: None,
                 half_thin: None,
-                eight: None,
                 fused: None,
             },
         ];

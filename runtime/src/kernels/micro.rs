@@ -37,10 +37,6 @@ pub struct MicroKernel {
     /// a 7×7 plane on the 32-wide kernel is 32 + 17 columns, and the full
     /// kernel spent as long on the 17 as on 32.
     pub half_thin: Option<[KernelFn; THIN_MAX]>,
-    /// The product over exactly 8 columns (one AVX2 register of floats):
-    /// Winograd splits a layer of few tiles into 8-tile blocks so both
-    /// threads get an equal share (see `winograd::block_kernel`).
-    pub eight: Option<KernelFn>,
     /// The full kernel with the common epilogues applied in registers and
     /// the tile written straight to the output, indexed by
     /// [`fused_index`]`(add, relu)`.
@@ -117,7 +113,6 @@ pub fn available() -> Vec<MicroKernel> {
                 narrow: Some(avx512::narrow),
                 thin: Some(avx2::THIN),
                 half_thin: Some(avx512::HALF_THIN),
-                eight: Some(avx2::narrow),
                 fused: Some(avx512::FUSED),
             });
         }
@@ -129,7 +124,6 @@ pub fn available() -> Vec<MicroKernel> {
                 narrow: Some(avx2::narrow),
                 thin: Some(avx2::THIN),
                 half_thin: None,
-                eight: Some(avx2::narrow),
                 fused: Some(avx2::FUSED),
             });
         }
@@ -141,7 +135,6 @@ pub fn available() -> Vec<MicroKernel> {
         narrow: None,
         thin: None,
         half_thin: None,
-        eight: Some(scalar_kernel),
         fused: None,
     });
     all
@@ -644,9 +637,6 @@ mod tests {
             }
             for (w, &half_thin) in best.half_thin.iter().flatten().enumerate() {
                 cases.push((half_thin, "half_thin", nr / 2 + w + 1, nr, nr));
-            }
-            if let Some(eight) = best.eight {
-                cases.push((eight, "eight", 8, 8, nr));
             }
         }
         for (run, name, cols, nr, stride) in cases {

@@ -27,10 +27,13 @@
 //!    and stored through the bias and epilogue.
 //!
 //! With a few blocks per thread (or one, when the transformed weights fit
-//! in L2), each block is one task through all three steps. With fewer, steps run as two parallel loops over a batch of
-//! blocks — transforms over (block, channel chunk), then GEMMs plus output
-//! transforms over (block, output-channel chunk) — so a layer with one
-//! block (batch 1 at 14×14) still keeps every thread busy. The transforms are written over lanes of
+//! in L2), each block is one task through all three steps; with fewer
+//! blocks than threads (one block at batch 1 on 14×14 and 7×7), each
+//! block is several such tasks, each transforming all of it and
+//! multiplying its own share of the output channels. In between, steps
+//! run as two parallel loops over a batch of blocks — transforms over
+//! (block, channel chunk), then GEMMs plus output transforms over (block,
+//! output-channel chunk). The transforms are written over lanes of
 //! eight tiles, one AVX2 vector each (by hand on registers, with 8×8
 //! transposes to gather patch rows; F(2×2, 3×3)'s had gone element by
 //! element, and deep_convnet's 8×8 layers ran 14–17% slower). With
@@ -1395,13 +1398,33 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
     let tiles = Tiles::new(d, tile.m());
     let threads = current_threads();
     let small_weights = 4 * packed_len(tile, m, c_in) <= FUSED_SMALL_WEIGHTS;
-    let (gemm, nr) = block_kernel(&kern, tiles.total, small_weights, threads);
+    let (gemm, nr) = block_kernel(&kern, tiles.total);
     let blocks = tiles.total.div_ceil(nr);
     let block_floats = tile.xi() * plane_stride(c_in, nr);
     let per_batch = (V_BUDGET / 4 / block_floats).clamp(1, blocks);
     let row_panels = m.div_ceil(MR);
-    let whole_blocks =
-        blocks >= FUSED_BLOCKS_PER_THREAD * threads || (small_weights && blocks >= threads);
+    // Fewer blocks than threads (one block of 16 tiles at batch 1 on 14×14
+    // and 7×7 planes): each block goes to several tasks, each transforming
+    // the whole block for itself and multiplying its own share of the
+    // output channels. The transform is a small part of a layer (a few
+    // adds per input value against `out_c` multiplies), so doing it twice
+    // costs less than sharing it: split across threads it had to wait for
+    // both halves and then read half of them from the other core, and
+    // 8-tile blocks (a whole block per thread) ran on 8-wide AVX2
+    // registers. deep_convnet at batch 1: 0.048 → 0.043 ms against the
+    // 8-tile blocks (alternated runs, 2 threads, vCPUs close; 0.895 of
+    // the time with them far apart), its 16-tile layers 0.63–0.96;
+    // against the two loops GoogLeNet's 3×3 layers 0.91 at batch 1,
+    // ResNet-50's and ResNet-18's level.
+    let splits = if blocks < threads {
+        threads.div_ceil(blocks).min(row_panels)
+    } else {
+        1
+    };
+    let per_split = row_panels.div_ceil(splits);
+    let whole_blocks = splits > 1
+        || blocks >= FUSED_BLOCKS_PER_THREAD * threads
+        || (small_weights && blocks >= threads);
     INPUT.with(|input| {
         let mut input = input.borrow_mut();
         let (v, offs) = &mut *input;
@@ -1426,8 +1449,11 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
             // Many blocks: each task takes a whole block through all three
             // steps, its transformed input staying in L2 (one block of 64
             // channels is 297 KiB; a batch of them had gone out to L3 between
-            // the two loops) and no thread waiting between them.
-            parallel_for(blocks, |b| {
+            // the two loops) and no thread waiting between them. Few: see
+            // `splits`.
+            parallel_for(blocks * splits, |t| {
+                let (b, s) = (t / splits, t % splits);
+                let panels = s * per_split..((s + 1) * per_split).min(row_panels);
                 BLOCK.with(|buf| {
                     let mut buf = buf.borrow_mut();
                     let need = block_floats + tile.xi() * plane_stride(PANELS_PER_CHUNK * MR, nr);
@@ -1438,10 +1464,11 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
                         index: b,
                         nr,
                     };
-                    // SAFETY: the task writes its own block's output tiles.
+                    // SAFETY: the task writes its own block's output tiles
+                    // of its own output channels.
                     unsafe {
                         (fns.input)(d, p.x, blk, 0..c_in, v.as_mut_ptr());
-                        multiply_and_store(&layer, blk, v.as_ptr(), 0..row_panels, prod);
+                        multiply_and_store(&layer, blk, v.as_ptr(), panels, prod);
                     }
                 });
             });
@@ -1501,38 +1528,11 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
 /// reads all of the layer's transformed weights, so halving the blocks
 /// doubles that traffic (ResNet-18's 512-channel F(2×2) layers at batch 8,
 /// 4.0 → 5.8 ms).
-///
-/// Except when the weights are small (`small_weights`) and that leaves
-/// fewer blocks than `threads`: then blocks of 8 tiles (one transform
-/// vector), if there are enough of them to run whole, one per task, with
-/// no wait between the steps. The two-loop schedule had split the one
-/// block's channels between the threads and waited twice
-/// (deep_convnet's 16-tile layers at batch 1, 2 threads, medians of 8
-/// alternated runs: 0.0242 → 0.0225 ms at 64 channels, 0.0191 → 0.0180
-/// ms at 32, the 16 and 32 → 64 channel ones level). Blocks of more
-/// tiles are not split further: the transforms go 8 tiles at a time, so
-/// 49 tiles in blocks of 32 and 17 are already 4 and 3 vectors a thread
-/// (and in blocks of 8 measured 20% slower).
-fn block_kernel(
-    kern: &MicroKernel,
-    total: usize,
-    small_weights: bool,
-    threads: usize,
-) -> (KernelFn, usize) {
+fn block_kernel(kern: &MicroKernel, total: usize) -> (KernelFn, usize) {
     let half = kern.nr / 2;
-    let widest = match kern.narrow {
+    match kern.narrow {
         Some(narrow) if total <= half && half.is_multiple_of(LANES) => (narrow, half),
         _ => (kern.run, kern.nr),
-    };
-    match kern.eight {
-        Some(eight)
-            if small_weights
-                && total.div_ceil(widest.1) < threads
-                && total.div_ceil(LANES) >= threads =>
-        {
-            (eight, LANES)
-        }
-        _ => widest,
     }
 }
 
@@ -1598,8 +1598,8 @@ mod tests {
     /// edges, tiles wrapping across rows and items), both paddings, with
     /// bias, a residual add and ReLU, batch 2; and with a non-fused
     /// epilogue step (leaky ReLU). F(2×2, 5×5) the same on 5×5 kernels.
-    /// On two threads, so the first F(4×4) case (12 tiles) runs in 8-tile
-    /// blocks.
+    /// On two threads, so the first F(4×4) case (12 tiles, one block)
+    /// runs each block as two tasks over halves of the output channels.
     #[test]
     fn matches_the_direct_convolution() {
         let pool = crate::threads::Pool::new(2).expect("a test thread pool");
@@ -1790,8 +1790,8 @@ mod tests {
         });
     }
 
-    /// Blocks are the kernel's width, its half for one half block's tiles,
-    /// and 8 tiles only to give each thread a block of small weights.
+    /// Blocks are the kernel's width, or its half for one half block's
+    /// tiles when the kernel has a narrow variant.
     #[test]
     fn block_widths() {
         let kern = crate::kernels::micro::MicroKernel {
@@ -1801,23 +1801,18 @@ mod tests {
             narrow: Some(crate::kernels::micro::scalar_kernel),
             thin: None,
             half_thin: None,
-            eight: Some(crate::kernels::micro::scalar_kernel),
             fused: None,
         };
-        let width = |total, small, threads| block_kernel(&kern, total, small, threads).1;
-        assert_eq!(width(16, true, 2), 8);
-        assert_eq!(width(12, true, 2), 8);
-        assert_eq!(width(16, false, 2), 16);
-        assert_eq!(width(16, true, 1), 16);
-        assert_eq!(width(8, true, 2), 16);
-        assert_eq!(width(16, true, 3), 16);
-        assert_eq!(width(49, true, 2), 32);
-        assert_eq!(width(1000, false, 2), 32);
-        let no_eight = crate::kernels::micro::MicroKernel {
-            eight: None,
+        let width = |total| block_kernel(&kern, total).1;
+        assert_eq!(width(16), 16);
+        assert_eq!(width(8), 16);
+        assert_eq!(width(17), 32);
+        assert_eq!(width(1000), 32);
+        let no_narrow = crate::kernels::micro::MicroKernel {
+            narrow: None,
             ..kern
         };
-        assert_eq!(block_kernel(&no_eight, 16, true, 2).1, 16);
+        assert_eq!(block_kernel(&no_narrow, 16).1, 32);
     }
 
     /// The choice: 3×3 stride 1 only, F(4×4) from one panel of its tiles,
