@@ -155,6 +155,30 @@ class Netc:
         self.run_fn(x.ctypes.data, out.ctypes.data, self.weights.ctypes.data, self.arena.ctypes.data)
         return out
 
+    def bound(self, x, out):
+        """A call of the model on `x` into `out` with its pointers taken once,
+        as a C caller would make it (per run, the four `.ctypes` lookups
+        cost about 3 µs of the MNIST ConvNet's 45)."""
+        run_fn, args = self.run_fn, (x.ctypes.data, out.ctypes.data,
+                                     self.weights.ctypes.data, self.arena.ctypes.data)
+        return lambda: run_fn(*args)
+
+
+def ort_bound(session, x, out):
+    """`session` run on `x` into `out` through an I/O binding made once:
+    ONNX Runtime's lowest-overhead Python entry (no feed dict, no output
+    allocated per run; about 2 µs less than `run` on the MNIST ConvNet)."""
+    binding = session.io_binding()
+    binding.bind_cpu_input(session.get_inputs()[0].name, x)
+    binding.bind_output(session.get_outputs()[0].name, "cpu", 0, np.float32, list(out.shape),
+                        out.ctypes.data)
+
+    def run():
+        session.run_with_iobinding(binding)
+        return out  # also keeps the bound buffer alive
+
+    return run
+
 
 def ort_session(onnx_path, threads, profile_prefix=None):
     import onnxruntime as ort
@@ -271,6 +295,12 @@ def io_buffers(workdir, batch):
     return x, np.zeros(meta["output"], dtype=np.float32)
 
 
+def ms(v):
+    """A time in ms to two decimals, or three significant digits below 1 ms
+    (the MNIST ConvNet runs in 0.04 ms)."""
+    return f"{v:.2f}" if v >= 1 else f"{v:.3g}"
+
+
 def compare(model, batch, args, peak_gflops):
     name = os.path.splitext(os.path.basename(model))[0]
     info = json.loads(sh(args.netc, "check", model, "--batch", str(batch), "--format", "json"))
@@ -290,14 +320,19 @@ def compare(model, batch, args, peak_gflops):
         diff = float(np.abs(got - expected).max())
         agree = diff <= TOLERANCE * scale
 
+        # Both engines through their lowest-overhead entry from Python, so
+        # the times are the engines' own rather than Python's glue.
+        run_ort = ort_bound(session, x, np.zeros_like(out))
+        run_netc = netc.bound(x, out)
+
         def time_ort():
             t = time.perf_counter()
-            session.run(None, feed)
+            run_ort()
             return time.perf_counter() - t
 
         def time_netc():
             t = time.perf_counter()
-            netc.run(x, out)
+            run_netc()
             return time.perf_counter() - t
 
         # Alternate blocks of back-to-back runs, the order flipping every
@@ -376,7 +411,7 @@ def markdown(rows, meta):
         rel = r["max_abs_diff"] / max(r["max_abs_output"], 1e-30)
         agree = "" if r["outputs_agree"] else " **MISMATCH**"
         lines.append(
-            f"| {r['model']} | {r['batch']} | {r['netc_ms']:.2f} | {r['ort_ms']:.2f} | "
+            f"| {r['model']} | {r['batch']} | {ms(r['netc_ms'])} | {ms(r['ort_ms'])} | "
             f"{r['speedup']:.2f}× | {met} | {r['netc_gflops']:.1f} | {peak} | {rel:.1e}{agree} | "
             f"{r['netc_peak_rss'] / 2**20:.0f} MiB | {r['ort_peak_rss'] / 2**20:.0f} MiB | "
             f"{'/'.join('?' if v is None else f'{v:.0f}' for v in r['core_round_trip_ns'])} |"
