@@ -22,8 +22,10 @@ use std::cell::RefCell;
 /// The most taps (`in_c · kh · kw`) a stencil convolution has: nine
 /// registers of inputs, an accumulator and a broadcast weight.
 pub const MAX_K: usize = 9;
-/// Outputs per vector.
+/// Outputs per vector of the AVX2 build (rows must be this wide).
 const LANES: usize = 8;
+/// Outputs per vector of the AVX-512 build, taken for rows this wide.
+const WIDE_LANES: usize = 16;
 
 thread_local! {
     /// One item's zero-padded input (each worker) and the taps' offsets.
@@ -56,6 +58,11 @@ fn has_avx2() -> bool {
 /// # Safety
 /// As [`gemm::run`]; `d` must satisfy [`fits`].
 pub(super) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
+    run_with(d, p, super::has_avx512() && d.ow as usize >= WIDE_LANES)
+}
+
+/// [`run`] on the AVX-512 build (`wide`) or the AVX2 one (tests run both).
+unsafe fn run_with(d: &GemmDesc, p: &Ptrs, wide: bool) {
     let geo = Shifted::new(d);
     let (batch, m) = (d.batch as usize, d.m());
     // Enough tasks for every thread at batch 1: slices of output channels.
@@ -77,113 +84,157 @@ pub(super) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
             unsafe {
                 gemm::pad_input(d, geo, p.x, item, planes);
                 #[cfg(target_arch = "x86_64")]
-                avx2::item(d, p, geo.wq, planes, taps, item, outs);
+                if wide {
+                    avx512::item(d, p, geo.wq, planes, taps, item, outs);
+                } else {
+                    avx2::item(d, p, geo.wq, planes, taps, item, outs);
+                }
             }
         });
     });
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::*;
-    use std::arch::x86_64::*;
+/// The kernel for one instruction set: `$lanes` outputs per vector of
+/// `$v`, built with `$feat`.
+macro_rules! stencil_kernel {
+    ($feat:literal, $v:ty, $lanes:expr, $load:ident, $set1:ident, $zero:ident, $fma:ident,
+     $add:ident, $max:ident, $store:ident) => {
+        use super::*;
+        use std::arch::x86_64::*;
 
-    /// Output channels `outs` of item `item`, from its padded `planes`
-    /// (rows `wq` wide) and the taps' offsets in them.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn item(
-        d: &GemmDesc,
-        p: &Ptrs,
-        wq: usize,
-        planes: &[f32],
-        taps: &[usize],
-        item: usize,
-        outs: std::ops::Range<usize>,
-    ) {
-        match taps.len() {
-            1 => rows::<1>(d, p, wq, planes, taps, item, outs),
-            2 => rows::<2>(d, p, wq, planes, taps, item, outs),
-            3 => rows::<3>(d, p, wq, planes, taps, item, outs),
-            4 => rows::<4>(d, p, wq, planes, taps, item, outs),
-            5 => rows::<5>(d, p, wq, planes, taps, item, outs),
-            6 => rows::<6>(d, p, wq, planes, taps, item, outs),
-            7 => rows::<7>(d, p, wq, planes, taps, item, outs),
-            8 => rows::<8>(d, p, wq, planes, taps, item, outs),
-            _ => rows::<9>(d, p, wq, planes, taps, item, outs),
-        }
-    }
+        const LANES: usize = $lanes;
 
-    /// [`item`] with `K` taps, so the inputs stay in registers.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows<const K: usize>(
-        d: &GemmDesc,
-        p: &Ptrs,
-        wq: usize,
-        planes: &[f32],
-        taps: &[usize],
-        item: usize,
-        outs: std::ops::Range<usize>,
-    ) {
-        let (oh, ow) = (d.oh as usize, d.ow as usize);
-        let plane = oh * ow;
-        let steps = &d.steps[..(d.n_steps as usize).min(MAX_STEPS)];
-        let relu = steps == [STEP_RELU];
-        let general = !(steps.is_empty() || relu);
-        let zero = _mm256_setzero_ps();
-        let taps: [usize; K] = std::array::from_fn(|kk| taps[kk]);
-        // Each output channel's bias and weights, unpacked once from the
-        // panels (MR rows, k-major): per output vector, the panel
-        // arithmetic had cost as much as the FMAs.
-        let channels: Vec<(f32, [f32; K])> = outs
-            .clone()
-            .map(|o| {
-                let bias = if d.has_bias != 0 { *p.bias.add(o) } else { 0.0 };
-                let panel = p.a.add((o / MR) * MR * K + o % MR);
-                (bias, std::array::from_fn(|kk| *panel.add(kk * MR)))
-            })
-            .collect();
-        let base = planes.as_ptr();
-        for y in 0..oh {
-            let mut x = 0;
-            while x < ow {
-                let x0 = x.min(ow - LANES);
-                let at = base.add(y * wq + x0);
-                let inputs: [__m256; K] =
-                    std::array::from_fn(|kk| _mm256_loadu_ps(at.add(taps[kk])));
-                for (o, (bias, w)) in outs.clone().zip(&channels) {
-                    // Two chains of FMAs, half as long as one.
-                    let mut even = _mm256_set1_ps(*bias);
-                    let mut odd = zero;
-                    for (kk, v) in inputs.iter().enumerate() {
-                        let wv = _mm256_set1_ps(w[kk]);
-                        if kk % 2 == 0 {
-                            even = _mm256_fmadd_ps(wv, *v, even);
-                        } else {
-                            odd = _mm256_fmadd_ps(wv, *v, odd);
-                        }
-                    }
-                    let mut acc = _mm256_add_ps(even, odd);
-                    let col = y * ow + x0;
-                    if general {
-                        let mut vals = [0.0f32; LANES];
-                        _mm256_storeu_ps(vals.as_mut_ptr(), acc);
-                        // Only the lanes not stored before: the epilogue may
-                        // read a residual that shares the output's place.
-                        for (lane, &v) in vals.iter().enumerate().skip(x - x0) {
-                            gemm::store_one(d, p, item, o, col + lane, v);
-                        }
-                        continue;
-                    }
-                    if relu {
-                        acc = _mm256_max_ps(acc, zero);
-                    }
-                    let to = p.out.add(item * d.out_bstride as usize + o * plane + col);
-                    _mm256_storeu_ps(to, acc);
-                }
-                x = x0 + LANES;
+        /// Output channels `outs` of item `item`, from its padded `planes`
+        /// (rows `wq` wide) and the taps' offsets in them.
+        #[target_feature(enable = $feat)]
+        pub(super) unsafe fn item(
+            d: &GemmDesc,
+            p: &Ptrs,
+            wq: usize,
+            planes: &[f32],
+            taps: &[usize],
+            item: usize,
+            outs: std::ops::Range<usize>,
+        ) {
+            match taps.len() {
+                1 => rows::<1>(d, p, wq, planes, taps, item, outs),
+                2 => rows::<2>(d, p, wq, planes, taps, item, outs),
+                3 => rows::<3>(d, p, wq, planes, taps, item, outs),
+                4 => rows::<4>(d, p, wq, planes, taps, item, outs),
+                5 => rows::<5>(d, p, wq, planes, taps, item, outs),
+                6 => rows::<6>(d, p, wq, planes, taps, item, outs),
+                7 => rows::<7>(d, p, wq, planes, taps, item, outs),
+                8 => rows::<8>(d, p, wq, planes, taps, item, outs),
+                _ => rows::<9>(d, p, wq, planes, taps, item, outs),
             }
         }
-    }
+
+        /// [`item`] with `K` taps, so the inputs stay in registers.
+        #[target_feature(enable = $feat)]
+        unsafe fn rows<const K: usize>(
+            d: &GemmDesc,
+            p: &Ptrs,
+            wq: usize,
+            planes: &[f32],
+            taps: &[usize],
+            item: usize,
+            outs: std::ops::Range<usize>,
+        ) {
+            let (oh, ow) = (d.oh as usize, d.ow as usize);
+            let plane = oh * ow;
+            let steps = &d.steps[..(d.n_steps as usize).min(MAX_STEPS)];
+            let relu = steps == [STEP_RELU];
+            let general = !(steps.is_empty() || relu);
+            let zero = $zero();
+            let taps: [usize; K] = std::array::from_fn(|kk| taps[kk]);
+            // Each output channel's bias and weights, unpacked once from the
+            // panels (MR rows, k-major): per output vector, the panel
+            // arithmetic had cost as much as the FMAs.
+            let channels: Vec<(f32, [f32; K])> = outs
+                .clone()
+                .map(|o| {
+                    let bias = if d.has_bias != 0 { *p.bias.add(o) } else { 0.0 };
+                    let panel = p.a.add((o / MR) * MR * K + o % MR);
+                    (bias, std::array::from_fn(|kk| *panel.add(kk * MR)))
+                })
+                .collect();
+            let base = planes.as_ptr();
+            for y in 0..oh {
+                let mut x = 0;
+                while x < ow {
+                    let x0 = x.min(ow - LANES);
+                    let at = base.add(y * wq + x0);
+                    let inputs: [$v; K] = std::array::from_fn(|kk| $load(at.add(taps[kk])));
+                    for (o, (bias, w)) in outs.clone().zip(&channels) {
+                        // Two chains of FMAs, half as long as one.
+                        let mut even = $set1(*bias);
+                        let mut odd = zero;
+                        for (kk, v) in inputs.iter().enumerate() {
+                            let wv = $set1(w[kk]);
+                            if kk % 2 == 0 {
+                                even = $fma(wv, *v, even);
+                            } else {
+                                odd = $fma(wv, *v, odd);
+                            }
+                        }
+                        let mut acc = $add(even, odd);
+                        let col = y * ow + x0;
+                        if general {
+                            let mut vals = [0.0f32; LANES];
+                            $store(vals.as_mut_ptr(), acc);
+                            // Only the lanes not stored before: the epilogue
+                            // may read a residual that shares the output's
+                            // place.
+                            for (lane, &v) in vals.iter().enumerate().skip(x - x0) {
+                                gemm::store_one(d, p, item, o, col + lane, v);
+                            }
+                            continue;
+                        }
+                        if relu {
+                            acc = $max(acc, zero);
+                        }
+                        let to = p.out.add(item * d.out_bstride as usize + o * plane + col);
+                        $store(to, acc);
+                    }
+                    x = x0 + LANES;
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    stencil_kernel!(
+        "avx2,fma",
+        __m256,
+        super::LANES,
+        _mm256_loadu_ps,
+        _mm256_set1_ps,
+        _mm256_setzero_ps,
+        _mm256_fmadd_ps,
+        _mm256_add_ps,
+        _mm256_max_ps,
+        _mm256_storeu_ps
+    );
+}
+
+/// Rows of 16 and more: half the instructions per output of the AVX2
+/// build (deep_convnet's 28-wide first layer is 2 vectors a row, not 4).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    stencil_kernel!(
+        "avx512f",
+        __m512,
+        WIDE_LANES,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_setzero_ps,
+        _mm512_fmadd_ps,
+        _mm512_add_ps,
+        _mm512_max_ps,
+        _mm512_storeu_ps
+    );
 }
 
 #[cfg(test)]
@@ -222,68 +273,95 @@ mod tests {
             let packed = gemm::pack_weights(1, m, k, |_, o, kk| wts[o * k + kk]);
             // With a residual, the output is written over it (as the memory
             // plan may place it): each output must be stored exactly once.
-            let mut out = if d.n_res > 0 {
-                res.clone()
-            } else {
-                vec![f32::NAN; batch * m * oh * ow]
-            };
-            let p = Ptrs {
-                x: x.as_ptr(),
-                out: out.as_mut_ptr(),
-                a: packed.as_ptr(),
-                bias: bias.as_ptr(),
-                res: [
-                    out.as_ptr(),
-                    std::ptr::null(),
-                    std::ptr::null(),
-                    std::ptr::null(),
-                ],
-            };
-            unsafe { run(&d, &p) };
-            for n in 0..batch {
-                for o in 0..m {
-                    for y in 0..oh {
-                        for xo in 0..ow {
-                            let mut v = bias[o];
-                            for ci in 0..c {
-                                for i in 0..kh {
-                                    for j in 0..kw {
-                                        let (yy, xx) = (
-                                            (y + i) as isize - pad as isize,
-                                            (xo + j) as isize - pad as isize,
-                                        );
-                                        if yy >= 0
-                                            && xx >= 0
-                                            && (yy as usize) < h
-                                            && (xx as usize) < w
-                                        {
-                                            v += wts[o * k + (ci * kh + i) * kw + j]
-                                                * x[((n * c + ci) * h + yy as usize) * w
-                                                    + xx as usize];
-                                        }
+            // Each build (AVX-512 on rows wide enough) from a fresh output.
+            for wide in [false, true] {
+                if wide && !(crate::kernels::has_avx512() && ow >= WIDE_LANES) {
+                    continue;
+                }
+                let mut out = if d.n_res > 0 {
+                    res.clone()
+                } else {
+                    vec![f32::NAN; batch * m * oh * ow]
+                };
+                let p = Ptrs {
+                    x: x.as_ptr(),
+                    out: out.as_mut_ptr(),
+                    a: packed.as_ptr(),
+                    bias: bias.as_ptr(),
+                    res: [
+                        out.as_ptr(),
+                        std::ptr::null(),
+                        std::ptr::null(),
+                        std::ptr::null(),
+                    ],
+                };
+                unsafe { run_with(&d, &p, wide) };
+                check_against_loop(
+                    &out,
+                    (c, kh, kw, h, w, pad, m),
+                    batch,
+                    &x,
+                    &wts,
+                    &bias,
+                    &res,
+                    &steps,
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_against_loop(
+        out: &[f32],
+        (c, kh, kw, h, w, pad, m): (usize, usize, usize, usize, usize, usize, usize),
+        batch: usize,
+        x: &[f32],
+        wts: &[f32],
+        bias: &[f32],
+        res: &[f32],
+        steps: &[u32],
+    ) {
+        let (oh, ow) = (h + 2 * pad + 1 - kh, w + 2 * pad + 1 - kw);
+        let k = c * kh * kw;
+        for n in 0..batch {
+            for o in 0..m {
+                for y in 0..oh {
+                    for xo in 0..ow {
+                        let mut v = bias[o];
+                        for ci in 0..c {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let (yy, xx) = (
+                                        (y + i) as isize - pad as isize,
+                                        (xo + j) as isize - pad as isize,
+                                    );
+                                    if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w
+                                    {
+                                        v += wts[o * k + (ci * kh + i) * kw + j]
+                                            * x[((n * c + ci) * h + yy as usize) * w + xx as usize];
                                     }
                                 }
                             }
-                            let at = ((n * m + o) * oh + y) * ow + xo;
-                            for &s in &steps {
-                                v = match s {
-                                    STEP_ADD => v + res[at],
-                                    STEP_RELU => v.max(0.0),
-                                    _ => {
-                                        if v >= 0.0 {
-                                            v
-                                        } else {
-                                            0.1 * v
-                                        }
-                                    }
-                                };
-                            }
-                            assert!(
-                                (out[at] - v).abs() <= 1e-5,
-                                "{c}x{kh}x{kw} {h}x{w} pad {pad}: {at}: {} vs {v}",
-                                out[at]
-                            );
                         }
+                        let at = ((n * m + o) * oh + y) * ow + xo;
+                        for &s in steps {
+                            v = match s {
+                                STEP_ADD => v + res[at],
+                                STEP_RELU => v.max(0.0),
+                                _ => {
+                                    if v >= 0.0 {
+                                        v
+                                    } else {
+                                        0.1 * v
+                                    }
+                                }
+                            };
+                        }
+                        assert!(
+                            (out[at] - v).abs() <= 1e-5,
+                            "{c}x{kh}x{kw} {h}x{w} pad {pad}: {at}: {} vs {v}",
+                            out[at]
+                        );
                     }
                 }
             }
