@@ -435,9 +435,9 @@ def markdown(rows, meta):
             "",
             "Time per layer type: sums of per-layer medians, from `netc bench`'s per-layer profile and "
             "ONNX Runtime's node profile (separate runs from the timing above; the profiles' own timing "
-            "overhead makes the sums exceed the totals on the MNIST ConvNet at batch 1). "
-            "ORT/netc > 1: netc is faster; — : the engine has no such layer (netc fuses its 2×2 pools "
-            "into the conv before them; ORT's layout conversions have no netc counterpart).",
+            "overhead can make the sums exceed the totals on runs well under a millisecond). "
+            "ORT/netc > 1: netc is faster; — : the engine has no layer of that type (e.g. a pool netc "
+            "fused into the conv before it, or ORT's layout conversions).",
             "",
             "| model | batch | layer type | netc ms | ORT ms | ORT/netc |",
             "|---|---:|---|---:|---:|---:|",
