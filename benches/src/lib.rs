@@ -1,10 +1,9 @@
 //! Shared setup for the criterion benchmarks: compile a model (a file in
 //! `models/` or inline source) with the JIT and random weights.
 
-use netc::check::{self, CheckOptions};
-use netc::codegen::{self, jit::JitModel};
+use netc::codegen::jit::JitModel;
 use netc::ir::Graph;
-use netc::passes::{self, Options};
+use netc::pipeline::{Options, Pipeline};
 use netc::weights::Weights;
 use netc_runtime::init::{random_tensor, Init};
 use netc_runtime::Tensor;
@@ -25,12 +24,12 @@ impl Ready {
     }
 }
 
-fn compile(mut graph: Graph, threads: usize) -> Ready {
-    let mut weights = Weights::random(&graph, 1);
-    if let Err(e) = passes::optimize(&mut graph, &mut weights, &Options::default()) {
-        panic!("{e}");
-    }
-    let lowered = codegen::lower(graph, &weights).unwrap_or_else(|e| panic!("{e}"));
+fn compile(pipeline: &Pipeline, graph: Graph) -> Ready {
+    let weights = Weights::random(&graph, 1);
+    let planned = pipeline
+        .optimize(graph, weights)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let lowered = pipeline.lower(planned).unwrap_or_else(|e| panic!("{e}"));
     let inputs = lowered
         .input_shapes
         .iter()
@@ -41,7 +40,8 @@ fn compile(mut graph: Graph, threads: usize) -> Ready {
         .iter()
         .map(|s| Tensor::zeros(s.clone()))
         .collect();
-    let model = JitModel::compile(lowered, threads).unwrap_or_else(|e| panic!("{e}"));
+    let model = JitModel::compile(lowered, &pipeline.options.target, pipeline.options.threads)
+        .unwrap_or_else(|e| panic!("{e}"));
     Ready {
         model,
         inputs,
@@ -54,17 +54,23 @@ pub fn model(name: &str, batch: usize, threads: usize) -> Ready {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models")
         .join(format!("{name}.net"));
-    let options = CheckOptions {
+    let pipeline = Pipeline::new(Options {
         batch,
-        ..CheckOptions::default()
-    };
-    let (_, net) = check::check_file(&path, options).unwrap_or_else(|e| panic!("{e}"));
-    compile(Graph::from_network(&net), threads)
+        threads,
+        ..Options::default()
+    });
+    let checked = pipeline.check_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    compile(&pipeline, checked.graph)
 }
 
 /// A model from source text.
 pub fn source(src: &str, threads: usize) -> Ready {
-    let net = check::check_source("bench.net", src, CheckOptions::default())
-        .unwrap_or_else(|(sources, d)| panic!("{}", d.render(&sources)));
-    compile(Graph::from_network(&net), threads)
+    let pipeline = Pipeline::new(Options {
+        threads,
+        ..Options::default()
+    });
+    let graph = pipeline
+        .check_source("bench.net", src)
+        .unwrap_or_else(|e| panic!("{e}"));
+    compile(&pipeline, graph)
 }

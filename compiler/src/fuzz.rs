@@ -7,9 +7,8 @@
 //! never a panic, an abort or an unbounded allocation. Errors are dropped:
 //! what is fuzzed is that every input gets an answer.
 
-use crate::check::{self, CheckOptions, Limits};
-use crate::ir::Graph;
-use crate::passes::{self, Options};
+use crate::check::{CheckOptions, Limits};
+use crate::pipeline::{self, Pipeline};
 use crate::weights::Weights;
 use netc_runtime::data::{idx, image};
 use std::path::Path;
@@ -32,7 +31,7 @@ const OPTIMISE_MAX_MACS: u64 = 1 << 22;
 const OPTIMISE_MAX_BYTES: u64 = 1 << 24;
 
 /// `.net` source → parse → check → graph IR → validate → (small graphs)
-/// every optimisation pass and the memory plan.
+/// every optimisation pass, kernel selection and the memory plan.
 pub fn parse_check(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -48,21 +47,22 @@ pub fn parse_check(data: &[u8]) {
             ..Limits::default()
         },
     };
-    let Ok(net) = check::check_source("fuzz.net", text, options) else {
+    let pipeline = Pipeline::new(pipeline::Options {
+        batch: options.batch,
+        limits: options.limits,
+        ..pipeline::Options::default()
+    });
+    let Ok(graph) = pipeline.check_source("fuzz.net", text) else {
         return;
     };
-    let mut graph = Graph::from_network(&net);
-    if graph.validate().is_err() {
-        return;
-    }
     if graph.macs() > OPTIMISE_MAX_MACS || graph.activation_bytes() > OPTIMISE_MAX_BYTES {
         return;
     }
-    let mut w = Weights::random(&graph, 1);
+    let w = Weights::random(&graph, 1);
     if w.bytes() > OPTIMISE_MAX_BYTES {
         return;
     }
-    let _ = passes::optimize(&mut graph, &mut w, &Options::default());
+    let _ = pipeline.optimize(graph, w);
 }
 
 /// Weight files: safetensors, `.npz` and `.npy`, recognised by content.

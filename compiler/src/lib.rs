@@ -1,9 +1,13 @@
 //! netc: a compiler for declarative convolutional network definitions.
 //!
-//! The pipeline, one module per stage: [`parse`] (`.net` text → AST),
-//! [`check`] (AST → a [`check::Network`] with every shape and name), [`ir`]
-//! (the petgraph dataflow graph), [`interp`] (the reference interpreter),
-//! [`weights`] (parameters bound by name).
+//! The pipeline, one module per stage, data flowing one way:
+//! [`parse`] (`.net` text → AST) → [`check`] (AST → a [`check::Network`]
+//! with every shape and name, lowered to the [`ir`] graph) → [`passes`]
+//! (the optimiser) → [`plan`] (where every tensor lives) → [`codegen`]
+//! (Cranelift, JIT or object file). [`pipeline`] runs the whole chain;
+//! [`interp`] is the reference interpreter every stage is tested against;
+//! [`weights`] binds parameters by name. [`onnx`], [`bench`] and [`cli`]
+//! sit at the edges. `docs/architecture.md` draws it.
 
 pub mod bench;
 pub mod check;
@@ -17,5 +21,11 @@ pub mod ir;
 pub mod onnx;
 pub mod parse;
 pub mod passes;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
+pub mod select;
 pub mod source;
+pub mod target;
+pub mod units;
 pub mod weights;

@@ -3,8 +3,7 @@
 
 mod common;
 
-use netc::codegen::{self, jit::JitModel};
-use netc::passes::{self, Options};
+use netc::passes::Options;
 use netc::weights::Weights;
 use netc_runtime::init::{random_tensor, Init};
 use std::path::PathBuf;
@@ -36,17 +35,18 @@ fn c_program_matches_the_jit() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("netc-aot");
     std::fs::create_dir_all(&dir).unwrap();
     for (model, batch) in [("deep_convnet", 2), ("googlenet", 1)] {
-        let mut graph = common::model_graph(model, batch);
-        let mut weights = Weights::random(&graph, 11);
-        passes::optimize(&mut graph, &mut weights, &Options::default()).unwrap();
-        let lowered = codegen::lower(graph.clone(), &weights).unwrap();
+        let graph = common::model_graph(model, batch);
+        let weights = Weights::random(&graph, 11);
+        let pipeline = common::pipeline(Options::default(), 2);
         let object = dir.join("model.o");
-        let stem = codegen::object::write(&lowered, &object).unwrap();
+        let (lowered, stem) = pipeline
+            .object(common::planned(&graph, &weights), &object)
+            .unwrap();
         assert_eq!(stem, "model");
 
         let shape = lowered.input_shapes[0].clone();
         let x = random_tensor(5, "x", shape, Init::Uniform { lo: 0.0, hi: 1.0 });
-        let mut jit = JitModel::compile(lowered, 2).unwrap();
+        let mut jit = common::jit(&graph, &weights, 2);
         let expected = jit.run(std::slice::from_ref(&x)).unwrap().remove(0);
 
         let input = dir.join("input.bin");
@@ -98,4 +98,55 @@ fn c_program_matches_the_jit() {
             "{model}: C output differs from the JIT by {diff}"
         );
     }
+}
+
+/// An object file for a named target does not depend on the machine that
+/// compiles it: compiled once as this CPU is and once with AVX-512 masked
+/// off (`NETC_NO_AVX512`, which is what `cpu::host()` reports on an AVX2
+/// machine), the object, header and packed weights are the same bytes.
+/// For `native`, the choice does follow the host.
+#[test]
+fn named_target_objects_do_not_depend_on_the_host() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("netc-target");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The same file name in each run's own folder: the name becomes the
+    // C symbols' prefix.
+    let compile = |target: &str, no_avx512: bool, run: &str| -> Vec<Vec<u8>> {
+        std::fs::create_dir_all(dir.join(run)).unwrap();
+        let object = dir.join(run).join("model.o");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netc"));
+        cmd.current_dir(common::root()).args([
+            "compile",
+            "models/resnet18.net",
+            "--random-weights",
+            "3",
+            "--target",
+            target,
+            "-o",
+        ]);
+        cmd.arg(&object);
+        if no_avx512 {
+            cmd.env("NETC_NO_AVX512", "1");
+        } else {
+            cmd.env_remove("NETC_NO_AVX512");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ["o", "h", "weights"]
+            .iter()
+            .map(|ext| std::fs::read(object.with_extension(ext)).unwrap())
+            .collect()
+    };
+    for target in ["x86-64-v3", "x86-64-v4"] {
+        let here = compile(target, false, "here");
+        let masked = compile(target, true, "masked");
+        assert!(here == masked, "{target}: output depends on the host CPU");
+    }
+    // The two levels choose different kernels (mvec is AVX-512 only), so
+    // the comparison above is not vacuous.
+    assert!(compile("x86-64-v3", false, "v3")[2] != compile("x86-64-v4", false, "v4")[2]);
 }

@@ -6,11 +6,11 @@
 
 mod common;
 
-use netc::codegen::{self, jit::JitModel};
 use netc::interp;
 use netc::ir::op::Op;
 use netc::ir::Graph;
 use netc::passes::{self, Options, PASSES};
+use netc::pipeline::Planned;
 use netc::weights::Weights;
 use netc_runtime::init::{random_tensor, Init};
 use netc_runtime::Tensor;
@@ -60,28 +60,25 @@ fn equivalent(graph: &Graph, options: &Options) -> Result<Graph, String> {
     let weights = Weights::random(graph, 7);
     let x = inputs(graph, 3);
     let expected = interp::run(graph, &weights, &x).map_err(|e| e.to_string())?;
-    let mut opt = graph.clone();
-    let mut w = weights.clone();
-    passes::optimize(&mut opt, &mut w, options).map_err(|e| e.to_string())?;
-    if opt.plan.is_none() {
-        passes::memory::run(&mut opt, &mut w).map_err(|e| e.to_string())?;
-    }
-    let conflicts = opt.plan.as_ref().map(|p| p.conflicts()).unwrap_or_default();
+    let planned = common::pipeline(options.clone(), 1)
+        .optimize(graph.clone(), weights)
+        .map_err(|e| e.to_string())?;
+    let conflicts = planned.plan.conflicts();
     if !conflicts.is_empty() {
         return Err(format!("overlapping live buffers {conflicts:?}"));
     }
-    let got = interp::planned::run(&opt, &w, &x).map_err(|e| e.to_string())?;
+    let got = planned.interpret(&x).map_err(|e| e.to_string())?;
     compare("planned", &got, &expected)?;
     for threads in [1, 2] {
-        let lowered = codegen::lower(opt.clone(), &w).map_err(|e| e.to_string())?;
-        let mut model = JitModel::compile(lowered, threads).map_err(|e| e.to_string())?;
+        let pipeline = common::pipeline(options.clone(), threads);
+        let mut model = pipeline.jit(planned.clone()).map_err(|e| e.to_string())?;
         let what = format!("jit {threads} thread(s)");
         compare(&what, &model.run(&x).map_err(|e| e.to_string())?, &expected)?;
         // Running twice reuses the arena: results must not depend on leftovers.
         let what = format!("jit {threads} thread(s), second run");
         compare(&what, &model.run(&x).map_err(|e| e.to_string())?, &expected)?;
     }
-    Ok(opt)
+    Ok(planned.graph)
 }
 
 fn check_equivalent(label: &str, graph: &Graph, options: &Options) -> Graph {
@@ -119,9 +116,11 @@ fn count(g: &Graph, f: impl Fn(&Op) -> bool) -> usize {
 
 #[test]
 fn googlenet_merges_siblings_and_eliminates_concats() {
-    let mut g = common::model_graph("googlenet", 1);
-    let mut w = Weights::random(&g, 1);
-    let report = passes::optimize(&mut g, &mut w, &Options::default()).unwrap();
+    let g = common::model_graph("googlenet", 1);
+    let w = Weights::random(&g, 1);
+    let Planned {
+        graph: g, report, ..
+    } = common::planned(&g, &w);
     let stat = |name: &str| {
         report
             .passes
@@ -138,9 +137,11 @@ fn googlenet_merges_siblings_and_eliminates_concats() {
 
 #[test]
 fn resnet50_folds_every_bn_and_fuses_every_residual() {
-    let mut g = common::model_graph("resnet50", 1);
-    let mut w = Weights::random(&g, 1);
-    let report = passes::optimize(&mut g, &mut w, &Options::default()).unwrap();
+    let g = common::model_graph("resnet50", 1);
+    let w = Weights::random(&g, 1);
+    let Planned {
+        graph: g, report, ..
+    } = common::planned(&g, &w);
     assert_eq!(count(&g, |op| matches!(op, Op::BatchNorm { .. })), 0);
     assert_eq!(count(&g, |op| matches!(op, Op::Add)), 0);
     assert_eq!(count(&g, |op| matches!(op, Op::Activation(_))), 0);

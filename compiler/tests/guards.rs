@@ -8,8 +8,6 @@
 
 mod common;
 
-use netc::codegen::{self, jit::JitModel};
-use netc::passes::{self, Options};
 use netc::weights::Weights;
 use netc_runtime::init::{random_tensor, Init};
 
@@ -45,9 +43,8 @@ fn every_model_stays_inside_its_buffers_at_several_batches() {
     assert!(names.len() >= 10, "{names:?}");
     for name in &names {
         for batch in [2, 5] {
-            let mut graph = common::model_graph(name, batch);
-            let mut w = Weights::random(&graph, 3);
-            passes::optimize(&mut graph, &mut w, &Options::default()).unwrap();
+            let graph = common::model_graph(name, batch);
+            let w = Weights::random(&graph, 3);
             let inputs: Vec<_> = graph
                 .inputs
                 .iter()
@@ -56,8 +53,7 @@ fn every_model_stays_inside_its_buffers_at_several_batches() {
                     random_tensor(5, "x", shape, Init::Uniform { lo: -1.0, hi: 1.0 })
                 })
                 .collect();
-            let lowered = codegen::lower(graph, &w).unwrap();
-            let mut model = JitModel::compile(lowered, 2).unwrap();
+            let mut model = common::jit(&graph, &w, 2);
             for run in 0..2 {
                 let outputs = model
                     .run(&inputs)

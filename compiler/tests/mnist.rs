@@ -5,9 +5,7 @@
 
 mod common;
 
-use netc::codegen::{self, jit::JitModel};
 use netc::interp;
-use netc::passes::{self, Options};
 use netc::weights::Weights;
 use netc_runtime::data::idx;
 use netc_runtime::weights;
@@ -48,10 +46,7 @@ fn deep_convnet_reproduces_the_books_accuracy_on_reference_and_jit() {
     eprintln!("deep_convnet, reference: {reference}/10000");
     assert!((9795..=9799).contains(&reference), "{reference}/10000");
 
-    let mut opt = graph.clone();
-    let mut ow = w.clone();
-    passes::optimize(&mut opt, &mut ow, &Options::default()).unwrap();
-    let mut jit = JitModel::compile(codegen::lower(opt, &ow).unwrap(), 0).unwrap();
+    let mut jit = common::jit(&graph, &w, 0);
     let native = count_correct(|x| jit.run(&[x]).unwrap().remove(0), batch);
     eprintln!("deep_convnet, jit: {native}/10000");
     assert_eq!(native, reference, "JIT and reference disagree");

@@ -13,10 +13,8 @@
 mod common;
 
 use netc::check::{self, CheckOptions};
-use netc::codegen::{self, jit::JitModel};
 use netc::ir::Graph;
 use netc::onnx::{self, Batch};
-use netc::passes::{self, Options};
 use netc::weights::Weights;
 use netc_runtime::init::{random_tensor, Init};
 use netc_runtime::weights::{read_npy, write_npy, WeightFile};
@@ -64,14 +62,7 @@ fn run_python(args: &[&Path], script: &str) {
 
 /// The optimised graph compiled and run by the JIT on one input.
 fn jit(graph: &Graph, weights: &Weights, x: &Tensor) -> Tensor {
-    let mut g = graph.clone();
-    let mut w = weights.clone();
-    passes::optimize(&mut g, &mut w, &Options::default()).unwrap();
-    if g.plan.is_none() {
-        passes::memory::run(&mut g, &mut w).unwrap();
-    }
-    let lowered = codegen::lower(g, &w).unwrap();
-    let mut model = JitModel::compile(lowered, 2).unwrap();
+    let mut model = common::jit(graph, weights, 2);
     model.run(std::slice::from_ref(x)).unwrap().remove(0)
 }
 

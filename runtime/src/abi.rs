@@ -2,15 +2,15 @@
 //! the linker against this crate's static library for `netc compile`), and
 //! the entry points a C program uses.
 
-use crate::kernels::{gemm, pool, simple};
+use crate::kernels::{desc, dispatch, pool, simple};
 
-/// Run a conv or dense layer; see [`gemm::GemmDesc`].
+/// Run a conv or dense layer; see [`desc::GemmDesc`].
 ///
 /// # Safety
 /// `desc` must point to a valid descriptor and `ptrs` to its pointers.
 #[no_mangle]
-pub unsafe extern "C" fn netc_rt_gemm(desc: *const gemm::GemmDesc, ptrs: *const *mut f32) {
-    gemm::run(&*desc, ptrs);
+pub unsafe extern "C" fn netc_rt_gemm(desc: *const desc::GemmDesc, ptrs: *const *mut f32) {
+    dispatch::run(&*desc, ptrs);
 }
 
 /// Elementwise sigmoid (code 0) or tanh (code 1) over `len` floats.

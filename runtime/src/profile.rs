@@ -51,8 +51,7 @@ pub fn fma_gflops_one_thread(seconds: f64) -> f64 {
             // SAFETY: the 32-wide kernel is only selected with AVX-512F.
             return unsafe { fma_avx512(seconds) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if crate::cpu::host().avx2 {
             // SAFETY: the features were just detected.
             return unsafe { fma_avx2(seconds) };
         }

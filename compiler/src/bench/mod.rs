@@ -154,7 +154,7 @@ const PEAK_RUN_S: f64 = 0.05;
 fn machine(threads: usize) -> Machine {
     // The peak is measured on the kernel's vectors, so it is cached per
     // kernel too (`NETC_NO_AVX512` changes it).
-    let kernel = netc_runtime::kernels::gemm::kernel_name();
+    let kernel = netc_runtime::kernels::dispatch::kernel_name();
     // `v3`: earlier caches hold the old bandwidth measure (see
     // `profile::copy_bandwidth_gbs`) or a peak from a single run.
     let file = format!(
@@ -172,7 +172,7 @@ fn machine(threads: usize) -> Machine {
     {
         // The peak belongs to the machine; the kernel to this build.
         return Machine {
-            micro_kernel: netc_runtime::kernels::gemm::kernel_name().to_string(),
+            micro_kernel: netc_runtime::kernels::dispatch::kernel_name().to_string(),
             ..m
         };
     }
@@ -193,7 +193,7 @@ fn machine(threads: usize) -> Machine {
         peak_gflops: peak,
         bandwidth_gbs: profile::copy_bandwidth_gbs(0.3),
         threads,
-        micro_kernel: netc_runtime::kernels::gemm::kernel_name().to_string(),
+        micro_kernel: netc_runtime::kernels::dispatch::kernel_name().to_string(),
     };
     if let Some(p) = cache {
         if let Some(dir) = p.parent() {
@@ -262,7 +262,7 @@ pub fn measure(
         .iter()
         .map(|s| Tensor::zeros(s.clone()))
         .collect();
-    let bar = crate::cli::progress(settings.warmup + settings.iters, "runs");
+    let bar = crate::progress::bar(settings.warmup + settings.iters, "runs");
     for _ in 0..settings.warmup {
         model.run_into(&inputs, &mut outputs)?;
         bar.inc(1);
@@ -293,7 +293,7 @@ pub fn measure(
 
     let lowered = model.lowered();
     let graph = &lowered.graph;
-    let plan = lowered.plan();
+    let plan = &lowered.plan;
     let kind_of = |i: u32| -> Option<(String, String)> {
         let &n = plan.order.get(i as usize)?;
         let node = &graph.g[n];

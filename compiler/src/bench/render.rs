@@ -2,7 +2,7 @@
 //! chart drawn by plotters, and Chrome-trace JSON.
 
 use super::{LayerReport, Memory, Report, TraceEvent, TypeReport};
-use crate::check::human_bytes;
+use crate::units::human_bytes;
 use plotters::prelude::*;
 
 /// The terminal table: totals, the per-type summary, the slowest layers.

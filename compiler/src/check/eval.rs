@@ -12,12 +12,14 @@
 //! its index in a sequence.
 
 use super::network::*;
-use super::ops::{self, BoundArgs};
+use super::ops::{self, BoundArgs, OpArg};
 use crate::diag::Diagnostic;
+use crate::ir::builtin::Builtin;
 use crate::ir::op::Op;
 use crate::ir::shape::Shape;
 use crate::parse::ast::*;
 use crate::source::Span;
+use crate::units::human_bytes;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -54,6 +56,23 @@ pub(super) enum Value {
 }
 
 impl Value {
+    /// The value as an op argument.
+    fn into_arg(self) -> OpArg {
+        match self {
+            Value::Int(v) => OpArg::Int(v),
+            Value::Float(v) => OpArg::Float(v),
+            Value::Bool(v) => OpArg::Bool(v),
+            Value::Str(v) => OpArg::Str(v),
+            Value::List(items) => OpArg::List(
+                items
+                    .into_iter()
+                    .map(|(v, sp)| (v.into_arg(), sp))
+                    .collect(),
+            ),
+            other @ (Value::Tensor(_) | Value::Layer(_)) => OpArg::Other(other.kind()),
+        }
+    }
+
     pub(super) fn kind(&self) -> &'static str {
         match self {
             Value::Int(_) => "an integer",
@@ -77,7 +96,7 @@ pub(super) struct LayerVal {
 #[derive(Debug)]
 enum LayerKind {
     Op {
-        name: String,
+        builtin: Builtin,
         args: BoundArgs,
     },
     Block {
@@ -145,7 +164,7 @@ impl<'a> Elaborator<'a> {
         let mut block_index = HashMap::new();
         for (i, b) in blocks.iter().enumerate() {
             let name = b.def.name.name.as_str();
-            if ops::is_op(name) || BUILTIN_FUNCTIONS.contains(&name) {
+            if Builtin::from_name(name).is_some() || BUILTIN_FUNCTIONS.contains(&name) {
                 return Err(Diagnostic::new(
                     b.def.name.span,
                     format!("block `{name}` has the name of a built-in op or function"),
@@ -361,7 +380,7 @@ impl<'a> Elaborator<'a> {
             return Ok(v.clone());
         }
         // A bare op or block name is that layer with default arguments.
-        if ops::is_op(name) || self.block_index.contains_key(name) {
+        if Builtin::from_name(name).is_some() || self.block_index.contains_key(name) {
             return self.call(
                 &Ident {
                     name: name.to_string(),
@@ -374,7 +393,7 @@ impl<'a> Elaborator<'a> {
         }
         let mut known: Vec<&str> = scope.vars.keys().map(String::as_str).collect();
         known.extend(self.block_index.keys().copied());
-        known.extend(ops::OP_NAMES.iter().copied());
+        known.extend(Builtin::ALL.iter().map(|b| b.name()));
         let mut d = Diagnostic::new(span, format!("unknown name `{name}`"));
         if let Some(s) = suggest(name, &known) {
             d = d.note(format!("did you mean `{s}`?"));
@@ -539,7 +558,8 @@ impl<'a> Elaborator<'a> {
         if let Some(v) = self.builtin_function(name, &positional, &named, span)? {
             return Ok(v);
         }
-        if ops::is_merge(name) {
+        let builtin = Builtin::from_name(name);
+        if let Some(builtin) = builtin.filter(|b| b.is_merge()) {
             if let Some((n, _, _)) = named.first() {
                 return Err(Diagnostic::new(
                     n.span,
@@ -550,20 +570,25 @@ impl<'a> Elaborator<'a> {
             for (v, sp) in positional {
                 others.push(self.expect_tensor(v, sp)?);
             }
-            let op = if name == "add" { Op::Add } else { Op::Concat };
+            let op = ops::build(builtin, &BoundArgs::default(), &Shape(Vec::new()), span)?.op;
             return Ok(Value::Layer(Rc::new(LayerVal {
                 kind: LayerKind::Merge { op, others },
                 label: None,
                 span,
             })));
         }
-        if ops::is_op(name) {
-            let args = ops::bind(callee, positional, named)?;
+        if let Some(builtin) = builtin {
+            let positional = positional
+                .into_iter()
+                .map(|(v, sp)| (v.into_arg(), sp))
+                .collect();
+            let named = named
+                .into_iter()
+                .map(|(n, v, sp)| (n, v.into_arg(), sp))
+                .collect();
+            let args = ops::bind(callee, builtin, positional, named)?;
             return Ok(Value::Layer(Rc::new(LayerVal {
-                kind: LayerKind::Op {
-                    name: name.to_string(),
-                    args,
-                },
+                kind: LayerKind::Op { builtin, args },
                 label: None,
                 span,
             })));
@@ -628,7 +653,7 @@ impl<'a> Elaborator<'a> {
             })));
         }
         let mut known: Vec<&str> = self.block_index.keys().copied().collect();
-        known.extend(ops::OP_NAMES.iter().copied());
+        known.extend(Builtin::ALL.iter().map(|b| b.name()));
         known.extend(BUILTIN_FUNCTIONS.iter().copied());
         let mut d = Diagnostic::new(callee.span, format!("unknown op or block `{name}`"));
         if let Some(s) = suggest(name, &known) {
@@ -772,10 +797,11 @@ impl<'a> Elaborator<'a> {
             input.ok_or_else(|| Diagnostic::new(layer.span, "this layer has no input tensor"))
         };
         match &layer.kind {
-            LayerKind::Op { name, args } => {
+            LayerKind::Op { builtin, args } => {
+                let name = builtin.name();
                 let x = need_input(input)?;
                 let shape = self.net.shape(x).clone();
-                let built = ops::build(name, args, &shape, layer.span)?;
+                let built = ops::build(*builtin, args, &shape, layer.span)?;
                 let path = join(prefix, segment.unwrap_or(""));
                 let site = Site {
                     path,
@@ -1048,48 +1074,8 @@ impl<'a> Elaborator<'a> {
 }
 
 fn receptive_field(op: &Op, inputs: &[TensorId], net: &Network) -> Option<ReceptiveField> {
-    let mut rfs = inputs.iter().map(|&t| net.tensors[t].rf);
-    let first = rfs.next()??;
-    let grow = |rf: ReceptiveField, k: [usize; 2], s: [usize; 2], d: [usize; 2]| {
-        let mut out = rf;
-        for a in 0..2 {
-            out.size[a] = rf.size[a] + (k[a] as u64 - 1) * d[a] as u64 * rf.jump[a];
-            out.jump[a] = rf.jump[a] * s[a] as u64;
-        }
-        out
-    };
-    match op {
-        Op::Conv(c) => Some(grow(
-            first,
-            c.window.kernel,
-            c.window.stride,
-            c.window.dilation,
-        )),
-        Op::Pool(p) => Some(grow(
-            first,
-            p.window.kernel,
-            p.window.stride,
-            p.window.dilation,
-        )),
-        Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => {
-            let s = &net.tensors[inputs[0]].shape.0;
-            let (h, w) = (s[2], s[3]);
-            let k = match op {
-                Op::AdaptiveAvgPool { output } => [h.div_ceil(output[0]), w.div_ceil(output[1])],
-                _ => [h, w],
-            };
-            Some(grow(first, k, k, [1, 1]))
-        }
-        Op::Flatten | Op::Dense(_) => None,
-        Op::Concat | Op::Add => rfs.try_fold(first, |acc, rf| {
-            let rf = rf?;
-            Some(ReceptiveField {
-                size: [acc.size[0].max(rf.size[0]), acc.size[1].max(rf.size[1])],
-                jump: [acc.jump[0].max(rf.jump[0]), acc.jump[1].max(rf.jump[1])],
-            })
-        }),
-        _ => Some(first),
-    }
+    let rfs: Vec<_> = inputs.iter().map(|&t| net.tensors[t].rf).collect();
+    op.receptive_field(&rfs, net.shape(*inputs.first()?))
 }
 
 fn binary(op: BinOp, l: Value, r: Value, span: Span) -> R<Value> {
@@ -1189,21 +1175,6 @@ fn op_symbol(op: BinOp) -> &'static str {
         Ge => ">=",
         And => "&&",
         Or => "||",
-    }
-}
-
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 

@@ -2,13 +2,13 @@
 //! into a [`Network`] with every shape inferred and every name assigned.
 
 mod eval;
+mod lower;
 pub mod network;
 mod ops;
 
-pub use ops::is_op;
 pub mod report;
 
-pub use eval::{human_bytes, Limits};
+pub use eval::Limits;
 pub use network::*;
 
 use crate::diag::Diagnostic;

@@ -1,19 +1,13 @@
 //! The checked network: every layer instantiated with concrete shapes,
 //! parameter names and the source span it came from.
 
-use crate::ir::op::{Op, ParamKind, ParamSpec};
+pub use crate::ir::graph::Param;
+pub use crate::ir::op::ReceptiveField;
+use crate::ir::op::{Op, ParamKind};
 use crate::ir::shape::Shape;
 use crate::source::Span;
-use serde::Serialize;
 
 pub type TensorId = usize;
-
-/// Receptive field of one output position on the network input, per axis (h, w).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct ReceptiveField {
-    pub size: [u64; 2],
-    pub jump: [u64; 2],
-}
 
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
@@ -26,13 +20,6 @@ pub struct TensorInfo {
 pub struct NetInput {
     pub name: String,
     pub tensor: TensorId,
-}
-
-/// One named parameter tensor of a layer.
-#[derive(Clone, Debug)]
-pub struct Param {
-    pub name: String,
-    pub spec: ParamSpec,
 }
 
 #[derive(Clone, Debug)]

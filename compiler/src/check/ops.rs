@@ -1,138 +1,64 @@
 //! The built-in layer ops as the language sees them: their argument lists
-//! (checked where the call is written) and how arguments plus an input shape
-//! become an [`Op`] (at application, when the input is known).
+//! ([`Builtin::signature`], checked where the call is written) and how
+//! arguments plus an input shape become an [`Op`] (at application, when the
+//! input is known).
 
-use super::eval::Value;
 use crate::diag::Diagnostic;
+use crate::ir::builtin::Builtin;
 use crate::ir::op::*;
 use crate::ir::shape::Shape;
 use crate::parse::ast::Ident;
 use crate::source::Span;
 use std::collections::BTreeMap;
 
-/// Every op's parameters in positional order; `true` marks required ones.
-const SIGNATURES: &[(&str, &[(&str, bool)])] = &[
-    (
-        "conv",
-        &[
-            ("out", true),
-            ("kernel", true),
-            ("stride", false),
-            ("pad", false),
-            ("dilation", false),
-            ("groups", false),
-            ("bias", false),
-            ("weight", false),
-        ],
-    ),
-    (
-        "batchnorm",
-        &[
-            ("eps", false),
-            ("weight", false),
-            ("bias", false),
-            ("running_mean", false),
-            ("running_var", false),
-        ],
-    ),
-    ("relu", &[]),
-    ("leaky_relu", &[("alpha", false)]),
-    ("sigmoid", &[]),
-    ("tanh", &[]),
-    (
-        "maxpool",
-        &[
-            ("kernel", true),
-            ("stride", false),
-            ("pad", false),
-            ("dilation", false),
-            ("ceil", false),
-        ],
-    ),
-    (
-        "avgpool",
-        &[
-            ("kernel", true),
-            ("stride", false),
-            ("pad", false),
-            ("ceil", false),
-            ("count_include_pad", false),
-        ],
-    ),
-    ("global_avgpool", &[]),
-    ("adaptive_avgpool", &[("size", true)]),
-    (
-        "dense",
-        &[
-            ("out", true),
-            ("bias", false),
-            ("layout", false),
-            ("weight", false),
-        ],
-    ),
-    ("flatten", &[]),
-    ("dropout", &[("ratio", false), ("inference", false)]),
-    ("softmax", &[]),
-    ("scale", &[("factor", true)]),
-    ("identity", &[]),
-];
-
-/// Every op name, for suggestions.
-pub const OP_NAMES: &[&str] = &[
-    "conv",
-    "batchnorm",
-    "relu",
-    "leaky_relu",
-    "sigmoid",
-    "tanh",
-    "maxpool",
-    "avgpool",
-    "global_avgpool",
-    "adaptive_avgpool",
-    "dense",
-    "flatten",
-    "dropout",
-    "softmax",
-    "scale",
-    "identity",
-    "add",
-    "concat",
-];
-
-pub fn is_op(name: &str) -> bool {
-    OP_NAMES.contains(&name)
+/// An argument value as an op sees it: a literal, or (for the error
+/// message) what else was passed.
+#[derive(Clone, Debug)]
+pub enum OpArg {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    List(Vec<(OpArg, Span)>),
+    /// A tensor or a layer, described as in "found a tensor".
+    Other(&'static str),
 }
 
-/// Ops whose arguments are tensors (`add(a, b)`, `concat(a, b, c)`).
-pub fn is_merge(name: &str) -> bool {
-    name == "add" || name == "concat"
+impl OpArg {
+    fn kind(&self) -> &'static str {
+        match self {
+            OpArg::Int(_) => "an integer",
+            OpArg::Float(_) => "a number",
+            OpArg::Bool(_) => "a boolean",
+            OpArg::Str(_) => "a string",
+            OpArg::List(_) => "a list",
+            OpArg::Other(kind) => kind,
+        }
+    }
 }
 
 /// Arguments bound to parameter names, each with its source span.
 #[derive(Debug, Clone, Default)]
-pub struct BoundArgs(BTreeMap<&'static str, (Value, Span)>);
+pub struct BoundArgs(BTreeMap<&'static str, (OpArg, Span)>);
 
 /// Check a call's arguments against the op's signature.
 pub(super) fn bind(
     callee: &Ident,
-    positional: Vec<(Value, Span)>,
-    named: Vec<(&Ident, Value, Span)>,
+    builtin: Builtin,
+    positional: Vec<(OpArg, Span)>,
+    named: Vec<(&Ident, OpArg, Span)>,
 ) -> Result<BoundArgs, Diagnostic> {
-    let name = callee.name.as_str();
-    let sig = SIGNATURES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, s)| *s)
-        .unwrap_or(&[]);
+    let name = builtin.name();
+    let sig = builtin.signature();
     let mut bound = BTreeMap::new();
     let usage = || {
         let parts: Vec<String> = sig
             .iter()
-            .map(|(p, req)| {
-                if *req {
-                    p.to_string()
+            .map(|p| {
+                if p.required {
+                    p.name.to_string()
                 } else {
-                    format!("{p}: …")
+                    format!("{}: …", p.name)
                 }
             })
             .collect();
@@ -151,17 +77,17 @@ pub(super) fn bind(
         )
         .note(usage()));
     }
-    for ((pname, _), (v, sp)) in sig.iter().zip(positional) {
-        bound.insert(*pname, (v, sp));
+    for (p, (v, sp)) in sig.iter().zip(positional) {
+        bound.insert(p.name, (v, sp));
     }
     for (n, v, sp) in named {
-        let Some((pname, _)) = sig.iter().find(|(p, _)| *p == n.name) else {
+        let Some(pname) = sig.iter().map(|p| p.name).find(|p| *p == n.name) else {
             return Err(
                 Diagnostic::new(n.span, format!("`{name}` has no argument `{}`", n.name))
                     .note(usage()),
             );
         };
-        if bound.contains_key(pname) {
+        if bound.contains_key(&pname) {
             return Err(Diagnostic::new(
                 n.span,
                 format!(
@@ -170,10 +96,11 @@ pub(super) fn bind(
                 ),
             ));
         }
-        bound.insert(*pname, (v, sp));
+        bound.insert(pname, (v, sp));
     }
-    for (pname, required) in sig {
-        if *required && !bound.contains_key(pname) {
+    for p in sig {
+        let pname = p.name;
+        if p.required && !bound.contains_key(pname) {
             return Err(
                 Diagnostic::new(callee.span, format!("`{name}` needs argument `{pname}`"))
                     .note(usage()),
@@ -192,14 +119,14 @@ pub(super) struct Built {
 type R<T> = Result<T, Diagnostic>;
 
 impl BoundArgs {
-    fn get(&self, key: &str) -> Option<&(Value, Span)> {
+    fn get(&self, key: &str) -> Option<&(OpArg, Span)> {
         self.0.get(key)
     }
 
     fn int(&self, key: &str, default: i64, min: i64) -> R<usize> {
         match self.get(key) {
             None => Ok(default as usize),
-            Some((Value::Int(v), sp)) => checked_int(*v, min, *sp, key),
+            Some((OpArg::Int(v), sp)) => checked_int(*v, min, *sp, key),
             Some((other, sp)) => Err(type_error(key, "an integer", other, *sp)),
         }
     }
@@ -207,8 +134,8 @@ impl BoundArgs {
     fn float(&self, key: &str, default: f64) -> R<f32> {
         match self.get(key) {
             None => Ok(default as f32),
-            Some((Value::Int(v), _)) => Ok(*v as f32),
-            Some((Value::Float(v), _)) => Ok(*v as f32),
+            Some((OpArg::Int(v), _)) => Ok(*v as f32),
+            Some((OpArg::Float(v), _)) => Ok(*v as f32),
             Some((other, sp)) => Err(type_error(key, "a number", other, *sp)),
         }
     }
@@ -216,7 +143,7 @@ impl BoundArgs {
     fn boolean(&self, key: &str, default: bool) -> R<bool> {
         match self.get(key) {
             None => Ok(default),
-            Some((Value::Bool(v), _)) => Ok(*v),
+            Some((OpArg::Bool(v), _)) => Ok(*v),
             Some((other, sp)) => Err(type_error(key, "`true` or `false`", other, *sp)),
         }
     }
@@ -225,15 +152,15 @@ impl BoundArgs {
     fn pair(&self, key: &str, default: [usize; 2], min: i64) -> R<[usize; 2]> {
         match self.get(key) {
             None => Ok(default),
-            Some((Value::Int(v), sp)) => {
+            Some((OpArg::Int(v), sp)) => {
                 let v = checked_int(*v, min, *sp, key)?;
                 Ok([v, v])
             }
-            Some((Value::List(items), sp)) if items.len() == 2 => {
+            Some((OpArg::List(items), sp)) if items.len() == 2 => {
                 let mut out = [0; 2];
                 for (i, (v, isp)) in items.iter().enumerate() {
                     out[i] = match v {
-                        Value::Int(v) => checked_int(*v, min, *isp, key)?,
+                        OpArg::Int(v) => checked_int(*v, min, *isp, key)?,
                         other => return Err(type_error(key, "an integer", other, *isp)),
                     };
                 }
@@ -247,17 +174,17 @@ impl BoundArgs {
     /// Padding: `p`, `[h, w]` or `[top, left, bottom, right]`.
     fn pad(&self) -> R<[usize; 4]> {
         match self.get("pad") {
-            Some((Value::List(items), _)) if items.len() == 4 => {
+            Some((OpArg::List(items), _)) if items.len() == 4 => {
                 let mut out = [0; 4];
                 for (i, (v, isp)) in items.iter().enumerate() {
                     out[i] = match v {
-                        Value::Int(v) => checked_int(*v, 0, *isp, "pad")?,
+                        OpArg::Int(v) => checked_int(*v, 0, *isp, "pad")?,
                         other => return Err(type_error("pad", "an integer", other, *isp)),
                     };
                 }
                 Ok(out)
             }
-            Some((Value::List(items), sp)) if items.len() != 2 => Err(Diagnostic::new(
+            Some((OpArg::List(items), sp)) if items.len() != 2 => Err(Diagnostic::new(
                 *sp,
                 format!(
                     "`pad` takes an integer, `[h, w]` or `[top, left, bottom, right]`, found a list of {}",
@@ -275,7 +202,7 @@ impl BoundArgs {
     fn rename(&self, role: &str, renames: &mut Vec<(String, String)>) -> R<()> {
         match self.get(role) {
             None => Ok(()),
-            Some((Value::Str(s), sp)) => {
+            Some((OpArg::Str(s), sp)) => {
                 if s.is_empty() {
                     return Err(Diagnostic::new(*sp, "a parameter name cannot be empty"));
                 }
@@ -301,7 +228,7 @@ fn checked_int(v: i64, min: i64, sp: Span, key: &str) -> R<usize> {
     Ok(v as usize)
 }
 
-fn type_error(key: &str, expected: &str, found: &Value, sp: Span) -> Diagnostic {
+fn type_error(key: &str, expected: &str, found: &OpArg, sp: Span) -> Diagnostic {
     Diagnostic::new(
         sp,
         format!("`{key}` expects {expected}, found {}", found.kind()),
@@ -318,11 +245,13 @@ fn spatial(op: &str, input: &Shape, span: Span) -> R<[usize; 4]> {
     }
 }
 
-/// Build the op `name` for an input of shape `input`.
-pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> R<Built> {
+/// Build the op `builtin` for an input of shape `input`. Merges (`add`,
+/// `concat`) are built by the elaborator from their tensors.
+pub(super) fn build(builtin: Builtin, args: &BoundArgs, input: &Shape, span: Span) -> R<Built> {
+    let name = builtin.name();
     let mut renames = Vec::new();
-    let op = match name {
-        "conv" => {
+    let op = match builtin {
+        Builtin::Conv => {
             let [_, in_ch, _, _] = spatial(name, input, span)?;
             let out = args.int("out", 1, 1)?;
             let kernel = args.pair("kernel", [1, 1], 1)?;
@@ -336,7 +265,7 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
                 ));
             }
             let bias = match args.get("bias") {
-                Some((Value::Str(_), _)) => {
+                Some((OpArg::Str(_), _)) => {
                     args.rename("bias", &mut renames)?;
                     true
                 }
@@ -355,10 +284,10 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
                 groups,
                 bias,
                 epilogue: Vec::new(),
-                algo: ConvAlgo::Auto,
+                algo: ConvAlgo::Unselected,
             })
         }
-        "batchnorm" => {
+        Builtin::BatchNorm => {
             let channels = match input.0.get(1) {
                 Some(&c) if input.rank() >= 2 => c,
                 _ => {
@@ -380,11 +309,11 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
             }
             Op::BatchNorm { channels, eps }
         }
-        "relu" => Op::Activation(Activation::Relu),
-        "leaky_relu" => Op::Activation(Activation::LeakyRelu(args.float("alpha", 0.01)?)),
-        "sigmoid" => Op::Activation(Activation::Sigmoid),
-        "tanh" => Op::Activation(Activation::Tanh),
-        "maxpool" | "avgpool" => {
+        Builtin::Relu => Op::Activation(Activation::Relu),
+        Builtin::LeakyRelu => Op::Activation(Activation::LeakyRelu(args.float("alpha", 0.01)?)),
+        Builtin::Sigmoid => Op::Activation(Activation::Sigmoid),
+        Builtin::Tanh => Op::Activation(Activation::Tanh),
+        Builtin::MaxPool | Builtin::AvgPool => {
             spatial(name, input, span)?;
             let kernel = args.pair("kernel", [1, 1], 1)?;
             let pad = args.pad()?;
@@ -399,7 +328,7 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
                 }
             }
             Op::Pool(Pool {
-                kind: if name == "maxpool" {
+                kind: if builtin == Builtin::MaxPool {
                     PoolKind::Max
                 } else {
                     PoolKind::Avg
@@ -414,17 +343,17 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
                 count_include_pad: args.boolean("count_include_pad", true)?,
             })
         }
-        "global_avgpool" => {
+        Builtin::GlobalAvgPool => {
             spatial(name, input, span)?;
             Op::GlobalAvgPool
         }
-        "adaptive_avgpool" => {
+        Builtin::AdaptiveAvgPool => {
             spatial(name, input, span)?;
             Op::AdaptiveAvgPool {
                 output: args.pair("size", [1, 1], 1)?,
             }
         }
-        "dense" => {
+        Builtin::Dense => {
             if input.rank() != 2 {
                 return Err(Diagnostic::new(
                     span,
@@ -435,7 +364,7 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
             }
             let layout = match args.get("layout") {
                 None => WeightLayout::OutIn,
-                Some((Value::Str(s), sp)) => match s.as_str() {
+                Some((OpArg::Str(s), sp)) => match s.as_str() {
                     "out_in" => WeightLayout::OutIn,
                     "in_out" => WeightLayout::InOut,
                     other => {
@@ -448,7 +377,7 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
                 Some((other, sp)) => return Err(type_error("layout", "a string", other, *sp)),
             };
             let bias = match args.get("bias") {
-                Some((Value::Str(_), _)) => {
+                Some((OpArg::Str(_), _)) => {
                     args.rename("bias", &mut renames)?;
                     true
                 }
@@ -461,10 +390,11 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
                 bias,
                 layout,
                 epilogue: Vec::new(),
+                algo: DenseAlgo::Unselected,
             })
         }
-        "flatten" => Op::Flatten,
-        "dropout" => {
+        Builtin::Flatten => Op::Flatten,
+        Builtin::Dropout => {
             let ratio = args.float("ratio", 0.5)?;
             if !(0.0..1.0).contains(&ratio) {
                 return Err(Diagnostic::new(
@@ -474,7 +404,7 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
             }
             let scale = match args.get("inference") {
                 None => 1.0,
-                Some((Value::Str(s), sp)) => match s.as_str() {
+                Some((OpArg::Str(s), sp)) => match s.as_str() {
                     "identity" => 1.0,
                     "scale" => 1.0 - ratio,
                     other => {
@@ -488,8 +418,8 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
             };
             Op::Dropout { ratio, scale }
         }
-        "softmax" => Op::Softmax,
-        "scale" => {
+        Builtin::Softmax => Op::Softmax,
+        Builtin::Scale => {
             let factor = args.float("factor", 1.0)?;
             if !factor.is_finite() {
                 return Err(Diagnostic::new(
@@ -499,7 +429,9 @@ pub(super) fn build(name: &str, args: &BoundArgs, input: &Shape, span: Span) -> 
             }
             Op::Scale { factor }
         }
-        _ => Op::Identity,
+        Builtin::Identity => Op::Identity,
+        Builtin::Add => Op::Add,
+        Builtin::Concat => Op::Concat,
     };
     Ok(Built { op, renames })
 }

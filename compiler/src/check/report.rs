@@ -161,12 +161,12 @@ pub fn table(s: &Summary) -> String {
     out += &format!(
         "weights:     {} ({})\n",
         grouped(s.weight_bytes),
-        super::human_bytes(s.weight_bytes)
+        crate::units::human_bytes(s.weight_bytes)
     );
     out += &format!(
         "activations: {} ({}, all intermediates, no reuse)\n",
         grouped(s.activation_bytes),
-        super::human_bytes(s.activation_bytes)
+        crate::units::human_bytes(s.activation_bytes)
     );
     out
 }

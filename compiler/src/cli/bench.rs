@@ -3,10 +3,6 @@
 
 use super::{load_weights, Failure, OptArgs, WeightArgs};
 use crate::bench::{self, compare, render, ModelInfo, Report, Settings};
-use crate::check;
-use crate::codegen::{self, jit::JitModel};
-use crate::ir::Graph;
-use crate::passes;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -72,26 +68,19 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
         None => None,
     };
-    let options = super::check_options(a.batch);
-    let (program, net) = check::check_file(&a.file, options).map_err(Failure::new)?;
-    let mut graph = Graph::from_network(&net);
-    graph.validate()?;
-    let mut weights = load_weights(&graph, &a.weights)?;
+    let mut pipeline = a.opt.pipeline(a.batch, a.threads);
+    pipeline.options.profile = true;
+    let checked = pipeline.check_file(&a.file)?;
+    let (program, net) = (&checked.program, &checked.network);
+    let weights = load_weights(&checked.graph, &a.weights)?;
     let info = ModelInfo {
         name: net.name.clone(),
         sources: &program.sources,
-        macs: graph.macs(),
+        macs: checked.graph.macs(),
         weights_bytes: 4 * (net.learnable_params() + net.buffer_params()),
     };
-    passes::optimize(&mut graph, &mut weights, &a.opt.options())?;
-    if graph.plan.is_none() {
-        passes::memory::run(&mut graph, &mut weights)?;
-    }
-    let mut lowered = codegen::lower(graph, &weights)?;
-    lowered.profile = true;
-    // The folded weights live on packed in `lowered`; the rest can go.
-    drop(weights);
-    let mut model = JitModel::compile(lowered, a.threads)?;
+    // The folded weights live on packed in the compiled model; the rest go.
+    let mut model = pipeline.jit(pipeline.optimize(checked.graph, weights)?)?;
     let settings = Settings {
         batch: a.batch,
         iters: a.iters,

@@ -1,9 +1,8 @@
 //! `netc compile`: lower and optimise a model; print the graph IR or what
 //! each pass did, and/or write an object file with a C header.
 
-use super::{load_graph, load_weights, Failure, OptArgs, WeightArgs};
-use crate::codegen;
-use crate::passes::{self, PASSES};
+use super::{load_weights, Failure, OptArgs, WeightArgs};
+use crate::passes::PASSES;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -39,12 +38,13 @@ enum Emit {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let mut graph = load_graph(&a.file, a.batch)?;
-    let before = graph.clone();
+    let pipeline = a.opt.pipeline(a.batch, 0);
+    let before = pipeline.check_file(&a.file)?.graph;
     // Folding passes compute with weight values; structure does not depend
     // on them, so random weights serve when none are given.
-    let mut weights = load_weights(&graph, &a.weights)?;
-    let report = passes::optimize(&mut graph, &mut weights, &a.opt.options())?;
+    let weights = load_weights(&before, &a.weights)?;
+    let planned = pipeline.optimize(before.clone(), weights)?;
+    let (graph, report) = (&planned.graph, &planned.report);
     match a.emit {
         None => {}
         Some(Emit::Ir) => print!("{}", graph.to_text()),
@@ -71,18 +71,14 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
     }
     if let Some(out) = &a.output {
-        if graph.plan.is_none() {
-            passes::memory::run(&mut graph, &mut weights)?;
-        }
-        let lowered = codegen::lower(graph, &weights)?;
-        let stem = codegen::object::write(&lowered, out)?;
+        let (lowered, stem) = pipeline.object(planned, out)?;
         eprintln!(
             "wrote {} ({stem}_run/{stem}_forward), {} and {} ({} of packed weights, arena {})",
             out.display(),
             out.with_extension("h").display(),
             out.with_extension("weights").display(),
-            crate::check::human_bytes(lowered.weight_bytes() as u64),
-            crate::check::human_bytes(4 * lowered.arena_floats as u64),
+            crate::units::human_bytes(lowered.weight_bytes() as u64),
+            crate::units::human_bytes(4 * lowered.arena_floats as u64),
         );
     }
     Ok(())

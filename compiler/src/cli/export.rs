@@ -33,7 +33,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     eprintln!(
         "wrote {} ({nodes} nodes, {} of weights, opset {})",
         a.onnx.display(),
-        crate::check::human_bytes(weights.bytes()),
+        crate::units::human_bytes(weights.bytes()),
         onnx::export::OPSET
     );
     Ok(())

@@ -11,6 +11,8 @@ mod run;
 
 use crate::check::{self as checker, CheckOptions};
 use crate::ir::Graph;
+use crate::pipeline::{self, Pipeline};
+use crate::target::Target;
 use crate::weights::Weights;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -152,10 +154,12 @@ pub fn main() -> ExitCode {
 
 /// Check a model file for `batch` and lower it to a validated graph.
 pub fn load_graph(file: &Path, batch: usize) -> Result<Graph, Failure> {
-    let (_, net) = checker::check_file(file, check_options(batch)).map_err(Failure::new)?;
-    let graph = Graph::from_network(&net);
-    graph.validate()?;
-    Ok(graph)
+    let pipeline = Pipeline::new(pipeline::Options {
+        batch,
+        limits: LIMITS.get().copied().unwrap_or_default(),
+        ..pipeline::Options::default()
+    });
+    Ok(pipeline.check_file(file)?.graph)
 }
 
 /// Where a model's weights come from.
@@ -206,7 +210,7 @@ pub fn load_weights(graph: &Graph, a: &WeightArgs) -> Result<Weights, Failure> {
 }
 
 /// Optimisation flags shared by `run`, `compile` and `bench`.
-#[derive(clap::Args, Clone, Default)]
+#[derive(clap::Args, Clone)]
 pub struct OptArgs {
     /// Optimisation level: 0 runs no passes, 1 (the default) runs all.
     #[arg(short = 'O', value_name = "LEVEL", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
@@ -214,27 +218,27 @@ pub struct OptArgs {
     /// Skip one pass (repeatable); `netc compile --emit passes` lists them.
     #[arg(long = "disable-pass", value_name = "NAME")]
     disabled: Vec<String>,
+    /// Instruction set to compile for: `native` (this CPU), `x86-64-v3`
+    /// (AVX2 and FMA) or `x86-64-v4` (AVX-512). Kernel choices and packed
+    /// weights follow it, so an object file for a named target is the same
+    /// on every machine that compiles it.
+    #[arg(long, value_name = "TARGET", default_value = "native")]
+    target: Target,
 }
 
 impl OptArgs {
-    pub fn options(&self) -> crate::passes::Options {
-        crate::passes::Options {
-            disable_all: self.level == 0,
-            disabled: self.disabled.clone(),
-        }
+    /// The pipeline these flags ask for, at `batch` with `threads`.
+    pub fn pipeline(&self, batch: usize, threads: usize) -> Pipeline {
+        Pipeline::new(pipeline::Options {
+            batch,
+            limits: LIMITS.get().copied().unwrap_or_default(),
+            passes: crate::passes::Options {
+                disable_all: self.level == 0,
+                disabled: self.disabled.clone(),
+            },
+            target: self.target.clone(),
+            threads,
+            profile: false,
+        })
     }
-}
-
-/// A progress bar on stderr when it is a terminal, hidden otherwise.
-pub fn progress(total: usize, unit: &str) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total as u64);
-    let template = format!("{{bar:40}} {{pos}}/{{len}} {unit}  {{elapsed}} (eta {{eta}})");
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
-        bar.set_style(style);
-    }
-    bar
 }

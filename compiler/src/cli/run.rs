@@ -1,10 +1,10 @@
 //! `netc run`: execute a model on real inputs.
 
 use super::{load_graph, load_weights, Failure, OptArgs, WeightArgs};
-use crate::codegen::{self, jit::JitModel};
+use crate::codegen::jit::JitModel;
 use crate::interp;
 use crate::ir::Graph;
-use crate::passes;
+use crate::pipeline::Planned;
 use crate::weights::Weights;
 use netc_runtime::data::idx;
 use netc_runtime::data::image::{self, Preprocess};
@@ -183,7 +183,7 @@ fn load_images(a: &Args) -> Result<Tensor, Failure> {
 /// A model prepared for one backend.
 enum Engine {
     Reference(Graph, Weights),
-    Planned(Graph, Weights),
+    Planned(Box<Planned>),
     Jit(Box<JitModel>),
 }
 
@@ -191,7 +191,7 @@ impl Engine {
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Failure> {
         match self {
             Engine::Reference(g, w) => Ok(interp::run(g, w, inputs)?),
-            Engine::Planned(g, w) => Ok(interp::planned::run(g, w, inputs)?),
+            Engine::Planned(p) => Ok(p.interpret(inputs)?),
             Engine::Jit(m) => Ok(m.run(inputs)?),
         }
     }
@@ -199,23 +199,16 @@ impl Engine {
 
 /// Check, lower, optimise (unless reference) and compile (JIT) the model.
 fn prepare(a: &Args, batch: usize) -> Result<Engine, Failure> {
-    let mut graph = load_graph(&a.file, batch)?;
-    let mut weights = load_weights(&graph, &a.weights)?;
+    let pipeline = a.opt.pipeline(batch, a.threads);
+    let graph = pipeline.check_file(&a.file)?.graph;
+    let weights = load_weights(&graph, &a.weights)?;
     if matches!(a.backend, Backend::Reference) {
         return Ok(Engine::Reference(graph, weights));
     }
-    passes::optimize(&mut graph, &mut weights, &a.opt.options())?;
-    if graph.plan.is_none() {
-        passes::memory::run(&mut graph, &mut weights)?;
-    }
+    let planned = pipeline.optimize(graph, weights)?;
     match a.backend {
-        Backend::Planned => Ok(Engine::Planned(graph, weights)),
-        _ => {
-            let lowered = codegen::lower(graph, &weights)?;
-            Ok(Engine::Jit(Box::new(JitModel::compile(
-                lowered, a.threads,
-            )?)))
-        }
+        Backend::Planned => Ok(Engine::Planned(Box::new(planned))),
+        _ => Ok(Engine::Jit(Box::new(pipeline.jit(planned)?))),
     }
 }
 
@@ -303,7 +296,7 @@ fn run_mnist(a: &Args, images_path: &Path) -> Result<(), Failure> {
                 .join("x"),
         )));
     }
-    let progress = super::progress(total, "images");
+    let progress = crate::progress::bar(total, "images");
     let start = std::time::Instant::now();
     let mut correct = 0usize;
     let mut outputs: Vec<f32> = Vec::new();

@@ -5,7 +5,7 @@
 use super::{CodegenError, Lowered};
 use crate::ir::graph::NodeKind;
 use crate::ir::op::{Activation, Op};
-use crate::passes::memory::TensorLoc;
+use crate::plan::TensorLoc;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
     types, AbiParam, BlockArg, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind,
@@ -13,7 +13,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, FuncId, Linkage, Module};
-use netc_runtime::kernels::gemm::MAX_RESIDUALS;
+use netc_runtime::kernels::desc::MAX_RESIDUALS;
 use netc_runtime::kernels::simple::{UNARY_SIGMOID, UNARY_TANH};
 use petgraph::stable_graph::NodeIndex;
 
@@ -238,7 +238,7 @@ pub(super) fn forward<M: Module>(
     )?;
 
     // Conv/dense descriptors as read-only data next to the code.
-    let plan = lowered.plan();
+    let plan = &lowered.plan;
     let mut descs = std::collections::HashMap::new();
     for (i, &n) in plan.order.iter().enumerate() {
         if let Some(bytes) = lowered.consts.get(&n).and_then(|c| c.descriptor()) {
@@ -303,11 +303,7 @@ pub(super) fn forward<M: Module>(
         for (i, &n) in plan.order.iter().enumerate() {
             let desc = desc_gvs.get(&n).copied();
             emit_node(&mut c, n, desc)?;
-            if lowered.profile
-                && lowered.graph.g[n]
-                    .op()
-                    .is_some_and(|op| !matches!(op, Op::Slice { .. } | Op::Flatten | Op::Identity))
-            {
+            if lowered.profile && lowered.graph.g[n].op().is_some_and(Op::computes) {
                 mark_after(&mut c, i as u32);
             }
         }

@@ -1,25 +1,12 @@
 //! The in-memory back end: emit with `cranelift-jit`, run on netc's thread pool.
 
 use super::{changed_guard, emit, guarded, CodegenError, Lowered, GUARD_FLOATS as GUARD, SENTINEL};
-use cranelift_codegen::settings::{self, Configurable};
+use crate::target::Target;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage};
 use netc_runtime::Tensor;
 
 type Forward = unsafe extern "C" fn(*const *const f32, *const *mut f32, *const f32, *mut f32);
-
-/// The host's instruction set, with Cranelift optimising for speed.
-pub(crate) fn host_isa(pic: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
-    let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| {
-        f.set(k, v).map_err(|e| CodegenError::Isa(e.to_string()))
-    };
-    set(&mut flags, "opt_level", "speed")?;
-    set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
-    let isa = cranelift_native::builder().map_err(|e| CodegenError::Isa(e.to_string()))?;
-    isa.finish(settings::Flags::new(flags))
-        .map_err(|e| CodegenError::Isa(e.to_string()))
-}
 
 /// A compiled model, ready to run.
 pub struct JitModel {
@@ -57,10 +44,24 @@ pub enum JitRunError {
 }
 
 impl JitModel {
-    /// Generate native code for `lowered`; kernels run on `threads` threads
-    /// (0: one per core).
-    pub fn compile(lowered: Lowered, threads: usize) -> Result<JitModel, CodegenError> {
-        let mut builder = JITBuilder::with_isa(host_isa(false)?, default_libcall_names());
+    /// Generate native code for `lowered` on `target` (which must run on
+    /// this machine); kernels run on `threads` threads (0: one per core).
+    pub fn compile(
+        lowered: Lowered,
+        target: &Target,
+        threads: usize,
+    ) -> Result<JitModel, CodegenError> {
+        let host = netc_runtime::cpu::Features::detect();
+        if !target.runs_on(host) {
+            return Err(CodegenError::Isa(format!(
+                "cannot run code for {target} here: this CPU is {}",
+                host.level()
+            )));
+        }
+        let isa = target
+            .isa(false)
+            .map_err(|e| CodegenError::Isa(e.to_string()))?;
+        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
         for (name, ptr) in netc_runtime::abi::symbols() {
             builder.symbol(name, ptr);
         }
@@ -239,23 +240,22 @@ impl JitModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::{check_source, CheckOptions};
-    use crate::ir::Graph;
-    use crate::passes;
+    use crate::pipeline::{Options, Pipeline};
     use crate::weights::Weights;
 
     fn tiny() -> JitModel {
-        let net = check_source(
-            "t.net",
-            "model m(x: [N, 2, 4, 4]) { x -> conv(3, 3, pad: 1) -> relu }",
-            CheckOptions::default(),
-        )
-        .map_err(|e| e.1.message)
-        .unwrap();
-        let mut g = Graph::from_network(&net);
-        let mut w = Weights::random(&g, 1);
-        passes::optimize(&mut g, &mut w, &passes::Options::default()).unwrap();
-        JitModel::compile(crate::codegen::lower(g, &w).unwrap(), 1).unwrap()
+        let pipeline = Pipeline::new(Options {
+            threads: 1,
+            ..Options::default()
+        });
+        let g = pipeline
+            .check_source(
+                "t.net",
+                "model m(x: [N, 2, 4, 4]) { x -> conv(3, 3, pad: 1) -> relu }",
+            )
+            .unwrap();
+        let w = Weights::random(&g, 1);
+        pipeline.jit(pipeline.optimize(g, w).unwrap()).unwrap()
     }
 
     #[test]

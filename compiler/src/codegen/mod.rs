@@ -22,21 +22,22 @@ pub mod jit;
 pub mod object;
 
 use crate::ir::graph::NodeKind;
-use crate::ir::op::{Activation, Op, PoolKind, Step, WeightLayout};
+use crate::ir::op::{ConvAlgo, DenseAlgo, Op, PoolKind, Step, WeightLayout};
 use crate::ir::Graph;
-use crate::passes::memory::{MemoryPlan, TensorLoc};
+use crate::plan::{MemoryPlan, TensorLoc};
+use crate::select;
 use crate::weights::Weights;
 use cranelift_module::{FuncId, Module, ModuleError};
-use netc_runtime::kernels::gemm::{self, GemmDesc};
+use netc_runtime::kernels::desc::{self, GemmDesc};
 use netc_runtime::kernels::pool::{self, PoolDesc};
-use netc_runtime::kernels::{gemv, mvec, winograd};
+use netc_runtime::kernels::{gemv, micro, mvec, winograd};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodegenError {
-    #[error("the graph has no memory plan; run the `memory` pass")]
-    NoPlan,
+    #[error("internal error: no kernel was selected for `{0}` (run `select`)")]
+    Unselected(String),
     #[error("missing weight `{0}`")]
     MissingWeight(String),
     #[error("unsupported for code generation: {0}")]
@@ -110,6 +111,7 @@ impl NodeConsts {
 pub struct Lowered {
     pub name: String,
     pub graph: Graph,
+    pub plan: MemoryPlan,
     /// Packed constants between guard regions; offsets count from the start.
     pub weights: Vec<f32>,
     pub(crate) consts: HashMap<NodeIndex, NodeConsts>,
@@ -121,16 +123,8 @@ pub struct Lowered {
 }
 
 impl Lowered {
-    pub(crate) fn plan(&self) -> &MemoryPlan {
-        // `lower` refuses graphs without a plan.
-        match &self.graph.plan {
-            Some(p) => p,
-            None => unreachable!("lowered graph without a plan"),
-        }
-    }
-
     pub(crate) fn loc(&self, n: NodeIndex) -> TensorLoc {
-        self.plan().locs[&n]
+        self.plan.locs[&n]
     }
 
     /// Bytes of packed weights.
@@ -139,23 +133,10 @@ impl Lowered {
     }
 }
 
-fn step_code(step: &Step, desc: &mut GemmDesc, i: usize) {
-    desc.steps[i] = match step {
-        Step::Add => gemm::STEP_ADD,
-        Step::Act(Activation::Relu) => gemm::STEP_RELU,
-        Step::Act(Activation::LeakyRelu(a)) => {
-            desc.alpha[i] = *a;
-            gemm::STEP_LEAKY
-        }
-        Step::Act(Activation::Sigmoid) => gemm::STEP_SIGMOID,
-        Step::Act(Activation::Tanh) => gemm::STEP_TANH,
-        Step::MaxPool2 => gemm::STEP_MAXPOOL2,
-    };
-}
-
-/// Pack weights and build descriptors for every node of a planned graph.
-pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
-    let plan = graph.plan.as_ref().ok_or(CodegenError::NoPlan)?;
+/// Pack weights and build descriptors for every node of `graph`, placed
+/// by `plan`.
+pub fn lower(graph: Graph, memory: MemoryPlan, weights: &Weights) -> Result<Lowered, CodegenError> {
+    let plan = &memory;
     let mut blob = vec![f32::from_bits(SENTINEL); GUARD_FLOATS];
     let mut consts = HashMap::new();
     let tensor = |name: &str| {
@@ -186,49 +167,26 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
             Op::Conv(c) => {
                 let w = param(n, "weight")?
                     .ok_or_else(|| CodegenError::MissingWeight(format!("{}.weight", node.name)))?;
-                let in_shape = &graph.g[operands[0]].shape.0;
-                // The convolution's own output: twice the pooled one's sides.
-                let scale = if c.pooled() { 2 } else { 1 };
-                let mut d = GemmDesc {
-                    kind: if c.is_pointwise() {
-                        gemm::KIND_POINTWISE
-                    } else {
-                        gemm::KIND_IM2COL
-                    },
-                    batch: in_shape[0] as u32,
-                    groups: c.groups as u32,
-                    in_c: c.in_channels as u32,
-                    h: in_shape[2] as u32,
-                    w: in_shape[3] as u32,
-                    out_c: c.out_channels as u32,
-                    oh: (scale * node.shape.0[2]) as u32,
-                    ow: (scale * node.shape.0[3]) as u32,
-                    kh: c.window.kernel[0] as u32,
-                    kw: c.window.kernel[1] as u32,
-                    sh: c.window.stride[0] as u32,
-                    sw: c.window.stride[1] as u32,
-                    pt: c.window.pad[0] as u32,
-                    pl: c.window.pad[1] as u32,
-                    dh: c.window.dilation[0] as u32,
-                    dw: c.window.dilation[1] as u32,
-                    ..GemmDesc::default()
-                };
+                let mut d = select::conv_desc(c, &graph.g[operands[0]].shape.0, &node.shape.0);
                 let (m, k) = (d.m(), d.k());
-                // The kernel choices below look at the epilogue.
-                fill_epilogue(&mut d, &c.epilogue, &graph, plan, n, &operands)?;
-                let winograd =
-                    winograd::choose(&d).filter(|_| std::env::var_os("NETC_NO_WINOGRAD").is_none());
-                let packed = if let Some(tile) = winograd {
-                    d.kind = tile.kind();
-                    winograd::pack_weights(tile, m, c.in_channels, w.data())
-                } else if mvec::choose(&d) && std::env::var_os("NETC_NO_MVEC").is_none() {
-                    d.kind = gemm::KIND_MVEC;
-                    mvec::pack_weights(m, k, |row, kk| w.data()[row * k + kk])
-                } else {
+                fill_strides(&mut d, &c.epilogue, &graph, plan, n, &operands)?;
+                let packed = match c.algo {
+                    ConvAlgo::Winograd(tile) => winograd::pack_weights(
+                        select::runtime_tile(tile),
+                        m,
+                        c.in_channels,
+                        w.data(),
+                    ),
+                    ConvAlgo::Mvec => mvec::pack_weights(m, k, |row, kk| w.data()[row * k + kk]),
                     // PyTorch's [out, in/g, kh, kw] is already rows of length K.
-                    gemm::pack_weights(c.groups, m, k, |g, row, kk| {
-                        w.data()[(g * m + row) * k + kk]
-                    })
+                    ConvAlgo::Gemm | ConvAlgo::Pointwise => {
+                        micro::pack_weights(c.groups, m, k, |g, row, kk| {
+                            w.data()[(g * m + row) * k + kk]
+                        })
+                    }
+                    ConvAlgo::Unselected => {
+                        return Err(CodegenError::Unselected(node.name.clone()))
+                    }
                 };
                 let a = push(&mut blob, &packed);
                 let b = param(n, "bias")?.map(|t| push(&mut blob, t.data()));
@@ -247,7 +205,7 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                 let w = param(n, "weight")?
                     .ok_or_else(|| CodegenError::MissingWeight(format!("{}.weight", node.name)))?;
                 let mut d = GemmDesc {
-                    kind: gemm::KIND_DENSE,
+                    kind: desc::KIND_DENSE,
                     batch: node.shape.0[0] as u32,
                     groups: 1,
                     in_c: dn.in_features as u32,
@@ -269,15 +227,20 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
                     WeightLayout::OutIn => w.data()[row * k + kk],
                     WeightLayout::InOut => w.data()[kk * m + row],
                 };
-                let packed = if node.shape.0[0] <= gemm::GEMV_MAX_BATCH {
-                    d.kind = gemm::KIND_GEMV;
-                    gemv::pack_weights(m, k, at)
-                } else {
-                    gemm::pack_weights(1, m, k, |_, row, kk| at(row, kk))
+                let packed = match dn.algo {
+                    DenseAlgo::Gemv => {
+                        d.kind = desc::KIND_GEMV;
+                        gemv::pack_weights(m, k, at)
+                    }
+                    DenseAlgo::Gemm => micro::pack_weights(1, m, k, |_, row, kk| at(row, kk)),
+                    DenseAlgo::Unselected => {
+                        return Err(CodegenError::Unselected(node.name.clone()))
+                    }
                 };
                 let a = push(&mut blob, &packed);
                 let b = param(n, "bias")?.map(|t| push(&mut blob, t.data()));
-                fill_epilogue(&mut d, &dn.epilogue, &graph, plan, n, &operands)?;
+                select::set_steps(&mut d, &dn.epilogue);
+                fill_strides(&mut d, &dn.epilogue, &graph, plan, n, &operands)?;
                 d.has_bias = u32::from(b.is_some());
                 consts.insert(
                     n,
@@ -412,6 +375,7 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
     Ok(Lowered {
         name: graph.name.clone(),
         graph,
+        plan: memory,
         weights: blob,
         consts,
         arena_floats,
@@ -421,7 +385,9 @@ pub fn lower(graph: Graph, weights: &Weights) -> Result<Lowered, CodegenError> {
     })
 }
 
-fn fill_epilogue(
+/// The batch strides of a conv/dense call's tensors, from the memory
+/// plan; refuses epilogues longer than the descriptor holds.
+fn fill_strides(
     d: &mut GemmDesc,
     steps: &[Step],
     graph: &Graph,
@@ -429,21 +395,16 @@ fn fill_epilogue(
     n: NodeIndex,
     operands: &[NodeIndex],
 ) -> Result<(), CodegenError> {
-    if steps.len() > gemm::MAX_STEPS || operands.len() - 1 > gemm::MAX_RESIDUALS {
+    if steps.len() > desc::MAX_STEPS || operands.len() - 1 > desc::MAX_RESIDUALS {
         return Err(CodegenError::Unsupported(format!(
             "`{}` fuses {} epilogue steps and {} residuals (at most {} and {})",
             graph.g[n].name,
             steps.len(),
             operands.len() - 1,
-            gemm::MAX_STEPS,
-            gemm::MAX_RESIDUALS
+            desc::MAX_STEPS,
+            desc::MAX_RESIDUALS
         )));
     }
-    for (i, s) in steps.iter().enumerate() {
-        step_code(s, d, i);
-    }
-    d.n_steps = steps.len() as u32;
-    d.n_res = (operands.len() - 1) as u32;
     d.x_bstride = plan.locs[&operands[0]].batch_stride as u64;
     d.out_bstride = plan.locs[&n].batch_stride as u64;
     for (i, r) in operands[1..].iter().enumerate() {

@@ -1,7 +1,8 @@
 //! The ahead-of-time back end: a relocatable object file, a C header and
 //! the packed weights, for linking with the runtime's static library.
 
-use super::{emit, jit::host_isa, CodegenError, Lowered};
+use super::{emit, CodegenError, Lowered};
+use crate::target::Target;
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, StackSlotData, StackSlotKind};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
@@ -121,14 +122,16 @@ void {stem}_forward(const float *const *inputs, float *const *outputs, const flo
 
 /// Write `<out>` (object), `<out>.h` next to it and `<out stem>.weights`.
 /// Returns the C name prefix used.
-pub fn write(lowered: &Lowered, out: &Path) -> Result<String, CodegenError> {
+pub fn write(lowered: &Lowered, target: &Target, out: &Path) -> Result<String, CodegenError> {
     let stem = c_name(
         &out.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| lowered.name.clone()),
     );
     let builder = ObjectBuilder::new(
-        host_isa(true)?,
+        target
+            .isa(true)
+            .map_err(|e| CodegenError::Isa(e.to_string()))?,
         stem.as_bytes().to_vec(),
         default_libcall_names(),
     )?;

@@ -537,6 +537,7 @@ mod tests {
             bias: false,
             layout: WeightLayout::OutIn,
             epilogue: Vec::new(),
+            algo: crate::ir::op::DenseAlgo::Unselected,
         };
         let a = dense(&x, &out_in, None, &d);
         d.layout = WeightLayout::InOut;

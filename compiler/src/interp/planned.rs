@@ -8,7 +8,7 @@ use super::{eval, node_param, RunError};
 use crate::ir::graph::NodeKind;
 use crate::ir::op::Op;
 use crate::ir::Graph;
-use crate::passes::memory::TensorLoc;
+use crate::plan::{MemoryPlan, TensorLoc};
 use crate::weights::Weights;
 use netc_runtime::Tensor;
 
@@ -33,12 +33,13 @@ fn write(loc: &TensorLoc, t: &Tensor, arena: &mut [f32]) {
     }
 }
 
-/// Run `graph` (which must carry a memory plan) inside one arena.
-pub fn run(graph: &Graph, weights: &Weights, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
-    let plan = graph
-        .plan
-        .as_ref()
-        .ok_or_else(|| RunError::Internal("graph has no memory plan".into()))?;
+/// Run `graph` inside one arena laid out by `plan` (made for this graph).
+pub fn run(
+    graph: &Graph,
+    plan: &MemoryPlan,
+    weights: &Weights,
+    inputs: &[Tensor],
+) -> Result<Vec<Tensor>, RunError> {
     if inputs.len() != graph.inputs.len() {
         return Err(RunError::InputCount {
             expected: graph.inputs.len(),

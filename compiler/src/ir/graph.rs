@@ -5,15 +5,22 @@
 //! is built from a checked [`Network`] and [`Graph::validate`]d after every
 //! transformation.
 
-use super::op::Op;
+use super::op::{Op, ParamSpec};
 use super::shape::Shape;
-use crate::check::{Network, Param};
 use crate::source::Span;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 use petgraph::Direction;
 use serde::Serialize;
 use std::fmt::Write as _;
+
+/// One named parameter tensor of a node, looked up by name in the bound
+/// weights.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub name: String,
+    pub spec: ParamSpec,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum DType {
@@ -80,8 +87,6 @@ pub struct Graph {
     pub g: StableDiGraph<Node, Edge>,
     pub inputs: Vec<NodeIndex>,
     pub outputs: Vec<NodeIndex>,
-    /// Set by the memory-planning pass; codegen only reads it.
-    pub plan: Option<crate::passes::memory::MemoryPlan>,
 }
 
 /// A broken graph invariant: a bug in a pass, never a user error.
@@ -113,60 +118,6 @@ pub enum GraphError {
 }
 
 impl Graph {
-    /// Lower a checked network.
-    pub fn from_network(net: &Network) -> Graph {
-        let mut g = StableDiGraph::new();
-        let mut producer: Vec<Option<NodeIndex>> = vec![None; net.tensors.len()];
-        let mut inputs = Vec::new();
-        for (index, input) in net.inputs.iter().enumerate() {
-            let n = g.add_node(Node {
-                name: input.name.clone(),
-                kind: NodeKind::Input { index },
-                shape: net.shape(input.tensor).clone(),
-                params: Vec::new(),
-                origin: Vec::new(),
-                write_into: None,
-            });
-            producer[input.tensor] = Some(n);
-            inputs.push(n);
-        }
-        for layer in &net.layers {
-            let n = g.add_node(Node {
-                name: layer.name.clone(),
-                kind: NodeKind::Op(layer.op.clone()),
-                shape: net.shape(layer.output).clone(),
-                params: layer.params.clone(),
-                origin: vec![layer.span],
-                write_into: None,
-            });
-            for (port, &t) in layer.inputs.iter().enumerate() {
-                // The checker creates tensors before their consumers, so
-                // every input has a producer.
-                if let Some(src) = producer[t] {
-                    g.add_edge(
-                        src,
-                        n,
-                        Edge {
-                            shape: net.shape(t).clone(),
-                            dtype: DType::F32,
-                            port,
-                        },
-                    );
-                }
-            }
-            producer[layer.output] = Some(n);
-        }
-        let outputs = net.outputs.iter().filter_map(|&t| producer[t]).collect();
-        Graph {
-            name: net.name.clone(),
-            batch: net.batch,
-            g,
-            inputs,
-            outputs,
-            plan: None,
-        }
-    }
-
     /// Add an op node with its operands in port order.
     pub fn add_op(
         &mut self,
@@ -266,7 +217,7 @@ impl Graph {
         self.g
             .node_weights()
             .filter(|n| n.write_into.is_none())
-            .filter(|n| matches!(n.op(), Some(op) if !matches!(op, Op::Slice { .. } | Op::Flatten | Op::Identity)))
+            .filter(|n| n.op().is_some_and(Op::computes))
             .map(|n| 4 * n.shape.numel() as u64)
             .sum()
     }

@@ -1,5 +1,6 @@
 //! The graph IR shared by every stage after checking.
 
+pub mod builtin;
 pub mod graph;
 pub mod op;
 pub mod shape;

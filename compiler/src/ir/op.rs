@@ -148,17 +148,72 @@ pub enum Step {
     MaxPool2,
 }
 
-/// How a convolution is computed; chosen by the optimiser, read by codegen.
+/// How a convolution is computed: chosen for the compile target by
+/// [`crate::select`], the one place that decides, and only read by codegen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
 pub enum ConvAlgo {
-    /// Not yet chosen (the reference interpreter ignores this).
+    /// Not chosen yet (the reference interpreter ignores this; codegen
+    /// refuses it).
     #[default]
-    Auto,
-    /// A stride-1, unpadded 1×1 convolution: a plain matrix multiply over
-    /// channels, no im2col.
+    Unselected,
+    /// im2col and a packed GEMM. Inside it the runtime still picks, per
+    /// call and by the running CPU, a direct stencil or phase-plane read
+    /// of the input where the shape allows: those change no packed data.
+    Gemm,
+    /// A stride-1, unpadded, ungrouped 1×1 convolution: a plain matrix
+    /// multiply over channels, no im2col.
     Pointwise,
-    /// Direct convolution over the padded input.
-    Direct,
+    /// Winograd's minimal filtering, F(m×m, r×r).
+    Winograd(WinogradTile),
+    /// Output channels as vectors against shifted input rows (AVX-512
+    /// targets: long reductions, few columns).
+    Mvec,
+}
+
+/// The Winograd variants netc has kernels for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum WinogradTile {
+    /// F(2×2, 3×3).
+    F2,
+    /// F(4×4, 3×3).
+    F4,
+    /// F(2×2, 5×5).
+    F2K5,
+}
+
+/// How a dense layer is computed (see [`ConvAlgo`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+pub enum DenseAlgo {
+    #[default]
+    Unselected,
+    /// A packed GEMM over the batch.
+    Gemm,
+    /// Matrix-vector products streaming the weights once (small batches).
+    Gemv,
+}
+
+impl ConvAlgo {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgo::Unselected => "unselected",
+            ConvAlgo::Gemm => "gemm",
+            ConvAlgo::Pointwise => "pointwise",
+            ConvAlgo::Winograd(WinogradTile::F2) => "winograd-f2",
+            ConvAlgo::Winograd(WinogradTile::F4) => "winograd-f4",
+            ConvAlgo::Winograd(WinogradTile::F2K5) => "winograd-f2k5",
+            ConvAlgo::Mvec => "mvec",
+        }
+    }
+}
+
+impl DenseAlgo {
+    pub fn name(self) -> &'static str {
+        match self {
+            DenseAlgo::Unselected => "unselected",
+            DenseAlgo::Gemm => "gemm",
+            DenseAlgo::Gemv => "gemv",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -234,6 +289,7 @@ pub struct Dense {
     pub bias: bool,
     pub layout: WeightLayout,
     pub epilogue: Vec<Step>,
+    pub algo: DenseAlgo,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -273,6 +329,40 @@ pub enum Op {
         len: usize,
     },
     Identity,
+}
+
+/// How an op's output relates to its operands' memory: what the memory
+/// planner, the planned interpreter, codegen and the profiler ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Memory {
+    /// Aliases its operand: no code runs (`slice`, `flatten`, `identity`).
+    View,
+    /// One value out per value in: may overwrite its operand when nothing
+    /// reads the operand afterwards.
+    Elementwise,
+    /// Writes a buffer of its own (which concat elimination and residual
+    /// overwriting may still place).
+    Fresh,
+}
+
+/// Receptive field of one output position on the network input, per axis
+/// (h, w): its size, and the input distance between adjacent outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ReceptiveField {
+    pub size: [u64; 2],
+    pub jump: [u64; 2],
+}
+
+impl ReceptiveField {
+    /// After a window of `kernel` taps at `stride` and `dilation`.
+    fn grow(self, kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2]) -> Self {
+        let mut out = self;
+        for a in 0..2 {
+            out.size[a] = self.size[a] + (kernel[a] as u64 - 1) * dilation[a] as u64 * self.jump[a];
+            out.jump[a] = self.jump[a] * stride[a] as u64;
+        }
+        out
+    }
 }
 
 /// Whether a parameter tensor is trained or a running statistic.
@@ -328,7 +418,11 @@ impl Op {
                 if w.dilation != [1, 1] {
                     s += &format!(" d{}", w.dilation[0]);
                 }
-                s + &describe_epilogue(&c.epilogue)
+                s += &describe_epilogue(&c.epilogue);
+                if c.algo != ConvAlgo::Unselected {
+                    s += &format!(" [{}]", c.algo.name());
+                }
+                s
             }
             Op::Pool(p) => format!(
                 "{} {}x{} /{}{}",
@@ -338,14 +432,92 @@ impl Op {
                 p.window.stride[0],
                 if p.ceil { " ceil" } else { "" }
             ),
-            Op::Dense(d) => format!(
-                "dense {}→{}{}",
-                d.in_features,
-                d.out_features,
-                describe_epilogue(&d.epilogue)
-            ),
+            Op::Dense(d) => {
+                let mut s = format!(
+                    "dense {}→{}{}",
+                    d.in_features,
+                    d.out_features,
+                    describe_epilogue(&d.epilogue)
+                );
+                if d.algo != DenseAlgo::Unselected {
+                    s += &format!(" [{}]", d.algo.name());
+                }
+                s
+            }
             Op::Slice { start, len } => format!("slice {start}..{}", start + len),
-            _ => self.name().to_string(),
+            Op::BatchNorm { .. }
+            | Op::Activation(_)
+            | Op::GlobalAvgPool
+            | Op::AdaptiveAvgPool { .. }
+            | Op::Flatten
+            | Op::Dropout { .. }
+            | Op::Softmax
+            | Op::Concat
+            | Op::Add
+            | Op::Scale { .. }
+            | Op::Identity => self.name().to_string(),
+        }
+    }
+
+    /// How the output relates to the operands' memory.
+    pub fn memory(&self) -> Memory {
+        match self {
+            Op::Slice { .. } | Op::Flatten | Op::Identity => Memory::View,
+            Op::Activation(_) | Op::Scale { .. } | Op::Dropout { .. } | Op::BatchNorm { .. } => {
+                Memory::Elementwise
+            }
+            Op::Conv(_)
+            | Op::Pool(_)
+            | Op::GlobalAvgPool
+            | Op::AdaptiveAvgPool { .. }
+            | Op::Dense(_)
+            | Op::Softmax
+            | Op::Concat
+            | Op::Add => Memory::Fresh,
+        }
+    }
+
+    /// Whether this op runs code (views do not).
+    pub fn computes(&self) -> bool {
+        self.memory() != Memory::View
+    }
+
+    /// The receptive field of the output given the operands' (`None` once
+    /// spatial structure is gone); `input` is the first operand's shape.
+    pub fn receptive_field(
+        &self,
+        operands: &[Option<ReceptiveField>],
+        input: &Shape,
+    ) -> Option<ReceptiveField> {
+        let first = (*operands.first()?)?;
+        match self {
+            Op::Conv(c) => Some(first.grow(c.window.kernel, c.window.stride, c.window.dilation)),
+            Op::Pool(p) => Some(first.grow(p.window.kernel, p.window.stride, p.window.dilation)),
+            Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => {
+                let (h, w) = (*input.0.get(2)?, *input.0.get(3)?);
+                let k = match self {
+                    Op::AdaptiveAvgPool { output } => {
+                        [h.div_ceil(output[0]), w.div_ceil(output[1])]
+                    }
+                    _ => [h, w],
+                };
+                Some(first.grow(k, k, [1, 1]))
+            }
+            Op::Flatten | Op::Dense(_) => None,
+            Op::Concat | Op::Add => operands[1..].iter().try_fold(first, |acc, rf| {
+                let rf = (*rf)?;
+                Some(ReceptiveField {
+                    size: [acc.size[0].max(rf.size[0]), acc.size[1].max(rf.size[1])],
+                    jump: [acc.jump[0].max(rf.jump[0]), acc.jump[1].max(rf.jump[1])],
+                })
+            }),
+            Op::BatchNorm { .. }
+            | Op::Activation(_)
+            | Op::Dropout { .. }
+            | Op::Softmax
+            | Op::Scale { .. }
+            | Op::Slice { .. }
+            | Op::Identity => Some(first),
         }
     }
 
@@ -393,7 +565,18 @@ impl Op {
                 }
                 v
             }
-            _ => Vec::new(),
+            Op::Activation(_)
+            | Op::Pool(_)
+            | Op::GlobalAvgPool
+            | Op::AdaptiveAvgPool { .. }
+            | Op::Flatten
+            | Op::Dropout { .. }
+            | Op::Softmax
+            | Op::Concat
+            | Op::Add
+            | Op::Scale { .. }
+            | Op::Slice { .. }
+            | Op::Identity => Vec::new(),
         }
     }
 
@@ -568,7 +751,19 @@ impl Op {
                 computed * (c.in_channels / c.groups * k[0] * k[1]) as u64
             }
             Op::Dense(d) => out * d.in_features as u64,
-            _ => 0,
+            Op::BatchNorm { .. }
+            | Op::Activation(_)
+            | Op::Pool(_)
+            | Op::GlobalAvgPool
+            | Op::AdaptiveAvgPool { .. }
+            | Op::Flatten
+            | Op::Dropout { .. }
+            | Op::Softmax
+            | Op::Concat
+            | Op::Add
+            | Op::Scale { .. }
+            | Op::Slice { .. }
+            | Op::Identity => 0,
         }
     }
 }
@@ -649,7 +844,7 @@ mod tests {
             groups: 1,
             bias: false,
             epilogue: Vec::new(),
-            algo: ConvAlgo::Auto,
+            algo: ConvAlgo::Unselected,
         });
         let s = conv.infer(&[&Shape(vec![2, 3, 224, 224])]).unwrap();
         assert_eq!(s.0, vec![2, 64, 112, 112]);

@@ -12,7 +12,10 @@
 use super::proto::*;
 use super::OnnxError;
 use crate::check::{self, CheckOptions};
-use crate::ir::op::{Activation, Conv, Dense, Op, Pool, PoolKind, WeightLayout, Window};
+use crate::ir::builtin::Builtin;
+use crate::ir::op::{
+    Activation, Conv, ConvAlgo, Dense, DenseAlgo, Op, Pool, PoolKind, WeightLayout, Window,
+};
 use crate::ir::shape::Shape;
 use netc_runtime::Tensor;
 use std::collections::{HashMap, HashSet};
@@ -288,7 +291,7 @@ impl<'a> Attrs<'a> {
 }
 
 /// Keywords and builtin functions of the `.net` language; op names come
-/// from the checker ([`check::is_op`]).
+/// from the op table ([`Builtin`]).
 const KEYWORDS: &[&str] = &[
     "block", "model", "import", "return", "if", "then", "else", "as", "true", "false", "repeat",
     "channels", "height", "width", "min", "max", "N",
@@ -296,7 +299,7 @@ const KEYWORDS: &[&str] = &[
 
 /// A name a generated variable must not take.
 fn reserved(name: &str) -> bool {
-    KEYWORDS.contains(&name) || check::is_op(name)
+    KEYWORDS.contains(&name) || Builtin::from_name(name).is_some()
 }
 
 /// A `.net` identifier made from an ONNX name.
@@ -752,7 +755,7 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                 groups,
                 bias: bias.is_some(),
                 epilogue: Vec::new(),
-                algo: Default::default(),
+                algo: ConvAlgo::Unselected,
             });
             let wname = need(1)?;
             let mut keys = vec![("weight", im.param(&wname, w).map_err(&fail)?)];
@@ -945,6 +948,7 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                 bias: bias.is_some(),
                 layout,
                 epilogue: Vec::new(),
+                algo: DenseAlgo::Unselected,
             });
             let wname = need(1)?;
             let mut keys = vec![("weight", im.param(&wname, w).map_err(&fail)?)];

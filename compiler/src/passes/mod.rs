@@ -14,10 +14,8 @@ pub mod fold_bn;
 pub mod fold_scale;
 pub mod fuse_epilogue;
 pub mod fuse_pool;
-pub mod memory;
 pub mod merge_pointwise;
 pub mod merge_residual;
-pub mod select_algo;
 
 use crate::ir::graph::GraphError;
 use crate::ir::Graph;
@@ -93,19 +91,9 @@ pub const PASSES: &[Pass] = &[
         run: merge_pointwise::run,
     },
     Pass {
-        name: "select_algo",
-        summary: "stride-1 1x1 convs become plain matrix multiplies",
-        run: select_algo::run,
-    },
-    Pass {
         name: "concat_elim",
         summary: "producers write straight into their slice of a concat",
         run: concat_elim::run,
-    },
-    Pass {
-        name: "memory",
-        summary: "liveness, in-place ops and an arena with reused offsets",
-        run: memory::run,
     },
 ];
 
@@ -140,7 +128,8 @@ pub struct PassStats {
     pub micros: u128,
 }
 
-/// The statistics of a whole optimisation run.
+/// The statistics of a whole optimisation run; the arena sizes are filled
+/// in by the pipeline once the graph is planned.
 #[derive(Clone, Debug, Serialize, Default)]
 pub struct Report {
     pub passes: Vec<PassStats>,
@@ -184,10 +173,6 @@ pub fn optimize(
             micros,
         });
     }
-    if let Some(plan) = &graph.plan {
-        report.arena_bytes = Some(4 * plan.arena_floats as u64);
-        report.naive_bytes = Some(4 * plan.naive_floats as u64);
-    }
     Ok(report)
 }
 
@@ -210,8 +195,8 @@ impl Report {
         if let (Some(a), Some(n)) = (self.arena_bytes, self.naive_bytes) {
             out += &format!(
                 "\nactivation arena: {} planned vs {} naive (every intermediate in its own buffer): {:.1}x smaller\n",
-                crate::check::human_bytes(a),
-                crate::check::human_bytes(n),
+                crate::units::human_bytes(a),
+                crate::units::human_bytes(n),
                 n as f64 / a.max(1) as f64
             );
         }
@@ -261,7 +246,7 @@ pub(crate) fn set_param(
     data: Vec<f32>,
     pass: &'static str,
 ) {
-    use crate::check::Param;
+    use crate::ir::graph::Param;
     use crate::ir::op::{ParamKind, ParamSpec};
     let base = format!("{}.{role}", graph.g[n].name);
     let name = derived_name(weights, &base, pass);
@@ -288,7 +273,7 @@ pub(crate) fn set_param(
 
 /// Helpers for the passes' own tests.
 #[cfg(test)]
-pub(crate) mod testing {
+pub mod testing {
     use crate::check::{check_source, CheckOptions};
     use crate::interp;
     use crate::ir::op::Op;

@@ -2,7 +2,11 @@
 #![allow(dead_code)]
 
 use netc::check::{self, CheckOptions};
+use netc::codegen::jit::JitModel;
 use netc::ir::Graph;
+use netc::passes;
+use netc::pipeline::{self, Pipeline, Planned};
+use netc::weights::Weights;
 use std::path::{Path, PathBuf};
 
 /// The project root (tests run from `compiler/`).
@@ -35,3 +39,27 @@ pub fn source_graph(src: &str, batch: usize) -> Graph {
     }
 }
 pub mod gen;
+
+/// The pipeline with `passes` on `threads` threads (native target).
+pub fn pipeline(passes: passes::Options, threads: usize) -> Pipeline {
+    Pipeline::new(pipeline::Options {
+        passes,
+        threads,
+        ..pipeline::Options::default()
+    })
+}
+
+/// Optimise (all passes), select kernels and plan copies of `graph` and
+/// `weights`.
+pub fn planned(graph: &Graph, weights: &Weights) -> Planned {
+    pipeline(passes::Options::default(), 0)
+        .optimize(graph.clone(), weights.clone())
+        .unwrap_or_else(|e| panic!("{}: {e}", graph.name))
+}
+
+/// Compile copies of `graph` and `weights` with every pass, JIT on `threads`.
+pub fn jit(graph: &Graph, weights: &Weights, threads: usize) -> JitModel {
+    let p = pipeline(passes::Options::default(), threads);
+    p.jit(planned(graph, weights))
+        .unwrap_or_else(|e| panic!("{}: {e}", graph.name))
+}

@@ -18,8 +18,10 @@
 //! x[n·x_bstride + k]`, with `W` packed by [`pack_weights`]. Padding rows
 //! and columns are never stored or read from `x`.
 
-use super::gemm::{self, GemmDesc, Ptrs, Segment, TileDest, GEMV_MAX_BATCH};
+use super::desc::{GemmDesc, Ptrs, GEMV_MAX_BATCH};
 use super::micro::MR;
+use super::schedule::Segment;
+use super::store::{self, TileDest};
 use crate::threads::{current_threads, parallel_for};
 
 /// Floats of one row in one chunk: one AVX-512 vector, two AVX2 ones.
@@ -57,9 +59,7 @@ fn dots_fn() -> DotsFn {
     *DOTS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            if crate::cpu::host().avx2 {
                 return dots_avx2;
             }
         }
@@ -118,7 +118,7 @@ fn items_fns(stream: bool) -> Option<&'static [ItemsFn; ITEMS]> {
                 items_avx512::<4, true>,
             ],
         ];
-        if super::has_avx512() {
+        if crate::cpu::host().avx512 {
             return Some(&AVX512[stream as usize]);
         }
     }
@@ -311,7 +311,7 @@ pub(crate) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
                 last: true,
             };
             // SAFETY: this task alone writes these rows.
-            unsafe { gemm::store(d, p, &mut tile, &to) };
+            unsafe { store::store(d, p, &mut tile, &to) };
         }
     };
     let tasks = panels.div_ceil(per_task);
@@ -374,9 +374,7 @@ mod tests {
         let mut kernels: Vec<(&str, DotsFn)> = vec![("portable", dots_portable)];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            if crate::cpu::host().avx2 {
                 kernels.push(("avx2", dots_avx2));
             }
         }

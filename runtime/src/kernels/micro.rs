@@ -88,12 +88,14 @@ impl MicroKernel {
 
 /// The best kernel this CPU supports.
 pub fn select() -> MicroKernel {
+    let host = crate::cpu::host();
+    // `available` lists the CPU's kernels widest first and always ends
+    // with the scalar one.
     let all = available();
-    // `available` always ends with the scalar kernel.
-    if std::env::var_os("NETC_NO_AVX512").is_some() && all.len() > 2 {
-        return all[1];
+    match all.iter().find(|k| k.nr < 32 || host.avx512) {
+        Some(k) => *k,
+        None => all[all.len() - 1],
     }
-    all[0]
 }
 
 /// Every kernel this CPU supports, best first, the scalar one last. The
@@ -103,9 +105,9 @@ pub fn available() -> Vec<MicroKernel> {
     let mut all = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        let avx2 = std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
-        if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
+        let cpu = crate::cpu::Features::detect();
+        let avx2 = cpu.avx2;
+        if cpu.avx512 {
             all.push(MicroKernel {
                 nr: 32,
                 name: "avx512f 6x32",
@@ -557,6 +559,37 @@ mod avx2 {
             _mm256_storeu_ps(tile.add(m * 8), _mm256_add_ps(cm[0], cm[1]));
         }
     }
+}
+
+/// Floats of packed weights for `groups` blocks of `m × k`.
+pub fn packed_len(groups: usize, m: usize, k: usize) -> usize {
+    groups * m.div_ceil(MR) * MR * k
+}
+
+/// Pack a GEMM's weights (its A matrix) in this micro-kernel's layout: per group, panels of MR rows stored k-major,
+/// zero-padded to a whole panel. `at(g, row, k)` reads the original.
+pub fn pack_weights(
+    groups: usize,
+    m: usize,
+    k: usize,
+    at: impl Fn(usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    let panels = m.div_ceil(MR);
+    let mut out = vec![0.0; packed_len(groups, m, k)];
+    for g in 0..groups {
+        for p in 0..panels {
+            let base = (g * panels + p) * MR * k;
+            for kk in 0..k {
+                for r in 0..MR {
+                    let row = p * MR + r;
+                    if row < m {
+                        out[base + kk * MR + r] = at(g, row, kk);
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

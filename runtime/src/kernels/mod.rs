@@ -2,37 +2,25 @@
 //! graph's control flow, addresses and simple loops; the heavy loops live
 //! here, written with `std::arch` and chosen by CPU feature at run time.
 
+pub mod desc;
+pub mod dispatch;
 pub mod gemm;
 pub mod gemv;
 pub mod micro;
 pub mod mvec;
 pub mod packed;
+pub mod planes;
 pub mod pool;
+pub mod schedule;
 pub mod simple;
 pub mod stencil;
+pub mod store;
 pub mod winograd;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Bytes the kernels' scratch buffers hold, over all threads.
 static SCRATCH_HELD: AtomicU64 = AtomicU64::new(0);
-
-/// Whether this machine runs the AVX-512 kernels: the CPU has AVX-512F
-/// and `NETC_NO_AVX512` is unset (a way to run the AVX2 kernels on an
-/// AVX-512 machine). Asked once: an environment lookup per layer would
-/// sit on the hot path.
-pub(crate) fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::env::var_os("NETC_NO_AVX512").is_none()
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
 
 /// Grow a kernel scratch buffer to at least `len` floats, counting what it
 /// allocates: buffers are kept between calls (steady-state runs allocate
@@ -58,9 +46,9 @@ pub fn scratch_bytes() -> u64 {
 }
 
 #[cfg(test)]
-pub(crate) mod testing {
+pub mod testing {
     //! What the kernels' tests share.
-    use super::gemm::{GemmDesc, KIND_IM2COL, STEP_ADD};
+    use super::desc::{GemmDesc, KIND_IM2COL, STEP_ADD};
 
     /// Deterministic test data in [-1, 1).
     pub(crate) fn value(i: usize) -> f32 {

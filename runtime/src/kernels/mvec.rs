@@ -12,7 +12,7 @@
 //!
 //! B's rows are the input planes themselves (a 1×1 convolution, read at
 //! its stride — see [`Direct`]) or zero-padded phase planes
-//! ([`gemm::Shifted`], the same copy the GEMM path makes), on which every
+//! ([`super::planes::Shifted`], the same copy the GEMM path makes), on which every
 //! im2col row is a contiguous slice at a fixed offset, so a tile's `J`
 //! columns are `J` consecutive floats of each row. Tiles stay within an
 //! output row there, or hold two whole rows of 5–7 outputs, so the phase
@@ -22,7 +22,7 @@
 //! The accumulators hold an output *column* per register pair, so the
 //! store transposes: each of the tile's 32 channels is written as a run of
 //! up to `J` outputs, with the bias, residual add and ReLU applied on the
-//! way ([`gemm::Epilogue`]'s four epilogues; others are not chosen). That
+//! way ([`super::store::Epilogue`]'s four epilogues; others are not chosen). That
 //! store is a few percent of a tile with K ≥ 256, which is what
 //! [`choose`] asks for (a tenth with the 7×7/2 stems' K = 147).
 //!
@@ -35,8 +35,10 @@
 //! 4 KiB weight prefetch the 1×1 convs lost to the GEMM path inside a
 //! model, where their weights come from DRAM.
 
-use super::gemm::{self, Epilogue, GemmDesc, Ptrs, Shifted};
-use super::{has_avx512, Shared};
+use super::desc::{self, GemmDesc, Ptrs};
+use super::planes::{self, Shifted};
+use super::store::Epilogue;
+use super::Shared;
 use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
 
@@ -81,15 +83,15 @@ pub fn pack_weights(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Vec
 /// 256→64 1×1 at 56×56 0.72/0.74, 512→128 at 28×28 0.84/0.78, 1024→256
 /// at 14×14 0.81/0.89, 256→1024 at 14×14 0.92/0.89.
 ///
-/// Only on a machine with AVX-512 (the portable kernels are plain loops):
-/// elsewhere the GEMM path is the faster one. An object file compiled
-/// here still runs on any x86-64, on those loops.
-pub fn choose(d: &GemmDesc) -> bool {
-    if !has_avx512() {
+/// Only for a target with AVX-512 (the portable kernels are plain loops):
+/// elsewhere the GEMM path is the faster one. An object file compiled for
+/// such a target still runs on any x86-64, on those loops.
+pub fn choose(d: &GemmDesc, target: crate::cpu::Features) -> bool {
+    if !target.avx512 {
         return false;
     }
     let k = d.k();
-    let plain = d.kind == gemm::KIND_IM2COL || d.kind == gemm::KIND_POINTWISE;
+    let plain = d.kind == desc::KIND_IM2COL || d.kind == desc::KIND_POINTWISE;
     let fits = plain
         && d.groups == 1
         && d.out_c as usize >= MV
@@ -201,7 +203,7 @@ fn kernels() -> Kernels {
     static KERNELS: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
     *KERNELS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if has_avx512() {
+        if crate::cpu::host().avx512 {
             return Kernels {
                 j: avx512::J,
                 by_width: [&avx512::BY_WIDTH[0], &avx512::BY_WIDTH[1]],
@@ -351,7 +353,7 @@ unsafe fn run_with(kern: Kernels, d: &GemmDesc, p: &Ptrs) {
             super::grow(&mut planes, together * item_len);
             for first in (0..batch).step_by(together) {
                 let items = first..(first + together).min(batch);
-                gemm::pad_items(d, geo, p.x, items.clone(), &mut planes);
+                planes::pad_items(d, geo, p.x, items.clone(), &mut planes);
                 let base = planes.as_ptr().wrapping_sub(first * item_len);
                 let src = phase_source(d, geo, base, item_len, &kern);
                 multiply(kern, d, p, items, src, &rows);
@@ -445,7 +447,7 @@ unsafe fn multiply(
     // Enough tasks that two threads end together: at least four per
     // thread. With at least an item per thread, at least a tile run per
     // thread too, so each thread's home range covers its own items — the
-    // ones it padded (`gemm::pad_items` splits by item) or wrote in the
+    // ones it padded (`planes::pad_items` splits by item) or wrote in the
     // layer before — rather than every thread reading all of B for its
     // panels and the next copy invalidating lines in the other core:
     // batch 8, 2 threads, alternated in one process, the 3×3/2 256→256
@@ -895,7 +897,7 @@ mod avx512_store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::gemm::{STEP_ADD, STEP_RELU};
+    use crate::kernels::desc::{STEP_ADD, STEP_RELU};
     use crate::kernels::testing::{conv_desc, value};
 
     /// The portable kernels with the scalar store, and the machine's own.
@@ -1092,7 +1094,7 @@ mod tests {
                 let bias: Vec<f32> = (0..m).map(|i| value(i + 7)).collect();
                 let res: Vec<f32> = (0..batch * (out_len + 5)).map(|i| value(i + 3)).collect();
                 let mut want = vec![f32::NAN; batch * out_len];
-                let a = gemm::pack_weights(1, m, k, |_, r, kk| weight[r * k + kk]);
+                let a = crate::kernels::micro::pack_weights(1, m, k, |_, r, kk| weight[r * k + kk]);
                 let ptrs = [
                     x.as_ptr() as *mut f32,
                     want.as_mut_ptr(),
@@ -1100,7 +1102,7 @@ mod tests {
                     bias.as_ptr() as *mut f32,
                     res.as_ptr() as *mut f32,
                 ];
-                unsafe { gemm::run(&d, ptrs.as_ptr()) };
+                unsafe { crate::kernels::dispatch::run(&d, ptrs.as_ptr()) };
                 let a = pack_weights(m, k, |r, kk| weight[r * k + kk]);
                 for kern in kernel_sets() {
                     let mut got = vec![f32::NAN; batch * out_len];

@@ -24,8 +24,11 @@
 //! layers at batch 1). Those blocks are then packed once, in parallel,
 //! before the multiply, and every split reads the same copy.
 
-use super::gemm::{self, GemmDesc, Ptrs, Scratch, Segment, Tasks, TileDest};
+use super::desc::{GemmDesc, Ptrs};
 use super::micro::{MicroKernel, MR};
+use super::planes;
+use super::schedule::{with_scratch, Run, Scratch, Segment, Tasks};
+use super::store::{multiply_store, prefetch_dest, TileDest};
 use super::Shared;
 use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
@@ -270,7 +273,7 @@ pub(super) unsafe fn run(
     if per_item || split.row_splits() == 1 {
         return split.run(|t| {
             let block = block_of(t.item, t.g, t.cb);
-            gemm::with_scratch(|s| {
+            with_scratch(|s| {
                 // SAFETY: forwarded from the caller's contract; tasks write
                 // disjoint output tiles.
                 unsafe { block_task(kern, d, p, src, s, blocking.kc, block, t.panels, None) }
@@ -305,7 +308,7 @@ pub(super) unsafe fn run(
             let Some(block) = unit_of(u) else { return };
             let kc = blocking.kc.min(k - k0);
             let panels = block.width.div_ceil(kern.nr);
-            gemm::with_scratch(|s| {
+            with_scratch(|s| {
                 plan_block(src, s, block, kern.nr);
                 // SAFETY: piece `i` writes rows `rows` of its unit's K
                 // block at `k0`, which no other piece writes; the buffer
@@ -322,7 +325,7 @@ pub(super) unsafe fn run(
         });
         split.run(|t| {
             let block = block_of(t.item, t.g, t.cb);
-            gemm::with_scratch(|s| {
+            with_scratch(|s| {
                 // SAFETY: as above; the unit's packed B was written above.
                 unsafe {
                     let pre = out.get().add(t.unit * stride) as *const f32;
@@ -400,17 +403,6 @@ impl Block {
     }
 }
 
-/// A contiguous run of a block's columns within one item and one column
-/// panel: `len` floats from `src` (past a B row's start) go to column
-/// `off` of panel `panel`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct Run {
-    panel: usize,
-    off: usize,
-    src: usize,
-    len: usize,
-}
-
 /// One task: for each K block, pack the block's B and multiply every row
 /// panel in `panels` by it, accumulating through the output.
 #[allow(clippy::too_many_arguments)]
@@ -472,14 +464,14 @@ unsafe fn block_task(
                 let b_panel = b.add(cp * kc * nr);
                 let kernel = kern.for_width(nr.min(block.width - cp * nr));
                 let to = block.dest(kernel.1, m, panel, segments, first, last);
-                gemm::prefetch_dest(d, p, &to);
+                prefetch_dest(d, p, &to);
                 let offs = if cp + 1 == col_panels {
                     s.packed_last.as_ptr()
                 } else {
                     s.packed.as_ptr()
                 };
                 let operands = (kc, a_panel, b_panel, offs);
-                gemm::multiply_store(&kern, kernel, operands, d, p, &mut tile, &to);
+                multiply_store(&kern, kernel, operands, d, p, &mut tile, &to);
             }
         }
         k0 += kc;
@@ -591,25 +583,12 @@ unsafe fn in_place(
         for (i, panel) in panels.clone().enumerate() {
             if let Some(next) = next {
                 for kk in (i * share).min(k)..((i + 1) * share).min(k) {
-                    prefetch_row(next.add(*src.rows.add(kk)), nr);
+                    planes::prefetch_row(next.add(*src.rows.add(kk)), nr);
                 }
             }
             let a_panel = a_group.add(panel * MR * k);
             let to = block.dest(kernel.1, m, panel, segments, true, true);
-            gemm::multiply_store(&kern, kernel, (k, a_panel, b, offs), d, p, &mut tile, &to);
-        }
-    }
-}
-
-/// Prefetch the cache lines of `len` floats from `row` into L1.
-#[inline(always)]
-pub(super) fn prefetch_row(row: *const f32, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for at in (0..len).step_by(16).chain([len - 1]) {
-        // SAFETY: prefetching never faults; the address is only computed.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(at) as *const i8);
+            multiply_store(&kern, kernel, (k, a_panel, b, offs), d, p, &mut tile, &to);
         }
     }
 }
@@ -670,7 +649,7 @@ unsafe fn pack<const NR: usize>(
     // Columns past the block's end in its last panel are zero.
     let tail = block.width % NR;
     let stride = |panel: usize| if panel + 1 == panels { last_stride } else { NR };
-    let wide = super::has_avx512();
+    let wide = crate::cpu::host().avx512;
     for kk in rows.clone() {
         let row = base.add(*src.rows.add(k0 + kk));
         let panel_row = |panel: usize| panel * kc * NR + kk * stride(panel);
@@ -680,9 +659,9 @@ unsafe fn pack<const NR: usize>(
                 let to = &mut out[at..at + r.len];
                 let from = std::slice::from_raw_parts(row.add(r.src), (r.len - 1) * sw + 1);
                 match sw {
-                    2 => gemm::every_fast::<2>(to, from, wide),
-                    3 => gemm::every::<3>(to, from),
-                    _ => gemm::every_fast::<4>(to, from, wide),
+                    2 => planes::every_fast::<2>(to, from, wide),
+                    3 => planes::every::<3>(to, from),
+                    _ => planes::every_fast::<4>(to, from, wide),
                 }
             }
         } else if src.columns.copied_in_runs() {

@@ -306,15 +306,15 @@ const AHEAD_ROWS: usize = 4;
 unsafe fn plane_subsample(d: &PoolDesc, src: *const f32, dst: *mut f32) {
     let (w, oh, ow) = (d.w as usize, d.oh as usize, d.ow as usize);
     let (sh, sw) = (d.sh as usize, d.sw as usize);
-    let wide = super::has_avx512();
+    let wide = crate::cpu::host().avx512;
     for o in 0..oh {
         let row = std::slice::from_raw_parts(src.add(o * sh * w), w);
         let out = std::slice::from_raw_parts_mut(dst.add(o * ow), ow);
-        super::packed::prefetch_row(src.wrapping_add((o + AHEAD_ROWS) * sh * w), w);
+        super::planes::prefetch_row(src.wrapping_add((o + AHEAD_ROWS) * sh * w), w);
         match sw {
             1 => out.copy_from_slice(&row[..ow]),
-            2 => super::gemm::every_fast::<2>(out, row, wide),
-            4 => super::gemm::every_fast::<4>(out, row, wide),
+            2 => super::planes::every_fast::<2>(out, row, wide),
+            4 => super::planes::every_fast::<4>(out, row, wide),
             _ => out
                 .iter_mut()
                 .zip(row.iter().step_by(sw))
@@ -378,7 +378,7 @@ fn stride2_max3(y: &mut [f32], row: &[f32]) {
     debug_assert_eq!(row.len(), 2 * y.len() + 1);
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::cpu::host().avx2 {
         // SAFETY: AVX2 is available; the lengths are as documented.
         done = unsafe { stride2_max3_avx2(y, row) };
     }
@@ -444,7 +444,7 @@ type PlaneFn = unsafe fn(&PoolDesc, &Columns, &mut Vec<f32>, *const f32, *mut f3
 fn plane_fns() -> Vec<PlaneFn> {
     let mut all: Vec<PlaneFn> = vec![plane];
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::cpu::host().avx2 {
         all.push(plane_avx2);
     }
     all
@@ -459,7 +459,7 @@ fn plane_fns() -> Vec<PlaneFn> {
 fn plane_fn(d: &PoolDesc) -> PlaneFn {
     #[cfg(target_arch = "x86_64")]
     {
-        if !is_max_2x2(d) && std::arch::is_x86_feature_detected!("avx2") {
+        if !is_max_2x2(d) && crate::cpu::host().avx2 {
             return plane_avx2;
         }
     }

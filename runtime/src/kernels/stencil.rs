@@ -14,8 +14,10 @@
 //! it). Items × output-channel slices are the tasks; each pads its item
 //! into a per-thread buffer.
 
-use super::gemm::{self, GemmDesc, Ptrs, Shifted, KIND_IM2COL, MAX_STEPS, STEP_RELU};
+use super::desc::{GemmDesc, Ptrs, KIND_IM2COL, MAX_STEPS, STEP_RELU};
 use super::micro::MR;
+use super::planes::{self, Shifted};
+use super::store;
 use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
 
@@ -41,16 +43,7 @@ pub fn fits(d: &GemmDesc) -> bool {
         && d.sw == 1
         && d.k() <= MAX_K
         && d.ow as usize >= LANES
-        && has_avx2()
-}
-
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+        && crate::cpu::host().avx2
 }
 
 /// Run one layer that [`fits`].
@@ -58,7 +51,11 @@ fn has_avx2() -> bool {
 /// # Safety
 /// As [`gemm::run`]; `d` must satisfy [`fits`].
 pub(super) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
-    run_with(d, p, super::has_avx512() && d.ow as usize >= WIDE_LANES)
+    run_with(
+        d,
+        p,
+        crate::cpu::host().avx512 && d.ow as usize >= WIDE_LANES,
+    )
 }
 
 /// [`run`] on the AVX-512 build (`wide`) or the AVX2 one (tests run both).
@@ -82,7 +79,7 @@ unsafe fn run_with(d: &GemmDesc, p: &Ptrs, wide: bool) {
             // SAFETY: forwarded from the caller's contract; each task
             // writes the output channels `outs` of its item only.
             unsafe {
-                gemm::pad_input(d, geo, p.x, item, planes);
+                planes::pad_input(d, geo, p.x, item, planes);
                 #[cfg(target_arch = "x86_64")]
                 if wide {
                     avx512::item(d, p, geo.wq, planes, taps, item, outs);
@@ -186,7 +183,7 @@ macro_rules! stencil_kernel {
                             // may read a residual that shares the output's
                             // place.
                             for (lane, &v) in vals.iter().enumerate().skip(x - x0) {
-                                gemm::store_one(d, p, item, o, col + lane, v);
+                                store::store_one(d, p, item, o, col + lane, v);
                             }
                             continue;
                         }
@@ -240,7 +237,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::gemm::{STEP_ADD, STEP_LEAKY};
+    use crate::kernels::desc::{STEP_ADD, STEP_LEAKY};
     use crate::kernels::testing::{conv_desc, value};
 
     /// Against a plain loop: several tap counts, paddings, rows of 8 and
@@ -250,7 +247,7 @@ mod tests {
     /// over the residual.
     #[test]
     fn matches_a_direct_loop() {
-        if !has_avx2() {
+        if !crate::cpu::host().avx2 {
             return;
         }
         for (c, kh, kw, h, w, pad, m, steps) in [
@@ -270,12 +267,12 @@ mod tests {
             let mut d = conv_desc(batch, (c, h, w), m, (kh, kw), pad, &steps);
             d.alpha[1] = 0.1;
             assert!(fits(&d));
-            let packed = gemm::pack_weights(1, m, k, |_, o, kk| wts[o * k + kk]);
+            let packed = crate::kernels::micro::pack_weights(1, m, k, |_, o, kk| wts[o * k + kk]);
             // With a residual, the output is written over it (as the memory
             // plan may place it): each output must be stored exactly once.
             // Each build (AVX-512 on rows wide enough) from a fresh output.
             for wide in [false, true] {
-                if wide && !(crate::kernels::has_avx512() && ow >= WIDE_LANES) {
+                if wide && !(crate::cpu::host().avx512 && ow >= WIDE_LANES) {
                     continue;
                 }
                 let mut out = if d.n_res > 0 {

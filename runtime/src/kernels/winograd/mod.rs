@@ -43,8 +43,10 @@
 //! ResNet-18 at batch 1 0.931, GoogLeNet 0.976 (alternated `netc bench`,
 //! 2 threads, Zen 5).
 
-use super::gemm::{self, GemmDesc, Ptrs, STEP_ADD, STEP_RELU};
+use super::desc::{self, GemmDesc, Ptrs, STEP_ADD, STEP_RELU};
+use super::micro;
 use super::micro::{KernelFn, MicroKernel, MR};
+use super::store;
 use super::Shared;
 use crate::threads::{current_threads, parallel_for};
 use std::cell::RefCell;
@@ -94,9 +96,9 @@ impl Tile {
     /// The descriptor kind ([`GemmDesc::kind`]) that runs this variant.
     pub const fn kind(self) -> u32 {
         match self {
-            Tile::F4 => gemm::KIND_WINOGRAD,
-            Tile::F2 => gemm::KIND_WINOGRAD_F2,
-            Tile::F2K5 => gemm::KIND_WINOGRAD_F2K5,
+            Tile::F4 => desc::KIND_WINOGRAD,
+            Tile::F2 => desc::KIND_WINOGRAD_F2,
+            Tile::F2K5 => desc::KIND_WINOGRAD_F2K5,
         }
     }
 
@@ -229,7 +231,7 @@ pub fn pack_weights(tile: Tile, out_c: usize, in_c: usize, w: &[f32]) -> Vec<f32
         }
     }
     let per_xi: Vec<Vec<f32>> = (0..tile.xi())
-        .map(|xi| gemm::pack_weights(1, out_c, in_c, |_, o, c| u[o * in_c + c][xi]))
+        .map(|xi| micro::pack_weights(1, out_c, in_c, |_, o, c| u[o * in_c + c][xi]))
         .collect();
     let panel = MR * in_c;
     (0..out_c.div_ceil(MR))
@@ -244,7 +246,7 @@ pub fn pack_weights(tile: Tile, out_c: usize, in_c: usize, w: &[f32]) -> Vec<f32
 
 /// Floats of [`pack_weights`]' output.
 pub fn packed_len(tile: Tile, out_c: usize, in_c: usize) -> usize {
-    tile.xi() * gemm::packed_len(1, out_c, in_c)
+    tile.xi() * micro::packed_len(1, out_c, in_c)
 }
 
 /// `Bᵀ d` for `A` lane vectors (one column of patches per lane; the
@@ -520,7 +522,7 @@ struct Finish {
     relu: bool,
     add: bool,
     general: bool,
-    /// Max-pooled 2×2/2 (see [`gemm::STEP_MAXPOOL2`]): the other steps
+    /// Max-pooled 2×2/2 (see [`crate::kernels::desc::STEP_MAXPOOL2`]): the other steps
     /// are activations, applied to each window's maximum.
     pool: bool,
 }
@@ -546,7 +548,7 @@ impl Finish {
     #[inline(always)]
     unsafe fn one(&self, d: &GemmDesc, p: &Ptrs, item: usize, oc: usize, at: usize, v: f32) {
         if self.general {
-            return gemm::store_one(d, p, item, oc, at, v);
+            return store::store_one(d, p, item, oc, at, v);
         }
         let plane = (d.oh * d.ow) as usize;
         let mut v = v;
@@ -565,7 +567,7 @@ impl Finish {
     unsafe fn pooled(&self, d: &GemmDesc, p: &Ptrs, item: usize, oc: usize, at: usize, v: f32) {
         let plane = (d.oh / 2 * (d.ow / 2)) as usize;
         let v = if self.general {
-            gemm::activate(d, v)
+            store::activate(d, v)
         } else if self.relu {
             v.max(0.0)
         } else {
@@ -671,7 +673,7 @@ struct Transforms {
 impl Transforms {
     fn select(tile: Tile) -> Transforms {
         #[cfg(target_arch = "x86_64")]
-        if super::has_avx512() {
+        if crate::cpu::host().avx512 {
             return match tile {
                 Tile::F4 => Transforms {
                     input: avx512::transform_channel::<4, 6>,
@@ -693,8 +695,7 @@ impl Transforms {
     /// The AVX2 transforms, if this CPU has AVX2 and FMA.
     fn avx2(tile: Tile) -> Option<Transforms> {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if crate::cpu::host().avx2 {
             return Some(match tile {
                 Tile::F4 => Transforms {
                     input: avx2::transform_channel::<6>,
@@ -1591,7 +1592,7 @@ unsafe fn multiply_and_store(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::gemm::{KIND_IM2COL, STEP_ADD, STEP_RELU};
+    use crate::kernels::desc::{KIND_IM2COL, STEP_ADD, STEP_RELU};
     use crate::kernels::testing::{conv_desc, value};
 
     /// F(4×4) and F(2×2) against the direct path on odd sizes (ragged tiles on both
@@ -1653,7 +1654,7 @@ mod tests {
                     ..conv_desc(batch, (c, h, w), m, (r, r), pad, &[STEP_ADD, STEP_RELU])
                 };
                 if leaky {
-                    d.steps[1] = gemm::STEP_LEAKY;
+                    d.steps[1] = crate::kernels::desc::STEP_LEAKY;
                     d.alpha[1] = 0.1;
                 }
                 let packed = if kind != KIND_IM2COL {
@@ -1661,7 +1662,9 @@ mod tests {
                     assert_eq!(p.len(), packed_len(tile, m, c));
                     p
                 } else {
-                    gemm::pack_weights(1, m, c * r * r, |_, o, kk| wts[o * c * r * r + kk])
+                    crate::kernels::micro::pack_weights(1, m, c * r * r, |_, o, kk| {
+                        wts[o * c * r * r + kk]
+                    })
                 };
                 let mut out = vec![f32::NAN; batch * m * oh * ow];
                 let ptrs = [
@@ -1672,7 +1675,7 @@ mod tests {
                     res.as_ptr() as *mut f32,
                 ];
                 match transforms {
-                    None => unsafe { gemm::run(&d, ptrs.as_ptr()) },
+                    None => unsafe { crate::kernels::dispatch::run(&d, ptrs.as_ptr()) },
                     Some((fns, kern)) => {
                         let p = Ptrs {
                             x: ptrs[0],
@@ -1726,10 +1729,14 @@ mod tests {
                 let x: Vec<f32> = (0..batch * c * h * w).map(value).collect();
                 let wts: Vec<f32> = (0..m * c * r * r).map(|i| value(i + 3)).collect();
                 let bias: Vec<f32> = (0..m).map(|i| value(i + 5)).collect();
-                let act = if leaky { gemm::STEP_LEAKY } else { STEP_RELU };
+                let act = if leaky {
+                    crate::kernels::desc::STEP_LEAKY
+                } else {
+                    STEP_RELU
+                };
                 let run = |kind: u32, tile: Tile, pooled: bool| {
                     let steps: &[u32] = if pooled {
-                        &[act, gemm::STEP_MAXPOOL2]
+                        &[act, crate::kernels::desc::STEP_MAXPOOL2]
                     } else {
                         &[act]
                     };
@@ -1747,7 +1754,9 @@ mod tests {
                     let packed = if kind != KIND_IM2COL {
                         pack_weights(tile, m, c, &wts)
                     } else {
-                        gemm::pack_weights(1, m, c * r * r, |_, o, kk| wts[o * c * r * r + kk])
+                        crate::kernels::micro::pack_weights(1, m, c * r * r, |_, o, kk| {
+                            wts[o * c * r * r + kk]
+                        })
                     };
                     let mut out = vec![f32::NAN; batch * m * plane];
                     let ptrs = [
@@ -1756,7 +1765,7 @@ mod tests {
                         packed.as_ptr() as *mut f32,
                         bias.as_ptr() as *mut f32,
                     ];
-                    unsafe { gemm::run(&d, ptrs.as_ptr()) };
+                    unsafe { crate::kernels::dispatch::run(&d, ptrs.as_ptr()) };
                     out
                 };
                 let full = run(KIND_IM2COL, Tile::F4, false);

@@ -1,5 +1,9 @@
 //! Memory planning: where every tensor lives.
 //!
+//! The last lowering step before code generation, and a mandatory one: the
+//! optimised graph goes in, a [`MemoryPlan`] comes out and is handed to
+//! codegen (or the planned interpreter), which only read it.
+//!
 //! Each node's output gets a [`TensorLoc`]: an offset in one activation
 //! arena (or in a caller's input buffer) and a batch stride — a batch item
 //! is always contiguous, but a channel slice of a wider tensor (a concat
@@ -21,11 +25,9 @@
 //!
 //! Codegen only reads the plan. Network inputs are never written.
 
-use super::PassError;
-use crate::ir::graph::NodeKind;
-use crate::ir::op::{residual_inputs, Op};
+use crate::ir::graph::{GraphError, NodeKind};
+use crate::ir::op::{residual_inputs, Memory, Op};
 use crate::ir::Graph;
-use crate::weights::Weights;
 use netc_runtime::kernels::gemm::single_pass_k;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
@@ -84,21 +86,17 @@ struct Rel {
 }
 
 fn is_view(op: &Op) -> bool {
-    matches!(op, Op::Slice { .. } | Op::Flatten | Op::Identity)
+    op.memory() == Memory::View
 }
 
 fn is_elementwise(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Activation(_) | Op::Scale { .. } | Op::Dropout { .. } | Op::BatchNorm { .. }
-    )
+    op.memory() == Memory::Elementwise
 }
 
-pub fn plan(graph: &Graph) -> Result<MemoryPlan, PassError> {
-    let order = graph.topo_order().map_err(|source| PassError::Invalid {
-        pass: "memory",
-        source,
-    })?;
+/// Plan where every tensor of `graph` lives. Fails only on a graph that
+/// does not validate (a cycle).
+pub fn plan(graph: &Graph) -> Result<MemoryPlan, GraphError> {
+    let order = graph.topo_order()?;
     let pos: HashMap<NodeIndex, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     let end = order.len();
     let last_use: HashMap<NodeIndex, usize> = order
@@ -365,23 +363,15 @@ impl MemoryPlan {
     }
 }
 
-pub fn run(graph: &mut Graph, _: &mut Weights) -> Result<usize, PassError> {
-    let plan = plan(graph)?;
-    let n = plan.buffers.len();
-    graph.plan = Some(plan);
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::testing::graph;
     use super::*;
+    use crate::passes::testing::graph;
 
     #[test]
     fn reuses_dead_buffers_and_runs_relu_in_place() {
-        let (mut g, mut w) = graph("model m(x: [N, 4, 8, 8]) {\n x -> [conv(4, 3, pad: 1), relu, conv(4, 3, pad: 1), relu, conv(4, 3, pad: 1)] as s\n}");
-        run(&mut g, &mut w).unwrap();
-        let plan = g.plan.as_ref().unwrap();
+        let (g, _) = graph("model m(x: [N, 4, 8, 8]) {\n x -> [conv(4, 3, pad: 1), relu, conv(4, 3, pad: 1), relu, conv(4, 3, pad: 1)] as s\n}");
+        let plan = plan(&g).unwrap();
         assert!(plan.conflicts().is_empty());
         assert_eq!(plan.in_place, 2);
         // Three conv outputs of 2·4·8·8 floats, but at most two live at once.
@@ -393,9 +383,8 @@ mod tests {
     /// whether the output was placed over the residual.
     fn overwrites_residual(src: &str) -> bool {
         let (mut g, mut w) = graph(src);
-        super::super::fuse_epilogue::run(&mut g, &mut w).unwrap();
-        run(&mut g, &mut w).unwrap();
-        let plan = g.plan.as_ref().unwrap();
+        crate::passes::fuse_epilogue::run(&mut g, &mut w).unwrap();
+        let plan = plan(&g).unwrap();
         assert!(plan.conflicts().is_empty());
         let conv =
             g.g.node_indices()
@@ -430,11 +419,10 @@ mod tests {
 
     #[test]
     fn conflicts_detects_overlap() {
-        let (mut g, mut w) = graph(
+        let (g, _) = graph(
             "model m(x: [N, 2, 4, 4]) {\n a = x -> conv(2, 1)\n b = x -> conv(2, 1)\n add(a, b)\n}",
         );
-        run(&mut g, &mut w).unwrap();
-        let mut plan = g.plan.clone().unwrap();
+        let mut plan = plan(&g).unwrap();
         assert!(plan.conflicts().is_empty());
         // Force two simultaneously live buffers onto one offset.
         let offsets: Vec<usize> = plan.buffers.iter().map(|b| b.offset).collect();
