@@ -9,6 +9,10 @@
 //! [`weights`] binds parameters by name. [`onnx`], [`bench`] and [`cli`]
 //! sit at the edges. `docs/architecture.md` draws it.
 
+// A match over `Op` (or any enum) names every variant: a new op is then a
+// compile error wherever it must be handled (docs/adding-an-op.md).
+#![deny(clippy::wildcard_enum_match_arm)]
+
 pub mod bench;
 pub mod check;
 pub mod cli;

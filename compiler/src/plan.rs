@@ -287,7 +287,21 @@ fn overwritable_residual(graph: &Graph, n: NodeIndex, live: &Liveness) -> Option
             Some(c.window.stride),
         ),
         Op::Dense(d) if residual_inputs(&d.epilogue) > 0 => (d.in_features, None),
-        _ => return None,
+        Op::Conv(_)
+        | Op::Dense(_)
+        | Op::BatchNorm { .. }
+        | Op::Activation(_)
+        | Op::Pool(_)
+        | Op::GlobalAvgPool
+        | Op::AdaptiveAvgPool { .. }
+        | Op::Flatten
+        | Op::Dropout { .. }
+        | Op::Softmax
+        | Op::Concat
+        | Op::Add
+        | Op::Scale { .. }
+        | Op::Slice { .. }
+        | Op::Identity => return None,
     };
     if reduction > single_pass_k(strides) {
         return None;

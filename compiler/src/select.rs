@@ -183,10 +183,14 @@ mod tests {
     fn algos(g: &Graph) -> Vec<&'static str> {
         let mut v: Vec<_> =
             g.g.node_weights()
-                .filter_map(|n| match n.op()? {
-                    Op::Conv(c) => Some(c.algo.name()),
-                    Op::Dense(d) => Some(d.algo.name()),
-                    _ => None,
+                .filter_map(|n| {
+                    if let Some(Op::Conv(c)) = n.op() {
+                        Some(c.algo.name())
+                    } else if let Some(Op::Dense(d)) = n.op() {
+                        Some(d.algo.name())
+                    } else {
+                        None
+                    }
                 })
                 .collect();
         v.sort_unstable();

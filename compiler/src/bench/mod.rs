@@ -324,7 +324,19 @@ pub fn measure(
         let epilogue = match op {
             Op::Conv(c) => c.epilogue.clone(),
             Op::Dense(d) => d.epilogue.clone(),
-            _ => Vec::new(),
+            Op::BatchNorm { .. }
+            | Op::Activation(_)
+            | Op::Pool(_)
+            | Op::GlobalAvgPool
+            | Op::AdaptiveAvgPool { .. }
+            | Op::Flatten
+            | Op::Dropout { .. }
+            | Op::Softmax
+            | Op::Concat
+            | Op::Add
+            | Op::Scale { .. }
+            | Op::Slice { .. }
+            | Op::Identity => Vec::new(),
         };
         for s in epilogue {
             fused.push(match s {

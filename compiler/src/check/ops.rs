@@ -159,10 +159,7 @@ impl BoundArgs {
             Some((OpArg::List(items), sp)) if items.len() == 2 => {
                 let mut out = [0; 2];
                 for (i, (v, isp)) in items.iter().enumerate() {
-                    out[i] = match v {
-                        OpArg::Int(v) => checked_int(*v, min, *isp, key)?,
-                        other => return Err(type_error(key, "an integer", other, *isp)),
-                    };
+                    out[i] = list_int(v, min, *isp, key)?;
                 }
                 let _ = sp;
                 Ok(out)
@@ -177,10 +174,7 @@ impl BoundArgs {
             Some((OpArg::List(items), _)) if items.len() == 4 => {
                 let mut out = [0; 4];
                 for (i, (v, isp)) in items.iter().enumerate() {
-                    out[i] = match v {
-                        OpArg::Int(v) => checked_int(*v, 0, *isp, "pad")?,
-                        other => return Err(type_error("pad", "an integer", other, *isp)),
-                    };
+                    out[i] = list_int(v, 0, *isp, "pad")?;
                 }
                 Ok(out)
             }
@@ -215,6 +209,15 @@ impl BoundArgs {
 
     fn span_of(&self, key: &str, fallback: Span) -> Span {
         self.get(key).map_or(fallback, |(_, s)| *s)
+    }
+}
+
+/// An integer element of a list argument.
+fn list_int(v: &OpArg, min: i64, sp: Span, key: &str) -> R<usize> {
+    if let OpArg::Int(v) = v {
+        checked_int(*v, min, sp, key)
+    } else {
+        Err(type_error(key, "an integer", v, sp))
     }
 }
 

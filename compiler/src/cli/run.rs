@@ -208,7 +208,7 @@ fn prepare(a: &Args, batch: usize) -> Result<Engine, Failure> {
     let planned = pipeline.optimize(graph, weights)?;
     match a.backend {
         Backend::Planned => Ok(Engine::Planned(Box::new(planned))),
-        _ => Ok(Engine::Jit(Box::new(pipeline.jit(planned)?))),
+        Backend::Jit | Backend::Reference => Ok(Engine::Jit(Box::new(pipeline.jit(planned)?))),
     }
 }
 

@@ -357,7 +357,16 @@ pub fn lower(graph: Graph, memory: MemoryPlan, weights: &Weights) -> Result<Lowe
                     },
                 );
             }
-            _ => {}
+            // Emitted inline from the graph alone (emit.rs), or views.
+            Op::Activation(_)
+            | Op::Flatten
+            | Op::Dropout { .. }
+            | Op::Softmax
+            | Op::Concat
+            | Op::Add
+            | Op::Scale { .. }
+            | Op::Slice { .. }
+            | Op::Identity => {}
         }
     }
     let arena_floats = plan.arena_floats;

@@ -83,7 +83,17 @@ pub fn run(
                 }
                 continue;
             }
-            _ => {}
+            Op::Conv(_)
+            | Op::BatchNorm { .. }
+            | Op::Activation(_)
+            | Op::Pool(_)
+            | Op::GlobalAvgPool
+            | Op::AdaptiveAvgPool { .. }
+            | Op::Dense(_)
+            | Op::Dropout { .. }
+            | Op::Softmax
+            | Op::Add
+            | Op::Scale { .. } => {}
         }
         let args: Vec<Tensor> = operands
             .iter()

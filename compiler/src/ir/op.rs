@@ -493,14 +493,15 @@ impl Op {
         match self {
             Op::Conv(c) => Some(first.grow(c.window.kernel, c.window.stride, c.window.dilation)),
             Op::Pool(p) => Some(first.grow(p.window.kernel, p.window.stride, p.window.dilation)),
-            Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => {
+            // One window over the whole plane.
+            Op::GlobalAvgPool => {
+                let k = [*input.0.get(2)?, *input.0.get(3)?];
+                Some(first.grow(k, k, [1, 1]))
+            }
+            // The largest cell.
+            Op::AdaptiveAvgPool { output } => {
                 let (h, w) = (*input.0.get(2)?, *input.0.get(3)?);
-                let k = match self {
-                    Op::AdaptiveAvgPool { output } => {
-                        [h.div_ceil(output[0]), w.div_ceil(output[1])]
-                    }
-                    _ => [h, w],
-                };
+                let k = [h.div_ceil(output[0]), w.div_ceil(output[1])];
                 Some(first.grow(k, k, [1, 1]))
             }
             Op::Flatten | Op::Dense(_) => None,

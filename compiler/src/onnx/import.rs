@@ -414,7 +414,25 @@ fn layer_text(op: &Op, keys: &[(&str, String)]) -> String {
             }
         }
         Op::Scale { factor } => args.push(float_text(*factor)),
-        _ => {}
+        Op::AdaptiveAvgPool { output } => args.push(pair_text(*output)),
+        Op::Dropout { ratio, scale } => {
+            args.push(format!("ratio: {}", float_text(*ratio)));
+            if *scale != 1.0 {
+                args.push("inference: \"scale\"".into());
+            }
+        }
+        // Defaults, and ops without arguments. `slice` is a view only the
+        // optimiser makes; the importer never produces one (and the
+        // generated file is checked before it is written).
+        Op::BatchNorm { .. }
+        | Op::Activation(_)
+        | Op::GlobalAvgPool
+        | Op::Flatten
+        | Op::Softmax
+        | Op::Concat
+        | Op::Add
+        | Op::Slice { .. }
+        | Op::Identity => {}
     }
     for (role, key) in keys {
         args.push(format!("{role}: \"{key}\""));
