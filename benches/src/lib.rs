@@ -29,7 +29,8 @@ fn compile(pipeline: &Pipeline, graph: Graph) -> Ready {
     let planned = pipeline
         .optimize(graph, weights)
         .unwrap_or_else(|e| panic!("{e}"));
-    let lowered = pipeline.lower(planned).unwrap_or_else(|e| panic!("{e}"));
+    let model = pipeline.jit(planned).unwrap_or_else(|e| panic!("{e}"));
+    let lowered = model.lowered();
     let inputs = lowered
         .input_shapes
         .iter()
@@ -40,8 +41,6 @@ fn compile(pipeline: &Pipeline, graph: Graph) -> Ready {
         .iter()
         .map(|s| Tensor::zeros(s.clone()))
         .collect();
-    let model = JitModel::compile(lowered, &pipeline.options.target, pipeline.options.threads)
-        .unwrap_or_else(|e| panic!("{e}"));
     Ready {
         model,
         inputs,

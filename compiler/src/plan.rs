@@ -281,27 +281,20 @@ struct Liveness<'a> {
 /// whole buffer of the output's shape and layout that nothing reads after
 /// `n`, and that `n`'s main input does not share.
 fn overwritable_residual(graph: &Graph, n: NodeIndex, live: &Liveness) -> Option<Rel> {
-    let (reduction, strides) = match graph.op(n)? {
-        Op::Conv(c) if residual_inputs(&c.epilogue) > 0 => (
-            c.in_channels / c.groups.max(1) * c.window.kernel[0] * c.window.kernel[1],
+    let op = graph.op(n)?;
+    if residual_inputs(op.epilogue()) == 0 {
+        return None;
+    }
+    let (reduction, strides) = if let Op::Conv(c) = op {
+        let k = c.window.kernel;
+        (
+            c.in_channels / c.groups.max(1) * k[0] * k[1],
             Some(c.window.stride),
-        ),
-        Op::Dense(d) if residual_inputs(&d.epilogue) > 0 => (d.in_features, None),
-        Op::Conv(_)
-        | Op::Dense(_)
-        | Op::BatchNorm { .. }
-        | Op::Activation(_)
-        | Op::Pool(_)
-        | Op::GlobalAvgPool
-        | Op::AdaptiveAvgPool { .. }
-        | Op::Flatten
-        | Op::Dropout { .. }
-        | Op::Softmax
-        | Op::Concat
-        | Op::Add
-        | Op::Scale { .. }
-        | Op::Slice { .. }
-        | Op::Identity => return None,
+        )
+    } else if let Op::Dense(d) = op {
+        (d.in_features, None)
+    } else {
+        return None;
     };
     if reduction > single_pass_k(strides) {
         return None;

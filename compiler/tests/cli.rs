@@ -262,3 +262,48 @@ fn tensor_memory_limit_is_configurable() {
     );
     assert!(err.contains("unknown size unit `parsecs`"), "{err}");
 }
+
+/// `--emit ir` shows the kernel chosen for every conv and dense layer, and
+/// the choice follows `--target`; an unknown target is one clear error.
+#[test]
+fn emit_ir_shows_kernels_for_the_target() {
+    let ir = |target: &str| {
+        let out = netc(&[
+            "compile",
+            "models/resnet18.net",
+            "--emit",
+            "ir",
+            "--target",
+            target,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (v3, v4) = (ir("x86-64-v3"), ir("x86-64-v4"));
+    for text in [&v3, &v4] {
+        assert!(text.contains("[winograd-f4]"), "{text}");
+        assert!(text.contains("[gemv]"), "{text}");
+        assert!(!text.contains("[unselected]"), "{text}");
+    }
+    // mvec is an AVX-512 kernel: chosen for v4 (ResNet-18's 3×3/2 layers
+    // with long reductions), never for v3.
+    assert!(v4.contains("[mvec]") && !v3.contains("[mvec]"), "{v4}");
+    let out = netc(&[
+        "compile",
+        "models/resnet18.net",
+        "--emit",
+        "ir",
+        "--target",
+        "pentium",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown target `pentium`") && err.contains("x86-64-v3"),
+        "{err}"
+    );
+}

@@ -110,8 +110,8 @@ fma_loop!(fma_avx512, "avx512f", 16, _mm512_set1_ps, _mm512_fmadd_ps);
 /// are not counted, and the fastest copy is taken rather than the mean,
 /// so one slow moment on a shared host does not stand for the machine:
 /// `netc bench` caches the figure, and a cache of the old measure read
-/// 0.5 GB/s on a machine that copies at 29 (which of the two caused it
-/// was not established).
+/// a small fraction of the machine's bandwidth (which of the two caused
+/// it was not established).
 pub fn copy_bandwidth_gbs(seconds: f64) -> f64 {
     let n = 32 << 20; // 128 MiB of f32 per buffer
     let src = vec![1.0f32; n];

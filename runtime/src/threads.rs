@@ -1,6 +1,6 @@
 //! The fork-join pool kernels run their tasks on.
 //!
-//! A network is a chain of layers of 10 µs – 10 ms each, every one split
+//! A network is a chain of layers of microseconds to milliseconds each, every one split
 //! into tasks across the cores. What matters is the cost of starting and
 //! ending such a split: workers that have gone to sleep between layers
 //! take tens of microseconds to wake, which on deep_convnet (13 layers at
@@ -16,13 +16,7 @@
 //! part of consecutive layers' data and reads what it wrote itself, from
 //! its own caches. With one shared counter tasks had gone to whichever
 //! thread asked first, and each layer read about half its input from the
-//! other core. Measured with both builds in one process, alternating
-//! blocks (2 threads, paired medians of 24–60 rounds, home ranges over one
-//! counter), in rounds with the two vCPUs close: GoogLeNet 0.98 at batch 1
-//! and 0.93 at batch 8, ResNet-18 0.97 and 0.95, ResNet-50 0.99 and 0.99,
-//! AlexNet 0.99, VGG-16 1.01, the MNIST ConvNet 1.01 — in rounds where the host had put the two vCPUs far apart (a
-//! core-to-core round trip over 350 ns) GoogLeNet 0.91 and 0.87, ResNet-18
-//! 0.91 at batch 8, ResNet-50 0.91 at batch 8.
+//! other core (docs/performance.md, "home task ranges").
 //!
 //! Contract of [`parallel_for`]: `f(i)` runs exactly once for every `i` in
 //! `0..n`, on the calling thread or a worker, and all calls have returned

@@ -321,24 +321,7 @@ pub fn measure(
             .skip(1)
             .map(|&s| location(info.sources, s))
             .collect();
-        let epilogue = match op {
-            Op::Conv(c) => c.epilogue.clone(),
-            Op::Dense(d) => d.epilogue.clone(),
-            Op::BatchNorm { .. }
-            | Op::Activation(_)
-            | Op::Pool(_)
-            | Op::GlobalAvgPool
-            | Op::AdaptiveAvgPool { .. }
-            | Op::Flatten
-            | Op::Dropout { .. }
-            | Op::Softmax
-            | Op::Concat
-            | Op::Add
-            | Op::Scale { .. }
-            | Op::Slice { .. }
-            | Op::Identity => Vec::new(),
-        };
-        for s in epilogue {
+        for s in op.epilogue() {
             fused.push(match s {
                 Step::Add => "add".into(),
                 Step::Act(a) => a.name().into(),

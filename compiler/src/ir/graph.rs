@@ -423,7 +423,23 @@ mod tests {
         assert_eq!(g.g.node_count(), 5);
         let text = g.to_text();
         assert!(text.contains("concat(%1, %2)"), "{text}");
-        assert!(g.to_dot().contains("->"));
+        // Each op reads what the source says: both convs read the input,
+        // the concat reads the 3×3 conv at port 0 and the 1×1 at port 1.
+        let by_name = |name: &str| {
+            g.g.node_indices()
+                .find(|&n| g.g[n].name == name)
+                .unwrap_or_else(|| panic!("no node {name}: {text}"))
+        };
+        let (x, a, b) = (by_name("x"), by_name("a"), by_name("b"));
+        assert_eq!(g.operands(a), [x]);
+        assert_eq!(g.operands(b), [x]);
+        let concat = g.operands(g.outputs[0])[0];
+        assert_eq!(g.operands(concat), [a, b]);
+        assert_eq!(g.g[concat].shape.0, [1, 8, 8, 8]);
+        // DOT: one edge per tensor read, labelled with its shape.
+        let dot = g.to_dot();
+        assert_eq!(dot.matches("->").count(), 5, "{dot}");
+        assert!(dot.contains("label=\"1x4x8x8\""), "{dot}");
     }
 
     #[test]

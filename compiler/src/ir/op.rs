@@ -459,6 +459,28 @@ impl Op {
         }
     }
 
+    /// The fused steps applied as the result is stored (conv and dense;
+    /// empty for every other op).
+    pub fn epilogue(&self) -> &[Step] {
+        match self {
+            Op::Conv(c) => &c.epilogue,
+            Op::Dense(d) => &d.epilogue,
+            Op::BatchNorm { .. }
+            | Op::Activation(_)
+            | Op::Pool(_)
+            | Op::GlobalAvgPool
+            | Op::AdaptiveAvgPool { .. }
+            | Op::Flatten
+            | Op::Dropout { .. }
+            | Op::Softmax
+            | Op::Concat
+            | Op::Add
+            | Op::Scale { .. }
+            | Op::Slice { .. }
+            | Op::Identity => &[],
+        }
+    }
+
     /// How the output relates to the operands' memory.
     pub fn memory(&self) -> Memory {
         match self {

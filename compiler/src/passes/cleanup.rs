@@ -4,7 +4,7 @@
 //!   `scale` by `1 − ratio`;
 //! - `identity` nodes, `flatten` of an already flat tensor and adaptive
 //!   average pools to the size they are given (AlexNet's 6×6 pool after
-//!   its 6×6 features: 0.3 ms of generated loops) are removed;
+//!   its 6×6 features) are removed;
 //! - nodes whose result reaches no output are removed.
 //!
 //! Does not fold scales into weights (that is `fold_scale`).

@@ -89,8 +89,31 @@ mod tests {
         // `a` feeds the concat and a ReLU: it is placed all the same (the
         // differential tests run such graphs planned and compiled).
         let src = "model m(x: [N, 2, 3, 3]) {\n a = x -> conv(2, 1)\n c = concat(x -> conv(3, 1), a) -> conv(4, 1)\n return c, a -> relu\n}";
-        let (mut g, mut w) = graph(src);
-        assert_eq!(run(&mut g, &mut w).unwrap(), 2);
+        let (reference, w) = graph(src);
+        let (mut g, mut w2) = (reference.clone(), w.clone());
+        assert_eq!(run(&mut g, &mut w2).unwrap(), 2);
         g.validate().unwrap();
+        let mut placed: Vec<(bool, usize)> =
+            g.g.node_weights()
+                .filter_map(|n| n.write_into.map(|s| (n.name == "a", s.channel_offset)))
+                .collect();
+        placed.sort_unstable();
+        // The 3-channel conv at channel 0, `a` after it at channel 3.
+        assert_eq!(placed, [(false, 0), (true, 3)]);
+        // Planned, the placed producers' slots are what the concat reads:
+        // both outputs match the reference run of the unplaced graph.
+        let plan = crate::plan::plan(&g).unwrap();
+        assert!(plan.conflicts().is_empty());
+        let x = netc_runtime::init::random_tensor(
+            1,
+            "x",
+            vec![2, 2, 3, 3],
+            netc_runtime::init::Init::Uniform { lo: -1.0, hi: 1.0 },
+        );
+        let want = crate::interp::run(&reference, &w, std::slice::from_ref(&x)).unwrap();
+        let got = crate::interp::planned::run(&g, &plan, &w2, &[x]).unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            assert!(a.max_abs_diff(b).unwrap() <= 1e-5 * b.max_abs().max(1e-6));
+        }
     }
 }

@@ -23,9 +23,7 @@ pub const KIND_MVEC: u32 = 7;
 
 /// Dense layers up to this batch use the matrix-vector path: a GEMM tile
 /// would waste most of its columns, and the layer is bound by reading the
-/// weights once. (At 8 the GEMM path had used a quarter of its tiles'
-/// columns: VGG-16's dense layers at batch 8 took 49 ms there against
-/// ONNX Runtime's 19.5.)
+/// weights once (at 8 the GEMM path uses a quarter of its tiles' columns).
 pub const GEMV_MAX_BATCH: usize = 8;
 
 /// Epilogue step codes.

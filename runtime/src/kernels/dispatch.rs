@@ -126,7 +126,7 @@ mod tests {
     use super::*;
     use crate::kernels::micro::{pack_weights, MR};
     use crate::kernels::schedule::Tasks;
-    use crate::kernels::testing::value;
+    use crate::kernels::testing::{assert_close, reference_conv, value};
 
     /// Every (item, group, column block, row panel) is in exactly one task,
     /// rows are split only up to the target, and empty splits are skipped.
@@ -262,48 +262,8 @@ mod tests {
             res.as_ptr() as *mut f32,
         ];
         unsafe { run_with(kern, &d, ptrs.as_ptr()) };
-        for n in 0..batch {
-            for o in 0..oc {
-                let g = o / m;
-                for y in 0..oh {
-                    for xo in 0..ow {
-                        let mut acc = bias[o];
-                        for icg in 0..c / groups {
-                            for ki in 0..k {
-                                for kj in 0..k {
-                                    let (iy, ix) = (
-                                        (y * stride + ki) as isize - pad as isize,
-                                        (xo * stride + kj) as isize - pad as isize,
-                                    );
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
-                                    {
-                                        let ic = g * (c / groups) + icg;
-                                        acc += x
-                                            [((n * c + ic) * h + iy as usize) * w + ix as usize]
-                                            * wts[(o * (c / groups) + icg) * k * k + ki * k + kj];
-                                    }
-                                }
-                            }
-                        }
-                        let at = ((n * oc + o) * oh + y) * ow + xo;
-                        if add {
-                            acc += res[at];
-                        }
-                        let got = out[at];
-                        let want = if steps.last() == Some(&STEP_RELU) {
-                            acc.max(0.0)
-                        } else {
-                            acc
-                        };
-                        assert!(
-                            (got - want).abs() < 1e-3,
-                            "{}: ({n},{o},{y},{xo}) {got} vs {want}",
-                            kern.name
-                        );
-                    }
-                }
-            }
-        }
+        let want = reference_conv(&d, &x, &wts, &bias, &[&res]);
+        assert_close(&out, &want, 1e-4, kern.name);
     }
 
     #[test]

@@ -104,7 +104,7 @@ fn fill_offsets(offs: &mut Vec<usize>, n: usize, f: impl Fn(usize) -> usize) {
 }
 
 /// Multiply-adds below which [`run_shifted`] pads and multiplies several
-/// items in one go (about 40 µs of work on two cores).
+/// items in one go (tens of microseconds of work on two cores).
 const MIN_GROUP_MACS: usize = 8 << 20;
 /// Floats of padded input one such group may take.
 const PADDED_BUDGET: usize = 256 << 10;

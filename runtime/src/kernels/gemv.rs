@@ -8,10 +8,8 @@
 //! rows are interleaved in chunks of [`CHUNK`] floats (chunk 0 of rows
 //! 0…5, then chunk 1 of rows 0…5, …), rows and columns zero-padded to
 //! whole panels and chunks. A task then reads one contiguous run of
-//! memory instead of six rows a whole row apart. Measured with a C probe
-//! of this loop (2 threads, 151 MB matrices, 40 alternated passes, medians):
-//! six row streams read 25 and 42 GB/s in two runs where the interleaved
-//! panels read 52 and 75.
+//! memory instead of six rows a whole row apart, which the memory system
+//! serves faster (docs/performance.md, "GEMV layout").
 //!
 //! Contract of [`run`]: for every item `n < batch` and row `o < out_c`,
 //! `out[n·out_bstride + o]` = the epilogue of `bias[o] + Σ_k W[o][k] ·
@@ -74,11 +72,9 @@ type ItemsFn = unsafe fn(*const f32, *const f32, usize, usize, &mut [f32]);
 
 /// Floats ahead of the current chunk whose weights the several-item
 /// kernel asks for, into L2: the weights stream from DRAM, and prefetches
-/// into L1 had held the core's few L1 miss buffers for the whole trip
-/// (AlexNet's three dense layers at batch 1 run at ≈ 30 GB/s, the two
-/// cores' whole bandwidth; into L1 → L2, 2 threads, alternated in one
-/// process: 9216→4096→4096→1000 0.94, AlexNet 0.954, VGG-16 0.992).
-/// Four times as far ahead was slower (1.11).
+/// into L1 had held the core's few L1 miss buffers for the whole trip.
+/// Four times as far ahead was slower (docs/performance.md, "GEMV
+/// prefetch").
 const W_AHEAD: usize = 4 * MR * CHUNK;
 
 /// Packed weights from which size on a layer read in one pass (at most
@@ -86,10 +82,8 @@ const W_AHEAD: usize = 4 * MR * CHUNK;
 /// than into L2. Matrices this large cannot stay cached from one run to
 /// the next anyway; through L2 each line was then also written into the
 /// L3 (a victim cache on AMD's cores), where 234 MB of AlexNet's dense
-/// weights evicted whatever else was there each run. Measured (`netc
-/// bench`, 2 threads, batch 1, medians of alternated pairs): AlexNet
-/// 0.882, 0.992, 0.948 and 0.977 of the time in four runs of 10–16 pairs
-/// (its dense layers 0.82–0.98), VGG-16's dense layers 0.935. With several passes (batch 8: the second group of items reads
+/// weights evicted whatever else was there each run (docs/performance.md,
+/// "GEMV streaming"). With several passes (batch 8: the second group of items reads
 /// the panel back from L2, which a non-temporal line is not kept in) the
 /// dense layers were level, so those keep the L2 hint.
 const STREAM_MIN_BYTES: usize = 8 << 20;
@@ -251,7 +245,7 @@ unsafe fn dots_avx2(w: *const f32, x: *const f32, k: usize, out: &mut [f32; MR])
 /// Run one small-batch dense layer; see the module contract.
 ///
 /// # Safety
-/// As [`gemm::run`]; the packed weights must come from [`pack_weights`].
+/// As [`super::dispatch::run`]; the packed weights must come from [`pack_weights`].
 pub(crate) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
     let (m, k, batch) = (d.out_c as usize, d.in_c as usize, d.batch as usize);
     debug_assert!(batch <= GEMV_MAX_BATCH);

@@ -174,12 +174,10 @@ pub unsafe fn scalar_kernel(
 
 /// How far ahead (in floats of A: 4 KiB) the narrow and full kernels
 /// prefetch the weights. At batch 1 the late layers use each weight for
-/// only 16–49 columns, so the kernels stream A from DRAM, and the
-/// hardware prefetcher alone had them reading it at ≈ 13 GB/s (ResNet-50's
-/// 14×14 Winograd layers 0.78 → 0.63 ms, its 7×7 1×1 layers 0.67 → 0.53
-/// ms, the model 38.4 → 36.6 ms; 1 KiB ahead helped less, 16 KiB
-/// hurt). Where A is reused from cache the extra instruction per k costs
-/// nothing measurable (ResNet-50 and GoogLeNet at batch 8, VGG-16).
+/// only 16–49 columns, so the kernels stream A from DRAM, where the
+/// hardware prefetcher alone falls well short of the bandwidth. Where A
+/// is reused from cache the extra instruction per k costs nothing
+/// measurable (docs/performance.md, "A prefetch").
 const A_PREFETCH: usize = 1024;
 
 /// Prefetch the A floats [`A_PREFETCH`] past `ak` (the kernels' row of A

@@ -48,11 +48,109 @@ pub fn scratch_bytes() -> u64 {
 #[cfg(test)]
 pub mod testing {
     //! What the kernels' tests share.
-    use super::desc::{GemmDesc, KIND_IM2COL, STEP_ADD};
+    use super::desc::{
+        GemmDesc, KIND_IM2COL, STEP_ADD, STEP_LEAKY, STEP_RELU, STEP_SIGMOID, STEP_TANH,
+    };
 
     /// Deterministic test data in [-1, 1).
     pub(crate) fn value(i: usize) -> f32 {
         ((i * 7919) % 23) as f32 / 11.0 - 1.0
+    }
+
+    /// The convolution a descriptor describes, by plain loops: every
+    /// kernel's tests compare against this one definition. `x` is
+    /// `batch × in_c × h × w`, `wts` PyTorch's `[out, in/g, kh, kw]`,
+    /// `bias` per output channel (ignored unless `d.has_bias`), `res` one
+    /// tensor of the (unpooled) output's shape per residual add. Padding is
+    /// `pt`/`pl` before and whatever the output size implies after; the
+    /// epilogue steps run in order, a trailing [`STEP_MAXPOOL2`] pooling
+    /// the result 2×2. Contiguous tensors (batch strides are ignored).
+    pub(crate) fn reference_conv(
+        d: &GemmDesc,
+        x: &[f32],
+        wts: &[f32],
+        bias: &[f32],
+        res: &[&[f32]],
+    ) -> Vec<f32> {
+        let u = |v: u32| v as usize;
+        let (batch, c, h, w, oc, oh, ow) = (
+            u(d.batch),
+            u(d.in_c),
+            u(d.h),
+            u(d.w),
+            u(d.out_c),
+            u(d.oh),
+            u(d.ow),
+        );
+        let (groups, kh, kw) = (u(d.groups), u(d.kh), u(d.kw));
+        let (cg, mg) = (c / groups, oc / groups);
+        let mut out = vec![0.0f32; batch * oc * oh * ow];
+        for n in 0..batch {
+            for o in 0..oc {
+                let g = o / mg;
+                for y in 0..oh {
+                    for xo in 0..ow {
+                        let mut acc = if d.has_bias != 0 { bias[o] as f64 } else { 0.0 };
+                        for icg in 0..cg {
+                            let ic = g * cg + icg;
+                            for ki in 0..kh {
+                                for kj in 0..kw {
+                                    let iy = (y * u(d.sh) + ki * u(d.dh)) as isize - d.pt as isize;
+                                    let ix = (xo * u(d.sw) + kj * u(d.dw)) as isize - d.pl as isize;
+                                    if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                        continue;
+                                    }
+                                    let xv = x[((n * c + ic) * h + iy as usize) * w + ix as usize];
+                                    let wv = wts[((o * cg + icg) * kh + ki) * kw + kj];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        let at = ((n * oc + o) * oh + y) * ow + xo;
+                        let mut v = acc as f32;
+                        let mut r = 0;
+                        for (s, &step) in d.steps[..d.n_steps as usize].iter().enumerate() {
+                            v = match step {
+                                STEP_ADD => {
+                                    r += 1;
+                                    v + res[r - 1][at]
+                                }
+                                STEP_RELU => v.max(0.0),
+                                STEP_LEAKY if v < 0.0 => v * d.alpha[s],
+                                STEP_SIGMOID => 1.0 / (1.0 + (-v).exp()),
+                                STEP_TANH => v.tanh(),
+                                _ => v,
+                            };
+                        }
+                        out[at] = v;
+                    }
+                }
+            }
+        }
+        if !d.pooled() {
+            return out;
+        }
+        let (ph, pw) = (oh / 2, ow / 2);
+        let mut pooled = vec![f32::NEG_INFINITY; batch * oc * ph * pw];
+        for (i, p) in pooled.iter_mut().enumerate() {
+            let (plane, y, xo) = (i / (ph * pw), i / pw % ph, i % pw);
+            for (a, b) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                *p = p.max(out[(plane * oh + 2 * y + a) * ow + 2 * xo + b]);
+            }
+        }
+        pooled
+    }
+
+    /// Whether `got` is `want` within `tol` of `want`'s largest magnitude.
+    pub(crate) fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        let scale = want.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * scale,
+                "{what}: element {i}: {g} vs {w}"
+            );
+        }
     }
 
     /// A stride-1 convolution of `batch` items of `c × h × w` into `m`

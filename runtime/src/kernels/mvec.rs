@@ -26,14 +26,9 @@
 //! store is a few percent of a tile with K ≥ 256, which is what
 //! [`choose`] asks for (a tenth with the 7×7/2 stems' K = 147).
 //!
-//! Measured (`netc bench`, medians of alternated runs, 2 threads, Zen 5
-//! with full-rate 512-bit FMAs): the 3×3/2 128→128 convolution at 56×56 →
-//! 28×28 went 1.40 → 1.25 ms on one thread (the kernel is 79% of it, the
-//! phase copy 13%); ResNet-50 went 19.2 → 17.7 ms at batch 1 and 148 →
-//! 138 ms at batch 8, its 3×3/2 layers 13–14% faster at batch 1 and
-//! 6–28% at batch 8, its 1×1 reductions at 7×7 23% faster. Without the
-//! 4 KiB weight prefetch the 1×1 convs lost to the GEMM path inside a
-//! model, where their weights come from DRAM.
+//! What it gained is in docs/performance.md ("mvec"). Without the 4 KiB
+//! weight prefetch the 1×1 convs lost to the GEMM path inside a model,
+//! where their weights come from DRAM.
 
 use super::desc::{self, GemmDesc, Ptrs};
 use super::planes::{self, Shifted};
@@ -136,8 +131,7 @@ struct Direct {
     /// Whether a tile holds two whole output rows (rows of 5–7 outputs on
     /// a kernel 14 wide): as single rows they would fill half of every
     /// tile, as a grid compute the columns between rows (ResNet's 3×3/2
-    /// 512→512 at 14×14 → 7×7: an eighth of its multiplies; 0.919 of the
-    /// grid's time at batch 4 on one thread, 0.938 at batch 8 on two).
+    /// 512→512 at 14×14 → 7×7: an eighth of its multiplies).
     two_rows: bool,
 }
 
@@ -300,9 +294,8 @@ impl Source {
 
     /// Floats ahead of a tile's B at which the kernel prefetches a line
     /// per k: three tiles on along a grid; in row tiles, the next tile of
-    /// the row, or three rows on when a row is one tile (one row on, a
-    /// 3×3/2 layer with 14×14 outputs in row tiles had been level with
-    /// the grid; three rows on, 0.944 of its time, one thread, batch 4).
+    /// the row, or three rows on when a row is one tile (one row on had
+    /// been level with the grid).
     fn lead(&self, j: usize) -> usize {
         match self.rows {
             None => 3 * j,
@@ -316,7 +309,7 @@ impl Source {
 /// Run a convolution [`choose`] picked, weights packed by [`pack_weights`].
 ///
 /// # Safety
-/// As [`gemm::run`]: `p` addresses buffers of the sizes `d` implies.
+/// As [`super::dispatch::run`]: `p` addresses buffers of the sizes `d` implies.
 pub(super) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
     run_with(kernels(), d, p)
 }
@@ -410,10 +403,9 @@ const PLANES_BUDGET: usize = 1 << 20;
 
 /// Weight bytes of the panels one task cycles through per tile, so the
 /// tile's input rows are read once for all of them: 64 KiB makes pairs of
-/// K = 256 panels (ResNet's 256→64 1×1 at 56×56, two panels in all: 0.77
-/// → 0.74 of the GEMM path's time at batch 8). Groups of 512 KiB had
-/// made the K = 1024 layers 15% slower (their weights then no longer
-/// stayed in L2 from one tile to the next).
+/// K = 256 panels (ResNet's 256→64 1×1 at 56×56, two panels in all).
+/// Larger groups made the K = 1024 layers slower: their weights then no
+/// longer stayed in L2 from one tile to the next.
 const GROUP_BYTES: usize = 64 << 10;
 
 /// The tiles of `items`: every item's grid cut into tiles of `kern.j`

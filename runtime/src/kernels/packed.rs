@@ -4,7 +4,7 @@
 //! the im2col matrix (K × output positions), whose rows are slices of a
 //! source the caller prepared: the input planes themselves for a 1×1
 //! convolution ([`run_pointwise`]), or zero-padded phase planes for any
-//! other stride ≤ 4 (`gemm::run_shifted`). Each task copies a block of B —
+//! other stride ≤ 4 (`super::gemm::run_shifted`). Each task copies a block of B —
 //! `kc` rows of a few micro-panels of columns, together at most
 //! [`B_BLOCK_BYTES`] so it stays in L2 — into contiguous panels and runs
 //! every row panel of its rows over it, the A panel staying in L1 across
@@ -14,10 +14,8 @@
 //! Against reading B where it lies (through a row-offset table, as the
 //! micro-kernel can), the copy pays for itself: source rows are strided
 //! and straddle cache lines (a 7×7 plane is 196 bytes), and the strided
-//! layers' B working set did not fit L2 next to the streamed weights. On
-//! ResNet-50's shapes the micro-kernel ran 25–35% slower on in-place B
-//! single-threaded, and the 3×3/2 layers went 3.5 → 2.2 ms (512 ch at
-//! 7×7 out) and 3.0 → 2.1 ms (128 ch at 28×28) in `netc bench`.
+//! layers' B working set did not fit L2 next to the streamed weights
+//! (measured: docs/performance.md, "packed B").
 //!
 //! Tasks are (item, group, column block, row split): rows are split only
 //! when there are too few column blocks to keep the threads busy (late
@@ -44,8 +42,7 @@ pub(super) const KC_MAX: usize = 1152;
 pub(super) const MAX_BLOCK_COLS: usize = 256;
 /// Below this many output channels a contiguous B is read in place: a
 /// block is then multiplied by too few row panels to repay its copy (the
-/// 7×7/2 stem with 64 channels, 2.5 → 2.7 ms packed; deep_convnet's 64
-/// channel layers, 0.16 → 0.19 ms for the model).
+/// 7×7/2 stems, deep_convnet's 64-channel layers).
 const PACK_MIN_ROWS: usize = 128;
 
 /// The largest column stride [`Columns::run_stride`] copies in runs.
@@ -185,9 +182,7 @@ impl Source {
 ///
 /// K is not shortened to widen the blocks: each further K block is one
 /// more pass accumulating through the output, and that cost more than the
-/// weight reads it saves (3×3/2 over 512 channels at batch 8, 8 × 49
-/// columns: 21.1 ms with K blocks of 1152 and 64 columns, 26.8 ms with
-/// blocks of 288 and 208 columns, median of 5 alternated runs).
+/// weight reads it saves (docs/performance.md, "K blocking").
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Blocking {
     kc: usize,
@@ -228,7 +223,7 @@ impl Blocking {
 /// one item.
 ///
 /// # Safety
-/// As [`gemm::run`]: `p` addresses buffers of the sizes `d` implies, and
+/// As [`super::dispatch::run`]: `p` addresses buffers of the sizes `d` implies, and
 /// `src` describes readable B rows for every item, group and column.
 pub(super) unsafe fn run(
     kern: MicroKernel,
@@ -729,7 +724,7 @@ pub(super) fn pointwise_fits(d: &GemmDesc) -> bool {
 /// planes, read in place (strided columns gathered while packing).
 ///
 /// # Safety
-/// As [`gemm::run`].
+/// As [`super::dispatch::run`].
 pub(super) unsafe fn run_pointwise(kern: MicroKernel, d: &GemmDesc, p: &Ptrs) {
     let plane = (d.h * d.w) as usize;
     let (ow, w, sh, sw) = (d.ow as usize, d.w as usize, d.sh as usize, d.sw as usize);

@@ -300,8 +300,8 @@ const AHEAD_ROWS: usize = 4;
 
 /// [`is_subsample`] pooling of one plane: every `sh`-th row, every
 /// `sw`-th float of it, by the packing code's strided copies (AVX-512
-/// permutes for strides 2 and 4; through the general path's tap loop the
-/// 256-channel 56×56 → 28×28 subsample ran at 8 GB/s).
+/// permutes for strides 2 and 4; the general path's tap loop ran this far
+/// below the copy bandwidth).
 #[inline(always)]
 unsafe fn plane_subsample(d: &PoolDesc, src: *const f32, dst: *mut f32) {
     let (w, oh, ow) = (d.w as usize, d.oh as usize, d.ow as usize);
@@ -453,9 +453,8 @@ fn plane_fns() -> Vec<PlaneFn> {
 /// The build of [`plane`] for `d`: the pools are loops over slices,
 /// which LLVM vectorises 4 wide for baseline x86-64 and 8 wide with AVX2.
 /// Only the 2×2 pools stay 4 wide: their one loop per output row runs
-/// scalar at 8 wide on 7-column outputs, and GoogLeNet's 832-channel
-/// 14×14 → 7×7 pool went 0.020 → 0.030 ms with AVX2 (VGG's 112-column
-/// ones gained 10–15%, 0.1% of the model).
+/// scalar at 8 wide on 7-column outputs (docs/performance.md, "2×2
+/// pools").
 fn plane_fn(d: &PoolDesc) -> PlaneFn {
     #[cfg(target_arch = "x86_64")]
     {

@@ -4,8 +4,8 @@
 //!
 //! Contract: the same output as the GEMM path up to float rounding, for
 //! any epilogue. As a GEMM such a layer is all overhead: a micro-kernel
-//! call multiplies 9 rows of B and then stores its whole tile (the 1 → 16
-//! channel 3×3 ran at 36 GFLOP/s at batch 100). Here the taps of 8
+//! call multiplies 9 rows of B and then stores its whole tile, a small
+//! fraction of the FMA peak. Here the taps of 8
 //! neighbouring outputs are loaded into registers once and every output
 //! channel is a chain of `K` FMAs against broadcast weights, stored as one
 //! vector. The last 8 outputs of a row overlap the previous ones rather
@@ -49,7 +49,7 @@ pub fn fits(d: &GemmDesc) -> bool {
 /// Run one layer that [`fits`].
 ///
 /// # Safety
-/// As [`gemm::run`]; `d` must satisfy [`fits`].
+/// As [`super::dispatch::run`]; `d` must satisfy [`fits`].
 pub(super) unsafe fn run(d: &GemmDesc, p: &Ptrs) {
     run_with(
         d,
@@ -238,7 +238,7 @@ mod avx512 {
 mod tests {
     use super::*;
     use crate::kernels::desc::{STEP_ADD, STEP_LEAKY};
-    use crate::kernels::testing::{conv_desc, value};
+    use crate::kernels::testing::{assert_close, conv_desc, reference_conv, value};
 
     /// Against a plain loop: several tap counts, paddings, rows of 8 and
     /// longer (the overlapping last vector), batch 3 in output-channel
@@ -293,74 +293,9 @@ mod tests {
                     ],
                 };
                 unsafe { run_with(&d, &p, wide) };
-                check_against_loop(
-                    &out,
-                    (c, kh, kw, h, w, pad, m),
-                    batch,
-                    &x,
-                    &wts,
-                    &bias,
-                    &res,
-                    &steps,
-                );
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn check_against_loop(
-        out: &[f32],
-        (c, kh, kw, h, w, pad, m): (usize, usize, usize, usize, usize, usize, usize),
-        batch: usize,
-        x: &[f32],
-        wts: &[f32],
-        bias: &[f32],
-        res: &[f32],
-        steps: &[u32],
-    ) {
-        let (oh, ow) = (h + 2 * pad + 1 - kh, w + 2 * pad + 1 - kw);
-        let k = c * kh * kw;
-        for n in 0..batch {
-            for o in 0..m {
-                for y in 0..oh {
-                    for xo in 0..ow {
-                        let mut v = bias[o];
-                        for ci in 0..c {
-                            for i in 0..kh {
-                                for j in 0..kw {
-                                    let (yy, xx) = (
-                                        (y + i) as isize - pad as isize,
-                                        (xo + j) as isize - pad as isize,
-                                    );
-                                    if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w
-                                    {
-                                        v += wts[o * k + (ci * kh + i) * kw + j]
-                                            * x[((n * c + ci) * h + yy as usize) * w + xx as usize];
-                                    }
-                                }
-                            }
-                        }
-                        let at = ((n * m + o) * oh + y) * ow + xo;
-                        for &s in steps {
-                            v = match s {
-                                STEP_ADD => v + res[at],
-                                STEP_RELU => v.max(0.0),
-                                _ => {
-                                    if v >= 0.0 {
-                                        v
-                                    } else {
-                                        0.1 * v
-                                    }
-                                }
-                            };
-                        }
-                        assert!(
-                            (out[at] - v).abs() <= 1e-5,
-                            "{c}x{kh}x{kw} {h}x{w} pad {pad}: {at}: {} vs {v}",
-                            out[at]
-                        );
-                    }
-                }
+                let want = reference_conv(&d, &x, &wts, &bias, &[&res]);
+                let what = format!("{c}x{kh}x{kw} {h}x{w} pad {pad}, wide {wide}");
+                assert_close(&out, &want, 1e-5, &what);
             }
         }
     }

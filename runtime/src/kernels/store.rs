@@ -87,11 +87,9 @@ fn c_offset(d: &GemmDesc, bstride: u64, item: usize, oc: usize, j: usize) -> usi
 /// output and residual rows — so the misses overlap the micro-kernel call
 /// made between this and [`store`]. Without it the store waits on each
 /// line in turn: a tile's rows are `cols` floats apart, short interleaved
-/// runs no hardware prefetcher follows (ResNet-50's 256→1024 expand with
-/// its residual at batch 8, one thread: 16.7 → 14.0 ms median of seven
-/// alternated runs). Tiles without a residual gained nothing from it, and
-/// into L1 rather than L2 the lines evicted the kernel's panels (ResNet-50
-/// at batch 1 ≈ 10% slower); into L2 it is level there.
+/// runs no hardware prefetcher follows. Tiles without a residual gained
+/// nothing from it, and into L1 rather than L2 the lines evicted the
+/// kernel's panels (docs/performance.md, "residual prefetch").
 #[inline(always)]
 pub(super) unsafe fn prefetch_dest(d: &GemmDesc, p: &Ptrs, to: &TileDest) {
     #[cfg(target_arch = "x86_64")]

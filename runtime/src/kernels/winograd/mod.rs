@@ -117,17 +117,14 @@ const PANELS_PER_CHUNK: usize = 8;
 /// Bytes of transformed input kept per batch of blocks.
 const V_BUDGET: usize = 4 << 20;
 /// Blocks per thread from which every block is one task through all three
-/// steps (see `run_with`): deep_convnet at batch 100 12.6 → 11.8 ms, its
-/// 16–64-channel layers 17–22% faster; ResNet-50's 56×56 and 28×28 3×3
-/// layers at batch 8 and VGG-16's 224×224 and 112×112 ones at batch 1
-/// 2–5% (alternated `netc bench` runs, 2 threads). Fewer blocks keep the
-/// two loops, which split a block's channels across threads.
+/// steps (see `run_with`; docs/performance.md, "Winograd fused blocks").
+/// Fewer blocks keep the two loops, which split a block's channels across
+/// threads.
 const FUSED_BLOCKS_PER_THREAD: usize = 4;
 /// Transformed weights (bytes) up to which a block per thread is enough
 /// to run blocks whole: every task then reads all of them, which is cheap
-/// only while they stay in L2 (deep_convnet's 16-channel 28×28 layer, 37
-/// KiB, two blocks: 0.031 → 0.025 ms; GoogLeNet's 96→128 at 28×28, 1.7
-/// MiB, 13–18% slower).
+/// only while they stay in L2 (see docs/performance.md, "Winograd fused
+/// blocks").
 const FUSED_SMALL_WEIGHTS: usize = 256 << 10;
 
 type Lanes = [f32; LANES];
@@ -146,13 +143,10 @@ fn plane_stride(rows: usize, nr: usize) -> usize {
 /// The transformed weights are 4× the direct ones for F(4×4) (36 vs 9 per
 /// channel pair) and 1.8× for F(2×2), read once per block, and a block is
 /// a whole micro-kernel panel of tiles: F(4×4) from one panel of tiles per
-/// batch (14×14 at batch 1: 256 channels 1.9 → 0.76 ms), else F(2×2) from
-/// one panel of its tiles (7×7 at batch 1: 512 channels 2.19 → 1.35 ms,
-/// 128 channels 0.22 → 0.15 ms; since the weights are packed panel-major,
-/// also fewer channels: deep_convnet's 64-channel 8×8 layer 0.044 → 0.031
-/// ms, GoogLeNet's 32→128 at 7×7 0.047 → 0.034 ms), else the direct
-/// convolution (`netc bench` per layer, 2 threads). A 5×5 kernel takes F(2×2, 5×5) from one panel of tiles: its
-/// weights are 1.44× the direct ones, and it does 2.8× fewer multiplies.
+/// batch, else F(2×2) from one panel of its tiles, else the direct
+/// convolution (the gains: docs/performance.md, "Winograd variants"). A
+/// 5×5 kernel takes F(2×2, 5×5) from one panel of tiles: its weights are
+/// 1.44× the direct ones, and it does 2.8× fewer multiplies.
 pub fn choose(d: &GemmDesc) -> Option<Tile> {
     let plain = d.sh == 1
         && d.sw == 1
@@ -1389,7 +1383,7 @@ thread_local! {
 /// Run one eligible convolution (see the module doc).
 ///
 /// # Safety
-/// As [`gemm::run`]; the packed weights must come from [`pack_weights`].
+/// As [`crate::kernels::dispatch::run`]; the packed weights must come from [`pack_weights`].
 pub(crate) unsafe fn run(kern: MicroKernel, tile: Tile, d: &GemmDesc, p: &Ptrs) {
     run_with(kern, tile, Transforms::select(tile), d, p)
 }
@@ -1523,12 +1517,10 @@ unsafe fn run_with(kern: MicroKernel, tile: Tile, fns: Transforms, d: &GemmDesc,
 
 /// The kernel and block width (tiles per block) for a layer of `total`
 /// tiles: the kernel's full width, or its narrow half when every tile fits
-/// in one half block (14×14 and 7×7 planes at batch 1 have 16 tiles: on
-/// the 32-wide AVX-512 kernel, ResNet-50's 14×14 3×3 layers took 1.09 ms
-/// in full blocks, 0.70 ms in half ones). Not for more tiles: a block
-/// reads all of the layer's transformed weights, so halving the blocks
-/// doubles that traffic (ResNet-18's 512-channel F(2×2) layers at batch 8,
-/// 4.0 → 5.8 ms).
+/// in one half block (14×14 and 7×7 planes at batch 1 have 16 tiles,
+/// half of the 32-wide AVX-512 kernel). Not for more tiles: a block reads
+/// all of the layer's transformed weights, so halving the blocks doubles
+/// that traffic (docs/performance.md, "Winograd half blocks").
 fn block_kernel(kern: &MicroKernel, total: usize) -> (KernelFn, usize) {
     let half = kern.nr / 2;
     match kern.narrow {
