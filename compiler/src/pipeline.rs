@@ -162,14 +162,6 @@ impl Pipeline {
         let stem = codegen::object::write(&lowered, &self.options.target, out)?;
         Ok((lowered, stem))
     }
-
-    /// Check, optimise and JIT-compile a model file with `weights` (random
-    /// from `seed` when `None`).
-    pub fn jit_file(&self, path: &Path, seed: u64) -> Result<JitModel, PipelineError> {
-        let checked = self.check_file(path)?;
-        let weights = Weights::random(&checked.graph, seed);
-        self.jit(self.optimize(checked.graph, weights)?)
-    }
 }
 
 impl Planned {

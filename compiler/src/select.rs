@@ -20,15 +20,18 @@ use crate::target::Target;
 use netc_runtime::kernels::desc::{self, GemmDesc};
 use netc_runtime::kernels::{mvec, winograd};
 
-/// The runtime's code for an epilogue step, with its parameter.
-fn step_code(step: &Step) -> (u32, f32) {
+/// The runtime's code for an epilogue step, with its two parameters.
+fn step_code(step: &Step) -> (u32, f32, f32) {
     match step {
-        Step::Add => (desc::STEP_ADD, 0.0),
-        Step::Act(Activation::Relu) => (desc::STEP_RELU, 0.0),
-        Step::Act(Activation::LeakyRelu(a)) => (desc::STEP_LEAKY, *a),
-        Step::Act(Activation::Sigmoid) => (desc::STEP_SIGMOID, 0.0),
-        Step::Act(Activation::Tanh) => (desc::STEP_TANH, 0.0),
-        Step::MaxPool2 => (desc::STEP_MAXPOOL2, 0.0),
+        Step::Add => (desc::STEP_ADD, 0.0, 0.0),
+        Step::Act(Activation::Relu) => (desc::STEP_RELU, 0.0, 0.0),
+        Step::Act(Activation::LeakyRelu(a)) => (desc::STEP_LEAKY, *a, 0.0),
+        Step::Act(Activation::Sigmoid) => (desc::STEP_SIGMOID, 0.0, 0.0),
+        Step::Act(Activation::Tanh) => (desc::STEP_TANH, 0.0, 0.0),
+        Step::Act(Activation::HardSigmoid) => (desc::STEP_HARDSIGMOID, 0.0, 0.0),
+        Step::Act(Activation::HardSwish) => (desc::STEP_HARDSWISH, 0.0, 0.0),
+        Step::Act(Activation::Clip(lo, hi)) => (desc::STEP_CLIP, *lo, *hi),
+        Step::MaxPool2 => (desc::STEP_MAXPOOL2, 0.0, 0.0),
     }
 }
 
@@ -36,7 +39,7 @@ fn step_code(step: &Step) -> (u32, f32) {
 /// against [`desc::MAX_STEPS`] / [`desc::MAX_RESIDUALS`].
 pub fn set_steps(d: &mut GemmDesc, steps: &[Step]) {
     for (i, s) in steps.iter().enumerate().take(desc::MAX_STEPS) {
-        (d.steps[i], d.alpha[i]) = step_code(s);
+        (d.steps[i], d.alpha[i], d.beta[i]) = step_code(s);
     }
     d.n_steps = steps.len().min(desc::MAX_STEPS) as u32;
     d.n_res = crate::ir::op::residual_inputs(steps) as u32;
@@ -166,6 +169,7 @@ pub fn run(graph: &mut Graph, target: &Target) -> usize {
             | Op::Softmax
             | Op::Concat
             | Op::Add
+            | Op::Mul
             | Op::Scale { .. }
             | Op::Slice { .. }
             | Op::Identity => {}

@@ -96,6 +96,7 @@ const MODELS: &[&str] = &[
     "resnet101",
     "claims/stacked_3x3_vs_5x5",
     "claims/inception_reductions",
+    "claims/squeeze_excite",
 ];
 
 #[test]

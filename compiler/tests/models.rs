@@ -137,6 +137,30 @@ fn claims_inception_reductions_cut_macs() {
 }
 
 #[test]
+fn claims_a_mobile_bottleneck_costs_less_than_one_plain_3x3() {
+    let net = check("claims/squeeze_excite", 1);
+    let macs = |prefix: &str| -> u64 {
+        net.layers
+            .iter()
+            .filter(|l| l.name.starts_with(prefix))
+            .map(|l| l.op.macs(net.shape(l.output)))
+            .sum()
+    };
+    // 1x1 40→120 and 120→40 at 28², depthwise 3x3 over 120 channels, the
+    // gate's two 1x1s on one value per channel.
+    assert_eq!(macs("mobile"), 2 * 3_763_200 + 846_720 + 2 * 3_840);
+    assert_eq!(macs("plain"), 11_289_600);
+    // The gate sees the whole plane; the block's output keeps the input's shape.
+    let mul = net
+        .layers
+        .iter()
+        .find(|l| l.name == "mobile.6.mul")
+        .unwrap();
+    assert_eq!(net.tensors[mul.output].rf.unwrap().size, [30, 30]);
+    assert_eq!(net.shape(net.outputs[0]).0, [1, 40, 28, 28]);
+}
+
+#[test]
 fn json_report_has_the_documented_fields() {
     let net = check("googlenet", 1);
     let json = serde_json::to_value(report::summary(&net)).unwrap();

@@ -117,6 +117,7 @@ fn layer_type(op: &Op) -> String {
         Op::BatchNorm { .. } => "bn".into(),
         Op::Activation(_) => "activation".into(),
         Op::Add => "add".into(),
+        Op::Mul => "mul".into(),
         Op::Concat => "concat".into(),
         Op::Softmax => "softmax".into(),
         Op::Scale { .. } | Op::Dropout { .. } => "scale".into(),

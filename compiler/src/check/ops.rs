@@ -315,6 +315,18 @@ pub(super) fn build(builtin: Builtin, args: &BoundArgs, input: &Shape, span: Spa
         Builtin::Relu => Op::Activation(Activation::Relu),
         Builtin::LeakyRelu => Op::Activation(Activation::LeakyRelu(args.float("alpha", 0.01)?)),
         Builtin::Sigmoid => Op::Activation(Activation::Sigmoid),
+        Builtin::HardSigmoid => Op::Activation(Activation::HardSigmoid),
+        Builtin::HardSwish => Op::Activation(Activation::HardSwish),
+        Builtin::Clip => {
+            let (lo, hi) = (args.float("min", 0.0)?, args.float("max", 0.0)?);
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return Err(Diagnostic::new(
+                    args.span_of("max", span),
+                    format!("`clip` needs finite bounds with min < max, found {lo} and {hi}"),
+                ));
+            }
+            Op::Activation(Activation::Clip(lo, hi))
+        }
         Builtin::Tanh => Op::Activation(Activation::Tanh),
         Builtin::MaxPool | Builtin::AvgPool => {
             spatial(name, input, span)?;
@@ -435,6 +447,7 @@ pub(super) fn build(builtin: Builtin, args: &BoundArgs, input: &Shape, span: Spa
         Builtin::Identity => Op::Identity,
         Builtin::Add => Op::Add,
         Builtin::Concat => Op::Concat,
+        Builtin::Mul => Op::Mul,
     };
     Ok(Built { op, renames })
 }

@@ -193,9 +193,28 @@ fn activation(c: &mut Ctx, a: Activation, v: Value) -> Value {
             let pos = c.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, zero);
             c.b.ins().select(pos, v, scaled)
         }
+        Activation::HardSigmoid => hard_sigmoid(c, v),
+        Activation::HardSwish => {
+            let g = hard_sigmoid(c, v);
+            c.b.ins().fmul(v, g)
+        }
+        Activation::Clip(lo, hi) => {
+            let (lo, hi) = (c.fconst(lo), c.fconst(hi));
+            let v = c.b.ins().fmax(v, lo);
+            c.b.ins().fmin(v, hi)
+        }
         // Handled by a runtime call before reaching here.
         Activation::Sigmoid | Activation::Tanh => v,
     }
+}
+
+/// `relu6(v + 3) / 6`, the order of operations PyTorch uses.
+fn hard_sigmoid(c: &mut Ctx, v: Value) -> Value {
+    let (three, zero, six) = (c.fconst(3.0), c.fconst(0.0), c.fconst(6.0));
+    let s = c.b.ins().fadd(v, three);
+    let s = c.b.ins().fmax(s, zero);
+    let s = c.b.ins().fmin(s, six);
+    c.b.ins().fdiv(s, six)
 }
 
 pub(super) fn forward<M: Module>(
@@ -421,6 +440,35 @@ fn emit_node(
         Op::Add => {
             c.map(&locs, &out, batch, &|c, v| {
                 v[1..].iter().fold(v[0], |acc, &x| c.b.ins().fadd(acc, x))
+            });
+        }
+        Op::Mul if graph.g[operands[1]].shape == node.shape => {
+            c.map(&locs, &out, batch, &|c, v| c.b.ins().fmul(v[0], v[1]));
+        }
+        // A gate per (item, channel), broadcast over the plane.
+        Op::Mul => {
+            let channels = node.shape.0[1];
+            let inner: usize = node.shape.0[2..].iter().product();
+            let (src, gate, dst) = (c.base(&locs[0]), c.base(&locs[1]), c.base(&out));
+            let (sl, gl) = (locs[0], locs[1]);
+            c.for_range(batch as i64, |c, nn| {
+                let s_item = c.item(src, nn, sl.batch_stride);
+                let g_item = c.item(gate, nn, gl.batch_stride);
+                let d_item = c.item(dst, nn, out.batch_stride);
+                c.for_range(channels as i64, |c, ch| {
+                    let ga = c.elem(g_item, ch);
+                    let g = c.b.ins().load(types::F32, flags(), ga, 0);
+                    let plane = c.b.ins().imul_imm_s(ch, (4 * inner) as i64);
+                    let sp = c.b.ins().iadd(s_item, plane);
+                    let dp = c.b.ins().iadd(d_item, plane);
+                    c.for_range(inner as i64, |c, i| {
+                        let a = c.elem(sp, i);
+                        let x = c.b.ins().load(types::F32, flags(), a, 0);
+                        let y = c.b.ins().fmul(x, g);
+                        let a = c.elem(dp, i);
+                        c.b.ins().store(flags(), y, a, 0);
+                    });
+                });
             });
         }
         Op::BatchNorm { .. } => {

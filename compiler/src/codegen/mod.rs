@@ -364,6 +364,7 @@ pub fn lower(graph: Graph, memory: MemoryPlan, weights: &Weights) -> Result<Lowe
             | Op::Softmax
             | Op::Concat
             | Op::Add
+            | Op::Mul
             | Op::Scale { .. }
             | Op::Slice { .. }
             | Op::Identity => {}

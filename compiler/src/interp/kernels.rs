@@ -381,10 +381,49 @@ pub fn add(xs: &[&Tensor]) -> Tensor {
     out
 }
 
+/// `x · y`, with `y` either `x`'s shape or one value per (item, channel)
+/// of an NCHW `x`.
+pub fn mul(xs: &[&Tensor]) -> Tensor {
+    let (x, y) = (xs[0], xs[1]);
+    let mut out = x.clone();
+    if y.shape() == x.shape() {
+        out.data_mut()
+            .iter_mut()
+            .zip(y.data())
+            .for_each(|(a, b)| *a *= b);
+    } else {
+        let plane: usize = x.shape()[2..].iter().product();
+        for (chunk, g) in out.data_mut().chunks_mut(plane.max(1)).zip(y.data()) {
+            chunk.iter_mut().for_each(|a| *a *= g);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ir::op::Window;
+
+    #[test]
+    fn mul_broadcasts_a_gate_per_channel() {
+        let x = t(&[1, 2, 1, 2], &[1., 2., 3., 4.]);
+        let gate = t(&[1, 2, 1, 1], &[10., -1.]);
+        assert_eq!(mul(&[&x, &gate]).data(), &[10., 20., -3., -4.]);
+        assert_eq!(mul(&[&x, &x]).data(), &[1., 4., 9., 16.]);
+    }
+
+    #[test]
+    fn hard_activations_follow_pytorch() {
+        use crate::ir::op::Activation;
+        let x = t(&[1, 5], &[-4., -3., 0., 1.5, 4.]);
+        let hs = activation(&x, Activation::HardSigmoid);
+        assert_eq!(hs.data(), &[0., 0., 0.5, 0.75, 1.]);
+        let hw = activation(&x, Activation::HardSwish);
+        assert_eq!(hw.data(), &[-0., -0., 0., 1.125, 4.]);
+        let relu6 = activation(&t(&[1, 3], &[-1., 3., 7.]), Activation::Clip(0., 6.));
+        assert_eq!(relu6.data(), &[0., 3., 6.]);
+    }
 
     fn t(shape: &[usize], data: &[f32]) -> Tensor {
         Tensor::new(shape.to_vec(), data.to_vec()).unwrap()

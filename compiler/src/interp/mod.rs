@@ -158,6 +158,7 @@ pub(crate) fn eval<'w>(
         Op::Concat => kernels::concat(args, out_shape),
         Op::Slice { start, .. } => kernels::slice_channels(x, *start, out_shape),
         Op::Add => kernels::add(args),
+        Op::Mul => kernels::mul(args),
         Op::Identity => x.clone(),
     })
 }

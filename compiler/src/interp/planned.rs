@@ -93,6 +93,7 @@ pub fn run(
             | Op::Dropout { .. }
             | Op::Softmax
             | Op::Add
+            | Op::Mul
             | Op::Scale { .. } => {}
         }
         let args: Vec<Tensor> = operands

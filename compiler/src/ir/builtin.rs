@@ -36,6 +36,9 @@ builtins! {
     LeakyRelu => "leaky_relu",
     Sigmoid => "sigmoid",
     Tanh => "tanh",
+    HardSigmoid => "hardsigmoid",
+    HardSwish => "hardswish",
+    Clip => "clip",
     MaxPool => "maxpool",
     AvgPool => "avgpool",
     GlobalAvgPool => "global_avgpool",
@@ -48,6 +51,7 @@ builtins! {
     Identity => "identity",
     Add => "add",
     Concat => "concat",
+    Mul => "mul",
 }
 
 /// One parameter of a built-in: its name and whether a call must give it.
@@ -120,28 +124,35 @@ impl Builtin {
             Builtin::Dense => &[req!("out"), opt!("bias"), opt!("layout"), opt!("weight")],
             Builtin::Dropout => &[opt!("ratio"), opt!("inference")],
             Builtin::Scale => &[req!("factor")],
+            Builtin::Clip => &[req!("min"), req!("max")],
             Builtin::Relu
             | Builtin::Sigmoid
             | Builtin::Tanh
+            | Builtin::HardSigmoid
+            | Builtin::HardSwish
             | Builtin::GlobalAvgPool
             | Builtin::Flatten
             | Builtin::Softmax
             | Builtin::Identity
             | Builtin::Add
-            | Builtin::Concat => &[],
+            | Builtin::Concat
+            | Builtin::Mul => &[],
         }
     }
 
     /// Whether its arguments are tensors (`add(a, b)`, `concat(a, b, c)`).
     pub const fn is_merge(self) -> bool {
         match self {
-            Builtin::Add | Builtin::Concat => true,
+            Builtin::Add | Builtin::Concat | Builtin::Mul => true,
             Builtin::Conv
             | Builtin::BatchNorm
             | Builtin::Relu
             | Builtin::LeakyRelu
             | Builtin::Sigmoid
             | Builtin::Tanh
+            | Builtin::HardSigmoid
+            | Builtin::HardSwish
+            | Builtin::Clip
             | Builtin::MaxPool
             | Builtin::AvgPool
             | Builtin::GlobalAvgPool

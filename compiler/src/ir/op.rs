@@ -44,6 +44,12 @@ pub enum Activation {
     LeakyRelu(f32),
     Sigmoid,
     Tanh,
+    /// PyTorch's `Hardsigmoid`: `relu6(x + 3) / 6`.
+    HardSigmoid,
+    /// PyTorch's `Hardswish`: `x · relu6(x + 3) / 6`.
+    HardSwish,
+    /// `min(max(x, lo), hi)`; ReLU6 is `Clip(0, 6)`.
+    Clip(f32, f32),
 }
 
 impl Activation {
@@ -59,6 +65,9 @@ impl Activation {
             }
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::Tanh => x.tanh(),
+            Activation::HardSigmoid => hard_sigmoid(x),
+            Activation::HardSwish => x * hard_sigmoid(x),
+            Activation::Clip(lo, hi) => x.max(lo).min(hi),
         }
     }
 
@@ -68,8 +77,16 @@ impl Activation {
             Activation::LeakyRelu(_) => "leaky_relu",
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
+            Activation::HardSigmoid => "hardsigmoid",
+            Activation::HardSwish => "hardswish",
+            Activation::Clip(..) => "clip",
         }
     }
+}
+
+/// `relu6(x + 3) / 6`, as PyTorch computes it.
+fn hard_sigmoid(x: f32) -> f32 {
+    (x + 3.0).clamp(0.0, 6.0) / 6.0
 }
 
 /// Spatial window geometry shared by convolution and pooling.
@@ -319,6 +336,10 @@ pub enum Op {
     Concat,
     /// Elementwise sum of all inputs.
     Add,
+    /// Elementwise product of two inputs; the second may also be one value
+    /// per (item, channel), `[N, C, 1, 1]`, broadcast over the plane
+    /// (squeeze-and-excitation's gate).
+    Mul,
     /// Multiply by a constant.
     Scale {
         factor: f32,
@@ -397,6 +418,7 @@ impl Op {
             Op::Softmax => "softmax",
             Op::Concat => "concat",
             Op::Add => "add",
+            Op::Mul => "mul",
             Op::Scale { .. } => "scale",
             Op::Slice { .. } => "slice",
             Op::Identity => "identity",
@@ -454,6 +476,7 @@ impl Op {
             | Op::Softmax
             | Op::Concat
             | Op::Add
+            | Op::Mul
             | Op::Scale { .. }
             | Op::Identity => self.name().to_string(),
         }
@@ -475,6 +498,7 @@ impl Op {
             | Op::Softmax
             | Op::Concat
             | Op::Add
+            | Op::Mul
             | Op::Scale { .. }
             | Op::Slice { .. }
             | Op::Identity => &[],
@@ -495,7 +519,8 @@ impl Op {
             | Op::Dense(_)
             | Op::Softmax
             | Op::Concat
-            | Op::Add => Memory::Fresh,
+            | Op::Add
+            | Op::Mul => Memory::Fresh,
         }
     }
 
@@ -527,7 +552,7 @@ impl Op {
                 Some(first.grow(k, k, [1, 1]))
             }
             Op::Flatten | Op::Dense(_) => None,
-            Op::Concat | Op::Add => operands[1..].iter().try_fold(first, |acc, rf| {
+            Op::Concat | Op::Add | Op::Mul => operands[1..].iter().try_fold(first, |acc, rf| {
                 let rf = (*rf)?;
                 Some(ReceptiveField {
                     size: [acc.size[0].max(rf.size[0]), acc.size[1].max(rf.size[1])],
@@ -597,6 +622,7 @@ impl Op {
             | Op::Softmax
             | Op::Concat
             | Op::Add
+            | Op::Mul
             | Op::Scale { .. }
             | Op::Slice { .. }
             | Op::Identity => Vec::new(),
@@ -757,6 +783,23 @@ impl Op {
                 }
                 Ok((*first).clone())
             }
+            Op::Mul => {
+                let [_, second] = inputs else {
+                    return Err(ShapeError::Invalid(format!(
+                        "mul takes two tensors, found {}",
+                        inputs.len()
+                    )));
+                };
+                let gate = first.rank() == 4 && second.0 == [first.0[0], first.0[1], 1, 1];
+                if **second != **first && !gate {
+                    return Err(ShapeError::Mismatch {
+                        op: name,
+                        first: (*first).clone(),
+                        other: (*second).clone(),
+                    });
+                }
+                Ok((*first).clone())
+            }
             Op::Activation(_) | Op::Dropout { .. } | Op::Scale { .. } | Op::Identity => {
                 Ok((*first).clone())
             }
@@ -784,6 +827,7 @@ impl Op {
             | Op::Softmax
             | Op::Concat
             | Op::Add
+            | Op::Mul
             | Op::Scale { .. }
             | Op::Slice { .. }
             | Op::Identity => 0,

@@ -216,7 +216,7 @@ impl Exporter<'_> {
         Ok(name)
     }
 
-    /// A scalar float constant for `Mul`.
+    /// A scalar float constant (`Mul`'s factor, `Clip`'s bounds).
     fn scalar(&mut self, base: &str, value: f32) -> String {
         let name = self.fresh(base);
         self.initializers.push(float_tensor(&name, &[], &[value]));
@@ -267,6 +267,7 @@ impl Exporter<'_> {
                 );
             }
             Op::Activation(a) => {
+                let mut inputs = inputs;
                 let (op_type, attrs) = match a {
                     Activation::Relu => ("Relu", vec![]),
                     Activation::LeakyRelu(alpha) => {
@@ -274,6 +275,18 @@ impl Exporter<'_> {
                     }
                     Activation::Sigmoid => ("Sigmoid", vec![]),
                     Activation::Tanh => ("Tanh", vec![]),
+                    // PyTorch's definition: alpha 1/6, beta 1/2.
+                    Activation::HardSigmoid => (
+                        "HardSigmoid",
+                        vec![attr_float("alpha", 1.0 / 6.0), attr_float("beta", 0.5)],
+                    ),
+                    Activation::HardSwish => ("HardSwish", vec![]),
+                    // Since opset 11 the bounds are inputs, not attributes.
+                    Activation::Clip(lo, hi) => {
+                        inputs.push(self.scalar(&format!("{name}.min"), *lo));
+                        inputs.push(self.scalar(&format!("{name}.max"), *hi));
+                        ("Clip", vec![])
+                    }
                 };
                 self.node(op_type, &name, inputs, out, attrs);
             }
@@ -344,6 +357,8 @@ impl Exporter<'_> {
             Op::Concat => self.node("Concat", &name, inputs, out, vec![attr_int("axis", 1)]),
             Op::Add if inputs.len() == 2 => self.node("Add", &name, inputs, out, vec![]),
             Op::Add => self.node("Sum", &name, inputs, out, vec![]),
+            // ONNX broadcasts `[N, C, 1, 1]` over the plane as netc does.
+            Op::Mul => self.node("Mul", &name, inputs, out, vec![]),
             Op::Slice { start, len } => {
                 let mut ins = inputs;
                 for (what, v) in [("starts", *start), ("ends", start + len), ("axes", 1)] {

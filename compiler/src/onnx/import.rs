@@ -29,6 +29,9 @@ pub const SUPPORTED: &[&str] = &[
     "LeakyRelu",
     "Sigmoid",
     "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Clip",
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
@@ -391,6 +394,10 @@ fn layer_text(op: &Op, keys: &[(&str, String)]) -> String {
         Op::BatchNorm { eps, .. } if *eps != 1e-5 => {
             args.push(format!("eps: {}", float_text(*eps)));
         }
+        Op::Activation(Activation::Clip(lo, hi)) => {
+            args.push(float_text(*lo));
+            args.push(float_text(*hi));
+        }
         Op::Activation(Activation::LeakyRelu(a)) if *a != 0.01 => {
             args.push(format!("alpha: {}", float_text(*a)));
         }
@@ -431,6 +438,7 @@ fn layer_text(op: &Op, keys: &[(&str, String)]) -> String {
         | Op::Softmax
         | Op::Concat
         | Op::Add
+        | Op::Mul
         | Op::Slice { .. }
         | Op::Identity => {}
     }
@@ -826,6 +834,54 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
             attrs.finish(&[])?;
             emit(im, Op::Activation(act), &x, vec![], None)?;
         }
+        "HardSigmoid" | "HardSwish" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            let act = if op_type == "HardSwish" {
+                Activation::HardSwish
+            } else {
+                // ONNX's defaults are (0.2, 0.5); PyTorch exports (1/6, 1/2),
+                // the only form netc has.
+                let (alpha, beta) = (attrs.float("alpha", 0.2), attrs.float("beta", 0.5));
+                if (alpha - 1.0 / 6.0).abs() > 1e-6 || beta != 0.5 {
+                    return Err(fail(format!("alpha {alpha} and beta {beta} are not supported; netc's hardsigmoid is PyTorch's (alpha 1/6, beta 1/2)")));
+                }
+                Activation::HardSigmoid
+            };
+            attrs.finish(&[])?;
+            emit(im, Op::Activation(act), &x, vec![], None)?;
+        }
+        "Clip" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            // Bounds are attributes before opset 11, constant inputs since.
+            let bound = |im: &Importer, i: usize, what: &str, attr: f32| {
+                if input(i).is_none() {
+                    return Ok(attr);
+                }
+                let t = float_const(im, i, what)?;
+                match t.data() {
+                    [v] => Ok(*v),
+                    _ => Err(fail(format!(
+                        "{what} has shape {}; only scalars are supported",
+                        t.shape_string()
+                    ))),
+                }
+            };
+            let (lo_attr, hi_attr) = (attrs.float("min", f32::NAN), attrs.float("max", f32::NAN));
+            attrs.finish(&[])?;
+            let (lo, hi) = (bound(im, 1, "min", lo_attr)?, bound(im, 2, "max", hi_attr)?);
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return Err(fail(format!(
+                    "bounds {lo} and {hi}: netc's clip needs both, finite, min < max"
+                )));
+            }
+            emit(
+                im,
+                Op::Activation(Activation::Clip(lo, hi)),
+                &x,
+                vec![],
+                None,
+            )?;
+        }
         "MaxPool" | "AveragePool" => {
             let x = im.value(&need(0)?, &node_name, &op_type)?;
             if let Some(p) = attrs.string("auto_pad").filter(|p| p != "NOTSET") {
@@ -974,6 +1030,26 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                 keys.push(("bias", im.param(&bname, t).map_err(&fail)?));
             }
             emit(im, op, &x, keys, Some(&wname))?;
+        }
+        "Mul"
+            if [0, 1]
+                .iter()
+                .all(|&i| input(i).is_some_and(|n| im.values.contains_key(&n))) =>
+        {
+            attrs.finish(&[])?;
+            // Two computed tensors: netc's `mul` broadcasts its second
+            // operand, so a per-channel gate goes second.
+            let (mut x, mut y) = (
+                im.value(&need(0)?, &node_name, &op_type)?,
+                im.value(&need(1)?, &node_name, &op_type)?,
+            );
+            if x.shape.numel() < y.shape.numel() {
+                std::mem::swap(&mut x, &mut y);
+            }
+            let shape = infer(&Op::Mul, &[&x.shape, &y.shape], &node_name, &op_type)?;
+            let var = im.fresh_var(&statement_base(node, &op_type, None));
+            let _ = writeln!(im.body, "    {var} = mul({}, {})", x.var, y.var);
+            im.values.insert(out, Value { var, shape });
         }
         "Mul" => {
             attrs.finish(&[])?;
@@ -1133,12 +1209,12 @@ mod tests {
             .iter_mut()
             .find(|n| n.op_type.as_deref() == Some("Sigmoid"))
             .unwrap();
-        node.op_type = Some("HardSwish".into());
+        node.op_type = Some("Einsum".into());
         let name = node.name.clone().unwrap();
         let e = import_err(&m);
         assert!(
             e.starts_with(&format!(
-                "ONNX node `{name}` (HardSwish): unsupported op; netc imports Conv, "
+                "ONNX node `{name}` (Einsum): unsupported op; netc imports Conv, "
             )),
             "{e}"
         );

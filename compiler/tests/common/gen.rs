@@ -42,6 +42,13 @@ pub enum Step {
         batchnorm: bool,
         relu: bool,
     },
+    /// `mul(x, gate)`: a squeeze-and-excitation gate per channel (global
+    /// pool, 1×1 down to `reduce` channels, ReLU, 1×1 back, hardsigmoid),
+    /// or with `plane` a gate of `x`'s own shape.
+    Gate {
+        reduce: usize,
+        plane: bool,
+    },
     /// Inception-like 1x1 siblings (out, batchnorm, relu), maybe a pool.
     Branches {
         convs: Vec<(usize, bool, bool)>,
@@ -77,7 +84,16 @@ pub struct Spec {
 }
 
 const KERNELS: [usize; 8] = [1, 1, 2, 3, 3, 5, 7, 11];
-const ACTIVATIONS: [&str; 5] = ["relu", "relu", "leaky_relu(0.1)", "sigmoid", "tanh"];
+const ACTIVATIONS: [&str; 8] = [
+    "relu",
+    "relu",
+    "leaky_relu(0.1)",
+    "sigmoid",
+    "tanh",
+    "hardsigmoid",
+    "hardswish",
+    "clip(0, 6)",
+];
 
 fn step() -> impl Strategy<Value = Step> {
     let conv = (
@@ -137,6 +153,8 @@ fn step() -> impl Strategy<Value = Step> {
         prop::bool::weighted(0.4),
     )
         .prop_map(|(convs, pool)| Step::Branches { convs, pool });
+    let gate = (1..=8usize, prop::bool::weighted(0.3))
+        .prop_map(|(reduce, plane)| Step::Gate { reduce, plane });
     // Simplest first: proptest shrinks a union towards its first arm.
     prop_oneof![
         1 => Just(Step::Scale),
@@ -145,6 +163,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => pool,
         3 => skip,
         3 => branches,
+        2 => gate,
     ]
 }
 
@@ -327,6 +346,19 @@ impl Render {
                     )
                 };
                 self.bind(e, x.c, oh, ow)
+            }
+            Step::Gate { reduce, plane } => {
+                let e = if *plane {
+                    format!("mul({0}, {0} -> [conv({1}, 1), hardswish])", x.name, x.c)
+                } else {
+                    format!(
+                        "mul({0}, {0} -> [global_avgpool, conv({1}, 1), relu, conv({2}, 1), hardsigmoid])",
+                        x.name,
+                        (*reduce).min(x.c),
+                        x.c
+                    )
+                };
+                self.bind(e, x.c, x.h, x.w)
             }
             Step::Skip { batchnorm, relu } => {
                 let bn = if *batchnorm { ", batchnorm" } else { "" };

@@ -37,6 +37,12 @@ pub const STEP_TANH: u32 = 4;
 /// one, `out_c × ⌊oh/2⌋ × ⌊ow/2⌋` per item (`oh`, `ow` stay the
 /// convolution's), so the full-size result is never written out.
 pub const STEP_MAXPOOL2: u32 = 5;
+/// `relu6(x + 3) / 6`.
+pub const STEP_HARDSIGMOID: u32 = 6;
+/// `x · relu6(x + 3) / 6`.
+pub const STEP_HARDSWISH: u32 = 7;
+/// `min(max(x, alpha), beta)` with the step's `alpha` and `beta`.
+pub const STEP_CLIP: u32 = 8;
 
 pub const MAX_STEPS: usize = 8;
 pub const MAX_RESIDUALS: usize = 4;
@@ -70,7 +76,10 @@ pub struct GemmDesc {
     pub n_res: u32,
     pub n_steps: u32,
     pub steps: [u32; MAX_STEPS],
+    /// Each step's first parameter (leaky ReLU's slope, clip's minimum).
     pub alpha: [f32; MAX_STEPS],
+    /// Each step's second parameter (clip's maximum).
+    pub beta: [f32; MAX_STEPS],
     pub x_bstride: u64,
     pub out_bstride: u64,
     pub res_bstride: [u64; MAX_RESIDUALS],

@@ -183,11 +183,13 @@ mod tests {
     }
 
     /// The epilogues `conv_matches` cycles through: (bias, steps).
-    const EPILOGUES: [(bool, &[u32]); 4] = [
+    const EPILOGUES: [(bool, &[u32]); 6] = [
         (true, &[STEP_RELU]),
         (false, &[STEP_ADD, STEP_RELU]),
         (true, &[STEP_ADD]),
         (false, &[]),
+        (true, &[STEP_HARDSWISH]),
+        (false, &[STEP_ADD, STEP_HARDSIGMOID]),
     ];
 
     /// A conv through the driver against plain loops, for one kernel,

@@ -49,7 +49,8 @@ pub fn scratch_bytes() -> u64 {
 pub mod testing {
     //! What the kernels' tests share.
     use super::desc::{
-        GemmDesc, KIND_IM2COL, STEP_ADD, STEP_LEAKY, STEP_RELU, STEP_SIGMOID, STEP_TANH,
+        GemmDesc, KIND_IM2COL, STEP_ADD, STEP_CLIP, STEP_HARDSIGMOID, STEP_HARDSWISH, STEP_LEAKY,
+        STEP_RELU, STEP_SIGMOID, STEP_TANH,
     };
 
     /// Deterministic test data in [-1, 1).
@@ -119,6 +120,9 @@ pub mod testing {
                                 STEP_LEAKY if v < 0.0 => v * d.alpha[s],
                                 STEP_SIGMOID => 1.0 / (1.0 + (-v).exp()),
                                 STEP_TANH => v.tanh(),
+                                STEP_HARDSIGMOID => (v + 3.0).clamp(0.0, 6.0) / 6.0,
+                                STEP_HARDSWISH => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
+                                STEP_CLIP => v.clamp(d.alpha[s], d.beta[s]),
                                 _ => v,
                             };
                         }

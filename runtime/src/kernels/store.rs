@@ -21,17 +21,29 @@ pub(super) struct TileDest<'a> {
     pub(super) first: bool,
     pub(super) last: bool,
 }
+/// One activation step on one value, with the step's parameters; the
+/// steps that are not activations (`STEP_ADD`, `STEP_MAXPOOL2`) leave it
+/// as it is (their callers apply them). The one definition every store
+/// path uses.
+#[inline(always)]
+pub(crate) fn act(step: u32, alpha: f32, beta: f32, v: f32) -> f32 {
+    match step {
+        STEP_RELU => v.max(0.0),
+        STEP_LEAKY if v < 0.0 => v * alpha,
+        STEP_SIGMOID => 1.0 / (1.0 + (-v).exp()),
+        STEP_TANH => v.tanh(),
+        STEP_HARDSIGMOID => (v + 3.0).clamp(0.0, 6.0) / 6.0,
+        STEP_HARDSWISH => v * ((v + 3.0).clamp(0.0, 6.0) / 6.0),
+        STEP_CLIP => v.max(alpha).min(beta),
+        _ => v,
+    }
+}
+
 /// `v` through the epilogue's activation steps (every step but residual
 /// adds and the pooling).
 pub(crate) fn activate(d: &GemmDesc, mut v: f32) -> f32 {
     for (s, &step) in d.steps[..d.n_steps as usize].iter().enumerate() {
-        v = match step {
-            STEP_RELU => v.max(0.0),
-            STEP_LEAKY if v < 0.0 => v * d.alpha[s],
-            STEP_SIGMOID => 1.0 / (1.0 + (-v).exp()),
-            STEP_TANH => v.tanh(),
-            _ => v,
-        };
+        v = act(step, d.alpha[s], d.beta[s], v);
     }
     v
 }
@@ -58,17 +70,7 @@ pub(crate) unsafe fn store_one(
                 residual += 1;
                 v + *p.res[residual - 1].add(c_offset(d, bstride, item, oc, col))
             }
-            STEP_RELU => v.max(0.0),
-            STEP_LEAKY => {
-                if v >= 0.0 {
-                    v
-                } else {
-                    v * d.alpha[s]
-                }
-            }
-            STEP_SIGMOID => 1.0 / (1.0 + (-v).exp()),
-            STEP_TANH => v.tanh(),
-            _ => v,
+            step => act(step, d.alpha[s], d.beta[s], v),
         };
     }
     *p.out.add(c_offset(d, d.out_bstride, item, oc, col)) = v;
@@ -370,9 +372,10 @@ unsafe fn store_any(d: &GemmDesc, p: &Ptrs, tile: &mut [f32], to: &TileDest) {
                             v.iter_mut()
                                 .for_each(|x| *x = if *x >= 0.0 { *x } else { *x * a });
                         }
-                        STEP_SIGMOID => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
-                        STEP_TANH => v.iter_mut().for_each(|x| *x = x.tanh()),
-                        _ => {}
+                        step => {
+                            let (a, b) = (d.alpha[s], d.beta[s]);
+                            v.iter_mut().for_each(|x| *x = act(step, a, b, *x));
+                        }
                     }
                 }
             }
