@@ -31,6 +31,7 @@ fn step_code(step: &Step) -> (u32, f32, f32) {
         Step::Act(Activation::HardSigmoid) => (desc::STEP_HARDSIGMOID, 0.0, 0.0),
         Step::Act(Activation::HardSwish) => (desc::STEP_HARDSWISH, 0.0, 0.0),
         Step::Act(Activation::Clip(lo, hi)) => (desc::STEP_CLIP, *lo, *hi),
+        Step::Act(Activation::Silu) => (desc::STEP_SILU, 0.0, 0.0),
         Step::MaxPool2 => (desc::STEP_MAXPOOL2, 0.0, 0.0),
     }
 }
@@ -159,7 +160,8 @@ pub fn run(graph: &mut Graph, target: &Target) -> usize {
                 d.algo = dense_algo(output[0]);
                 chosen += 1;
             }
-            Op::BatchNorm { .. }
+            Op::ConvTranspose(_)
+            | Op::BatchNorm { .. }
             | Op::Activation(_)
             | Op::Pool(_)
             | Op::GlobalAvgPool
@@ -170,6 +172,7 @@ pub fn run(graph: &mut Graph, target: &Target) -> usize {
             | Op::Concat
             | Op::Add
             | Op::Mul
+            | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }
             | Op::Identity => {}

@@ -7,6 +7,36 @@ use std::path::{Path, PathBuf};
 /// (file stem, line, column, start of the message)
 const CASES: &[(&str, usize, usize, &str)] = &[
     (
+        "conv_transpose_output_padding",
+        2,
+        58,
+        "`output_padding` (2) must be smaller than the stride or the dilation",
+    ),
+    (
+        "clip_bounds",
+        2,
+        18,
+        "`clip` needs finite bounds with min < max, found 6 and 0",
+    ),
+    (
+        "mul_gate_channels",
+        3,
+        5,
+        "mul inputs disagree: 1x3x8x8 vs 1x4x1x1",
+    ),
+    (
+        "resize_nearest_align_corners",
+        2,
+        59,
+        "`align_corners` applies to bilinear resizing only",
+    ),
+    (
+        "resize_size_and_scale",
+        2,
+        10,
+        "`resize` takes exactly one of `size: [h, w]` and `scale`",
+    ),
+    (
         "add_shape_mismatch",
         4,
         5,

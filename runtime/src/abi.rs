@@ -2,7 +2,7 @@
 //! the linker against this crate's static library for `netc compile`), and
 //! the entry points a C program uses.
 
-use crate::kernels::{desc, dispatch, pool, simple};
+use crate::kernels::{conv_transpose, desc, dispatch, pool, resize, simple};
 
 /// Run a conv or dense layer; see [`desc::GemmDesc`].
 ///
@@ -80,6 +80,34 @@ pub extern "C" fn netc_set_threads(threads: u32) -> i32 {
 }
 
 /// Every runtime symbol generated code may reference, with its address.
+/// Resize every plane of a tensor; see [`resize::ResizeDesc`].
+///
+/// # Safety
+/// As [`resize::run`], with `desc` pointing at a valid descriptor.
+#[no_mangle]
+pub unsafe extern "C" fn netc_rt_resize(
+    desc: *const resize::ResizeDesc,
+    x: *const f32,
+    out: *mut f32,
+) {
+    resize::run(&*desc, x, out);
+}
+
+/// One transposed convolution; see [`conv_transpose::ConvTransposeDesc`].
+///
+/// # Safety
+/// As [`conv_transpose::run`], with `desc` pointing at a valid descriptor.
+#[no_mangle]
+pub unsafe extern "C" fn netc_rt_conv_transpose(
+    desc: *const conv_transpose::ConvTransposeDesc,
+    x: *const f32,
+    w: *const f32,
+    bias: *const f32,
+    out: *mut f32,
+) {
+    conv_transpose::run(&*desc, x, w, bias, out);
+}
+
 pub fn symbols() -> Vec<(&'static str, *const u8)> {
     vec![
         ("netc_rt_gemm", netc_rt_gemm as *const u8),
@@ -87,6 +115,11 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("netc_rt_copy", netc_rt_copy as *const u8),
         ("netc_rt_softmax", netc_rt_softmax as *const u8),
         ("netc_rt_pool", netc_rt_pool as *const u8),
+        ("netc_rt_resize", netc_rt_resize as *const u8),
+        (
+            "netc_rt_conv_transpose",
+            netc_rt_conv_transpose as *const u8,
+        ),
         ("netc_rt_mark", crate::profile::netc_rt_mark as *const u8),
     ]
 }

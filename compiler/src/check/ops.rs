@@ -290,6 +290,52 @@ pub(super) fn build(builtin: Builtin, args: &BoundArgs, input: &Shape, span: Spa
                 algo: ConvAlgo::Unselected,
             })
         }
+        Builtin::ConvTranspose => {
+            let [_, in_ch, _, _] = spatial(name, input, span)?;
+            let out = args.int("out", 1, 1)?;
+            let groups = args.int("groups", 1, 1)?;
+            if in_ch % groups != 0 || out % groups != 0 {
+                return Err(Diagnostic::new(
+                    args.span_of("groups", span),
+                    format!(
+                        "groups ({groups}) must divide both the input channels ({in_ch}) and the output channels ({out})"
+                    ),
+                ));
+            }
+            let window = Window {
+                kernel: args.pair("kernel", [1, 1], 1)?,
+                stride: args.pair("stride", [1, 1], 1)?,
+                pad: args.pad()?,
+                dilation: args.pair("dilation", [1, 1], 1)?,
+            };
+            let output_padding = args.pair("output_padding", [0, 0], 0)?;
+            for (a, &extra) in output_padding.iter().enumerate() {
+                if extra >= window.stride[a].max(window.dilation[a]) {
+                    return Err(Diagnostic::new(
+                        args.span_of("output_padding", span),
+                        format!(
+                            "`output_padding` ({extra}) must be smaller than the stride or the dilation"
+                        ),
+                    ));
+                }
+            }
+            let bias = match args.get("bias") {
+                Some((OpArg::Str(_), _)) => {
+                    args.rename("bias", &mut renames)?;
+                    true
+                }
+                _ => args.boolean("bias", true)?,
+            };
+            args.rename("weight", &mut renames)?;
+            Op::ConvTranspose(ConvTranspose {
+                in_channels: in_ch,
+                out_channels: out,
+                window,
+                output_padding,
+                groups,
+                bias,
+            })
+        }
         Builtin::BatchNorm => {
             let channels = match input.0.get(1) {
                 Some(&c) if input.rank() >= 2 => c,
@@ -317,6 +363,7 @@ pub(super) fn build(builtin: Builtin, args: &BoundArgs, input: &Shape, span: Spa
         Builtin::Sigmoid => Op::Activation(Activation::Sigmoid),
         Builtin::HardSigmoid => Op::Activation(Activation::HardSigmoid),
         Builtin::HardSwish => Op::Activation(Activation::HardSwish),
+        Builtin::Silu => Op::Activation(Activation::Silu),
         Builtin::Clip => {
             let (lo, hi) = (args.float("min", 0.0)?, args.float("max", 0.0)?);
             if !(lo.is_finite() && hi.is_finite() && lo < hi) {
@@ -361,6 +408,52 @@ pub(super) fn build(builtin: Builtin, args: &BoundArgs, input: &Shape, span: Spa
         Builtin::GlobalAvgPool => {
             spatial(name, input, span)?;
             Op::GlobalAvgPool
+        }
+        Builtin::Resize => {
+            let [_, _, h, w] = spatial(name, input, span)?;
+            let size = match (args.get("size"), args.get("scale")) {
+                (Some(_), None) => args.pair("size", [1, 1], 1)?,
+                (None, Some((s, sp))) => {
+                    let scale = args.float("scale", 1.0)?;
+                    let out = |n: usize| (n as f64 * scale as f64).floor();
+                    if !(scale > 0.0 && scale.is_finite()) || out(h) < 1.0 || out(w) < 1.0 {
+                        return Err(Diagnostic::new(
+                            *sp,
+                            format!("`scale` {scale} gives no output from a {h}×{w} input"),
+                        ));
+                    }
+                    let _ = s;
+                    [out(h) as usize, out(w) as usize]
+                }
+                _ => {
+                    return Err(Diagnostic::new(
+                        span,
+                        "`resize` takes exactly one of `size: [h, w]` and `scale`",
+                    ))
+                }
+            };
+            let align_corners = args.boolean("align_corners", false)?;
+            let mode = match args.get("mode") {
+                None => ResizeMode::Bilinear { align_corners },
+                Some((OpArg::Str(s), sp)) => match s.as_str() {
+                    "bilinear" => ResizeMode::Bilinear { align_corners },
+                    "nearest" if !align_corners => ResizeMode::Nearest,
+                    "nearest" => {
+                        return Err(Diagnostic::new(
+                            args.span_of("align_corners", *sp),
+                            "`align_corners` applies to bilinear resizing only",
+                        ))
+                    }
+                    other => {
+                        return Err(Diagnostic::new(
+                            *sp,
+                            format!("`mode` is \"bilinear\" or \"nearest\", found \"{other}\""),
+                        ))
+                    }
+                },
+                Some((other, sp)) => return Err(type_error("mode", "a string", other, *sp)),
+            };
+            Op::Resize { size, mode }
         }
         Builtin::AdaptiveAvgPool => {
             spatial(name, input, span)?;

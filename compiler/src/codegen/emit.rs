@@ -14,7 +14,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, FuncId, Linkage, Module};
 use netc_runtime::kernels::desc::MAX_RESIDUALS;
-use netc_runtime::kernels::simple::{UNARY_SIGMOID, UNARY_TANH};
+use netc_runtime::kernels::simple::{UNARY_SIGMOID, UNARY_SILU, UNARY_TANH};
 use petgraph::stable_graph::NodeIndex;
 
 struct Ctx<'a, 'f> {
@@ -27,6 +27,8 @@ struct Ctx<'a, 'f> {
     lowered: &'a Lowered,
     gemm: FuncRef,
     pool: FuncRef,
+    resize: FuncRef,
+    conv_transpose: FuncRef,
     unary: FuncRef,
     copy: FuncRef,
     softmax: FuncRef,
@@ -180,6 +182,21 @@ impl Ctx<'_, '_> {
     }
 }
 
+/// The runtime's unary code for an activation Cranelift cannot compute
+/// inline (no `exp` instruction), if it is one.
+fn unary_code(a: Activation) -> Option<u32> {
+    match a {
+        Activation::Sigmoid => Some(UNARY_SIGMOID),
+        Activation::Tanh => Some(UNARY_TANH),
+        Activation::Silu => Some(UNARY_SILU),
+        Activation::Relu
+        | Activation::LeakyRelu(_)
+        | Activation::HardSigmoid
+        | Activation::HardSwish
+        | Activation::Clip(..) => None,
+    }
+}
+
 fn activation(c: &mut Ctx, a: Activation, v: Value) -> Value {
     match a {
         Activation::Relu => {
@@ -204,7 +221,7 @@ fn activation(c: &mut Ctx, a: Activation, v: Value) -> Value {
             c.b.ins().fmin(v, hi)
         }
         // Handled by a runtime call before reaching here.
-        Activation::Sigmoid | Activation::Tanh => v,
+        Activation::Sigmoid | Activation::Tanh | Activation::Silu => v,
     }
 }
 
@@ -239,6 +256,8 @@ pub(super) fn forward<M: Module>(
     };
     let gemm_id = import(module, "netc_rt_gemm", &[ptr, ptr])?;
     let pool_id = import(module, "netc_rt_pool", &[ptr, ptr, ptr])?;
+    let resize_id = import(module, "netc_rt_resize", &[ptr, ptr, ptr])?;
+    let conv_t_id = import(module, "netc_rt_conv_transpose", &[ptr, ptr, ptr, ptr, ptr])?;
     let unary_id = import(module, "netc_rt_unary", &[types::I32, ptr, ptr, types::I64])?;
     let copy_id = import(module, "netc_rt_copy", &[ptr, ptr, types::I64])?;
     let mark_id = import(module, "netc_rt_mark", &[types::I32])?;
@@ -279,6 +298,8 @@ pub(super) fn forward<M: Module>(
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         let gemm = module.declare_func_in_func(gemm_id, b.func);
         let pool = module.declare_func_in_func(pool_id, b.func);
+        let resize = module.declare_func_in_func(resize_id, b.func);
+        let conv_transpose = module.declare_func_in_func(conv_t_id, b.func);
         let unary = module.declare_func_in_func(unary_id, b.func);
         let copy = module.declare_func_in_func(copy_id, b.func);
         let softmax = module.declare_func_in_func(softmax_id, b.func);
@@ -307,6 +328,8 @@ pub(super) fn forward<M: Module>(
             lowered,
             gemm,
             pool,
+            resize,
+            conv_transpose,
             unary,
             copy,
             softmax,
@@ -410,26 +433,41 @@ fn emit_node(
             }
             c.b.ins().call(c.gemm, &[desc_ptr, slot]);
         }
-        Op::Activation(a @ (Activation::Sigmoid | Activation::Tanh)) => {
-            let code = if matches!(a, Activation::Sigmoid) {
-                UNARY_SIGMOID
-            } else {
-                UNARY_TANH
+        Op::ConvTranspose(_) => {
+            let Some(gv) = desc else {
+                return Err(CodegenError::Unsupported(format!(
+                    "`{}` has no descriptor",
+                    node.name
+                )));
             };
-            let (src, dst) = (c.base(&locs[0]), c.base(&out));
-            let (sl, item) = (locs[0], out.item as i64);
-            c.for_range(batch as i64, |c, i| {
-                let s = c.item(src, i, sl.batch_stride);
-                let d = c.item(dst, i, out.batch_stride);
-                let code = c.b.ins().iconst(types::I32, code as i64);
-                let len = c.iconst(item);
-                c.b.ins().call(c.unary, &[code, s, d, len]);
-            });
+            let desc_ptr = c.b.ins().symbol_value(c.ptr, gv);
+            let x = c.base(&locs[0]);
+            let y = c.base(&out);
+            let w = c.weight_ptr(consts.a);
+            let bias = match consts.b {
+                Some(b) => c.weight_ptr(b),
+                None => c.iconst(0),
+            };
+            c.b.ins().call(c.conv_transpose, &[desc_ptr, x, w, bias, y]);
         }
-        Op::Activation(a) => {
-            let a = *a;
-            c.map(&locs, &out, batch, &|c, v| activation(c, a, v[0]));
-        }
+        Op::Activation(a) => match unary_code(*a) {
+            // Needs `exp`/`tanh`: a runtime call per item.
+            Some(code) => {
+                let (src, dst) = (c.base(&locs[0]), c.base(&out));
+                let (sl, item) = (locs[0], out.item as i64);
+                c.for_range(batch as i64, |c, i| {
+                    let s = c.item(src, i, sl.batch_stride);
+                    let d = c.item(dst, i, out.batch_stride);
+                    let code = c.b.ins().iconst(types::I32, code as i64);
+                    let len = c.iconst(item);
+                    c.b.ins().call(c.unary, &[code, s, d, len]);
+                });
+            }
+            None => {
+                let a = *a;
+                c.map(&locs, &out, batch, &|c, v| activation(c, a, v[0]));
+            }
+        },
         Op::Scale { factor } | Op::Dropout { scale: factor, .. } => {
             let f = *factor;
             c.map(&locs, &out, batch, &|c, v| {
@@ -541,7 +579,7 @@ fn emit_node(
             &graph.g[operands[0]].shape.0,
             &node.shape.0,
         ),
-        Op::Pool(_) | Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => {
+        Op::Pool(_) | Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } | Op::Resize { .. } => {
             let Some(gv) = desc else {
                 return Err(CodegenError::Unsupported(format!(
                     "`{}` has no descriptor",
@@ -551,7 +589,12 @@ fn emit_node(
             let desc_ptr = c.b.ins().symbol_value(c.ptr, gv);
             let x = c.base(&locs[0]);
             let y = c.base(&out);
-            c.b.ins().call(c.pool, &[desc_ptr, x, y]);
+            let f = if matches!(op, Op::Resize { .. }) {
+                c.resize
+            } else {
+                c.pool
+            };
+            c.b.ins().call(f, &[desc_ptr, x, y]);
         }
     }
     Ok(())

@@ -22,14 +22,16 @@ pub mod jit;
 pub mod object;
 
 use crate::ir::graph::NodeKind;
-use crate::ir::op::{ConvAlgo, DenseAlgo, Op, PoolKind, Step, WeightLayout};
+use crate::ir::op::{ConvAlgo, DenseAlgo, Op, PoolKind, ResizeMode, Step, WeightLayout};
 use crate::ir::Graph;
 use crate::plan::{MemoryPlan, TensorLoc};
 use crate::select;
 use crate::weights::Weights;
 use cranelift_module::{FuncId, Module, ModuleError};
+use netc_runtime::kernels::conv_transpose::ConvTransposeDesc;
 use netc_runtime::kernels::desc::{self, GemmDesc};
 use netc_runtime::kernels::pool::{self, PoolDesc};
+use netc_runtime::kernels::resize::{self, ResizeDesc};
 use netc_runtime::kernels::{gemv, micro, mvec, winograd};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
@@ -92,18 +94,28 @@ pub(crate) struct NodeConsts {
     pub a: usize,
     /// Bias (conv/dense) or per-channel shift (batch norm); `None` if absent.
     pub b: Option<usize>,
-    pub desc: Option<GemmDesc>,
-    pub pool: Option<PoolDesc>,
+    /// The descriptor of the runtime call the node makes, if any.
+    pub call: Option<Descriptor>,
+}
+
+/// A runtime call's constant descriptor.
+#[derive(Clone, Debug)]
+pub(crate) enum Descriptor {
+    Gemm(GemmDesc),
+    Pool(PoolDesc),
+    Resize(ResizeDesc),
+    ConvTranspose(ConvTransposeDesc),
 }
 
 impl NodeConsts {
     /// The descriptor the runtime call reads, as bytes.
     pub(crate) fn descriptor(&self) -> Option<Vec<u8>> {
-        match (&self.desc, &self.pool) {
-            (Some(d), _) => Some(d.to_bytes()),
-            (None, Some(p)) => Some(p.to_bytes()),
-            (None, None) => None,
-        }
+        self.call.as_ref().map(|c| match c {
+            Descriptor::Gemm(d) => d.to_bytes(),
+            Descriptor::Pool(d) => d.to_bytes(),
+            Descriptor::Resize(d) => d.to_bytes(),
+            Descriptor::ConvTranspose(d) => d.to_bytes(),
+        })
     }
 }
 
@@ -196,8 +208,7 @@ pub fn lower(graph: Graph, memory: MemoryPlan, weights: &Weights) -> Result<Lowe
                     NodeConsts {
                         a,
                         b,
-                        desc: Some(d),
-                        pool: None,
+                        call: Some(Descriptor::Gemm(d)),
                     },
                 );
             }
@@ -247,8 +258,7 @@ pub fn lower(graph: Graph, memory: MemoryPlan, weights: &Weights) -> Result<Lowe
                     NodeConsts {
                         a,
                         b,
-                        desc: Some(d),
-                        pool: None,
+                        call: Some(Descriptor::Gemm(d)),
                     },
                 );
             }
@@ -317,7 +327,7 @@ pub fn lower(graph: Graph, memory: MemoryPlan, weights: &Weights) -> Result<Lowe
                 consts.insert(
                     n,
                     NodeConsts {
-                        pool: Some(d),
+                        call: Some(Descriptor::Pool(d)),
                         ..NodeConsts::default()
                     },
                 );
@@ -352,7 +362,76 @@ pub fn lower(graph: Graph, memory: MemoryPlan, weights: &Weights) -> Result<Lowe
                 consts.insert(
                     n,
                     NodeConsts {
-                        pool: Some(d),
+                        call: Some(Descriptor::Pool(d)),
+                        ..NodeConsts::default()
+                    },
+                );
+            }
+            // The weights stay in PyTorch's layout: the kernel reads them
+            // as they are.
+            Op::ConvTranspose(ct) => {
+                let w = param(n, "weight")?
+                    .ok_or_else(|| CodegenError::MissingWeight(format!("{}.weight", node.name)))?;
+                let a = push(&mut blob, w.data());
+                let b = param(n, "bias")?.map(|t| push(&mut blob, t.data()));
+                let input = &graph.g[operands[0]].shape.0;
+                let output = &node.shape.0;
+                let win = &ct.window;
+                let d = ConvTransposeDesc {
+                    batch: output[0] as u32,
+                    groups: ct.groups as u32,
+                    in_c: ct.in_channels as u32,
+                    h: input[2] as u32,
+                    w: input[3] as u32,
+                    out_c: ct.out_channels as u32,
+                    oh: output[2] as u32,
+                    ow: output[3] as u32,
+                    kh: win.kernel[0] as u32,
+                    kw: win.kernel[1] as u32,
+                    sh: win.stride[0] as u32,
+                    sw: win.stride[1] as u32,
+                    pt: win.pad[0] as u32,
+                    pl: win.pad[1] as u32,
+                    dh: win.dilation[0] as u32,
+                    dw: win.dilation[1] as u32,
+                    has_bias: u32::from(b.is_some()),
+                    x_bstride: plan.locs[&operands[0]].batch_stride as u64,
+                    out_bstride: plan.locs[&n].batch_stride as u64,
+                };
+                consts.insert(
+                    n,
+                    NodeConsts {
+                        a,
+                        b,
+                        call: Some(Descriptor::ConvTranspose(d)),
+                    },
+                );
+            }
+            Op::Resize { mode, .. } => {
+                let input = &graph.g[operands[0]].shape.0;
+                let output = &node.shape.0;
+                let (kind, align_corners) = match mode {
+                    ResizeMode::Nearest => (resize::RESIZE_NEAREST, false),
+                    ResizeMode::Bilinear { align_corners } => {
+                        (resize::RESIZE_BILINEAR, *align_corners)
+                    }
+                };
+                let d = ResizeDesc {
+                    mode: kind,
+                    align_corners: align_corners as u32,
+                    batch: output[0] as u32,
+                    channels: output[1] as u32,
+                    h: input[2] as u32,
+                    w: input[3] as u32,
+                    oh: output[2] as u32,
+                    ow: output[3] as u32,
+                    x_bstride: plan.locs[&operands[0]].batch_stride as u64,
+                    out_bstride: plan.locs[&n].batch_stride as u64,
+                };
+                consts.insert(
+                    n,
+                    NodeConsts {
+                        call: Some(Descriptor::Resize(d)),
                         ..NodeConsts::default()
                     },
                 );

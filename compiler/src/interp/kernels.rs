@@ -3,7 +3,9 @@
 //! so they favour being obviously right over being fast; only the outer
 //! loop of the two heavy ones (conv, dense) is spread over threads.
 
-use crate::ir::op::{Activation, Conv, Dense, Pool, PoolKind, Step, WeightLayout};
+use crate::ir::op::{
+    Activation, Conv, ConvTranspose, Dense, Pool, PoolKind, ResizeMode, Step, WeightLayout,
+};
 use netc_runtime::Tensor;
 use rayon::prelude::*;
 
@@ -379,6 +381,124 @@ pub fn add(xs: &[&Tensor]) -> Tensor {
             .for_each(|(a, b)| *a += b);
     }
     out
+}
+
+/// PyTorch's `ConvTranspose2d` by its definition: every input element
+/// scatters the kernel, scaled by it, onto the output at `stride` (f64
+/// accumulation), then the border `pad` is cropped.
+pub fn conv_transpose2d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    c: &ConvTranspose,
+    out_shape: &[usize],
+) -> Tensor {
+    let s = x.shape();
+    let (batch, h, wd) = (s[0], s[2], s[3]);
+    let (oh, ow) = (out_shape[2], out_shape[3]);
+    let (cin_g, cout_g) = (c.in_channels / c.groups, c.out_channels / c.groups);
+    let [kh, kw] = c.window.kernel;
+    let mut acc = vec![0.0f64; batch * c.out_channels * oh * ow];
+    for n in 0..batch {
+        for ic in 0..c.in_channels {
+            let g = ic / cin_g;
+            for iy in 0..h {
+                for ix in 0..wd {
+                    let v = x.data()[((n * c.in_channels + ic) * h + iy) * wd + ix] as f64;
+                    for ocg in 0..cout_g {
+                        let oc = g * cout_g + ocg;
+                        for ki in 0..kh {
+                            let y = (iy * c.window.stride[0] + ki * c.window.dilation[0]) as i64
+                                - c.window.pad[0] as i64;
+                            if y < 0 || y >= oh as i64 {
+                                continue;
+                            }
+                            for kj in 0..kw {
+                                let xo = (ix * c.window.stride[1] + kj * c.window.dilation[1])
+                                    as i64
+                                    - c.window.pad[1] as i64;
+                                if xo < 0 || xo >= ow as i64 {
+                                    continue;
+                                }
+                                let wv = w.data()[((ic * cout_g + ocg) * kh + ki) * kw + kj] as f64;
+                                acc[((n * c.out_channels + oc) * oh + y as usize) * ow
+                                    + xo as usize] += v * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let plane = oh * ow;
+    let data = acc
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let oc = i / plane % c.out_channels;
+            (v + bias.map_or(0.0, |b| b.data()[oc] as f64)) as f32
+        })
+        .collect();
+    match Tensor::new(out_shape.to_vec(), data) {
+        Ok(t) => t,
+        Err(e) => unreachable!("conv_transpose output built from its own shape: {e}"),
+    }
+}
+
+/// Every plane of an NCHW `x` resized to `size`, sampled as PyTorch's
+/// `F.interpolate` does (see [`ResizeMode`]); coordinates in f64.
+pub fn resize(x: &Tensor, size: [usize; 2], mode: ResizeMode) -> Tensor {
+    let s = x.shape();
+    let (h, w) = (s[2], s[3]);
+    // The source position of output `o` along an axis of `n` inputs
+    // resized to `m`: the two neighbours and the second's weight.
+    let source = |o: usize, n: usize, m: usize| -> (usize, usize, f64) {
+        match mode {
+            // PyTorch's index: exact for equal and doubled sizes, else
+            // the product with an f32 scale (not always the exact floor).
+            ResizeMode::Nearest => {
+                let i = if m == n {
+                    o
+                } else if m == 2 * n {
+                    o / 2
+                } else {
+                    (o as f32 * (n as f32 / m as f32)).floor() as usize
+                };
+                (i.min(n - 1), i.min(n - 1), 0.0)
+            }
+            ResizeMode::Bilinear { align_corners } => {
+                let p = if align_corners {
+                    if m > 1 {
+                        o as f64 * (n - 1) as f64 / (m - 1) as f64
+                    } else {
+                        0.0
+                    }
+                } else {
+                    ((o as f64 + 0.5) * n as f64 / m as f64 - 0.5).max(0.0)
+                };
+                let i = (p.floor() as usize).min(n - 1);
+                (i, (i + 1).min(n - 1), p - i as f64)
+            }
+        }
+    };
+    let planes = s[0] * s[1];
+    let mut data = Vec::with_capacity(planes * size[0] * size[1]);
+    for plane in x.data().chunks(h * w).take(planes) {
+        for y in 0..size[0] {
+            let (y0, y1, wy) = source(y, h, size[0]);
+            for xo in 0..size[1] {
+                let (x0, x1, wx) = source(xo, w, size[1]);
+                let at = |r: usize, c: usize| plane[r * w + c] as f64;
+                let top = at(y0, x0) * (1.0 - wx) + at(y0, x1) * wx;
+                let bottom = at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx;
+                data.push((top * (1.0 - wy) + bottom * wy) as f32);
+            }
+        }
+    }
+    match Tensor::new(vec![s[0], s[1], size[0], size[1]], data) {
+        Ok(t) => t,
+        Err(e) => unreachable!("resize output built from its own shape: {e}"),
+    }
 }
 
 /// `x · y`, with `y` either `x`'s shape or one value per (item, channel)

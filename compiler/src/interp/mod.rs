@@ -133,6 +133,9 @@ pub(crate) fn eval<'w>(
             );
             kernels::epilogue(y, &c.epilogue, &args[1..])
         }
+        Op::ConvTranspose(c) => {
+            kernels::conv_transpose2d(x, param("weight")?, optional(c.bias, "bias")?, c, out_shape)
+        }
         Op::Dense(d) => {
             let y = kernels::dense(x, param("weight")?, optional(d.bias, "bias")?, d);
             kernels::epilogue(y, &d.epilogue, &args[1..])
@@ -159,6 +162,7 @@ pub(crate) fn eval<'w>(
         Op::Slice { start, .. } => kernels::slice_channels(x, *start, out_shape),
         Op::Add => kernels::add(args),
         Op::Mul => kernels::mul(args),
+        Op::Resize { size, mode } => kernels::resize(x, *size, *mode),
         Op::Identity => x.clone(),
     })
 }

@@ -84,6 +84,7 @@ pub fn run(
                 continue;
             }
             Op::Conv(_)
+            | Op::ConvTranspose(_)
             | Op::BatchNorm { .. }
             | Op::Activation(_)
             | Op::Pool(_)
@@ -94,6 +95,7 @@ pub fn run(
             | Op::Softmax
             | Op::Add
             | Op::Mul
+            | Op::Resize { .. }
             | Op::Scale { .. } => {}
         }
         let args: Vec<Tensor> = operands

@@ -31,6 +31,7 @@ macro_rules! builtins {
 
 builtins! {
     Conv => "conv",
+    ConvTranspose => "conv_transpose",
     BatchNorm => "batchnorm",
     Relu => "relu",
     LeakyRelu => "leaky_relu",
@@ -39,10 +40,12 @@ builtins! {
     HardSigmoid => "hardsigmoid",
     HardSwish => "hardswish",
     Clip => "clip",
+    Silu => "silu",
     MaxPool => "maxpool",
     AvgPool => "avgpool",
     GlobalAvgPool => "global_avgpool",
     AdaptiveAvgPool => "adaptive_avgpool",
+    Resize => "resize",
     Dense => "dense",
     Flatten => "flatten",
     Dropout => "dropout",
@@ -98,6 +101,17 @@ impl Builtin {
                 opt!("bias"),
                 opt!("weight"),
             ],
+            Builtin::ConvTranspose => &[
+                req!("out"),
+                req!("kernel"),
+                opt!("stride"),
+                opt!("pad"),
+                opt!("output_padding"),
+                opt!("dilation"),
+                opt!("groups"),
+                opt!("bias"),
+                opt!("weight"),
+            ],
             Builtin::BatchNorm => &[
                 opt!("eps"),
                 opt!("weight"),
@@ -121,6 +135,12 @@ impl Builtin {
                 opt!("count_include_pad"),
             ],
             Builtin::AdaptiveAvgPool => &[req!("size")],
+            Builtin::Resize => &[
+                opt!("size"),
+                opt!("scale"),
+                opt!("mode"),
+                opt!("align_corners"),
+            ],
             Builtin::Dense => &[req!("out"), opt!("bias"), opt!("layout"), opt!("weight")],
             Builtin::Dropout => &[opt!("ratio"), opt!("inference")],
             Builtin::Scale => &[req!("factor")],
@@ -130,6 +150,7 @@ impl Builtin {
             | Builtin::Tanh
             | Builtin::HardSigmoid
             | Builtin::HardSwish
+            | Builtin::Silu
             | Builtin::GlobalAvgPool
             | Builtin::Flatten
             | Builtin::Softmax
@@ -145,6 +166,7 @@ impl Builtin {
         match self {
             Builtin::Add | Builtin::Concat | Builtin::Mul => true,
             Builtin::Conv
+            | Builtin::ConvTranspose
             | Builtin::BatchNorm
             | Builtin::Relu
             | Builtin::LeakyRelu
@@ -153,10 +175,12 @@ impl Builtin {
             | Builtin::HardSigmoid
             | Builtin::HardSwish
             | Builtin::Clip
+            | Builtin::Silu
             | Builtin::MaxPool
             | Builtin::AvgPool
             | Builtin::GlobalAvgPool
             | Builtin::AdaptiveAvgPool
+            | Builtin::Resize
             | Builtin::Dense
             | Builtin::Flatten
             | Builtin::Dropout

@@ -50,6 +50,8 @@ pub enum Activation {
     HardSwish,
     /// `min(max(x, lo), hi)`; ReLU6 is `Clip(0, 6)`.
     Clip(f32, f32),
+    /// PyTorch's `SiLU` (swish): `x · sigmoid(x)`.
+    Silu,
 }
 
 impl Activation {
@@ -68,6 +70,7 @@ impl Activation {
             Activation::HardSigmoid => hard_sigmoid(x),
             Activation::HardSwish => x * hard_sigmoid(x),
             Activation::Clip(lo, hi) => x.max(lo).min(hi),
+            Activation::Silu => x / (1.0 + (-x).exp()),
         }
     }
 
@@ -80,6 +83,7 @@ impl Activation {
             Activation::HardSigmoid => "hardsigmoid",
             Activation::HardSwish => "hardswish",
             Activation::Clip(..) => "clip",
+            Activation::Silu => "silu",
         }
     }
 }
@@ -275,6 +279,31 @@ fn describe_epilogue(epilogue: &[Step]) -> String {
         .collect()
 }
 
+/// PyTorch's `ConvTranspose2d`: each input scatters the kernel over the
+/// output at `stride`; `window.pad` is cropped from the output's border
+/// and `output_padding` added to its bottom and right.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConvTranspose {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub window: Window,
+    pub output_padding: [usize; 2],
+    pub groups: usize,
+    pub bias: bool,
+}
+
+impl ConvTranspose {
+    /// Output extent along `axis` for an input extent `input`:
+    /// `(input − 1)·stride − pads + dilation·(kernel − 1) + output_padding + 1`.
+    pub fn out_extent(&self, axis: usize, input: usize) -> i64 {
+        let w = &self.window;
+        (input as i64 - 1) * w.stride[axis] as i64 - (w.pad[axis] + w.pad[axis + 2]) as i64
+            + (w.dilation[axis] * (w.kernel[axis] - 1)) as i64
+            + self.output_padding[axis] as i64
+            + 1
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum PoolKind {
     Max,
@@ -288,6 +317,15 @@ pub struct Pool {
     pub ceil: bool,
     /// Average pooling only: divide by the full window including padding.
     pub count_include_pad: bool,
+}
+
+/// How `resize` samples its input (PyTorch's `F.interpolate` modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ResizeMode {
+    /// `mode="nearest"`: source index `⌊o · in / out⌋`.
+    Nearest,
+    /// `mode="bilinear"`, with or without `align_corners`.
+    Bilinear { align_corners: bool },
 }
 
 /// How a dense layer's weight matrix is stored.
@@ -312,6 +350,7 @@ pub struct Dense {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum Op {
     Conv(Conv),
+    ConvTranspose(ConvTranspose),
     BatchNorm {
         channels: usize,
         eps: f32,
@@ -336,6 +375,11 @@ pub enum Op {
     Concat,
     /// Elementwise sum of all inputs.
     Add,
+    /// Every plane resized to `size` (height, width).
+    Resize {
+        size: [usize; 2],
+        mode: ResizeMode,
+    },
     /// Elementwise product of two inputs; the second may also be one value
     /// per (item, channel), `[N, C, 1, 1]`, broadcast over the plane
     /// (squeeze-and-excitation's gate).
@@ -406,6 +450,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Conv(_) => "conv",
+            Op::ConvTranspose(_) => "conv_transpose",
             Op::BatchNorm { .. } => "batchnorm",
             Op::Activation(a) => a.name(),
             Op::Pool(p) if p.kind == PoolKind::Max => "maxpool",
@@ -419,6 +464,7 @@ impl Op {
             Op::Concat => "concat",
             Op::Add => "add",
             Op::Mul => "mul",
+            Op::Resize { .. } => "resize",
             Op::Scale { .. } => "scale",
             Op::Slice { .. } => "slice",
             Op::Identity => "identity",
@@ -446,6 +492,17 @@ impl Op {
                 }
                 s
             }
+            Op::ConvTranspose(c) => {
+                let w = &c.window;
+                let mut s = format!(
+                    "conv_transpose {}x{} *{}",
+                    w.kernel[0], w.kernel[1], w.stride[0]
+                );
+                if c.groups != 1 {
+                    s += &format!(" g{}", c.groups);
+                }
+                s
+            }
             Op::Pool(p) => format!(
                 "{} {}x{} /{}{}",
                 self.name(),
@@ -467,6 +524,20 @@ impl Op {
                 s
             }
             Op::Slice { start, len } => format!("slice {start}..{}", start + len),
+            Op::Resize { size, mode } => format!(
+                "resize {}x{} {}",
+                size[0],
+                size[1],
+                match mode {
+                    ResizeMode::Nearest => "nearest",
+                    ResizeMode::Bilinear {
+                        align_corners: false,
+                    } => "bilinear",
+                    ResizeMode::Bilinear {
+                        align_corners: true,
+                    } => "bilinear align_corners",
+                }
+            ),
             Op::BatchNorm { .. }
             | Op::Activation(_)
             | Op::GlobalAvgPool
@@ -488,7 +559,8 @@ impl Op {
         match self {
             Op::Conv(c) => &c.epilogue,
             Op::Dense(d) => &d.epilogue,
-            Op::BatchNorm { .. }
+            Op::ConvTranspose(_)
+            | Op::BatchNorm { .. }
             | Op::Activation(_)
             | Op::Pool(_)
             | Op::GlobalAvgPool
@@ -499,6 +571,7 @@ impl Op {
             | Op::Concat
             | Op::Add
             | Op::Mul
+            | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }
             | Op::Identity => &[],
@@ -513,6 +586,7 @@ impl Op {
                 Memory::Elementwise
             }
             Op::Conv(_)
+            | Op::ConvTranspose(_)
             | Op::Pool(_)
             | Op::GlobalAvgPool
             | Op::AdaptiveAvgPool { .. }
@@ -520,7 +594,8 @@ impl Op {
             | Op::Softmax
             | Op::Concat
             | Op::Add
-            | Op::Mul => Memory::Fresh,
+            | Op::Mul
+            | Op::Resize { .. } => Memory::Fresh,
         }
     }
 
@@ -539,6 +614,18 @@ impl Op {
         let first = (*operands.first()?)?;
         match self {
             Op::Conv(c) => Some(first.grow(c.window.kernel, c.window.stride, c.window.dilation)),
+            // An output reads ⌈k·d / s⌉ inputs per axis, its neighbours
+            // are 1/s of an input apart (kept whole, as for `resize`).
+            Op::ConvTranspose(c) => {
+                let w = &c.window;
+                let mut rf = first;
+                for a in 0..2 {
+                    let taps = (w.dilation[a] * (w.kernel[a] - 1) + 1).div_ceil(w.stride[a]) as u64;
+                    rf.size[a] = first.size[a] + taps.saturating_sub(1) * first.jump[a];
+                    rf.jump[a] = (first.jump[a] / w.stride[a] as u64).max(1);
+                }
+                Some(rf)
+            }
             Op::Pool(p) => Some(first.grow(p.window.kernel, p.window.stride, p.window.dilation)),
             // One window over the whole plane.
             Op::GlobalAvgPool => {
@@ -550,6 +637,20 @@ impl Op {
                 let (h, w) = (*input.0.get(2)?, *input.0.get(3)?);
                 let k = [h.div_ceil(output[0]), w.div_ceil(output[1])];
                 Some(first.grow(k, k, [1, 1]))
+            }
+            // Each output reads one input (nearest) or two neighbours
+            // (bilinear) per axis; the jump scales by in/out, kept whole
+            // (an upsampled map's outputs are closer than an input apart).
+            Op::Resize { size, mode } => {
+                let mut rf = first;
+                for (a, &out) in size.iter().enumerate() {
+                    let input = *input.0.get(2 + a)? as u64;
+                    if matches!(mode, ResizeMode::Bilinear { .. }) {
+                        rf.size[a] += first.jump[a];
+                    }
+                    rf.jump[a] = (first.jump[a] * input / out as u64).max(1);
+                }
+                Some(rf)
             }
             Op::Flatten | Op::Dense(_) => None,
             Op::Concat | Op::Add | Op::Mul => operands[1..].iter().try_fold(first, |acc, rf| {
@@ -582,6 +683,17 @@ impl Op {
                 let mut v = vec![learn(
                     "weight",
                     vec![c.out_channels, c.in_channels / c.groups, k[0], k[1]],
+                )];
+                if c.bias {
+                    v.push(learn("bias", vec![c.out_channels]));
+                }
+                v
+            }
+            Op::ConvTranspose(c) => {
+                let k = c.window.kernel;
+                let mut v = vec![learn(
+                    "weight",
+                    vec![c.in_channels, c.out_channels / c.groups, k[0], k[1]],
                 )];
                 if c.bias {
                     v.push(learn("bias", vec![c.out_channels]));
@@ -623,6 +735,7 @@ impl Op {
             | Op::Concat
             | Op::Add
             | Op::Mul
+            | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }
             | Op::Identity => Vec::new(),
@@ -673,6 +786,28 @@ impl Op {
                 }
                 Ok(Shape(vec![n, c.out_channels, oh / 2, ow / 2]))
             }
+            Op::ConvTranspose(c) => {
+                let [n, ch, h, w] = nchw(first)?;
+                if ch != c.in_channels {
+                    return Err(ShapeError::Channels {
+                        op: name,
+                        expected: c.in_channels,
+                        found: ch,
+                    });
+                }
+                let (oh, ow) = (c.out_extent(0, h), c.out_extent(1, w));
+                for (axis, size, input) in [("height", oh, h), ("width", ow, w)] {
+                    if size < 1 {
+                        return Err(ShapeError::Empty {
+                            op: name,
+                            axis,
+                            size,
+                            input,
+                        });
+                    }
+                }
+                Ok(Shape(vec![n, c.out_channels, oh as usize, ow as usize]))
+            }
             Op::Pool(p) => {
                 let [n, ch, h, w] = nchw(first)?;
                 let [oh, ow] = p.window.output_hw(name, h, w, p.ceil)?;
@@ -681,6 +816,16 @@ impl Op {
             Op::GlobalAvgPool => {
                 let [n, ch, _, _] = nchw(first)?;
                 Ok(Shape(vec![n, ch, 1, 1]))
+            }
+            Op::Resize { size, .. } => {
+                let [n, ch, _, _] = nchw(first)?;
+                if size.contains(&0) {
+                    return Err(ShapeError::Invalid(format!(
+                        "resize to {}x{}: sizes must be at least 1",
+                        size[0], size[1]
+                    )));
+                }
+                Ok(Shape(vec![n, ch, size[0], size[1]]))
             }
             Op::AdaptiveAvgPool { output } => {
                 let [n, ch, _, _] = nchw(first)?;
@@ -817,6 +962,15 @@ impl Op {
                 computed * (c.in_channels / c.groups * k[0] * k[1]) as u64
             }
             Op::Dense(d) => out * d.in_features as u64,
+            // Every output reads about k²/s² inputs of each channel of its
+            // group: counted as PyTorch's profilers do, per input element.
+            Op::ConvTranspose(c) => {
+                let k = c.window.kernel;
+                let inputs = out / (c.out_channels as u64).max(1) * c.in_channels as u64;
+                let per_input = (c.out_channels / c.groups * k[0] * k[1]) as u64;
+                let stride = (c.window.stride[0] * c.window.stride[1]) as u64;
+                inputs * per_input / stride.max(1)
+            }
             Op::BatchNorm { .. }
             | Op::Activation(_)
             | Op::Pool(_)
@@ -828,6 +982,7 @@ impl Op {
             | Op::Concat
             | Op::Add
             | Op::Mul
+            | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }
             | Op::Identity => 0,

@@ -1,4 +1,4 @@
-//! Graph IR → ONNX (opset 17).
+//! Graph IR → ONNX (opset 18).
 //!
 //! Contract: takes an *unoptimised* graph (fused epilogues and in-place
 //! concat slots are netc's own and have no single ONNX node) and its bound
@@ -10,14 +10,14 @@
 use super::proto::*;
 use super::OnnxError;
 use crate::ir::graph::{Graph, NodeKind};
-use crate::ir::op::{Activation, Op, Pool, PoolKind, WeightLayout, Window};
+use crate::ir::op::{Activation, Op, Pool, PoolKind, ResizeMode, WeightLayout, Window};
 use crate::weights::Weights;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::NodeIndexable;
 use std::collections::HashSet;
 
-pub const OPSET: i64 = 17;
-/// The IR version ONNX pairs with opset 17.
+pub const OPSET: i64 = 18;
+/// The IR version ONNX pairs with opset 18.
 pub const IR_VERSION: i64 = 8;
 
 /// How the exported model's batch dimension is written.
@@ -43,6 +43,15 @@ fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
         name: Some(name.into()),
         r#type: Some(AttributeType::Ints as i32),
         ints: v.iter().map(|&x| x as i64).collect(),
+        ..Default::default()
+    }
+}
+
+fn attr_string(name: &str, s: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::String as i32),
+        s: Some(s.as_bytes().to_vec()),
         ..Default::default()
     }
 }
@@ -253,6 +262,17 @@ impl Exporter<'_> {
                 attrs.push(attr_int("group", c.groups as i64));
                 self.node("Conv", &name, ins, out, attrs);
             }
+            Op::ConvTranspose(c) => {
+                let mut ins = inputs;
+                ins.push(self.param(n, "weight")?);
+                if c.bias {
+                    ins.push(self.param(n, "bias")?);
+                }
+                let mut attrs = window_attrs(&c.window, true);
+                attrs.push(attr_int("group", c.groups as i64));
+                attrs.push(attr_ints("output_padding", &c.output_padding));
+                self.node("ConvTranspose", &name, ins, out, attrs);
+            }
             Op::BatchNorm { eps, .. } => {
                 let mut ins = inputs;
                 for role in ["weight", "bias", "running_mean", "running_var"] {
@@ -281,6 +301,14 @@ impl Exporter<'_> {
                         vec![attr_float("alpha", 1.0 / 6.0), attr_float("beta", 0.5)],
                     ),
                     Activation::HardSwish => ("HardSwish", vec![]),
+                    // No SiLU op before opset 24: `x · Sigmoid(x)`, the
+                    // pattern PyTorch exports (and netc imports as `mul`).
+                    Activation::Silu => {
+                        let gate = self.fresh(&format!("{name}.sigmoid"));
+                        self.node("Sigmoid", &gate, inputs.clone(), &gate, vec![]);
+                        inputs.push(gate);
+                        ("Mul", vec![])
+                    }
                     // Since opset 11 the bounds are inputs, not attributes.
                     Activation::Clip(lo, hi) => {
                         inputs.push(self.scalar(&format!("{name}.min"), *lo));
@@ -359,6 +387,34 @@ impl Exporter<'_> {
             Op::Add => self.node("Sum", &name, inputs, out, vec![]),
             // ONNX broadcasts `[N, C, 1, 1]` over the plane as netc does.
             Op::Mul => self.node("Mul", &name, inputs, out, vec![]),
+            // Sizes of the two spatial axes only (opset 18's `axes`), so a
+            // symbolic batch stays symbolic.
+            Op::Resize { size, mode } => {
+                let sizes = self.fresh(&format!("{name}.sizes"));
+                self.initializers
+                    .push(int64_tensor(&sizes, &[size[0] as i64, size[1] as i64]));
+                let mut ins = inputs;
+                ins.extend([String::new(), String::new(), sizes]);
+                let (onnx_mode, transform) = match mode {
+                    ResizeMode::Nearest => ("nearest", "asymmetric"),
+                    // `half_pixel`, not ONNX's `pytorch_half_pixel`: that
+                    // one reads position 0 for an output of one, where
+                    // PyTorch (and `half_pixel`) read the centre.
+                    ResizeMode::Bilinear {
+                        align_corners: false,
+                    } => ("linear", "half_pixel"),
+                    ResizeMode::Bilinear {
+                        align_corners: true,
+                    } => ("linear", "align_corners"),
+                };
+                let attrs = vec![
+                    attr_ints("axes", &[2, 3]),
+                    attr_string("mode", onnx_mode),
+                    attr_string("coordinate_transformation_mode", transform),
+                    attr_string("nearest_mode", "floor"),
+                ];
+                self.node("Resize", &name, ins, out, attrs);
+            }
             Op::Slice { start, len } => {
                 let mut ins = inputs;
                 for (what, v) in [("starts", *start), ("ends", start + len), ("axes", 1)] {

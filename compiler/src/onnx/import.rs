@@ -14,7 +14,8 @@ use super::OnnxError;
 use crate::check::{self, CheckOptions};
 use crate::ir::builtin::Builtin;
 use crate::ir::op::{
-    Activation, Conv, ConvAlgo, Dense, DenseAlgo, Op, Pool, PoolKind, WeightLayout, Window,
+    Activation, Conv, ConvAlgo, ConvTranspose, Dense, DenseAlgo, Op, Pool, PoolKind, ResizeMode,
+    WeightLayout, Window,
 };
 use crate::ir::shape::Shape;
 use netc_runtime::Tensor;
@@ -24,6 +25,7 @@ use std::fmt::Write as _;
 /// The ONNX operators the importer understands.
 pub const SUPPORTED: &[&str] = &[
     "Conv",
+    "ConvTranspose",
     "BatchNormalization",
     "Relu",
     "LeakyRelu",
@@ -35,6 +37,7 @@ pub const SUPPORTED: &[&str] = &[
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
+    "Resize",
     "Gemm",
     "MatMul",
     "Flatten",
@@ -391,6 +394,20 @@ fn layer_text(op: &Op, keys: &[(&str, String)]) -> String {
                 args.push("bias: false".into());
             }
         }
+        Op::ConvTranspose(c) => {
+            args.push(c.out_channels.to_string());
+            args.push(pair_text(c.window.kernel));
+            window(&mut args, &c.window, [1, 1]);
+            if c.output_padding != [0, 0] {
+                args.push(format!("output_padding: {}", pair_text(c.output_padding)));
+            }
+            if c.groups != 1 {
+                args.push(format!("groups: {}", c.groups));
+            }
+            if !c.bias {
+                args.push("bias: false".into());
+            }
+        }
         Op::BatchNorm { eps, .. } if *eps != 1e-5 => {
             args.push(format!("eps: {}", float_text(*eps)));
         }
@@ -422,6 +439,17 @@ fn layer_text(op: &Op, keys: &[(&str, String)]) -> String {
         }
         Op::Scale { factor } => args.push(float_text(*factor)),
         Op::AdaptiveAvgPool { output } => args.push(pair_text(*output)),
+        Op::Resize { size, mode } => {
+            args.push(format!("size: {}", pair_text(*size)));
+            match mode {
+                ResizeMode::Nearest => args.push("mode: \"nearest\"".into()),
+                ResizeMode::Bilinear { align_corners } => {
+                    if *align_corners {
+                        args.push("align_corners: true".into());
+                    }
+                }
+            }
+        }
         Op::Dropout { ratio, scale } => {
             args.push(format!("ratio: {}", float_text(*ratio)));
             if *scale != 1.0 {
@@ -790,6 +818,65 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
             }
             emit(im, op, &x, keys, Some(&wname))?;
         }
+        "ConvTranspose" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            let w = float_const(im, 1, "weight")?;
+            let [in_ch, per_group, kh, kw] = w.shape()[..] else {
+                return Err(fail(format!(
+                    "weight has shape {}; netc convolutions are 2-D",
+                    w.shape_string()
+                )));
+            };
+            if let Some(p) = attrs.string("auto_pad").filter(|p| p != "NOTSET") {
+                return Err(fail(format!(
+                    "auto_pad `{p}` is not supported; export with explicit pads"
+                )));
+            }
+            if attrs.get("output_shape").is_some() {
+                return Err(fail(
+                    "`output_shape` is not supported; export with pads and output_padding".into(),
+                ));
+            }
+            let kernel = attrs.extents("kernel_shape", 2, 1, vec![kh, kw])?;
+            if kernel != [kh, kw] {
+                return Err(fail(format!(
+                    "kernel_shape {kernel:?} disagrees with the weight's {kh}x{kw}"
+                )));
+            }
+            let stride = attrs.extents("strides", 2, 1, vec![1, 1])?;
+            let dilation = attrs.extents("dilations", 2, 1, vec![1, 1])?;
+            let pad = attrs.extents("pads", 4, 0, vec![0; 4])?;
+            let output_padding = attrs.extents("output_padding", 2, 0, vec![0, 0])?;
+            let groups = attrs.int("group", 1);
+            attrs.finish(&[])?;
+            if !(1..=MAX_EXTENT).contains(&groups) {
+                return Err(fail(format!("group {groups} is out of range")));
+            }
+            let groups = groups as usize;
+            let bias = match input(2) {
+                Some(_) => Some(float_const(im, 2, "bias")?),
+                None => None,
+            };
+            let op = Op::ConvTranspose(ConvTranspose {
+                in_channels: in_ch,
+                out_channels: per_group * groups,
+                window: Window {
+                    kernel: [kh, kw],
+                    stride: [stride[0], stride[1]],
+                    pad: [pad[0], pad[1], pad[2], pad[3]],
+                    dilation: [dilation[0], dilation[1]],
+                },
+                output_padding: [output_padding[0], output_padding[1]],
+                groups,
+                bias: bias.is_some(),
+            });
+            let wname = need(1)?;
+            let mut keys = vec![("weight", im.param(&wname, w).map_err(&fail)?)];
+            if let (Some(b), Some(bname)) = (bias, input(2)) {
+                keys.push(("bias", im.param(&bname, b).map_err(&fail)?));
+            }
+            emit(im, op, &x, keys, Some(&wname))?;
+        }
         "BatchNormalization" => {
             let x = im.value(&need(0)?, &node_name, &op_type)?;
             let eps = attrs.float("epsilon", 1e-5);
@@ -877,6 +964,92 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
             emit(
                 im,
                 Op::Activation(Activation::Clip(lo, hi)),
+                &x,
+                vec![],
+                None,
+            )?;
+        }
+        "Resize" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            let [_, _, h, w] = x.shape.dims()[..] else {
+                return Err(fail(format!("input of shape {} is not NCHW", x.shape)));
+            };
+            let mode = attrs.string("mode").unwrap_or_else(|| "nearest".into());
+            let transform = attrs
+                .string("coordinate_transformation_mode")
+                .unwrap_or_else(|| "half_pixel".into());
+            let nearest = attrs
+                .string("nearest_mode")
+                .unwrap_or_else(|| "round_prefer_floor".into());
+            let axes = attrs.get("axes").map(|a| a.ints.clone());
+            for (key, default) in [("antialias", 0), ("exclude_outside", 0)] {
+                if attrs.int(key, default) != default {
+                    return Err(fail(format!("`{key}` is not supported")));
+                }
+            }
+            attrs.finish(&[
+                "cubic_coeff_a",
+                "extrapolation_value",
+                "keep_aspect_ratio_policy",
+            ])?;
+            // Sizes (input 3) or scales (input 2), over all four axes or
+            // the two spatial ones (`axes`, opset 18).
+            let spatial = |v: &[f64]| -> Result<[f64; 2], OnnxError> {
+                match (v, axes.as_deref()) {
+                    ([n, c, sh, sw], None) if *n == 1.0 && *c == 1.0 => Ok([*sh, *sw]),
+                    ([sh, sw], Some([2, 3])) => Ok([*sh, *sw]),
+                    _ => Err(fail(format!(
+                        "resizing {v:?} over axes {axes:?}: only the two spatial axes can be resized"
+                    ))),
+                }
+            };
+            let size = if let Some(name) = input(3) {
+                let Some(Const::Int(v)) = im.consts.get(&name) else {
+                    return Err(fail("`sizes` must be a constant".into()));
+                };
+                let v: Vec<f64> = v.iter().map(|&s| s as f64).collect();
+                let [sh, sw] = match (v.as_slice(), axes.as_deref()) {
+                    ([_, _, sh, sw], None) => [*sh, *sw],
+                    _ => spatial(&v)?,
+                };
+                [sh, sw]
+            } else {
+                let scales = float_const(im, 2, "scales")?;
+                let v: Vec<f64> = scales.data().iter().map(|&s| s as f64).collect();
+                let [sh, sw] = spatial(&v)?;
+                [(h as f64 * sh).floor(), (w as f64 * sw).floor()]
+            };
+            if !size.iter().all(|&s| (1.0..=MAX_EXTENT as f64).contains(&s)) {
+                return Err(fail(format!("output size {size:?} is out of range")));
+            }
+            let size = [size[0] as usize, size[1] as usize];
+            let resize_mode = match (mode.as_str(), transform.as_str(), nearest.as_str()) {
+                ("nearest", "asymmetric", "floor") => ResizeMode::Nearest,
+                ("linear", "half_pixel", _) => ResizeMode::Bilinear {
+                    align_corners: false,
+                },
+                // Reads position 0 for an output of one, where PyTorch's
+                // resize reads the centre; the same otherwise.
+                ("linear", "pytorch_half_pixel", _) if size.iter().all(|&s| s > 1) => {
+                    ResizeMode::Bilinear {
+                        align_corners: false,
+                    }
+                }
+                ("linear", "align_corners", _) => ResizeMode::Bilinear {
+                    align_corners: true,
+                },
+                _ => {
+                    return Err(fail(format!(
+                        "mode `{mode}` with coordinate_transformation_mode `{transform}` (nearest_mode `{nearest}`) is not supported; netc resizes as PyTorch does: nearest (asymmetric, floor) or bilinear (half_pixel, pytorch_half_pixel to sizes above 1, or align_corners)"
+                    )))
+                }
+            };
+            emit(
+                im,
+                Op::Resize {
+                    size,
+                    mode: resize_mode,
+                },
                 &x,
                 vec![],
                 None,

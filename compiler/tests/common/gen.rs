@@ -49,6 +49,22 @@ pub enum Step {
         reduce: usize,
         plane: bool,
     },
+    /// `resize`: nearest ×2, or bilinear to `(num/den)` of each side,
+    /// maybe with `align_corners`.
+    Resize {
+        nearest: bool,
+        num: usize,
+        align_corners: bool,
+    },
+    /// `conv_transpose(out, kernel, stride, pad, output_padding, groups)`.
+    ConvTranspose {
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        output_padding: bool,
+        grouped: bool,
+    },
     /// Inception-like 1x1 siblings (out, batchnorm, relu), maybe a pool.
     Branches {
         convs: Vec<(usize, bool, bool)>,
@@ -84,7 +100,7 @@ pub struct Spec {
 }
 
 const KERNELS: [usize; 8] = [1, 1, 2, 3, 3, 5, 7, 11];
-const ACTIVATIONS: [&str; 8] = [
+const ACTIVATIONS: [&str; 9] = [
     "relu",
     "relu",
     "leaky_relu(0.1)",
@@ -93,6 +109,7 @@ const ACTIVATIONS: [&str; 8] = [
     "hardsigmoid",
     "hardswish",
     "clip(0, 6)",
+    "silu",
 ];
 
 fn step() -> impl Strategy<Value = Step> {
@@ -155,6 +172,30 @@ fn step() -> impl Strategy<Value = Step> {
         .prop_map(|(convs, pool)| Step::Branches { convs, pool });
     let gate = (1..=8usize, prop::bool::weighted(0.3))
         .prop_map(|(reduce, plane)| Step::Gate { reduce, plane });
+    let conv_transpose = (
+        (1..=8usize, 1..=4usize, 1..=3usize),
+        (0..=2usize, any::<bool>(), prop::bool::weighted(0.3)),
+    )
+        .prop_map(|((out, kernel, stride), (pad, output_padding, grouped))| {
+            Step::ConvTranspose {
+                out,
+                kernel,
+                stride,
+                pad,
+                output_padding,
+                grouped,
+            }
+        });
+    let resize = (
+        prop::bool::weighted(0.3),
+        1..=8usize,
+        prop::bool::weighted(0.3),
+    )
+        .prop_map(|(nearest, num, align_corners)| Step::Resize {
+            nearest,
+            num,
+            align_corners,
+        });
     // Simplest first: proptest shrinks a union towards its first arm.
     prop_oneof![
         1 => Just(Step::Scale),
@@ -164,6 +205,8 @@ fn step() -> impl Strategy<Value = Step> {
         3 => skip,
         3 => branches,
         2 => gate,
+        2 => resize,
+        2 => conv_transpose,
     ]
 }
 
@@ -359,6 +402,64 @@ impl Render {
                     )
                 };
                 self.bind(e, x.c, x.h, x.w)
+            }
+            Step::ConvTranspose {
+                out,
+                kernel,
+                stride,
+                pad,
+                output_padding,
+                grouped,
+            } => {
+                let k = *kernel;
+                // Sides stay at most 32 (or what they were): stride 1 when
+                // the stride would grow them past that.
+                let side = x.h.max(x.w);
+                let s = if (side - 1) * stride + k > 32.max(side) {
+                    1
+                } else {
+                    *stride
+                };
+                let p = (*pad).min((k - 1) / 2);
+                let op = usize::from(*output_padding && s > 1);
+                let size = |n: usize| (n - 1) * s + k + op - 2 * p;
+                let (groups, out) = if *grouped && x.c.is_multiple_of(2) {
+                    (2, 2 * (1 + out % 4))
+                } else {
+                    (1, *out)
+                };
+                let e = format!(
+                    "{} -> conv_transpose({out}, {k}, stride: {s}, pad: {p}, output_padding: {op}, groups: {groups})",
+                    x.name
+                );
+                self.bind(e, out, size(x.h), size(x.w))
+            }
+            Step::Resize {
+                nearest,
+                num,
+                align_corners,
+            } => {
+                // Nearest only doubles (PyTorch's and ONNX Runtime's f32
+                // index arithmetic agree exactly there); bilinear goes to
+                // num/4 of each side, from a quarter to twice.
+                // Sides stay at most 32 (or what they were), so chains of
+                // upsampling keep the reference interpreter quick.
+                let side = x.h.max(x.w);
+                if *nearest && 2 * side <= 32 {
+                    let e = format!("{} -> resize(scale: 2, mode: \"nearest\")", x.name);
+                    return self.bind(e, x.c, 2 * x.h, 2 * x.w);
+                }
+                let num = if side * num / 4 > 32.max(side) {
+                    4
+                } else {
+                    *num
+                };
+                let (oh, ow) = ((x.h * num / 4).max(1), (x.w * num / 4).max(1));
+                let e = format!(
+                    "{} -> resize(size: [{oh}, {ow}], align_corners: {align_corners})",
+                    x.name
+                );
+                self.bind(e, x.c, oh, ow)
             }
             Step::Skip { batchnorm, relu } => {
                 let bn = if *batchnorm { ", batchnorm" } else { "" };

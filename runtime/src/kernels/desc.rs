@@ -43,6 +43,8 @@ pub const STEP_HARDSIGMOID: u32 = 6;
 pub const STEP_HARDSWISH: u32 = 7;
 /// `min(max(x, alpha), beta)` with the step's `alpha` and `beta`.
 pub const STEP_CLIP: u32 = 8;
+/// `x · sigmoid(x)`.
+pub const STEP_SILU: u32 = 9;
 
 pub const MAX_STEPS: usize = 8;
 pub const MAX_RESIDUALS: usize = 4;

@@ -2,6 +2,7 @@
 //! graph's control flow, addresses and simple loops; the heavy loops live
 //! here, written with `std::arch` and chosen by CPU feature at run time.
 
+pub mod conv_transpose;
 pub mod desc;
 pub mod dispatch;
 pub mod gemm;
@@ -11,6 +12,7 @@ pub mod mvec;
 pub mod packed;
 pub mod planes;
 pub mod pool;
+pub mod resize;
 pub mod schedule;
 pub mod simple;
 pub mod stencil;
@@ -50,7 +52,7 @@ pub mod testing {
     //! What the kernels' tests share.
     use super::desc::{
         GemmDesc, KIND_IM2COL, STEP_ADD, STEP_CLIP, STEP_HARDSIGMOID, STEP_HARDSWISH, STEP_LEAKY,
-        STEP_RELU, STEP_SIGMOID, STEP_TANH,
+        STEP_RELU, STEP_SIGMOID, STEP_SILU, STEP_TANH,
     };
 
     /// Deterministic test data in [-1, 1).
@@ -123,6 +125,7 @@ pub mod testing {
                                 STEP_HARDSIGMOID => (v + 3.0).clamp(0.0, 6.0) / 6.0,
                                 STEP_HARDSWISH => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
                                 STEP_CLIP => v.clamp(d.alpha[s], d.beta[s]),
+                                STEP_SILU => v / (1.0 + (-v).exp()),
                                 _ => v,
                             };
                         }

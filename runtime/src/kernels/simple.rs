@@ -1,9 +1,11 @@
 //! Small kernels for ops that need `exp`/`tanh` (not available as a
-//! Cranelift instruction).
+//! Cranelift instruction). Unknown unary codes compute `tanh`: the code
+//! generator only emits the codes below.
 
 /// Unary op codes for [`unary`].
 pub const UNARY_SIGMOID: u32 = 0;
 pub const UNARY_TANH: u32 = 1;
+pub const UNARY_SILU: u32 = 2;
 
 /// `dst[i] = f(src[i])` for `len` contiguous floats (may be in place).
 ///
@@ -14,6 +16,7 @@ pub unsafe fn unary(code: u32, src: *const f32, dst: *mut f32, len: usize) {
         let v = *src.add(i);
         *dst.add(i) = match code {
             UNARY_SIGMOID => 1.0 / (1.0 + (-v).exp()),
+            UNARY_SILU => v / (1.0 + (-v).exp()),
             _ => v.tanh(),
         };
     }

@@ -35,6 +35,7 @@ pub(crate) fn act(step: u32, alpha: f32, beta: f32, v: f32) -> f32 {
         STEP_HARDSIGMOID => (v + 3.0).clamp(0.0, 6.0) / 6.0,
         STEP_HARDSWISH => v * ((v + 3.0).clamp(0.0, 6.0) / 6.0),
         STEP_CLIP => v.max(alpha).min(beta),
+        STEP_SILU => v / (1.0 + (-v).exp()),
         _ => v,
     }
 }
