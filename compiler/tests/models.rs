@@ -20,7 +20,9 @@ fn check(model: &str, batch: usize) -> check::Network {
     }
 }
 
-/// (model, learnable params, published conv+dense GMACs)
+/// (model, learnable params, published conv+dense GMACs at the model's
+/// input size: 224×224, or 520×520 for the segmentation models, whose
+/// figures are `shared/reference/torchvision/*.facts`)
 const TORCHVISION: &[(&str, u64, f64)] = &[
     ("alexnet", 61_100_840, 0.71),
     ("vgg16", 138_357_544, 15.47),
@@ -29,6 +31,7 @@ const TORCHVISION: &[(&str, u64, f64)] = &[
     ("resnet34", 21_797_672, 3.66),
     ("resnet50", 25_557_032, 4.09),
     ("resnet101", 44_549_160, 7.80),
+    ("fcn_resnet50", 35_322_218, 152.717),
 ];
 
 #[test]
@@ -62,6 +65,36 @@ fn totals_match_published_numbers() {
             "{model}: {got:.3} GMACs vs published {gmacs}"
         );
     }
+}
+
+/// The facts files give MACs to the multiply: FCN's match exactly, and
+/// its two outputs are per-pixel scores at the input's size, the backbone
+/// at output stride 8.
+#[test]
+fn fcn_resnet50_matches_its_facts_and_predicts_every_pixel() {
+    let facts =
+        std::fs::read_to_string(root().join("../shared/reference/torchvision/fcn_resnet50.facts"))
+            .expect("fcn_resnet50.facts");
+    let fact = |key: &str| -> u64 {
+        facts
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in the facts"))
+    };
+    let net = check("fcn_resnet50", 1);
+    assert_eq!(net.learnable_params(), fact("params"));
+    assert_eq!(net.macs(), fact("macs@520"));
+    for &t in &net.outputs {
+        assert_eq!(net.shape(t).0, [1, 21, 520, 520]);
+    }
+    let layer4 = net
+        .layers
+        .iter()
+        .rev()
+        .find(|l| l.name.starts_with("backbone.layer4"))
+        .unwrap();
+    assert_eq!(net.shape(layer4.output).0, [1, 2048, 65, 65]);
+    assert_eq!(net.tensors[layer4.output].rf.unwrap().jump, [8, 8]);
 }
 
 #[test]
