@@ -138,7 +138,9 @@ class Netc:
         lib = ctypes.CDLL(os.path.join(workdir, stem + ".so"))
         for name in ("arena_size", "weights_size"):
             getattr(lib, f"{stem}_{name}").restype = ctypes.c_size_t
-        self.run_fn = getattr(lib, f"{stem}_run")
+        # `forward` takes arrays of input and output pointers, so models
+        # with several outputs (FCN's out and aux) run the same way.
+        self.run_fn = getattr(lib, f"{stem}_forward")
         self.run_fn.restype = None
         self.run_fn.argtypes = [ctypes.c_void_p] * 4
         lib.netc_set_threads.argtypes = [ctypes.c_uint]
@@ -151,31 +153,40 @@ class Netc:
         self.arena = aligned(max(getattr(lib, f"{stem}_arena_size")(), 64))
         self.lib = lib
 
-    def run(self, x, out):
-        self.run_fn(x.ctypes.data, out.ctypes.data, self.weights.ctypes.data, self.arena.ctypes.data)
-        return out
+    def bound(self, x, outs):
+        """A call of the model on `x` into the arrays `outs` with its
+        pointers taken once, as a C caller would make it (per run, the
+        `.ctypes` lookups cost about 3 µs of the MNIST ConvNet's 45)."""
+        ins = (ctypes.c_void_p * 1)(x.ctypes.data)
+        out_ptrs = (ctypes.c_void_p * len(outs))(*(o.ctypes.data for o in outs))
+        run_fn = self.run_fn
+        args = (ctypes.addressof(ins), ctypes.addressof(out_ptrs),
+                self.weights.ctypes.data, self.arena.ctypes.data)
 
-    def bound(self, x, out):
-        """A call of the model on `x` into `out` with its pointers taken once,
-        as a C caller would make it (per run, the four `.ctypes` lookups
-        cost about 3 µs of the MNIST ConvNet's 45)."""
-        run_fn, args = self.run_fn, (x.ctypes.data, out.ctypes.data,
-                                     self.weights.ctypes.data, self.arena.ctypes.data)
-        return lambda: run_fn(*args)
+        def run():
+            run_fn(*args)
+            return ins, out_ptrs  # keeps the pointer arrays alive
+
+        return run
+
+    def run(self, x, outs):
+        self.bound(x, outs)()
+        return outs
 
 
-def ort_bound(session, x, out):
-    """`session` run on `x` into `out` through an I/O binding made once:
-    ONNX Runtime's lowest-overhead Python entry (no feed dict, no output
-    allocated per run; about 2 µs less than `run` on the MNIST ConvNet)."""
+def ort_bound(session, x, outs):
+    """`session` run on `x` into the arrays `outs` (one per output) through
+    an I/O binding made once: ONNX Runtime's lowest-overhead Python entry
+    (no feed dict, no output allocated per run; about 2 µs less than `run`
+    on the MNIST ConvNet)."""
     binding = session.io_binding()
     binding.bind_cpu_input(session.get_inputs()[0].name, x)
-    binding.bind_output(session.get_outputs()[0].name, "cpu", 0, np.float32, list(out.shape),
-                        out.ctypes.data)
+    for meta, out in zip(session.get_outputs(), outs):
+        binding.bind_output(meta.name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
 
     def run():
         session.run_with_iobinding(binding)
-        return out  # also keeps the bound buffer alive
+        return outs  # also keeps the bound buffers alive
 
     return run
 
@@ -263,7 +274,7 @@ def peak_rss_child(engine, workdir, threads, batch, iters):
 
 
 def child(engine, workdir, threads, batch, iters):
-    x, out = io_buffers(workdir, batch)
+    x, outs = io_buffers(workdir, batch)
     if engine == "ort":
         session = ort_session(os.path.join(workdir, "model.onnx"), threads)
         name = session.get_inputs()[0].name
@@ -272,7 +283,7 @@ def child(engine, workdir, threads, batch, iters):
     else:
         model = Netc(workdir, "model", threads)
         for _ in range(iters):
-            model.run(x, out)
+            model.run(x, outs)
     print(peak_rss())
 
 
@@ -292,7 +303,7 @@ def peak_rss():
 def io_buffers(workdir, batch):
     meta = json.load(open(os.path.join(workdir, "shapes.json")))
     x = np.random.RandomState(0).uniform(-1, 1, meta["input"]).astype(np.float32)
-    return x, np.zeros(meta["output"], dtype=np.float32)
+    return x, [np.zeros(shape, dtype=np.float32) for shape in meta["outputs"]]
 
 
 def ms(v):
@@ -313,23 +324,25 @@ def compare(model, batch, args, peak_gflops):
     with tempfile.TemporaryDirectory(prefix="netc-vs-ort-") as workdir:
         onnx_path, stem = build(model, batch, args.seed, workdir, args.netc, args.runtime_lib)
         session = ort_session(onnx_path, args.threads)
-        in_meta, out_meta = session.get_inputs()[0], session.get_outputs()[0]
-        json.dump({"input": in_meta.shape, "output": out_meta.shape},
+        in_meta = session.get_inputs()[0]
+        json.dump({"input": in_meta.shape, "outputs": [o.shape for o in session.get_outputs()]},
                   open(os.path.join(workdir, "shapes.json"), "w"))
-        x, out = io_buffers(workdir, batch)
+        x, outs = io_buffers(workdir, batch)
         netc = Netc(workdir, stem, args.threads)
         feed = {in_meta.name: x}
 
-        expected = session.run(None, feed)[0]
-        got = netc.run(x, out).copy()
-        scale = float(np.abs(expected).max())
-        diff = float(np.abs(got - expected).max())
+        # Every output compared (FCN's aux head too), relative to the
+        # largest magnitude over all of them.
+        expected = session.run(None, feed)
+        got = [o.copy() for o in netc.run(x, outs)]
+        scale = max(float(np.abs(e).max()) for e in expected)
+        diff = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
         agree = diff <= TOLERANCE * scale
 
         # Both engines through their lowest-overhead entry from Python, so
         # the times are the engines' own rather than Python's glue.
-        run_ort = ort_bound(session, x, np.zeros_like(out))
-        run_netc = netc.bound(x, out)
+        run_ort = ort_bound(session, x, [np.zeros_like(o) for o in outs])
+        run_netc = netc.bound(x, outs)
 
         def time_ort():
             t = time.perf_counter()

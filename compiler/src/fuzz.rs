@@ -41,6 +41,7 @@ pub fn parse_check(data: &[u8]) {
     // limit small also bounds what the passes below allocate.
     let options = CheckOptions {
         batch: 1,
+        size: None,
         limits: Limits {
             max_tensor_bytes: 1 << 26,
             max_layers: 5_000,

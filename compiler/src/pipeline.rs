@@ -40,6 +40,8 @@ pub enum PipelineError {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub batch: usize,
+    /// Binds the inputs' open height and width (`H: 520`, `--size`).
+    pub size: Option<[usize; 2]>,
     pub limits: Limits,
     pub passes: passes::Options,
     /// The instruction set kernels are chosen for (`--target`).
@@ -54,6 +56,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             batch: 1,
+            size: None,
             limits: Limits::default(),
             passes: passes::Options::default(),
             target: Target::native(),
@@ -94,6 +97,7 @@ impl Pipeline {
     fn check_options(&self) -> CheckOptions {
         CheckOptions {
             batch: self.options.batch,
+            size: self.options.size,
             limits: self.options.limits,
         }
     }

@@ -307,3 +307,36 @@ fn emit_ir_shows_kernels_for_the_target() {
         "{err}"
     );
 }
+
+/// `--size` binds a model's open height and width (FCN's input is
+/// `[N, 3, H: 520, W: 520]`); a model with fixed sizes refuses it.
+#[test]
+fn size_binds_open_spatial_dimensions() {
+    let out = netc(&[
+        "check",
+        "models/fcn_resnet50.net",
+        "--size",
+        "64x96",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    let last = layers.last().unwrap();
+    assert_eq!(last["shape"], "1x21x64x96", "{last}");
+    // The default, without `--size`.
+    let out = netc(&["check", "models/fcn_resnet50.net", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["macs"], 152_716_512_000u64);
+    let out = netc(&["check", "models/resnet18.net", "--size", "64x96"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("height and width are fixed"), "{err}");
+    let out = netc(&["check", "models/fcn_resnet50.net", "--size", "64"]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -109,6 +109,19 @@ fn every_model_matches_unoptimised_at_batch_1_and_3() {
     }
 }
 
+/// FCN, whose input size is open, at small sizes the reference interpreter
+/// runs quickly: every conv is dilated or strided as at 520×520, and both
+/// outputs are resized back to the input's size.
+#[test]
+fn fcn_resnet50_matches_unoptimised_at_small_sizes() {
+    for (batch, size) in [(1, [64, 64]), (2, [40, 72])] {
+        let g = common::sized_model_graph("fcn_resnet50", batch, Some(size));
+        assert_eq!(g.g[g.outputs[1]].shape.0, [batch, 21, size[0], size[1]]);
+        let label = format!("fcn_resnet50 batch {batch} at {}x{}", size[0], size[1]);
+        check_equivalent(&label, &g, &Options::default());
+    }
+}
+
 fn count(g: &Graph, f: impl Fn(&Op) -> bool) -> usize {
     g.g.node_weights()
         .filter(|n| n.op().is_some_and(&f))

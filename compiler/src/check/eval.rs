@@ -231,7 +231,9 @@ impl<'a> Elaborator<'a> {
         })
     }
 
-    pub fn model(&mut self, model: &ModelDef, batch: usize) -> R<()> {
+    /// Elaborate `model` at `batch`; `size` binds the open spatial sizes
+    /// (`H: 520`) of every input, which otherwise take their defaults.
+    pub fn model(&mut self, model: &ModelDef, batch: usize, size: Option<[usize; 2]>) -> R<()> {
         self.net.name = model.name.name.clone();
         self.net.batch = batch;
         let mut scope = Scope {
@@ -241,8 +243,36 @@ impl<'a> Elaborator<'a> {
         for input in &model.inputs {
             let mut dims = Vec::new();
             let mut saw_batch = false;
+            let rank = input.dims.len();
             for (i, d) in input.dims.iter().enumerate() {
-                match *d {
+                match d.clone() {
+                    Dim::Symbol {
+                        name,
+                        default,
+                        span,
+                    } => {
+                        if rank != 4 || i < 2 {
+                            return Err(Diagnostic::new(
+                                span,
+                                format!("only the height and width of an `[N, C, H, W]` input can be left open (`{}`)", name.name),
+                            ));
+                        }
+                        let v = match size {
+                            Some(s) => s[i - 2] as u64,
+                            None => default,
+                        };
+                        if v == 0 || v > u32::MAX as u64 {
+                            return Err(Diagnostic::new(
+                                span,
+                                format!(
+                                    "`{}` must be between 1 and {}, found {v}",
+                                    name.name,
+                                    u32::MAX
+                                ),
+                            ));
+                        }
+                        dims.push(v as usize);
+                    }
                     Dim::Batch(span) => {
                         if i != 0 || saw_batch {
                             return Err(Diagnostic::new(
@@ -254,6 +284,12 @@ impl<'a> Elaborator<'a> {
                         dims.push(batch);
                     }
                     Dim::Fixed(v, span) => {
+                        if size.is_some() && rank == 4 && i >= 2 {
+                            return Err(Diagnostic::new(
+                                span,
+                                "`--size` was given, but this input's height and width are fixed; write them as `H: …, W: …` to leave them open",
+                            ));
+                        }
                         if v == 0 || v > u32::MAX as u64 {
                             return Err(Diagnostic::new(
                                 span,

@@ -41,6 +41,9 @@ impl From<Diagnostic> for CheckError {
 #[derive(Clone, Copy, Debug)]
 pub struct CheckOptions {
     pub batch: usize,
+    /// Binds every input's open height and width (`H: 520`); `None`
+    /// keeps their defaults.
+    pub size: Option<[usize; 2]>,
     pub limits: Limits,
 }
 
@@ -48,6 +51,7 @@ impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
             batch: 1,
+            size: None,
             limits: Limits::default(),
         }
     }
@@ -158,7 +162,7 @@ impl Program {
             .map(|def| eval::BlockRef { def })
             .collect();
         let mut el = eval::Elaborator::new(blocks, options.limits)?;
-        el.model(model, options.batch)?;
+        el.model(model, options.batch, options.size)?;
         Ok(el.net)
     }
 }

@@ -38,6 +38,24 @@ pub struct Cli {
     /// count: checked on shapes before anything is allocated.
     #[arg(long, global = true, value_name = "SIZE", default_value = "16GiB", value_parser = parse_size)]
     max_tensor_memory: u64,
+    /// Height and width bound to a model's open spatial sizes (inputs
+    /// declared `[N, 3, H: 520, W: 520]`), e.g. `--size 256x320`.
+    #[arg(long, global = true, value_name = "HxW", value_parser = parse_hw)]
+    size: Option<[usize; 2]>,
+}
+
+/// `HxW`, both at least 1.
+fn parse_hw(s: &str) -> Result<[usize; 2], String> {
+    let bad = || format!("`{s}` is not a size like 520x520");
+    let (h, w) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let side = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or_else(bad)
+    };
+    Ok([side(h)?, side(w)?])
 }
 
 /// `N`, `NKiB`, `NMiB`, `NGiB` or `NTiB` (also `KB`/`MB`/`GB`/`TB`, binary).
@@ -66,11 +84,18 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 /// The check limits for this invocation, set once from the command line.
 static LIMITS: std::sync::OnceLock<checker::Limits> = std::sync::OnceLock::new();
+/// `--size`, set once from the command line.
+static SIZE: std::sync::OnceLock<Option<[usize; 2]>> = std::sync::OnceLock::new();
 
-/// Check options for `batch` under the command line's limits.
+fn size() -> Option<[usize; 2]> {
+    SIZE.get().copied().flatten()
+}
+
+/// Check options for `batch` under the command line's limits and size.
 pub fn check_options(batch: usize) -> CheckOptions {
     CheckOptions {
         batch,
+        size: size(),
         limits: LIMITS.get().copied().unwrap_or_default(),
     }
 }
@@ -126,6 +151,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    let _ = SIZE.set(cli.size);
     let _ = LIMITS.set(checker::Limits {
         max_tensor_bytes: cli.max_tensor_memory,
         ..checker::Limits::default()
@@ -156,6 +182,7 @@ pub fn main() -> ExitCode {
 pub fn load_graph(file: &Path, batch: usize) -> Result<Graph, Failure> {
     let pipeline = Pipeline::new(pipeline::Options {
         batch,
+        size: size(),
         limits: LIMITS.get().copied().unwrap_or_default(),
         ..pipeline::Options::default()
     });
@@ -231,6 +258,7 @@ impl OptArgs {
     pub fn pipeline(&self, batch: usize, threads: usize) -> Pipeline {
         Pipeline::new(pipeline::Options {
             batch,
+            size: size(),
             limits: LIMITS.get().copied().unwrap_or_default(),
             passes: crate::passes::Options {
                 disable_all: self.level == 0,

@@ -51,11 +51,17 @@ pub struct ModelInput {
     pub span: Span,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Dim {
     /// The symbolic batch `N`, bound at compile time.
     Batch(Span),
     Fixed(u64, Span),
+    /// A size left open with its default (`H: 520`), bound by `--size`.
+    Symbol {
+        name: Ident,
+        default: u64,
+        span: Span,
+    },
 }
 
 #[derive(Clone, Debug)]

@@ -261,6 +261,21 @@ impl Builder {
                             let sp = self.span(&d);
                             match d.as_rule() {
                                 Rule::batch_dim => Dim::Batch(sp),
+                                Rule::sym_dim => {
+                                    let mut parts = d.into_inner();
+                                    let name = parts.next().map(|n| self.ident(n));
+                                    let default = parts.next().map_or(u64::MAX, |v| {
+                                        v.as_str().parse().unwrap_or(u64::MAX)
+                                    });
+                                    match name {
+                                        Some(name) => Dim::Symbol {
+                                            name,
+                                            default,
+                                            span: sp,
+                                        },
+                                        None => Dim::Fixed(u64::MAX, sp),
+                                    }
+                                }
                                 _ => Dim::Fixed(d.as_str().parse().unwrap_or(u64::MAX), sp),
                             }
                         })

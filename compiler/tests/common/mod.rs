@@ -16,9 +16,16 @@ pub fn root() -> PathBuf {
 
 /// Check `models/<name>.net` at `batch` and lower it.
 pub fn model_graph(name: &str, batch: usize) -> Graph {
+    sized_model_graph(name, batch, None)
+}
+
+/// Check `models/<name>.net` at `batch` with its open spatial sizes bound
+/// to `size`, and lower it.
+pub fn sized_model_graph(name: &str, batch: usize, size: Option<[usize; 2]>) -> Graph {
     let path = root().join("models").join(format!("{name}.net"));
     let options = CheckOptions {
         batch,
+        size,
         ..CheckOptions::default()
     };
     match check::check_file(&path, options) {
