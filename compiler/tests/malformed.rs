@@ -215,7 +215,7 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         "syntax_bad_dim",
         1,
         19,
-        "expected `N` or an integer, found `eight`",
+        "expected `N`, an integer or an open size like `H: 224`, found `eight`",
     ),
     (
         "syntax_bad_token",

@@ -90,6 +90,7 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::input_names => "an input name",
         Rule::model_input => "an input like `x: [N, 3, 224, 224]`",
         Rule::batch_dim => "`N`",
+        Rule::sym_dim => "an open size like `H: 224`",
         Rule::body => "`{`",
         Rule::return_stmt => "",
         Rule::assign => "an assignment",
@@ -169,6 +170,10 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
             }
             if operator {
                 expected.push("an operator".to_string());
+            }
+            // The `:` inside an open size (`H: 224`) is part of that form.
+            if positives.contains(&Rule::sym_dim) {
+                expected.retain(|t| t != "`:`");
             }
             expected.sort_unstable();
             expected.dedup();
@@ -261,19 +266,20 @@ impl Builder {
                             let sp = self.span(&d);
                             match d.as_rule() {
                                 Rule::batch_dim => Dim::Batch(sp),
+                                // `H: 520` (an atomic rule: split here).
                                 Rule::sym_dim => {
-                                    let mut parts = d.into_inner();
-                                    let name = parts.next().map(|n| self.ident(n));
-                                    let default = parts.next().map_or(u64::MAX, |v| {
-                                        v.as_str().parse().unwrap_or(u64::MAX)
-                                    });
-                                    match name {
-                                        Some(name) => Dim::Symbol {
-                                            name,
-                                            default,
-                                            span: sp,
+                                    let text = d.as_str();
+                                    let (name, default) =
+                                        text.split_once(':').unwrap_or((text, ""));
+                                    let name = name.trim_end();
+                                    let start = d.as_span().start();
+                                    Dim::Symbol {
+                                        name: Ident {
+                                            name: name.to_string(),
+                                            span: Span::new(sp.file, start, start + name.len()),
                                         },
-                                        None => Dim::Fixed(u64::MAX, sp),
+                                        default: default.trim().parse().unwrap_or(u64::MAX),
+                                        span: sp,
                                     }
                                 }
                                 _ => Dim::Fixed(d.as_str().parse().unwrap_or(u64::MAX), sp),
