@@ -340,3 +340,43 @@ fn size_binds_open_spatial_dimensions() {
     let out = netc(&["check", "models/fcn_resnet50.net", "--size", "64"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `--output` writes every output by name to an `.npz` (FCN's `out` and
+/// `aux`, read back with the runtime's own reader); an `.npy` cannot hold
+/// two outputs and says so.
+#[test]
+fn run_writes_every_output_by_name_to_npz() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("netc-npz");
+    std::fs::create_dir_all(&dir).unwrap();
+    let npz = dir.join("y.npz");
+    let npz_arg = npz.to_string_lossy().into_owned();
+    let args = [
+        "run",
+        "models/fcn_resnet50.net",
+        "--size",
+        "32x48",
+        "--top-k",
+        "0",
+        "--output",
+    ];
+    let out = netc(&[&args[..], &[npz_arg.as_str()]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = netc_runtime::weights::load(&npz).unwrap();
+    let names: Vec<&str> = file.tensors.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["out", "aux"]);
+    for (_, t) in &file.tensors {
+        assert_eq!(t.shape(), [1, 21, 32, 48]);
+    }
+    let npy = dir.join("y.npy").to_string_lossy().into_owned();
+    let out = netc(&[&args[..], &[npy.as_str()]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2 outputs (out, aux)") && err.contains(".npz"),
+        "{err}"
+    );
+}

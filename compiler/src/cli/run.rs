@@ -64,8 +64,10 @@ pub struct Args {
     /// Use only the first N images.
     #[arg(long)]
     limit: Option<usize>,
-    /// Write the first output to this .npy file (further outputs get `_1`, `_2`, … suffixes).
-    #[arg(long, short, value_name = "FILE.npy")]
+    /// Write the output to this .npy file, or every output by name to an
+    /// .npz archive (`out.npy`, `aux.npy`, … inside; models with several
+    /// outputs need .npz).
+    #[arg(long, short, value_name = "FILE.npy|FILE.npz")]
     output: Option<PathBuf>,
     /// How many top classes to print per batch item (0 to disable).
     #[arg(long, default_value_t = 5)]
@@ -127,16 +129,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
     }
     if let Some(path) = &a.output {
-        for (i, out) in outputs.iter().enumerate() {
-            let p = if i == 0 {
-                path.clone()
-            } else {
-                suffixed(path, i)
-            };
-            std::fs::write(&p, write_npy(out))
-                .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
-            eprintln!("wrote {}", p.display());
-        }
+        let names = output_names(&load_graph(&a.file, batch)?);
+        write_outputs(path, &names, &outputs)?;
     }
     Ok(())
 }
@@ -198,6 +192,45 @@ impl Engine {
 }
 
 /// Check, lower, optimise (unless reference) and compile (JIT) the model.
+/// The names of a graph's outputs: their layers' names, made unique.
+fn output_names(graph: &Graph) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for &o in &graph.outputs {
+        let base = graph.g[o].name.clone();
+        let mut name = base.clone();
+        let mut k = 1;
+        while names.contains(&name) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
+/// Write `outputs` as `--output` asks: one `.npy`, or an `.npz` by name.
+fn write_outputs(path: &Path, names: &[String], outputs: &[Tensor]) -> Result<(), Failure> {
+    let npz = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+    let bytes = if npz {
+        let entries: Vec<(&str, &Tensor)> = names.iter().map(String::as_str).zip(outputs).collect();
+        netc_runtime::weights::write_npz(&entries)
+            .map_err(|e| format!("cannot build {}: {e}", path.display()))?
+    } else if let [only] = outputs {
+        write_npy(only)
+    } else {
+        return Err(Failure::new(format!(
+            "the model has {} outputs ({}); write them all with --output FILE.npz",
+            outputs.len(),
+            names.join(", ")
+        )));
+    };
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
 fn prepare(a: &Args, batch: usize) -> Result<Engine, Failure> {
     let pipeline = a.opt.pipeline(batch, a.threads);
     let graph = pipeline.check_file(&a.file)?.graph;
@@ -210,18 +243,6 @@ fn prepare(a: &Args, batch: usize) -> Result<Engine, Failure> {
         Backend::Planned => Ok(Engine::Planned(Box::new(planned))),
         Backend::Jit | Backend::Reference => Ok(Engine::Jit(Box::new(pipeline.jit(planned)?))),
     }
-}
-
-fn suffixed(path: &Path, i: usize) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "npy".into());
-    path.with_file_name(format!("{stem}_{i}.{ext}"))
 }
 
 fn print_top_k(out: &Tensor, k: usize) {

@@ -11,6 +11,7 @@ mod npz;
 mod st;
 
 pub use npy::{read_npy, write_npy};
+pub use npz::write as write_npz;
 pub use st::write_safetensors;
 
 use crate::tensor::Tensor;

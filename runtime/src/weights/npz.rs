@@ -47,3 +47,36 @@ pub(crate) fn read(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, W
     }
     Ok(out)
 }
+
+/// An `.npz` archive (stored, as `numpy.savez` writes it) holding each
+/// tensor as `<name>.npy`, in the order given.
+pub fn write(entries: &[(&str, &Tensor)]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, tensor) in entries {
+        zip.start_file(format!("{name}.npy"), options)
+            .map_err(std::io::Error::other)?;
+        zip.write_all(&npy::write_npy(tensor))?;
+    }
+    Ok(zip.finish().map_err(std::io::Error::other)?.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `write` stores, `read` gives back, names and values.
+    #[test]
+    fn written_archives_read_back() {
+        let a = Tensor::new(vec![2, 3], (0..6).map(|i| i as f32).collect()).unwrap();
+        let b = Tensor::new(vec![1], vec![-1.5]).unwrap();
+        let bytes = write(&[("out", &a), ("aux", &b)]).unwrap();
+        let back = read(Path::new("t.npz"), &bytes).unwrap();
+        let names: Vec<&str> = back.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["out", "aux"]);
+        assert_eq!(back[0].1, a);
+        assert_eq!(back[1].1, b);
+    }
+}
