@@ -109,15 +109,19 @@ fn every_model_matches_unoptimised_at_batch_1_and_3() {
     }
 }
 
-/// FCN, whose input size is open, at small sizes the reference interpreter
-/// runs quickly: every conv is dilated or strided as at 520×520, and both
-/// outputs are resized back to the input's size.
+/// The segmentation models, whose input size is open, at small sizes the
+/// reference interpreter runs quickly: every conv is dilated or strided as
+/// at 520×520, and both outputs are resized back to the input's size.
 #[test]
-fn fcn_resnet50_matches_unoptimised_at_small_sizes() {
-    for (batch, size) in [(1, [64, 64]), (2, [40, 72])] {
-        let g = common::sized_model_graph("fcn_resnet50", batch, Some(size));
+fn segmentation_models_match_unoptimised_at_small_sizes() {
+    for (model, batch, size) in [
+        ("fcn_resnet50", 1, [64, 64]),
+        ("fcn_resnet50", 2, [40, 72]),
+        ("deeplabv3_resnet50", 1, [48, 56]),
+    ] {
+        let g = common::sized_model_graph(model, batch, Some(size));
         assert_eq!(g.g[g.outputs[1]].shape.0, [batch, 21, size[0], size[1]]);
-        let label = format!("fcn_resnet50 batch {batch} at {}x{}", size[0], size[1]);
+        let label = format!("{model} batch {batch} at {}x{}", size[0], size[1]);
         check_equivalent(&label, &g, &Options::default());
     }
 }

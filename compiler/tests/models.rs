@@ -32,6 +32,7 @@ const TORCHVISION: &[(&str, u64, f64)] = &[
     ("resnet50", 25_557_032, 4.09),
     ("resnet101", 44_549_160, 7.80),
     ("fcn_resnet50", 35_322_218, 152.717),
+    ("deeplabv3_resnet50", 42_004_074, 178.722),
 ];
 
 #[test]
@@ -67,21 +68,26 @@ fn totals_match_published_numbers() {
     }
 }
 
-/// The facts files give MACs to the multiply: FCN's match exactly, and
-/// its two outputs are per-pixel scores at the input's size, the backbone
-/// at output stride 8.
+/// The facts files give MACs to the multiply: the segmentation models'
+/// match exactly, and their two outputs are per-pixel scores at the
+/// input's size, the backbone at output stride 8.
 #[test]
-fn fcn_resnet50_matches_its_facts_and_predicts_every_pixel() {
-    let facts =
-        std::fs::read_to_string(root().join("../shared/reference/torchvision/fcn_resnet50.facts"))
-            .expect("fcn_resnet50.facts");
+fn segmentation_models_match_their_facts_and_predict_every_pixel() {
+    for model in ["fcn_resnet50", "deeplabv3_resnet50"] {
+        segmentation_facts(model);
+    }
+}
+
+fn segmentation_facts(model: &str) {
+    let path = root().join(format!("../shared/reference/torchvision/{model}.facts"));
+    let facts = std::fs::read_to_string(path).expect("the facts file");
     let fact = |key: &str| -> u64 {
         facts
             .lines()
             .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {key} in the facts"))
     };
-    let net = check("fcn_resnet50", 1);
+    let net = check(model, 1);
     assert_eq!(net.learnable_params(), fact("params"));
     assert_eq!(net.macs(), fact("macs@520"));
     for &t in &net.outputs {

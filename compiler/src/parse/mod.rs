@@ -105,6 +105,7 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::named_arg => "a named argument",
         Rule::list => "`[`",
         Rule::ident => "a name",
+        Rule::label => "a label",
         Rule::int => "an integer",
         Rule::float => "a number",
         Rule::bool => "`true` or `false`",
