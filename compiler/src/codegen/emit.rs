@@ -182,6 +182,21 @@ impl Ctx<'_, '_> {
     }
 }
 
+/// The address of a node's constant runtime descriptor (every node making
+/// a runtime call has one: `codegen::lower` built it).
+fn descriptor_ptr(
+    c: &mut Ctx,
+    desc: Option<cranelift_codegen::ir::GlobalValue>,
+    node: &str,
+) -> Result<Value, CodegenError> {
+    let Some(gv) = desc else {
+        return Err(CodegenError::Unsupported(format!(
+            "`{node}` has no descriptor"
+        )));
+    };
+    Ok(c.b.ins().symbol_value(c.ptr, gv))
+}
+
 /// The runtime's unary code for an activation Cranelift cannot compute
 /// inline (no `exp` instruction), if it is one.
 fn unary_code(a: Activation) -> Option<u32> {
@@ -409,13 +424,7 @@ fn emit_node(
     let consts = lowered.consts.get(&n).cloned().unwrap_or_default();
     match op {
         Op::Conv(_) | Op::Dense(_) => {
-            let Some(gv) = desc else {
-                return Err(CodegenError::Unsupported(format!(
-                    "`{}` has no descriptor",
-                    node.name
-                )));
-            };
-            let desc_ptr = c.b.ins().symbol_value(c.ptr, gv);
+            let desc_ptr = descriptor_ptr(c, desc, &node.name)?;
             let slot = c.b.ins().stack_addr(c.ptr, c.ptr_slot, 0);
             let x = c.base(&locs[0]);
             let y = c.base(&out);
@@ -434,13 +443,7 @@ fn emit_node(
             c.b.ins().call(c.gemm, &[desc_ptr, slot]);
         }
         Op::ConvTranspose(_) => {
-            let Some(gv) = desc else {
-                return Err(CodegenError::Unsupported(format!(
-                    "`{}` has no descriptor",
-                    node.name
-                )));
-            };
-            let desc_ptr = c.b.ins().symbol_value(c.ptr, gv);
+            let desc_ptr = descriptor_ptr(c, desc, &node.name)?;
             let x = c.base(&locs[0]);
             let y = c.base(&out);
             let w = c.weight_ptr(consts.a);
@@ -580,13 +583,7 @@ fn emit_node(
             &node.shape.0,
         ),
         Op::Pool(_) | Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } | Op::Resize { .. } => {
-            let Some(gv) = desc else {
-                return Err(CodegenError::Unsupported(format!(
-                    "`{}` has no descriptor",
-                    node.name
-                )));
-            };
-            let desc_ptr = c.b.ins().symbol_value(c.ptr, gv);
+            let desc_ptr = descriptor_ptr(c, desc, &node.name)?;
             let x = c.base(&locs[0]);
             let y = c.base(&out);
             let f = if matches!(op, Op::Resize { .. }) {
