@@ -207,6 +207,20 @@ impl BoundArgs {
         }
     }
 
+    /// Whether the layer has a bias (`bias: false`, or a name string that
+    /// renames it), recording renames of `bias` and `weight`.
+    fn bias_and_weight(&self, renames: &mut Vec<(String, String)>) -> R<bool> {
+        let bias = match self.get("bias") {
+            Some((OpArg::Str(_), _)) => {
+                self.rename("bias", renames)?;
+                true
+            }
+            _ => self.boolean("bias", true)?,
+        };
+        self.rename("weight", renames)?;
+        Ok(bias)
+    }
+
     fn span_of(&self, key: &str, fallback: Span) -> Span {
         self.get(key).map_or(fallback, |(_, s)| *s)
     }
@@ -248,6 +262,51 @@ fn spatial(op: &str, input: &Shape, span: Span) -> R<[usize; 4]> {
     }
 }
 
+/// What `conv` and `conv_transpose` take alike.
+struct ConvArgs {
+    in_channels: usize,
+    out_channels: usize,
+    window: Window,
+    groups: usize,
+    bias: bool,
+}
+
+/// The arguments `conv` and `conv_transpose` share, checked against the
+/// NCHW `input`: `groups` must divide both channel counts.
+fn conv_args(
+    args: &BoundArgs,
+    name: &str,
+    input: &Shape,
+    span: Span,
+    renames: &mut Vec<(String, String)>,
+) -> R<ConvArgs> {
+    let [_, in_channels, _, _] = spatial(name, input, span)?;
+    let out_channels = args.int("out", 1, 1)?;
+    let groups = args.int("groups", 1, 1)?;
+    if in_channels % groups != 0 || out_channels % groups != 0 {
+        return Err(Diagnostic::new(
+            args.span_of("groups", span),
+            format!(
+                "groups ({groups}) must divide both the input channels ({in_channels}) and the output channels ({out_channels})"
+            ),
+        ));
+    }
+    let window = Window {
+        kernel: args.pair("kernel", [1, 1], 1)?,
+        stride: args.pair("stride", [1, 1], 1)?,
+        pad: args.pad()?,
+        dilation: args.pair("dilation", [1, 1], 1)?,
+    };
+    let bias = args.bias_and_weight(renames)?;
+    Ok(ConvArgs {
+        in_channels,
+        out_channels,
+        window,
+        groups,
+        bias,
+    })
+}
+
 /// Build the op `builtin` for an input of shape `input`. Merges (`add`,
 /// `concat`) are built by the elaborator from their tensors.
 pub(super) fn build(builtin: Builtin, args: &BoundArgs, input: &Shape, span: Span) -> R<Built> {
@@ -255,62 +314,22 @@ pub(super) fn build(builtin: Builtin, args: &BoundArgs, input: &Shape, span: Spa
     let mut renames = Vec::new();
     let op = match builtin {
         Builtin::Conv => {
-            let [_, in_ch, _, _] = spatial(name, input, span)?;
-            let out = args.int("out", 1, 1)?;
-            let kernel = args.pair("kernel", [1, 1], 1)?;
-            let groups = args.int("groups", 1, 1)?;
-            if in_ch % groups != 0 || out % groups != 0 {
-                return Err(Diagnostic::new(
-                    args.span_of("groups", span),
-                    format!(
-                        "groups ({groups}) must divide both the input channels ({in_ch}) and the output channels ({out})"
-                    ),
-                ));
-            }
-            let bias = match args.get("bias") {
-                Some((OpArg::Str(_), _)) => {
-                    args.rename("bias", &mut renames)?;
-                    true
-                }
-                _ => args.boolean("bias", true)?,
-            };
-            args.rename("weight", &mut renames)?;
+            let c = conv_args(args, name, input, span, &mut renames)?;
             Op::Conv(Conv {
-                in_channels: in_ch,
-                out_channels: out,
-                window: Window {
-                    kernel,
-                    stride: args.pair("stride", [1, 1], 1)?,
-                    pad: args.pad()?,
-                    dilation: args.pair("dilation", [1, 1], 1)?,
-                },
-                groups,
-                bias,
+                in_channels: c.in_channels,
+                out_channels: c.out_channels,
+                window: c.window,
+                groups: c.groups,
+                bias: c.bias,
                 epilogue: Vec::new(),
                 algo: ConvAlgo::Unselected,
             })
         }
         Builtin::ConvTranspose => {
-            let [_, in_ch, _, _] = spatial(name, input, span)?;
-            let out = args.int("out", 1, 1)?;
-            let groups = args.int("groups", 1, 1)?;
-            if in_ch % groups != 0 || out % groups != 0 {
-                return Err(Diagnostic::new(
-                    args.span_of("groups", span),
-                    format!(
-                        "groups ({groups}) must divide both the input channels ({in_ch}) and the output channels ({out})"
-                    ),
-                ));
-            }
-            let window = Window {
-                kernel: args.pair("kernel", [1, 1], 1)?,
-                stride: args.pair("stride", [1, 1], 1)?,
-                pad: args.pad()?,
-                dilation: args.pair("dilation", [1, 1], 1)?,
-            };
+            let c = conv_args(args, name, input, span, &mut renames)?;
             let output_padding = args.pair("output_padding", [0, 0], 0)?;
             for (a, &extra) in output_padding.iter().enumerate() {
-                if extra >= window.stride[a].max(window.dilation[a]) {
+                if extra >= c.window.stride[a].max(c.window.dilation[a]) {
                     return Err(Diagnostic::new(
                         args.span_of("output_padding", span),
                         format!(
@@ -319,21 +338,13 @@ pub(super) fn build(builtin: Builtin, args: &BoundArgs, input: &Shape, span: Spa
                     ));
                 }
             }
-            let bias = match args.get("bias") {
-                Some((OpArg::Str(_), _)) => {
-                    args.rename("bias", &mut renames)?;
-                    true
-                }
-                _ => args.boolean("bias", true)?,
-            };
-            args.rename("weight", &mut renames)?;
             Op::ConvTranspose(ConvTranspose {
-                in_channels: in_ch,
-                out_channels: out,
-                window,
+                in_channels: c.in_channels,
+                out_channels: c.out_channels,
+                window: c.window,
                 output_padding,
-                groups,
-                bias,
+                groups: c.groups,
+                bias: c.bias,
             })
         }
         Builtin::BatchNorm => {
@@ -484,14 +495,7 @@ pub(super) fn build(builtin: Builtin, args: &BoundArgs, input: &Shape, span: Spa
                 },
                 Some((other, sp)) => return Err(type_error("layout", "a string", other, *sp)),
             };
-            let bias = match args.get("bias") {
-                Some((OpArg::Str(_), _)) => {
-                    args.rename("bias", &mut renames)?;
-                    true
-                }
-                _ => args.boolean("bias", true)?,
-            };
-            args.rename("weight", &mut renames)?;
+            let bias = args.bias_and_weight(&mut renames)?;
             Op::Dense(Dense {
                 in_features: input.0[1],
                 out_features: args.int("out", 1, 1)?,

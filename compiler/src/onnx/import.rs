@@ -282,6 +282,37 @@ impl<'a> Attrs<'a> {
             .collect()
     }
 
+    /// The window and group count of a `Conv` or `ConvTranspose` whose
+    /// weight is `kh × kw`: explicit pads only, `kernel_shape` (if given)
+    /// agreeing with the weight.
+    fn conv_window(&mut self, [kh, kw]: [usize; 2]) -> Result<(Window, usize), OnnxError> {
+        if let Some(p) = self.string("auto_pad").filter(|p| p != "NOTSET") {
+            return Err(self.err(format!(
+                "auto_pad `{p}` is not supported; export with explicit pads"
+            )));
+        }
+        let kernel = self.extents("kernel_shape", 2, 1, vec![kh, kw])?;
+        if kernel != [kh, kw] {
+            return Err(self.err(format!(
+                "kernel_shape {kernel:?} disagrees with the weight's {kh}x{kw}"
+            )));
+        }
+        let stride = self.extents("strides", 2, 1, vec![1, 1])?;
+        let dilation = self.extents("dilations", 2, 1, vec![1, 1])?;
+        let pad = self.extents("pads", 4, 0, vec![0; 4])?;
+        let groups = self.int("group", 1);
+        if !(1..=MAX_EXTENT).contains(&groups) {
+            return Err(self.err(format!("group {groups} is out of range")));
+        }
+        let window = Window {
+            kernel: [kh, kw],
+            stride: [stride[0], stride[1]],
+            pad: [pad[0], pad[1], pad[2], pad[3]],
+            dilation: [dilation[0], dilation[1]],
+        };
+        Ok((window, groups as usize))
+    }
+
     /// Attributes present on the node but never read: netc cannot honour
     /// what it does not know, so they are errors, not silently dropped.
     fn finish(&self, ignorable: &[&str]) -> Result<(), OnnxError> {
@@ -773,26 +804,8 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                     w.shape_string()
                 )));
             };
-            if let Some(p) = attrs.string("auto_pad").filter(|p| p != "NOTSET") {
-                return Err(fail(format!(
-                    "auto_pad `{p}` is not supported; export with explicit pads"
-                )));
-            }
-            let kernel = attrs.extents("kernel_shape", 2, 1, vec![kh, kw])?;
-            if kernel != [kh, kw] {
-                return Err(fail(format!(
-                    "kernel_shape {kernel:?} disagrees with the weight's {kh}x{kw}"
-                )));
-            }
-            let stride = attrs.extents("strides", 2, 1, vec![1, 1])?;
-            let dilation = attrs.extents("dilations", 2, 1, vec![1, 1])?;
-            let pad = attrs.extents("pads", 4, 0, vec![0; 4])?;
-            let groups = attrs.int("group", 1);
+            let (window, groups) = attrs.conv_window([kh, kw])?;
             attrs.finish(&[])?;
-            if !(1..=MAX_EXTENT).contains(&groups) {
-                return Err(fail(format!("group {groups} is out of range")));
-            }
-            let groups = groups as usize;
             let bias = match input(2) {
                 Some(_) => Some(float_const(im, 2, "bias")?),
                 None => None,
@@ -800,12 +813,7 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
             let op = Op::Conv(Conv {
                 in_channels: per_group * groups,
                 out_channels: out_ch,
-                window: Window {
-                    kernel: [kh, kw],
-                    stride: [stride[0], stride[1]],
-                    pad: [pad[0], pad[1], pad[2], pad[3]],
-                    dilation: [dilation[0], dilation[1]],
-                },
+                window,
                 groups,
                 bias: bias.is_some(),
                 epilogue: Vec::new(),
@@ -827,32 +835,14 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                     w.shape_string()
                 )));
             };
-            if let Some(p) = attrs.string("auto_pad").filter(|p| p != "NOTSET") {
-                return Err(fail(format!(
-                    "auto_pad `{p}` is not supported; export with explicit pads"
-                )));
-            }
             if attrs.get("output_shape").is_some() {
                 return Err(fail(
                     "`output_shape` is not supported; export with pads and output_padding".into(),
                 ));
             }
-            let kernel = attrs.extents("kernel_shape", 2, 1, vec![kh, kw])?;
-            if kernel != [kh, kw] {
-                return Err(fail(format!(
-                    "kernel_shape {kernel:?} disagrees with the weight's {kh}x{kw}"
-                )));
-            }
-            let stride = attrs.extents("strides", 2, 1, vec![1, 1])?;
-            let dilation = attrs.extents("dilations", 2, 1, vec![1, 1])?;
-            let pad = attrs.extents("pads", 4, 0, vec![0; 4])?;
+            let (window, groups) = attrs.conv_window([kh, kw])?;
             let output_padding = attrs.extents("output_padding", 2, 0, vec![0, 0])?;
-            let groups = attrs.int("group", 1);
             attrs.finish(&[])?;
-            if !(1..=MAX_EXTENT).contains(&groups) {
-                return Err(fail(format!("group {groups} is out of range")));
-            }
-            let groups = groups as usize;
             let bias = match input(2) {
                 Some(_) => Some(float_const(im, 2, "bias")?),
                 None => None,
@@ -860,12 +850,7 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
             let op = Op::ConvTranspose(ConvTranspose {
                 in_channels: in_ch,
                 out_channels: per_group * groups,
-                window: Window {
-                    kernel: [kh, kw],
-                    stride: [stride[0], stride[1]],
-                    pad: [pad[0], pad[1], pad[2], pad[3]],
-                    dilation: [dilation[0], dilation[1]],
-                },
+                window,
                 output_padding: [output_padding[0], output_padding[1]],
                 groups,
                 bias: bias.is_some(),
