@@ -16,6 +16,9 @@ pub struct Diagnostic {
     pub notes: Vec<String>,
     /// Secondary spans with a short label, e.g. "first defined here".
     pub related: Vec<(Span, String)>,
+    /// The block instantiations the error happened in, innermost first:
+    /// the block's name and the call that instantiated it.
+    pub instantiated: Vec<(String, Span)>,
 }
 
 impl Diagnostic {
@@ -25,7 +28,29 @@ impl Diagnostic {
             message: message.into(),
             notes: Vec::new(),
             related: Vec::new(),
+            instantiated: Vec::new(),
         }
+    }
+
+    /// Record that the error happened inside block `block` instantiated at
+    /// `call` (called from the innermost block outwards).
+    pub fn in_block(mut self, block: &str, call: Span) -> Self {
+        self.instantiated.push((block.to_string(), call));
+        self
+    }
+
+    /// "in block `basic` instantiated at models/googlenet.net:28:10", one
+    /// per enclosing instantiation, innermost first.
+    pub fn instantiation_notes(&self, sources: &SourceMap) -> Vec<String> {
+        self.instantiated
+            .iter()
+            .map(|(block, call)| {
+                format!(
+                    "in block `{block}` instantiated at {}",
+                    sources.location(*call)
+                )
+            })
+            .collect()
     }
 
     pub fn note(mut self, note: impl Into<String>) -> Self {
@@ -55,7 +80,13 @@ impl Diagnostic {
         let cs = CsDiagnostic::error()
             .with_message(&self.message)
             .with_labels(labels)
-            .with_notes(self.notes.clone());
+            .with_notes(
+                self.notes
+                    .iter()
+                    .cloned()
+                    .chain(self.instantiation_notes(sources))
+                    .collect(),
+            );
         let config = term::Config::default();
         let files = SourceFiles(sources);
         match term::emit_into_string(&config, &files, &cs) {

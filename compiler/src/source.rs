@@ -84,3 +84,76 @@ fn floor_char_boundary(text: &str, mut i: usize) -> usize {
     }
     i
 }
+
+/// One step on the way from the model to a layer: a block call, or the
+/// statement that made the layer, and the part of the layer's dotted name
+/// that step contributes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Frame {
+    pub span: Span,
+    pub name: String,
+}
+
+/// Where a layer was instantiated: the block calls from the model down,
+/// outermost first, then the statement inside the innermost block.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct CallPath(pub Vec<Frame>);
+
+impl CallPath {
+    /// The statement that made the layer (the innermost frame).
+    pub fn statement(&self) -> Option<Span> {
+        self.0.last().map(|f| f.span)
+    }
+}
+
+/// A [`Frame`] with its position resolved, for reports.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Located {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub name: String,
+}
+
+impl SourceMap {
+    /// Every frame of a call path with file, line and column.
+    pub fn locate(&self, path: &CallPath) -> Vec<Located> {
+        path.0
+            .iter()
+            .map(|f| {
+                let (line, col) = self.line_col(f.span.file, f.span.start);
+                Located {
+                    file: self.get(f.span.file).path.display().to_string(),
+                    line,
+                    col,
+                    name: f.name.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// `models/googlenet.net:28 inception3a › :16 branch2.0 › :7 conv`: a
+    /// frame names its file only when it differs from the previous one.
+    pub fn call_path(&self, path: &CallPath) -> String {
+        format_frames(&self.locate(path), None)
+    }
+}
+
+/// Frames as one line, `›` between them; a frame names its file only when
+/// it differs from the one before (or from `after`, the file of a frame
+/// printed earlier on the same line).
+pub fn format_frames(frames: &[Located], after: Option<&str>) -> String {
+    let mut out = String::new();
+    let mut file = after;
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" › ");
+        }
+        if file != Some(f.file.as_str()) {
+            out.push_str(&f.file);
+        }
+        out.push_str(&format!(":{} {}", f.line, f.name));
+        file = Some(&f.file);
+    }
+    out
+}

@@ -324,6 +324,31 @@ impl SplitMix {
     }
 }
 
+/// An error inside a block names each instantiation it happened in,
+/// innermost first.
+#[test]
+fn errors_inside_blocks_name_their_instantiations() {
+    let src = "block basic(out)(x) {\n    x -> conv(out, 30) -> relu\n}\n\
+               block outer(c)(x) {\n    x -> basic(c) as inner\n}\n\
+               model m(x: [1, 3, 8, 8]) {\n    x -> outer(4) as o1\n}\n";
+    let Err((sources, d)) = check::check_source("t.net", src, CheckOptions::default()) else {
+        panic!("a 30x30 kernel on an 8x8 input must fail");
+    };
+    assert_eq!(sources.location(d.span), "t.net:2:10");
+    assert_eq!(
+        d.instantiation_notes(&sources),
+        [
+            "in block `basic` instantiated at t.net:5:10",
+            "in block `outer` instantiated at t.net:8:10"
+        ]
+    );
+    let text = d.render(&sources);
+    assert!(
+        text.contains("= in block `basic` instantiated at t.net:5:10"),
+        "{text}"
+    );
+}
+
 fn check_bytes(bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
     let options = CheckOptions::default();

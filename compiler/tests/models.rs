@@ -201,12 +201,36 @@ fn claims_a_mobile_bottleneck_costs_less_than_one_plain_3x3() {
 
 #[test]
 fn json_report_has_the_documented_fields() {
-    let net = check("googlenet", 1);
-    let json = serde_json::to_value(report::summary(&net)).unwrap();
+    let path = root().join("models/googlenet.net");
+    let (program, net) = check::check_file(&path, CheckOptions::default()).unwrap();
+    let json = serde_json::to_value(report::summary(&net, &program.sources)).unwrap();
     assert_eq!(json["params"], 6_624_904);
     let layer = &json["layers"][0];
     for key in ["name", "op", "shape", "params", "macs", "receptive_field"] {
         assert!(layer.get(key).is_some(), "missing {key}");
     }
     assert_eq!(layer["receptive_field"]["size"][0], 7);
+}
+
+/// A layer made inside nested blocks names every call that led to it,
+/// outermost first, each with the part of the layer's name it added.
+#[test]
+fn layers_know_the_calls_that_instantiated_them() {
+    let path = root().join("models/googlenet.net");
+    let (program, net) = check::check_file(&path, CheckOptions::default()).unwrap();
+    let layer = |name: &str| net.layers.iter().find(|l| l.name == name).unwrap();
+    let sources = &program.sources;
+    let file = path.display().to_string();
+    assert_eq!(
+        sources.call_path(&layer("inception3a.branch2.1.conv").call_path),
+        format!("{file}:28 inception3a › :16 branch2.1 › :7 conv")
+    );
+    assert_eq!(
+        sources.call_path(&layer("maxpool1").call_path),
+        format!("{file}:24 maxpool1")
+    );
+    let frames = sources.locate(&layer("conv1.relu").call_path);
+    let names: Vec<(usize, &str)> = frames.iter().map(|f| (f.line, f.name.as_str())).collect();
+    assert_eq!(names, [(23, "conv1"), (9, "relu")]);
+    assert!(frames.iter().all(|f| f.file == file && f.col > 0));
 }

@@ -105,6 +105,7 @@ mod tests {
                 macs: 1,
                 p10: conv * (1.0 - noise),
                 p90: conv * (1.0 + noise),
+                ..TypeReport::default()
             },
         );
         Report {

@@ -10,7 +10,7 @@ pub mod render;
 use crate::codegen::jit::{JitModel, JitRunError};
 use crate::ir::op::{Op, Step};
 use crate::ir::Graph;
-use crate::source::SourceMap;
+use crate::source::{format_frames, CallPath, Located, SourceMap};
 use netc_runtime::init::{random_tensor, Init};
 use netc_runtime::profile;
 use netc_runtime::Tensor;
@@ -33,16 +33,31 @@ pub struct LayerReport {
     #[serde(rename = "type")]
     pub kind: String,
     pub op: String,
-    /// `file:line` of the statement that produced the layer.
+    /// Where the layer was instantiated, outermost call first
+    /// (`models/googlenet.net:28 inception3a › :16 branch2.0 › :7 conv`).
     pub source: String,
-    /// `file:line` of every statement fused into it.
+    /// The same path, frame by frame.
+    #[serde(default)]
+    pub call_site: Vec<Located>,
+    /// Every other statement fused into the layer (relative to `source`,
+    /// each once), then the epilogue steps.
     pub fused: Vec<String>,
     pub ms: f64,
     pub share: f64,
     pub macs: u64,
     pub gflops: f64,
     pub percent_of_peak: f64,
+    /// Bytes moved once: `read_bytes + weight_bytes + written_bytes`.
     pub bytes: u64,
+    /// Activations read (every input once).
+    #[serde(default)]
+    pub read_bytes: u64,
+    /// Parameters read (as compiled: folded and merged).
+    #[serde(default)]
+    pub weight_bytes: u64,
+    /// The output written.
+    #[serde(default)]
+    pub written_bytes: u64,
     /// FLOPs per byte moved: the layer's roofline abscissa.
     pub arithmetic_intensity: f64,
 }
@@ -57,6 +72,13 @@ pub struct TypeReport {
     /// Spread of the per-iteration sums: the run-to-run noise.
     pub p10: f64,
     pub p90: f64,
+    /// Summed over the type's layers, as in [`LayerReport`].
+    #[serde(default)]
+    pub weight_bytes: u64,
+    #[serde(default)]
+    pub read_bytes: u64,
+    #[serde(default)]
+    pub written_bytes: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -127,25 +149,61 @@ fn layer_type(op: &Op) -> String {
     }
 }
 
-fn location(sources: &SourceMap, span: crate::source::Span) -> String {
-    let (line, _) = sources.line_col(span.file, span.start);
-    format!("{}:{line}", sources.get(span.file).path.display())
+/// What a layer reads and writes once, in bytes.
+struct Traffic {
+    read: u64,
+    weights: u64,
+    written: u64,
 }
 
-/// Bytes a layer reads and writes once: inputs, weights, output.
-fn bytes_moved(graph: &Graph, n: petgraph::stable_graph::NodeIndex) -> u64 {
+fn traffic(graph: &Graph, n: petgraph::stable_graph::NodeIndex) -> Traffic {
     let node = &graph.g[n];
-    let inputs: u64 = graph
+    let read: u64 = graph
         .operands(n)
         .iter()
         .map(|&o| graph.g[o].shape.numel() as u64)
         .sum();
-    let params: u64 = node
+    let weights: u64 = node
         .params
         .iter()
         .map(|p| p.spec.shape.numel() as u64)
         .sum();
-    4 * (inputs + params + node.shape.numel() as u64)
+    Traffic {
+        read: 4 * read,
+        weights: 4 * weights,
+        written: 4 * node.shape.numel() as u64,
+    }
+}
+
+/// The statements fused into a node besides its first, each once, written
+/// relative to the first: the frames they share with it are left out.
+fn fused_sources(sources: &SourceMap, origin: &[CallPath]) -> Vec<String> {
+    let Some(first) = origin.first() else {
+        return Vec::new();
+    };
+    let main = sources.locate(first);
+    let mut out: Vec<String> = Vec::new();
+    for path in &origin[1..] {
+        if path == first {
+            continue;
+        }
+        let frames = sources.locate(path);
+        let shared = frames
+            .iter()
+            .zip(&main)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(frames.len().saturating_sub(1));
+        let file = shared.checked_sub(1).map(|i| frames[i].file.as_str());
+        let text = format_frames(
+            &frames[shared..],
+            file.or(main.first().map(|f| f.file.as_str())),
+        );
+        if !out.contains(&text) {
+            out.push(text);
+        }
+    }
+    out
 }
 
 /// Peak FLOP/s and copy bandwidth, measured once per machine and thread
@@ -317,13 +375,9 @@ pub fn measure(
         } else {
             0.0
         };
-        let bytes = bytes_moved(graph, n);
-        let mut fused: Vec<String> = node
-            .origin
-            .iter()
-            .skip(1)
-            .map(|&s| location(info.sources, s))
-            .collect();
+        let moved = traffic(graph, n);
+        let bytes = moved.read + moved.weights + moved.written;
+        let mut fused = fused_sources(info.sources, &node.origin);
         for s in op.epilogue() {
             fused.push(match s {
                 Step::Add => "add".into(),
@@ -338,7 +392,11 @@ pub fn measure(
             source: node
                 .origin
                 .first()
-                .map_or_else(String::new, |&s| location(info.sources, s)),
+                .map_or_else(String::new, |p| info.sources.call_path(p)),
+            call_site: node
+                .origin
+                .first()
+                .map_or_else(Vec::new, |p| info.sources.locate(p)),
             fused,
             ms,
             share: 0.0,
@@ -346,6 +404,9 @@ pub fn measure(
             gflops,
             percent_of_peak: 100.0 * gflops / machine.peak_gflops.max(1e-9),
             bytes,
+            read_bytes: moved.read,
+            weight_bytes: moved.weights,
+            written_bytes: moved.written,
             arithmetic_intensity: flops / bytes.max(1) as f64,
         });
     }
@@ -379,16 +440,20 @@ pub fn measure(
     let mut by_type: BTreeMap<String, TypeReport> = BTreeMap::new();
     for (kind, mut runs) in type_runs {
         runs.sort_by(f64::total_cmp);
-        let of_kind = layers.iter().filter(|l| l.kind == kind);
+        let of_kind = || layers.iter().filter(|l| l.kind == kind);
+        let sum = |f: fn(&LayerReport) -> u64| of_kind().map(f).sum::<u64>();
         by_type.insert(
             kind.clone(),
             TypeReport {
-                count: of_kind.clone().count(),
+                count: of_kind().count(),
                 ms: percentile(&runs, 0.5),
                 share: 0.0,
-                macs: of_kind.map(|l| l.macs).sum(),
+                macs: sum(|l| l.macs),
                 p10: percentile(&runs, 0.1),
                 p90: percentile(&runs, 0.9),
+                weight_bytes: sum(|l| l.weight_bytes),
+                read_bytes: sum(|l| l.read_bytes),
+                written_bytes: sum(|l| l.written_bytes),
             },
         );
     }

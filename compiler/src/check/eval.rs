@@ -23,7 +23,7 @@ use crate::ir::builtin::Builtin;
 use crate::ir::op::Op;
 use crate::ir::shape::Shape;
 use crate::parse::ast::*;
-use crate::source::Span;
+use crate::source::{CallPath, Frame, Span};
 use crate::units::human_bytes;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -134,7 +134,16 @@ pub(super) struct Elaborator<'a> {
     param_names: HashMap<String, Span>,
     layer_names: HashMap<String, usize>,
     auto_names: HashMap<String, usize>,
-    call_stack: Vec<usize>,
+    /// The blocks being instantiated, outermost first.
+    call_stack: Vec<Call>,
+}
+
+/// One block instantiation in progress: which block, the expression that
+/// called it, and the name prefix its layers get.
+struct Call {
+    block: usize,
+    span: Span,
+    prefix: String,
 }
 
 #[derive(Clone)]
@@ -954,7 +963,7 @@ impl<'a> Elaborator<'a> {
         span: Span,
     ) -> R<TensorId> {
         let def = self.blocks[index].def;
-        if self.call_stack.contains(&index) {
+        if self.call_stack.iter().any(|c| c.block == index) {
             return Err(Diagnostic::new(
                 span,
                 format!(
@@ -970,7 +979,11 @@ impl<'a> Elaborator<'a> {
                 format!("blocks nested more than {} deep", self.limits.max_depth),
             ));
         }
-        self.call_stack.push(index);
+        self.call_stack.push(Call {
+            block: index,
+            span,
+            prefix: prefix.clone(),
+        });
         let mut scope = Scope {
             vars: HashMap::new(),
             prefix,
@@ -989,7 +1002,7 @@ impl<'a> Elaborator<'a> {
         }
         let result = self.body(&def.body, &mut scope);
         self.call_stack.pop();
-        let mut result = result?;
+        let mut result = result.map_err(|d| d.in_block(&def.name.name, span))?;
         if result.len() != 1 {
             return Err(Diagnostic::new(
                 def.body.span,
@@ -1089,6 +1102,7 @@ impl<'a> Elaborator<'a> {
             _ => join(&path, kind),
         };
         let name = self.unique_layer_name(base);
+        let call_path = self.call_path(span, &name, kind);
         let output = self.new_tensor(shape, rf);
         self.net.layers.push(Layer {
             name,
@@ -1096,9 +1110,45 @@ impl<'a> Elaborator<'a> {
             inputs,
             output,
             span,
+            call_path,
             params,
         });
         Ok(output)
+    }
+
+    /// The calls that led to a layer named `name` made at `span`, each
+    /// frame named by the part of the layer's path it added (the block's
+    /// name when it added none).
+    fn call_path(&self, span: Span, name: &str, kind: &str) -> CallPath {
+        fn relative<'n>(path: &'n str, parent: &str) -> &'n str {
+            if parent.is_empty() {
+                return path;
+            }
+            path.strip_prefix(parent)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .unwrap_or(path)
+        }
+        let mut parent = "";
+        let mut frames = Vec::with_capacity(self.call_stack.len() + 1);
+        for call in &self.call_stack {
+            let name = match relative(&call.prefix, parent) {
+                "" => self.blocks[call.block].def.name.name.clone(),
+                rest => rest.to_string(),
+            };
+            frames.push(Frame {
+                span: call.span,
+                name,
+            });
+            parent = &call.prefix;
+        }
+        frames.push(Frame {
+            span,
+            name: match relative(name, parent) {
+                "" => kind.to_string(),
+                rest => rest.to_string(),
+            },
+        });
+        CallPath(frames)
     }
 
     /// Layer names are unique; param-less layers may share a path

@@ -30,7 +30,7 @@ impl Graph {
                 kind: NodeKind::Op(layer.op.clone()),
                 shape: net.shape(layer.output).clone(),
                 params: layer.params.clone(),
-                origin: vec![layer.span],
+                origin: vec![layer.call_path.clone()],
                 write_into: None,
             });
             for (port, &t) in layer.inputs.iter().enumerate() {

@@ -5,7 +5,7 @@ pub use crate::ir::graph::Param;
 pub use crate::ir::op::ReceptiveField;
 use crate::ir::op::{Op, ParamKind};
 use crate::ir::shape::Shape;
-use crate::source::Span;
+use crate::source::{CallPath, Span};
 
 pub type TensorId = usize;
 
@@ -31,6 +31,8 @@ pub struct Layer {
     pub output: TensorId,
     /// The expression in the `.net` source that created this layer.
     pub span: Span,
+    /// The block calls that led to `span`, outermost first.
+    pub call_path: CallPath,
     pub params: Vec<Param>,
 }
 

@@ -2,6 +2,7 @@
 
 use super::network::*;
 use crate::ir::op::ParamKind;
+use crate::source::{Located, SourceMap};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -12,6 +13,9 @@ pub struct LayerRow {
     pub params: u64,
     pub macs: u64,
     pub receptive_field: Option<ReceptiveField>,
+    /// Where the layer was instantiated (see [`SourceMap::call_path`]).
+    pub source: String,
+    pub call_site: Vec<Located>,
 }
 
 #[derive(Serialize)]
@@ -30,7 +34,7 @@ pub struct Summary {
     pub layers: Vec<LayerRow>,
 }
 
-pub fn summary(net: &Network) -> Summary {
+pub fn summary(net: &Network, sources: &SourceMap) -> Summary {
     let layers = net
         .layers
         .iter()
@@ -46,6 +50,8 @@ pub fn summary(net: &Network) -> Summary {
                 .sum(),
             macs: l.op.macs(net.shape(l.output)),
             receptive_field: net.tensors[l.output].rf,
+            source: sources.call_path(&l.call_path),
+            call_site: sources.locate(&l.call_path),
         })
         .collect();
     let params = net.learnable_params();
@@ -96,8 +102,16 @@ fn rf_text(rf: Option<ReceptiveField>) -> String {
 }
 
 pub fn table(s: &Summary) -> String {
-    let header = ["layer", "op", "output", "params", "MACs", "RF / jump"];
-    let rows: Vec<[String; 6]> = s
+    let header = [
+        "layer",
+        "op",
+        "output",
+        "params",
+        "MACs",
+        "RF / jump",
+        "source",
+    ];
+    let rows: Vec<[String; 7]> = s
         .layers
         .iter()
         .map(|l| {
@@ -116,6 +130,7 @@ pub fn table(s: &Summary) -> String {
                     grouped(l.macs)
                 },
                 rf_text(l.receptive_field),
+                l.source.clone(),
             ]
         })
         .collect();

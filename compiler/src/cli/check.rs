@@ -27,12 +27,12 @@ enum Format {
 
 pub fn run(a: Args) -> Result<(), Failure> {
     let options = super::check_options(a.batch);
-    let (_, net) = check::check_file(&a.file, options).map_err(Failure::new)?;
+    let (program, net) = check::check_file(&a.file, options).map_err(Failure::new)?;
     if a.params {
         print!("{}", report::params(&net));
         return Ok(());
     }
-    let summary = report::summary(&net);
+    let summary = report::summary(&net, &program.sources);
     match a.format {
         Format::Table => print!("{}", report::table(&summary)),
         Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),

@@ -39,7 +39,9 @@ enum Emit {
 
 pub fn run(a: Args) -> Result<(), Failure> {
     let pipeline = a.opt.pipeline(a.batch, 0);
-    let before = pipeline.check_file(&a.file)?.graph;
+    let checked = pipeline.check_file(&a.file)?;
+    let sources = &checked.program.sources;
+    let before = checked.graph.clone();
     // Folding passes compute with weight values; structure does not depend
     // on them, so random weights serve when none are given.
     let weights = load_weights(&before, &a.weights)?;
@@ -47,7 +49,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let (graph, report) = (&planned.graph, &planned.report);
     match a.emit {
         None => {}
-        Some(Emit::Ir) => print!("{}", graph.to_text()),
+        Some(Emit::Ir) => print!("{}", graph.to_text_with_sources(sources)),
         Some(Emit::Dot) => print!("{}", graph.to_dot()),
         Some(Emit::Passes) => {
             println!(
@@ -55,7 +57,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 before.op_count(),
                 before.macs()
             );
-            print!("{}", before.to_text());
+            print!("{}", before.to_text_with_sources(sources));
             println!("\n== passes");
             for p in PASSES {
                 println!("  {:<15} {}", p.name, p.summary);
@@ -67,7 +69,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 graph.op_count(),
                 graph.macs()
             );
-            print!("{}", graph.to_text());
+            print!("{}", graph.to_text_with_sources(sources));
         }
     }
     if let Some(out) = &a.output {

@@ -7,7 +7,7 @@
 
 use super::op::{Op, ParamSpec};
 use super::shape::Shape;
-use crate::source::Span;
+use crate::source::{CallPath, SourceMap};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 use petgraph::Direction;
@@ -45,7 +45,7 @@ pub struct Node {
     /// Parameter tensors, looked up by name in the bound weights.
     pub params: Vec<Param>,
     /// Source statements this node came from (several once fused).
-    pub origin: Vec<Span>,
+    pub origin: Vec<CallPath>,
     /// Set by concat elimination: this node writes its output straight into
     /// its channel slice of the given concat's buffer.
     pub write_into: Option<ConcatSlot>,
@@ -340,6 +340,16 @@ impl Graph {
 
     /// A readable listing: one line per node in topological order.
     pub fn to_text(&self) -> String {
+        self.listing(None)
+    }
+
+    /// [`Graph::to_text`] with each node's call site (and those of the
+    /// statements fused into it) after its name.
+    pub fn to_text_with_sources(&self, sources: &SourceMap) -> String {
+        self.listing(Some(sources))
+    }
+
+    fn listing(&self, sources: Option<&SourceMap>) -> String {
         let order = self
             .topo_order()
             .unwrap_or_else(|_| self.g.node_indices().collect());
@@ -357,7 +367,15 @@ impl Graph {
                 let ps: Vec<&str> = node.params.iter().map(|p| p.name.as_str()).collect();
                 let _ = write!(out, "  [{}]", ps.join(", "));
             }
-            let _ = writeln!(out, "  # {}", node.name);
+            let _ = write!(out, "  # {}", node.name);
+            if let (Some(sources), Some(first)) = (sources, node.origin.first()) {
+                let _ = write!(out, " @ {}", sources.call_path(first));
+                let others = node.origin[1..].iter().filter(|p| *p != first).count();
+                if others > 0 {
+                    let _ = write!(out, " (+{others} fused)");
+                }
+            }
+            out.push('\n');
         }
         let outs: Vec<String> = self.outputs.iter().map(|&o| id(o)).collect();
         let _ = writeln!(out, "  return {}\n}}", outs.join(", "));

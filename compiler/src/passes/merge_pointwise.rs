@@ -124,7 +124,7 @@ fn merge(
         let slice = graph.add_op(node_name, Op::Slice { start, len }, slice_shape, &[merged]);
         graph.redirect_users(m, slice);
         if let Some(node) = graph.g.remove_node(m) {
-            graph.g[merged].origin.extend(node.origin.iter().copied());
+            graph.g[merged].origin.extend(node.origin.iter().cloned());
             graph.g[slice].origin = node.origin;
         }
         start += len;
