@@ -12,13 +12,22 @@ use std::ops::Range;
 pub struct Diagnostic {
     pub span: Span,
     pub message: String,
-    /// Extra lines printed under the snippet (`= note: ...`).
-    pub notes: Vec<String>,
+    /// Extra lines printed under the snippet (`= note: ...`), and the block
+    /// instantiations the error happened in.
+    pub notes: Vec<Note>,
     /// Secondary spans with a short label, e.g. "first defined here".
     pub related: Vec<(Span, String)>,
-    /// The block instantiations the error happened in, innermost first:
-    /// the block's name and the call that instantiated it.
-    pub instantiated: Vec<(String, Span)>,
+}
+
+/// A line under a diagnostic's snippet.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Note {
+    Text(String),
+    /// The error happened inside this block, instantiated by this call.
+    InBlock {
+        block: String,
+        call: Span,
+    },
 }
 
 impl Diagnostic {
@@ -28,39 +37,47 @@ impl Diagnostic {
             message: message.into(),
             notes: Vec::new(),
             related: Vec::new(),
-            instantiated: Vec::new(),
         }
     }
 
     /// Record that the error happened inside block `block` instantiated at
     /// `call` (called from the innermost block outwards).
     pub fn in_block(mut self, block: &str, call: Span) -> Self {
-        self.instantiated.push((block.to_string(), call));
+        self.notes.push(Note::InBlock {
+            block: block.to_string(),
+            call,
+        });
         self
     }
 
     /// "in block `basic` instantiated at models/googlenet.net:28:10", one
     /// per enclosing instantiation, innermost first.
     pub fn instantiation_notes(&self, sources: &SourceMap) -> Vec<String> {
-        self.instantiated
+        self.notes
             .iter()
-            .map(|(block, call)| {
-                format!(
-                    "in block `{block}` instantiated at {}",
-                    sources.location(*call)
-                )
-            })
+            .filter(|n| matches!(n, Note::InBlock { .. }))
+            .map(|n| self.note_text(n, sources))
             .collect()
     }
 
     pub fn note(mut self, note: impl Into<String>) -> Self {
-        self.notes.push(note.into());
+        self.notes.push(Note::Text(note.into()));
         self
     }
 
     pub fn related(mut self, span: Span, label: impl Into<String>) -> Self {
         self.related.push((span, label.into()));
         self
+    }
+
+    fn note_text(&self, note: &Note, sources: &SourceMap) -> String {
+        match note {
+            Note::Text(t) => t.clone(),
+            Note::InBlock { block, call } => format!(
+                "in block `{block}` instantiated at {}",
+                sources.location(*call)
+            ),
+        }
     }
 
     /// `file:line:col: message` — the compact one-line form.
@@ -83,8 +100,7 @@ impl Diagnostic {
             .with_notes(
                 self.notes
                     .iter()
-                    .cloned()
-                    .chain(self.instantiation_notes(sources))
+                    .map(|n| self.note_text(n, sources))
                     .collect(),
             );
         let config = term::Config::default();
