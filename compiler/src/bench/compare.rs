@@ -88,6 +88,80 @@ pub fn describe(checks: &[Check]) -> String {
     out
 }
 
+/// `compare.md`: every row with before, after, change and noise band,
+/// and the chart beside it.
+pub fn markdown(model: &str, checks: &[Check], chart: Option<&str>) -> String {
+    let mut out = format!("# netc bench: {model} against the baseline\n\n");
+    out += "A row regresses when its median grew by more than the noise band: the \
+            relative p10–p90 spread of both runs added, at least 2%.\n\n";
+    out += "| | baseline ms | ms | change | noise band | |\n|---|---|---|---|---|---|\n";
+    for c in checks {
+        out += &format!(
+            "| {} | {:.3} | {:.3} | {:+.1}% | ±{:.1}% | {} |\n",
+            c.what,
+            c.baseline_ms,
+            c.ms,
+            100.0 * c.change,
+            100.0 * c.tolerance,
+            if c.regression { "**regression**" } else { "" }
+        );
+    }
+    if let Some(chart) = chart {
+        out += &format!("\n![change against the baseline]({chart})\n");
+    }
+    out
+}
+
+/// How many rows the one-screen summary lists besides the total.
+const SUMMARY_ROWS: usize = 8;
+
+/// A one-screen Markdown summary for a CI job page: the verdict, the
+/// total, and the types that moved most.
+pub fn summary(report: &Report, checks: &[Check]) -> String {
+    let regressions: Vec<&Check> = checks.iter().filter(|c| c.regression).collect();
+    let mut out = format!(
+        "### netc bench {}: {}\n\n",
+        report.model,
+        if regressions.is_empty() {
+            "no regression".to_string()
+        } else {
+            format!(
+                "{} regression{} ({})",
+                regressions.len(),
+                if regressions.len() == 1 { "" } else { "s" },
+                regressions
+                    .iter()
+                    .map(|c| c.what.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    out += &format!(
+        "batch {}, {} threads, {} iterations on {}\n\n",
+        report.batch, report.threads, report.iters, report.machine.cpu
+    );
+    out += "| | baseline ms | ms | change | noise |\n|---|---:|---:|---:|---:|\n";
+    let mut rows: Vec<&Check> = checks.iter().skip(1).collect();
+    rows.sort_by(|a, b| b.change.abs().total_cmp(&a.change.abs()));
+    for c in checks
+        .iter()
+        .take(1)
+        .chain(rows.into_iter().take(SUMMARY_ROWS))
+    {
+        out += &format!(
+            "| {}{} | {:.3} | {:.3} | {:+.1}% | ±{:.1}% |\n",
+            if c.regression { "❌ " } else { "" },
+            c.what,
+            c.baseline_ms,
+            c.ms,
+            100.0 * c.change,
+            100.0 * c.tolerance
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +206,7 @@ mod tests {
                 peak_rss_bytes: 1,
             },
             machine: Machine {
+                cpu: "cpu".into(),
                 peak_gflops: 1.0,
                 bandwidth_gbs: 1.0,
                 threads: 2,

@@ -4,11 +4,14 @@
 //! table, Markdown with an SVG chart, JSON and a Chrome trace
 //! ([`render`]); [`compare`] flags regressions against an earlier JSON.
 
+pub mod charts;
 pub mod compare;
+pub mod history;
+pub mod html;
 pub mod render;
 
 use crate::codegen::jit::{JitModel, JitRunError};
-use crate::ir::op::{Op, Step};
+use crate::ir::op::Op;
 use crate::ir::Graph;
 use crate::source::{format_frames, CallPath, Located, SourceMap};
 use netc_runtime::init::{random_tensor, Init};
@@ -95,6 +98,9 @@ pub struct Memory {
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Machine {
+    /// The CPU's model name and family/model numbers (`/proc/cpuinfo`).
+    #[serde(default)]
+    pub cpu: String,
     pub peak_gflops: f64,
     pub bandwidth_gbs: f64,
     pub threads: usize,
@@ -233,6 +239,7 @@ fn machine(threads: usize) -> Machine {
     {
         // The peak belongs to the machine; the kernel to this build.
         return Machine {
+            cpu: cpu_name(),
             micro_kernel: netc_runtime::kernels::dispatch::kernel_name().to_string(),
             ..m
         };
@@ -251,6 +258,7 @@ fn machine(threads: usize) -> Machine {
     };
     let peak = (0..PEAK_RUNS).map(|_| once()).fold(0.0, f64::max);
     let m = Machine {
+        cpu: cpu_name(),
         peak_gflops: peak,
         bandwidth_gbs: profile::copy_bandwidth_gbs(0.3),
         threads,
@@ -265,6 +273,25 @@ fn machine(threads: usize) -> Machine {
         }
     }
     m
+}
+
+/// `AMD EPYC (family 25 model 17)`: the model name and, since cloud CPUs
+/// often hide the generation behind a bare brand, family and model.
+pub fn cpu_name() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    match (field("model name"), field("cpu family"), field("model")) {
+        (Some(name), Some(family), Some(model)) => {
+            format!("{name} (family {family} model {model})")
+        }
+        (Some(name), _, _) => name,
+        _ => std::env::consts::ARCH.to_string(),
+    }
 }
 
 /// One layer execution, for the Chrome trace.
@@ -377,14 +404,9 @@ pub fn measure(
         };
         let moved = traffic(graph, n);
         let bytes = moved.read + moved.weights + moved.written;
-        let mut fused = fused_sources(info.sources, &node.origin);
-        for s in op.epilogue() {
-            fused.push(match s {
-                Step::Add => "add".into(),
-                Step::Act(a) => a.name().into(),
-                Step::MaxPool2 => "maxpool".into(),
-            });
-        }
+        // Epilogue steps show in `op` (`conv 3x3+relu`); `fused` names the
+        // statements they came from.
+        let fused = fused_sources(info.sources, &node.origin);
         layers.push(LayerReport {
             name: node.name.clone(),
             kind: layer_type(op),

@@ -1,9 +1,9 @@
-//! Rendering a benchmark [`Report`]: terminal table, Markdown with an SVG
-//! chart drawn by plotters, and Chrome-trace JSON.
+//! Rendering a benchmark [`Report`] as text: the terminal table, Markdown
+//! (pointing at the SVG charts of [`super::charts`]) and Chrome-trace JSON.
 
-use super::{LayerReport, Memory, Report, TraceEvent, TypeReport};
+use super::charts::sorted_types;
+use super::{LayerReport, Memory, Report, TraceEvent};
 use crate::units::human_bytes;
-use plotters::prelude::*;
 
 /// The terminal table: totals, the per-type summary, the slowest layers.
 pub fn table(r: &Report, top: usize) -> String {
@@ -28,10 +28,8 @@ pub fn table(r: &Report, top: usize) -> String {
         "{:<12} {:>5} {:>9} {:>7} {:>7} {:>10}\n",
         "type", "count", "ms", "share", "cum.", "GMACs"
     );
-    let mut types: Vec<(&String, &TypeReport)> = r.by_type.iter().collect();
-    types.sort_by(|a, b| b.1.ms.total_cmp(&a.1.ms));
     let mut cumulative = 0.0;
-    for (name, t) in types {
+    for (name, t) in sorted_types(r) {
         cumulative += t.share;
         out += &format!(
             "{:<12} {:>5} {:>9.3} {:>6.1}% {:>6.1}% {:>10.3}\n",
@@ -73,7 +71,7 @@ pub fn table(r: &Report, top: usize) -> String {
 }
 
 /// The memory figures, human-readable, in report order.
-fn memory_cells(m: &Memory) -> [String; 6] {
+pub fn memory_cells(m: &Memory) -> [String; 6] {
     [
         m.weights_bytes,
         m.packed_weights_bytes,
@@ -85,14 +83,16 @@ fn memory_cells(m: &Memory) -> [String; 6] {
     .map(human_bytes)
 }
 
-fn sorted_types(r: &Report) -> Vec<(&String, &TypeReport)> {
-    let mut types: Vec<(&String, &TypeReport)> = r.by_type.iter().collect();
-    types.sort_by(|a, b| b.1.ms.total_cmp(&a.1.ms));
-    types
+/// The charts a Markdown report links to, by file name next to it.
+#[derive(Clone, Copy, Default)]
+pub struct Pictures<'a> {
+    pub by_type: Option<&'a str>,
+    pub roofline: Option<&'a str>,
+    pub timeline: Option<&'a str>,
 }
 
-/// A Markdown report; `chart` is the file name of the SVG next to it.
-pub fn markdown(r: &Report, chart: Option<&str>, top: usize) -> String {
+/// A Markdown report, linking the pictures that were written beside it.
+pub fn markdown(r: &Report, pictures: Pictures, top: usize) -> String {
     let l = &r.latency_ms;
     let mut out = format!(
         "# netc bench: {}
@@ -111,21 +111,30 @@ pub fn markdown(r: &Report, chart: Option<&str>, top: usize) -> String {
         "| end to end | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} |\n\n",
         l.median, l.p10, l.p90, l.min, r.images_per_second, r.gflops
     );
-    out += "## Time by layer type\n\n| type | count | ms | share | cumulative | GMACs |\n|---|---|---|---|---|---|\n";
+    out += "## Time by layer type\n\n| type | count | ms | share | cumulative | GMACs | weights | activations read | activations written |\n|---|---|---|---|---|---|---|---|---|\n";
     let mut cumulative = 0.0;
     for (name, t) in sorted_types(r) {
         cumulative += t.share;
         out += &format!(
-            "| {name} | {} | {:.3} | {:.1}% | {:.1}% | {:.3} |\n",
+            "| {name} | {} | {:.3} | {:.1}% | {:.1}% | {:.3} | {} | {} | {} |\n",
             t.count,
             t.ms,
             100.0 * t.share,
             100.0 * cumulative,
-            t.macs as f64 / 1e9
+            t.macs as f64 / 1e9,
+            human_bytes(t.weight_bytes),
+            human_bytes(t.read_bytes),
+            human_bytes(t.written_bytes),
         );
     }
-    if let Some(chart) = chart {
-        out += &format!("\n![time by layer type]({chart})\n");
+    for (title, file) in [
+        ("time by layer type", pictures.by_type),
+        ("roofline", pictures.roofline),
+        ("one iteration", pictures.timeline),
+    ] {
+        if let Some(file) = file {
+            out += &format!("\n![{title}]({file})\n");
+        }
     }
     out += &format!("\n## Slowest {top} layers\n\n| ms | share | GFLOP/s | % peak | FLOP/byte | layer | op | source | fused |\n|---|---|---|---|---|---|---|---|---|\n");
     let mut layers: Vec<_> = r.layers.iter().collect();
@@ -147,62 +156,6 @@ pub fn markdown(r: &Report, chart: Option<&str>, top: usize) -> String {
     out += "\n## Memory\n\n| weights | packed weights | activation arena | naive activations | kernel workspace | peak RSS |\n|---|---|---|---|---|---|\n";
     out += &format!("| {} |\n", memory_cells(&r.memory).join(" | "));
     out
-}
-
-/// A horizontal bar chart of time per layer type, as SVG.
-pub fn svg_chart(r: &Report) -> Result<String, String> {
-    let types = sorted_types(r);
-    let mut svg = String::new();
-    {
-        let height = 80 + 30 * types.len() as u32;
-        let root = SVGBackend::with_string(&mut svg, (720, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let max = types
-            .iter()
-            .map(|(_, t)| t.ms)
-            .fold(0.0, f64::max)
-            .max(1e-6)
-            * 1.15;
-        let n = types.len().max(1);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!(
-                    "{}: ms per layer type (batch {}, {} threads)",
-                    r.model, r.batch, r.threads
-                ),
-                ("sans-serif", 18),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(110)
-            .build_cartesian_2d(0.0..max, 0..n)
-            .map_err(|e| e.to_string())?;
-        let labels: Vec<String> = types.iter().map(|(k, _)| k.to_string()).collect();
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(n)
-            .y_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
-            .x_desc("ms")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(types.iter().enumerate().map(|(i, (_, t))| {
-                Rectangle::new([(0.0, i), (t.ms, i + 1)], BLUE.mix(0.6).filled())
-            }))
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(types.iter().enumerate().map(|(i, (_, t))| {
-                Text::new(
-                    format!("{:.1}%", 100.0 * t.share),
-                    (t.ms, i),
-                    ("sans-serif", 14),
-                )
-            }))
-            .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
-    }
-    Ok(svg)
 }
 
 /// Chrome trace / Perfetto JSON: one complete event per layer per iteration.

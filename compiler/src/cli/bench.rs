@@ -2,14 +2,22 @@
 //! per layer type, from the JIT-compiled model.
 
 use super::{load_weights, Failure, OptArgs, WeightArgs};
-use crate::bench::{self, compare, render, ModelInfo, Report, Settings};
+use crate::bench::history::{self, Run};
+use crate::bench::render::Pictures;
+use crate::bench::{self, charts, compare, html, render, ModelInfo, Report, Settings};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
 netc bench models/resnet50.net\n  \
 netc bench models/vgg16.net --batch 8 --format md --out bench-out/\n  \
-netc bench models/resnet18.net --format json > base.json; netc bench models/resnet18.net --baseline base.json")]
+netc bench models/resnet18.net --out report/      # then open report/report.html\n  \
+netc bench models/resnet18.net --format json > base.json; netc bench models/resnet18.net --baseline base.json\n  \
+netc bench models/resnet18.net --history bench-history/   # appends the run, draws the trend\n\n\
+--out writes report.html (the whole report on one self-contained page), report.md, report.json,\n\
+report.txt, by_type.svg, roofline.svg, timeline.svg and trace.json (chrome://tracing, Perfetto);\n\
+with --baseline also compare.md, compare.svg and summary.md (one screen, for a CI job summary;\n\
+appended to $GITHUB_STEP_SUMMARY when that is set).")]
 pub struct Args {
     /// The model file (.net).
     file: PathBuf,
@@ -28,14 +36,20 @@ pub struct Args {
     /// Report format; `json` and `trace` go to stdout unless --out is given.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-    /// Write every format into this directory (report.json, report.md,
-    /// by_type.svg, trace.json, report.txt).
+    /// Write every format into this directory: report.html, report.md,
+    /// report.json, report.txt, the SVG charts and trace.json.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Compare with an earlier `--format json` report; exit code 2 when the
-    /// total or a layer type got slower by more than both runs' noise.
+    /// Compare with an earlier `--format json` report (or report.json);
+    /// exit code 2 when the total or a layer type got slower by more than
+    /// both runs' noise. With --out, also writes compare.md, compare.svg
+    /// and summary.md.
     #[arg(long, value_name = "FILE.json")]
     baseline: Option<PathBuf>,
+    /// Append this run to DIR/<model>.jsonl (with the machine and the git
+    /// commit) and draw DIR/<model>-trend.svg from the comparable runs.
+    #[arg(long, value_name = "DIR")]
+    history: Option<PathBuf>,
     /// How many of the slowest layers to list.
     #[arg(long, default_value_t = 10)]
     top: usize,
@@ -88,36 +102,30 @@ pub fn run(a: Args) -> Result<(), Failure> {
     };
     let (report, trace) = bench::measure(&info, &mut model, settings)?;
 
+    let checks = baseline.map(|base| compare::compare(&base, &report));
     if let Some(dir) = &a.out {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let write = |name: &str, text: String| -> Result<(), Failure> {
-            let p = dir.join(name);
-            std::fs::write(&p, text)
-                .map_err(|e| Failure::new(format!("cannot write {}: {e}", p.display())))
-        };
-        write("report.json", serde_json::to_string_pretty(&report)?)?;
-        write("report.txt", render::table(&report, a.top))?;
-        write("by_type.svg", render::svg_chart(&report)?)?;
-        write(
-            "report.md",
-            render::markdown(&report, Some("by_type.svg"), a.top),
-        )?;
-        write("trace.json", render::trace(&report, &trace))?;
+        write_reports(dir, &report, &trace, checks.as_deref(), a.top)?;
+    }
+    if let Some(dir) = &a.history {
+        let runs = history::append(dir, &Run::new(report.clone()))?;
+        let trend = dir.join(format!("{}-trend.svg", report.model));
+        std::fs::write(&trend, charts::trend(&report.model, &runs)?)
+            .map_err(|e| format!("cannot write {}: {e}", trend.display()))?;
         eprintln!(
-            "wrote report.json, report.md, by_type.svg, trace.json, report.txt to {}",
-            dir.display()
+            "history: {} comparable run(s) in {}; trend in {}",
+            runs.len(),
+            history::file(dir, &report.model).display(),
+            trend.display()
         );
     }
     match (a.format, &a.out) {
         (Format::Table, _) => print!("{}", render::table(&report, a.top)),
-        (Format::Md, None) => print!("{}", render::markdown(&report, None, a.top)),
+        (Format::Md, None) => print!("{}", render::markdown(&report, Pictures::default(), a.top)),
         (Format::Json, None) => println!("{}", serde_json::to_string_pretty(&report)?),
         (Format::Trace, None) => println!("{}", render::trace(&report, &trace)),
         _ => {}
     }
-    if let Some(base) = baseline {
-        let checks = compare::compare(&base, &report);
+    if let Some(checks) = checks {
         eprint!("{}", compare::describe(&checks));
         if checks.iter().any(|c| c.regression) {
             return Err(Failure {
@@ -126,5 +134,68 @@ pub fn run(a: Args) -> Result<(), Failure> {
             });
         }
     }
+    Ok(())
+}
+
+/// Every report file into `dir`.
+fn write_reports(
+    dir: &std::path::Path,
+    report: &Report,
+    trace: &[bench::TraceEvent],
+    checks: Option<&[compare::Check]>,
+    top: usize,
+) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    let mut write = |name: &str, text: String| -> Result<(), Failure> {
+        let p = dir.join(name);
+        std::fs::write(&p, text)
+            .map_err(|e| Failure::new(format!("cannot write {}: {e}", p.display())))?;
+        written.push(name.to_string());
+        Ok(())
+    };
+    write("report.json", serde_json::to_string_pretty(report)?)?;
+    write("report.txt", render::table(report, top))?;
+    write("by_type.svg", charts::by_type(report)?)?;
+    write("roofline.svg", charts::roofline(report)?)?;
+    let timeline = !trace.is_empty();
+    if timeline {
+        write("timeline.svg", charts::timeline(report, trace)?)?;
+    }
+    let pictures = Pictures {
+        by_type: Some("by_type.svg"),
+        roofline: Some("roofline.svg"),
+        timeline: timeline.then_some("timeline.svg"),
+    };
+    write("report.md", render::markdown(report, pictures, top))?;
+    write("trace.json", render::trace(report, trace))?;
+    let extras = html::Extras {
+        events: trace,
+        top,
+        checks,
+    };
+    write("report.html", html::page(report, &extras)?)?;
+    if let Some(checks) = checks {
+        write("compare.svg", charts::compare(&report.model, checks)?)?;
+        write(
+            "compare.md",
+            compare::markdown(&report.model, checks, Some("compare.svg")),
+        )?;
+        let summary = compare::summary(report, checks);
+        // GitHub Actions shows this file on the job's page.
+        if let Some(p) = std::env::var_os("GITHUB_STEP_SUMMARY") {
+            use std::io::Write;
+            let appended = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .and_then(|mut f| writeln!(f, "{summary}"));
+            if let Err(e) = appended {
+                eprintln!("warning: cannot append to $GITHUB_STEP_SUMMARY: {e}");
+            }
+        }
+        write("summary.md", summary)?;
+    }
+    eprintln!("wrote {} to {}", written.join(", "), dir.display());
     Ok(())
 }
