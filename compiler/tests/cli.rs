@@ -53,6 +53,11 @@ fn bench_json_has_the_documented_schema() {
         .as_str()
         .unwrap()
         .starts_with("models/deep_convnet.net:")));
+    // ... and frame by frame.
+    let site = &layers[0]["call_site"][0];
+    assert_eq!(site["file"], "models/deep_convnet.net");
+    assert!(site["line"].as_u64().unwrap() > 0 && site["col"].as_u64().unwrap() > 0);
+    assert!(site["name"].is_string());
 }
 
 #[test]

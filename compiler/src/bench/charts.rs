@@ -348,6 +348,10 @@ pub fn roofline(r: &Report) -> ChartResult {
                 (x - 7, y, HPos::Right),
                 (x - w / 2, y - 14, HPos::Left),
                 (x - w / 2, y + 14, HPos::Left),
+                (x - w / 2, y - 28, HPos::Left),
+                (x - w / 2, y + 28, HPos::Left),
+                (x - w - 7, y - 14, HPos::Left),
+                (x + 7, y + 14, HPos::Left),
             ];
             let free = candidates.into_iter().find(|&(tx, ty, h)| {
                 let x0 = if matches!(h, HPos::Right) { tx - w } else { tx };
@@ -479,7 +483,12 @@ pub fn timeline(r: &Report, events: &[TraceEvent]) -> ChartResult {
                 .draw_series(of_it.iter().filter(|e| e.kind == *kind).map(|e| {
                     let a = (e.start_us - t0) / 1e3;
                     let b = a + e.dur_us / 1e3;
-                    Rectangle::new([(a, centre - 0.35), (b, centre + 0.35)], c.filled())
+                    // A pixel of white at each box's end tells back-to-back
+                    // layers of one type apart.
+                    let mut r =
+                        Rectangle::new([(a, centre - 0.35), (b, centre + 0.35)], c.filled());
+                    r.set_margin(0, 0, 0, 1);
+                    r
                 }))
                 .map_err(err)?;
         }

@@ -100,7 +100,7 @@ pub fn page(r: &Report, x: &Extras) -> Result<String, String> {
         &mut out,
         &format!("{:.1}", r.gflops),
         &format!(
-            "GFLOP/s ({:.0}% of peak)",
+            "effective GFLOP/s ({:.0}% of the FMA peak)",
             100.0 * r.gflops / m.peak_gflops.max(1e-9)
         ),
     );
@@ -163,7 +163,10 @@ pub fn page(r: &Report, x: &Extras) -> Result<String, String> {
     out += "<h2>Roofline</h2>\n<p>Each dot is a layer, each diamond a layer type, at its \
             arithmetic intensity (FLOPs per byte it must move at least once) and the FLOP rate \
             it reached. Left of the ridge the copy bandwidth bounds what a layer can reach, \
-            right of it the FMA peak; the distance below the roof is what is left to gain.</p>\n";
+            right of it the FMA peak; the distance below the roof is what is left to gain. Two \
+            caveats: bandwidth is the machine's copy bandwidth to memory, so layers whose data \
+            stay in cache can sit above the slanted roof; and Winograd convolutions are credited \
+            with direct convolution's FLOPs, so they can sit above the peak.</p>\n";
     out += inline(&charts::roofline(r)?);
 
     if !x.events.is_empty() {
