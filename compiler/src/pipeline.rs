@@ -25,9 +25,9 @@ use std::path::Path;
 /// Anything that stops a checked model from compiling.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// A check error, rendered with its source line.
+    /// A check error, located and rendered with its source line.
     #[error("{0}")]
-    Check(String),
+    Check(Box<check::Rejected>),
     #[error(transparent)]
     Graph(#[from] GraphError),
     #[error(transparent)]
@@ -105,8 +105,8 @@ impl Pipeline {
     /// Parse and check a model file and its imports, then lower it to a
     /// validated graph.
     pub fn check_file(&self, path: &Path) -> Result<Checked, PipelineError> {
-        let (program, network) =
-            check::check_file(path, self.check_options()).map_err(PipelineError::Check)?;
+        let (program, network) = check::check_file(path, self.check_options())
+            .map_err(|e| PipelineError::Check(Box::new(e)))?;
         let graph = Graph::from_network(&network);
         graph.validate()?;
         Ok(Checked {
@@ -118,8 +118,10 @@ impl Pipeline {
 
     /// Check model source held in memory (tests, benches) and lower it.
     pub fn check_source(&self, name: &str, text: &str) -> Result<Graph, PipelineError> {
-        let net = check::check_source(name, text, self.check_options())
-            .map_err(|(sources, d)| PipelineError::Check(d.render(&sources)))?;
+        let net =
+            check::check_source(name, text, self.check_options()).map_err(|(sources, d)| {
+                PipelineError::Check(Box::new(check::Rejected::new(&sources, &d.into())))
+            })?;
         let graph = Graph::from_network(&net);
         graph.validate()?;
         Ok(graph)

@@ -294,7 +294,7 @@ fn every_malformed_file_reports_its_location_and_message() {
         let path = dir().join(format!("{stem}.net"));
         let err = match check::check_file(&path, CheckOptions::default()) {
             Ok(_) => panic!("{stem}: expected an error"),
-            Err(e) => e,
+            Err(e) => e.rendered,
         };
         let first = err.lines().next().unwrap();
         let expected = format!("{}:{line}:{col}: {message}", path.display());

@@ -167,12 +167,53 @@ impl Program {
     }
 }
 
-/// Load and check a model file in one step; errors come back rendered.
-pub fn check_file(path: &Path, options: CheckOptions) -> Result<(Program, Network), String> {
-    let program = load(path).map_err(|(sources, e)| render_error(&sources, &e))?;
+/// A model that did not check, ready to show: where (when the error has a
+/// place in a source file), the one-line message, and the full rendering
+/// the CLI prints (its `Display`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejected {
+    /// File, 1-based line and column of the error's primary span.
+    pub location: Option<(String, usize, usize)>,
+    pub message: String,
+    pub rendered: String,
+}
+
+impl Rejected {
+    pub fn new(sources: &SourceMap, e: &CheckError) -> Rejected {
+        let location = match e {
+            CheckError::Source(d) => {
+                let (line, col) = sources.line_col(d.span.file, d.span.start);
+                let file = sources.get(d.span.file).path.display().to_string();
+                Some((file, line, col))
+            }
+            CheckError::Io { .. } => None,
+        };
+        let message = match e {
+            CheckError::Source(d) => d.message.clone(),
+            other => other.to_string(),
+        };
+        Rejected {
+            location,
+            message,
+            rendered: render_error(sources, e),
+        }
+    }
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.rendered)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// Load and check a model file in one step.
+pub fn check_file(path: &Path, options: CheckOptions) -> Result<(Program, Network), Rejected> {
+    let program = load(path).map_err(|(sources, e)| Rejected::new(&sources, &e))?;
     match program.check(options) {
         Ok(net) => Ok((program, net)),
-        Err(e) => Err(render_error(&program.sources, &e)),
+        Err(e) => Err(Rejected::new(&program.sources, &e)),
     }
 }
 

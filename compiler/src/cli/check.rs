@@ -27,7 +27,7 @@ enum Format {
 
 pub fn run(a: Args) -> Result<(), Failure> {
     let options = super::check_options(a.batch);
-    let (program, net) = check::check_file(&a.file, options).map_err(Failure::new)?;
+    let (program, net) = check::check_file(&a.file, options)?;
     if a.params {
         print!("{}", report::params(&net));
         return Ok(());

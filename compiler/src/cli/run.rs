@@ -129,7 +129,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
     }
     if let Some(path) = &a.output {
-        let names = output_names(&load_graph(&a.file, batch)?);
+        let names = load_graph(&a.file, batch)?.output_names();
         write_outputs(path, &names, &outputs)?;
     }
     Ok(())
@@ -192,22 +192,6 @@ impl Engine {
 }
 
 /// Check, lower, optimise (unless reference) and compile (JIT) the model.
-/// The names of a graph's outputs: their layers' names, made unique.
-fn output_names(graph: &Graph) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for &o in &graph.outputs {
-        let base = graph.g[o].name.clone();
-        let mut name = base.clone();
-        let mut k = 1;
-        while names.contains(&name) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
-        names.push(name);
-    }
-    names
-}
-
 /// Write `outputs` as `--output` asks: one `.npy`, or an `.npz` by name.
 fn write_outputs(path: &Path, names: &[String], outputs: &[Tensor]) -> Result<(), Failure> {
     let npz = path

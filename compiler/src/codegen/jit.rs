@@ -185,6 +185,50 @@ impl JitModel {
         self.check_guards()
     }
 
+    /// Run on borrowed buffers (the Python package's arrays, in place):
+    /// `inputs[i]` holds input `i`'s elements in its compiled shape, and
+    /// `outputs[i]` receives output `i`'s. Lengths are checked; the arena
+    /// and weight guards too.
+    pub fn run_slices(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<(), JitRunError> {
+        let expected = &self.lowered.input_shapes;
+        if inputs.len() != expected.len() {
+            return Err(JitRunError::InputCount {
+                expected: expected.len(),
+                found: inputs.len(),
+            });
+        }
+        for (index, (x, shape)) in inputs.iter().zip(expected).enumerate() {
+            if x.len() != shape.iter().product::<usize>() {
+                return Err(JitRunError::InputShape {
+                    index,
+                    expected: shape.clone(),
+                    found: vec![x.len()],
+                });
+            }
+        }
+        let expected = &self.lowered.output_shapes;
+        let fits = outputs.len() == expected.len()
+            && outputs
+                .iter()
+                .zip(expected)
+                .all(|(o, s)| o.len() == s.iter().product::<usize>());
+        if !fits {
+            return Err(JitRunError::OutputShapes {
+                expected: expected.clone(),
+                found: outputs.iter().map(|o| vec![o.len()]).collect(),
+            });
+        }
+        let in_ptrs: Vec<*const f32> = inputs.iter().map(|x| x.as_ptr()).collect();
+        let out_ptrs: Vec<*mut f32> = outputs.iter_mut().map(|o| o.as_mut_ptr()).collect();
+        // SAFETY: every buffer's length was checked against its shape.
+        unsafe { self.call(&in_ptrs, &out_ptrs) };
+        self.check_guards()
+    }
+
     fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), JitRunError> {
         let expected = &self.lowered.input_shapes;
         if inputs.len() != expected.len() {

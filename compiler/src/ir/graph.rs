@@ -338,6 +338,23 @@ impl Graph {
         Ok(())
     }
 
+    /// The names outputs go by (`netc run --output y.npz`, the Python
+    /// package's dict): their layers' names, made unique with `_1`, `_2`.
+    pub fn output_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for &o in &self.outputs {
+            let base = self.g[o].name.clone();
+            let mut name = base.clone();
+            let mut k = 1;
+            while names.contains(&name) {
+                name = format!("{base}_{k}");
+                k += 1;
+            }
+            names.push(name);
+        }
+        names
+    }
+
     /// A readable listing: one line per node in topological order.
     pub fn to_text(&self) -> String {
         self.listing(None)
