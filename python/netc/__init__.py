@@ -161,13 +161,21 @@ def _restore(recipe: Dict[str, Any]) -> Model:
     return Model(recipe)
 
 
+def _reads(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def _materialise(recipe: Dict[str, Any]) -> Tuple[str, Optional[str], Optional[tempfile.TemporaryDirectory]]:
     """The model file and weights file to compile from: the original paths
     when they still hold what was loaded, else copies in a temporary
     directory (sources laid out as they were relative to each other)."""
     files: List[Tuple[str, str]] = recipe["sources"]
     root = files[0][0]
-    intact = all(os.path.isfile(p) and open(p, encoding="utf-8").read() == text for p, text in files)
+    intact = all(_reads(p) == text for p, text in files)
     tmp = None
     weights = recipe.get("weights_path")
     if not intact or recipe.get("weights_bytes") is not None:
