@@ -7,8 +7,14 @@ import os
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray", reason="pip install 'ray[data]' for the Ray tests")
-pq = pytest.importorskip("pyarrow.parquet")
+try:
+    import pyarrow.parquet as pq
+    import ray
+except ImportError:
+    # .ci/run sets NETC_REQUIRE_PYTHON: there a missing Ray fails the suite.
+    if os.environ.get("NETC_REQUIRE_PYTHON"):
+        raise
+    pytest.skip("pip install 'ray[data]' for the Ray tests", allow_module_level=True)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODEL = os.path.join(ROOT, "models", "deep_convnet.net")
