@@ -118,9 +118,13 @@ fn segmentation_models_match_unoptimised_at_small_sizes() {
         ("fcn_resnet50", 1, [64, 64]),
         ("fcn_resnet50", 2, [40, 72]),
         ("deeplabv3_resnet50", 1, [48, 56]),
+        ("lraspp_mobilenet_v3_large", 1, [64, 80]),
+        ("lraspp_mobilenet_v3_large", 2, [56, 40]),
     ] {
         let g = common::sized_model_graph(model, batch, Some(size));
-        assert_eq!(g.g[g.outputs[1]].shape.0, [batch, 21, size[0], size[1]]);
+        for &o in &g.outputs {
+            assert_eq!(g.g[o].shape.0, [batch, 21, size[0], size[1]]);
+        }
         let label = format!("{model} batch {batch} at {}x{}", size[0], size[1]);
         check_equivalent(&label, &g, &Options::default());
     }

@@ -33,6 +33,7 @@ const TORCHVISION: &[(&str, u64, f64)] = &[
     ("resnet101", 44_549_160, 7.80),
     ("fcn_resnet50", 35_322_218, 152.717),
     ("deeplabv3_resnet50", 42_004_074, 178.722),
+    ("lraspp_mobilenet_v3_large", 3_221_538, 2.086),
 ];
 
 #[test]
@@ -74,11 +75,40 @@ fn totals_match_published_numbers() {
 #[test]
 fn segmentation_models_match_their_facts_and_predict_every_pixel() {
     for model in ["fcn_resnet50", "deeplabv3_resnet50"] {
-        segmentation_facts(model);
+        let net = segmentation_facts(model);
+        let layer4 = net
+            .layers
+            .iter()
+            .rev()
+            .find(|l| l.name.starts_with("backbone.layer4"))
+            .unwrap();
+        assert_eq!(net.shape(layer4.output).0, [1, 2048, 65, 65]);
+        assert_eq!(net.tensors[layer4.output].rf.unwrap().jump, [8, 8]);
     }
 }
 
-fn segmentation_facts(model: &str) {
+/// LR-ASPP: the low features at 1/8 of the input, the high ones at 1/16
+/// (the dilated last stage keeps stride 1), one output at the input's size.
+#[test]
+fn lraspp_matches_its_facts_with_low_and_high_features() {
+    let net = segmentation_facts("lraspp_mobilenet_v3_large");
+    assert_eq!(net.outputs.len(), 1);
+    let last = |prefix: &str| {
+        net.layers
+            .iter()
+            .rev()
+            .find(|l| l.name.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no layer {prefix}"))
+    };
+    let low = last("backbone.4.");
+    let high = last("backbone.16.");
+    assert_eq!(net.shape(low.output).0, [1, 40, 65, 65]);
+    assert_eq!(net.tensors[low.output].rf.unwrap().jump, [8, 8]);
+    assert_eq!(net.shape(high.output).0, [1, 960, 33, 33]);
+    assert_eq!(net.tensors[high.output].rf.unwrap().jump, [16, 16]);
+}
+
+fn segmentation_facts(model: &str) -> check::Network {
     let path = root().join(format!("../shared/reference/torchvision/{model}.facts"));
     let facts = std::fs::read_to_string(path).expect("the facts file");
     let fact = |key: &str| -> u64 {
@@ -93,14 +123,7 @@ fn segmentation_facts(model: &str) {
     for &t in &net.outputs {
         assert_eq!(net.shape(t).0, [1, 21, 520, 520]);
     }
-    let layer4 = net
-        .layers
-        .iter()
-        .rev()
-        .find(|l| l.name.starts_with("backbone.layer4"))
-        .unwrap();
-    assert_eq!(net.shape(layer4.output).0, [1, 2048, 65, 65]);
-    assert_eq!(net.tensors[layer4.output].rf.unwrap().jump, [8, 8]);
+    net
 }
 
 #[test]

@@ -132,7 +132,15 @@ class Model:
     def __call__(self, *args: Any, **kwargs: Any) -> Union[np.ndarray, Dict[str, np.ndarray]]:
         """Run the model. Inputs by position or by name; returns the output
         array, or a dict of arrays by output name when there are several.
-        The GIL is released while the model runs."""
+
+        C-contiguous float32 arrays are read in place; any other array (or
+        list) is converted, which copies it once per call. The GIL is
+        released while the model runs; calls from several threads take turns.
+
+        Raises:
+            ValueError: an input's shape differs from the compiled one.
+            TypeError: the wrong number or names of inputs.
+        """
         outs = self._compiled.run(self._arrays(args, kwargs))
         if len(outs) == 1:
             return outs[0]

@@ -1124,6 +1124,9 @@ impl<'a> Elaborator<'a> {
             if parent.is_empty() {
                 return path;
             }
+            if path == parent {
+                return "";
+            }
             path.strip_prefix(parent)
                 .and_then(|rest| rest.strip_prefix('.'))
                 .unwrap_or(path)

@@ -653,7 +653,18 @@ impl Op {
                 Some(rf)
             }
             Op::Flatten | Op::Dense(_) => None,
-            Op::Concat | Op::Add | Op::Mul => operands[1..].iter().try_fold(first, |acc, rf| {
+            // A gate (`[N, C, 1, 1]`, after a global pool) sees the whole
+            // plane; the product's outputs are still the first operand's
+            // positions, so its jump is kept (a pooled gate's jump is the
+            // plane's size, meaningless here).
+            Op::Mul => operands[1..].iter().try_fold(first, |acc, rf| {
+                let rf = (*rf)?;
+                Some(ReceptiveField {
+                    size: [acc.size[0].max(rf.size[0]), acc.size[1].max(rf.size[1])],
+                    jump: acc.jump,
+                })
+            }),
+            Op::Concat | Op::Add => operands[1..].iter().try_fold(first, |acc, rf| {
                 let rf = (*rf)?;
                 Some(ReceptiveField {
                     size: [acc.size[0].max(rf.size[0]), acc.size[1].max(rf.size[1])],
