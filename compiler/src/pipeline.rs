@@ -153,7 +153,12 @@ impl Pipeline {
 
     /// Compile to native code in memory.
     pub fn jit(&self, planned: Planned) -> Result<JitModel, PipelineError> {
-        let lowered = self.lower(planned)?;
+        self.jit_lowered(self.lower(planned)?)
+    }
+
+    /// Generate native code for an already lowered model (`netc bench`
+    /// times lowering and code generation apart).
+    pub fn jit_lowered(&self, lowered: Lowered) -> Result<JitModel, PipelineError> {
         Ok(JitModel::compile(
             lowered,
             &self.options.target,

@@ -53,6 +53,14 @@ fn bench_json_has_the_documented_schema() {
         .as_str()
         .unwrap()
         .starts_with("models/deep_convnet.net:")));
+    // How long compiling took, by stage, adding up.
+    let c = &v["compile_ms"];
+    let stages: f64 = ["parse_check", "weights", "passes", "pack", "codegen"]
+        .iter()
+        .map(|k| c[k].as_f64().unwrap())
+        .sum();
+    let total = c["total"].as_f64().unwrap();
+    assert!(total > 0.0 && (stages - total).abs() < 1e-6, "{c}");
     // ... and frame by frame.
     let site = &layers[0]["call_site"][0];
     assert_eq!(site["file"], "models/deep_convnet.net");

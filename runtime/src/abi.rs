@@ -80,6 +80,35 @@ pub extern "C" fn netc_set_threads(threads: u32) -> i32 {
 }
 
 /// Every runtime symbol generated code may reference, with its address.
+/// A per-channel gate over every plane; see [`simple::gate_mul`].
+///
+/// # Safety
+/// As [`simple::gate_mul`].
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn netc_rt_gate_mul(
+    src: *const f32,
+    gate: *const f32,
+    dst: *mut f32,
+    items: u64,
+    channels: u64,
+    inner: u64,
+    src_stride: u64,
+    gate_stride: u64,
+    dst_stride: u64,
+) {
+    let u = |v: u64| v as usize;
+    simple::gate_mul(
+        src,
+        gate,
+        dst,
+        u(items),
+        u(channels),
+        u(inner),
+        [u(src_stride), u(gate_stride), u(dst_stride)],
+    );
+}
+
 /// Resize every plane of a tensor; see [`resize::ResizeDesc`].
 ///
 /// # Safety
@@ -116,6 +145,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("netc_rt_softmax", netc_rt_softmax as *const u8),
         ("netc_rt_pool", netc_rt_pool as *const u8),
         ("netc_rt_resize", netc_rt_resize as *const u8),
+        ("netc_rt_gate_mul", netc_rt_gate_mul as *const u8),
         (
             "netc_rt_conv_transpose",
             netc_rt_conv_transpose as *const u8,

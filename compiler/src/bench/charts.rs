@@ -887,6 +887,7 @@ mod tests {
                 threads: 2,
                 micro_kernel: "k".into(),
             },
+            compile_ms: None,
         }
     }
 

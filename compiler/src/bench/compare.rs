@@ -212,6 +212,7 @@ mod tests {
                 threads: 2,
                 micro_kernel: "k".into(),
             },
+            compile_ms: None,
         }
     }
 

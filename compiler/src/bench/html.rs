@@ -109,6 +109,9 @@ pub fn page(r: &Report, x: &Extras) -> Result<String, String> {
         &human_bytes(r.memory.peak_rss_bytes),
         "peak resident memory",
     );
+    if let Some(c) = &r.compile_ms {
+        card(&mut out, &format!("{:.0} ms", c.total), "to compile");
+    }
     out += "</div>\n";
 
     if let Some(checks) = x.checks {
@@ -218,6 +221,13 @@ pub fn page(r: &Report, x: &Extras) -> Result<String, String> {
     }
     out += "</tr></table>\n";
 
+    if let Some(c) = &r.compile_ms {
+        let _ = writeln!(
+            out,
+            "<h2>Compile time</h2>\n<p>From <code>.net</code> text to runnable code: {}.</p>",
+            esc(&super::render::compile_line(c))
+        );
+    }
     let _ = write!(
         out,
         "<h2>Machine</h2>\n<table>\

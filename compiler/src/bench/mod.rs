@@ -107,6 +107,22 @@ pub struct Machine {
     pub micro_kernel: String,
 }
 
+/// How long it took from `.net` text to runnable code, by stage (ms).
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct CompileTimes {
+    /// Reading, parsing and checking the sources, lowering to the IR.
+    pub parse_check: f64,
+    /// Reading and binding the weights (or generating random ones).
+    pub weights: f64,
+    /// The passes, kernel selection and memory planning.
+    pub passes: f64,
+    /// Packing weights and building kernel descriptors.
+    pub pack: f64,
+    /// Cranelift code generation and linking.
+    pub codegen: f64,
+    pub total: f64,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Report {
     pub model: String,
@@ -120,6 +136,9 @@ pub struct Report {
     pub layers: Vec<LayerReport>,
     pub memory: Memory,
     pub machine: Machine,
+    /// Set by callers that timed the compilation (`netc bench` does).
+    #[serde(default)]
+    pub compile_ms: Option<CompileTimes>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -508,6 +527,7 @@ pub fn measure(
             peak_rss_bytes: profile::peak_rss_bytes(),
         },
         machine,
+        compile_ms: None,
     };
     Ok((report, trace))
 }

@@ -67,7 +67,18 @@ pub fn table(r: &Report, top: usize) -> String {
     out += &format!(
         "\nmemory: weights {w} ({packed} packed), activation arena {arena} (naive {naive}), kernel workspace {workspace}, peak RSS {rss}\n"
     );
+    if let Some(c) = &r.compile_ms {
+        out += &format!("compile: {}\n", compile_line(c));
+    }
     out
+}
+
+/// `12.3 ms: parse+check 1.0, weights 2.0, passes 3.0, pack 4.0, codegen 2.3`.
+pub fn compile_line(c: &super::CompileTimes) -> String {
+    format!(
+        "{:.1} ms (parse+check {:.1}, weights {:.1}, passes {:.1}, pack {:.1}, codegen {:.1})",
+        c.total, c.parse_check, c.weights, c.passes, c.pack, c.codegen
+    )
 }
 
 /// The memory figures, human-readable, in report order.
@@ -155,6 +166,12 @@ pub fn markdown(r: &Report, pictures: Pictures, top: usize) -> String {
     }
     out += "\n## Memory\n\n| weights | packed weights | activation arena | naive activations | kernel workspace | peak RSS |\n|---|---|---|---|---|---|\n";
     out += &format!("| {} |\n", memory_cells(&r.memory).join(" | "));
+    if let Some(c) = &r.compile_ms {
+        out += &format!(
+            "\nCompile time (`.net` text to runnable code): {}.\n",
+            compile_line(c)
+        );
+    }
     out
 }
 

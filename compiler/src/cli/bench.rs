@@ -4,7 +4,9 @@
 use super::{load_weights, Failure, OptArgs, WeightArgs};
 use crate::bench::history::{self, Run};
 use crate::bench::render::Pictures;
-use crate::bench::{self, charts, compare, html, render, ModelInfo, Report, Settings};
+use crate::bench::{
+    self, charts, compare, html, render, CompileTimes, ModelInfo, Report, Settings,
+};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -84,9 +86,15 @@ pub fn run(a: Args) -> Result<(), Failure> {
     };
     let mut pipeline = a.opt.pipeline(a.batch, a.threads);
     pipeline.options.profile = true;
+    let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
+    let mut times = CompileTimes::default();
+    let t = std::time::Instant::now();
     let checked = pipeline.check_file(&a.file)?;
+    times.parse_check = ms(t);
     let (program, net) = (&checked.program, &checked.network);
+    let t = std::time::Instant::now();
     let weights = load_weights(&checked.graph, &a.weights)?;
+    times.weights = ms(t);
     let info = ModelInfo {
         name: net.name.clone(),
         sources: &program.sources,
@@ -94,13 +102,23 @@ pub fn run(a: Args) -> Result<(), Failure> {
         weights_bytes: 4 * (net.learnable_params() + net.buffer_params()),
     };
     // The folded weights live on packed in the compiled model; the rest go.
-    let mut model = pipeline.jit(pipeline.optimize(checked.graph, weights)?)?;
+    let t = std::time::Instant::now();
+    let planned = pipeline.optimize(checked.graph, weights)?;
+    times.passes = ms(t);
+    let t = std::time::Instant::now();
+    let lowered = pipeline.lower(planned)?;
+    times.pack = ms(t);
+    let t = std::time::Instant::now();
+    let mut model = pipeline.jit_lowered(lowered)?;
+    times.codegen = ms(t);
+    times.total = times.parse_check + times.weights + times.passes + times.pack + times.codegen;
     let settings = Settings {
         batch: a.batch,
         iters: a.iters,
         warmup: a.warmup,
     };
-    let (report, trace) = bench::measure(&info, &mut model, settings)?;
+    let (mut report, trace) = bench::measure(&info, &mut model, settings)?;
+    report.compile_ms = Some(times);
 
     let checks = baseline.map(|base| compare::compare(&base, &report));
     if let Some(dir) = &a.out {

@@ -32,6 +32,7 @@ struct Ctx<'a, 'f> {
     unary: FuncRef,
     copy: FuncRef,
     softmax: FuncRef,
+    gate_mul: FuncRef,
     ptr_slot: cranelift_codegen::ir::StackSlot,
 }
 
@@ -276,6 +277,21 @@ pub(super) fn forward<M: Module>(
     let unary_id = import(module, "netc_rt_unary", &[types::I32, ptr, ptr, types::I64])?;
     let copy_id = import(module, "netc_rt_copy", &[ptr, ptr, types::I64])?;
     let mark_id = import(module, "netc_rt_mark", &[types::I32])?;
+    let gate_mul_id = import(
+        module,
+        "netc_rt_gate_mul",
+        &[
+            ptr,
+            ptr,
+            ptr,
+            types::I64,
+            types::I64,
+            types::I64,
+            types::I64,
+            types::I64,
+            types::I64,
+        ],
+    )?;
     let softmax_id = import(
         module,
         "netc_rt_softmax",
@@ -318,6 +334,7 @@ pub(super) fn forward<M: Module>(
         let unary = module.declare_func_in_func(unary_id, b.func);
         let copy = module.declare_func_in_func(copy_id, b.func);
         let softmax = module.declare_func_in_func(softmax_id, b.func);
+        let gate_mul = module.declare_func_in_func(gate_mul_id, b.func);
         let mark = module.declare_func_in_func(mark_id, b.func);
         let desc_gvs: std::collections::HashMap<NodeIndex, _> = descs
             .iter()
@@ -348,6 +365,7 @@ pub(super) fn forward<M: Module>(
             unary,
             copy,
             softmax,
+            gate_mul,
             ptr_slot,
         };
         let mark_after = |c: &mut Ctx, index: u32| {
@@ -486,31 +504,24 @@ fn emit_node(
         Op::Mul if graph.g[operands[1]].shape == node.shape => {
             c.map(&locs, &out, batch, &|c, v| c.b.ins().fmul(v[0], v[1]));
         }
-        // A gate per (item, channel), broadcast over the plane.
+        // A gate per (item, channel), broadcast over the plane: the
+        // runtime's loop, vectorised and split over planes.
         Op::Mul => {
-            let channels = node.shape.0[1];
-            let inner: usize = node.shape.0[2..].iter().product();
+            let channels = node.shape.0[1] as i64;
+            let inner: i64 = node.shape.0[2..].iter().product::<usize>() as i64;
             let (src, gate, dst) = (c.base(&locs[0]), c.base(&locs[1]), c.base(&out));
-            let (sl, gl) = (locs[0], locs[1]);
-            c.for_range(batch as i64, |c, nn| {
-                let s_item = c.item(src, nn, sl.batch_stride);
-                let g_item = c.item(gate, nn, gl.batch_stride);
-                let d_item = c.item(dst, nn, out.batch_stride);
-                c.for_range(channels as i64, |c, ch| {
-                    let ga = c.elem(g_item, ch);
-                    let g = c.b.ins().load(types::F32, flags(), ga, 0);
-                    let plane = c.b.ins().imul_imm_s(ch, (4 * inner) as i64);
-                    let sp = c.b.ins().iadd(s_item, plane);
-                    let dp = c.b.ins().iadd(d_item, plane);
-                    c.for_range(inner as i64, |c, i| {
-                        let a = c.elem(sp, i);
-                        let x = c.b.ins().load(types::F32, flags(), a, 0);
-                        let y = c.b.ins().fmul(x, g);
-                        let a = c.elem(dp, i);
-                        c.b.ins().store(flags(), y, a, 0);
-                    });
-                });
-            });
+            let args = [
+                src,
+                gate,
+                dst,
+                c.iconst(batch as i64),
+                c.iconst(channels),
+                c.iconst(inner),
+                c.iconst(locs[0].batch_stride as i64),
+                c.iconst(locs[1].batch_stride as i64),
+                c.iconst(out.batch_stride as i64),
+            ];
+            c.b.ins().call(c.gate_mul, &args);
         }
         Op::BatchNorm { .. } => {
             let channels = node.shape.0[1];

@@ -4,7 +4,7 @@
 
 use super::desc::*;
 use super::micro::{self, MicroKernel};
-use super::{gemm, gemv, mvec, packed, planes, pool, stencil, winograd};
+use super::{depthwise, gemm, gemv, mvec, packed, planes, pool, stencil, winograd};
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
@@ -53,6 +53,9 @@ unsafe fn run_with(kern: MicroKernel, d: &GemmDesc, ptrs: *const *mut f32) {
     }
     if !d.is_dense() && packed::pointwise_fits(d) {
         return packed::run_pointwise(kern, d, &p);
+    }
+    if depthwise::fits(d) {
+        return depthwise::run(d, &p);
     }
     if stencil::fits(d) {
         return stencil::run(d, &p);

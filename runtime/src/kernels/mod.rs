@@ -3,6 +3,7 @@
 //! here, written with `std::arch` and chosen by CPU feature at run time.
 
 pub mod conv_transpose;
+pub mod depthwise;
 pub mod desc;
 pub mod dispatch;
 pub mod gemm;

@@ -55,3 +55,72 @@ pub unsafe fn softmax(
         }
     }
 }
+
+/// `dst[n, c, i] = src[n, c, i] · gate[n, c]`: a per-channel gate (squeeze
+/// and excitation) over `inner` positions, items at their strides, one task
+/// per (item, channel) plane. `dst` may be `src` (in place).
+///
+/// # Safety
+/// Items of `channels·inner` floats at `src + n·src_stride` and
+/// `dst + n·dst_stride`, and of `channels` floats at `gate + n·gate_stride`,
+/// for `n < items`, must be valid.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gate_mul(
+    src: *const f32,
+    gate: *const f32,
+    dst: *mut f32,
+    items: usize,
+    channels: usize,
+    inner: usize,
+    strides: [usize; 3],
+) {
+    let [src_stride, gate_stride, dst_stride] = strides;
+    let (src, gate, dst) = (src as usize, gate as usize, dst as usize);
+    crate::threads::parallel_for(items * channels, |t| {
+        let (n, c) = (t / channels, t % channels);
+        // SAFETY: the caller's contract; each task writes plane (n, c) only.
+        unsafe {
+            let g = *(gate as *const f32).add(n * gate_stride + c);
+            let s = (src as *const f32).add(n * src_stride + c * inner);
+            let d = (dst as *mut f32).add(n * dst_stride + c * inner);
+            for i in 0..inner {
+                *d.add(i) = *s.add(i) * g;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_mul_scales_each_plane_by_its_gate_in_place_or_not() {
+        let (items, channels, inner) = (2, 3, 5);
+        let src: Vec<f32> = (0..items * channels * inner).map(|i| i as f32).collect();
+        let gate: Vec<f32> = (0..items * channels).map(|i| 0.5 + i as f32).collect();
+        let want: Vec<f32> = src
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * gate[i / inner])
+            .collect();
+        let mut out = vec![f32::NAN; src.len()];
+        let strides = [channels * inner, channels, channels * inner];
+        unsafe {
+            gate_mul(
+                src.as_ptr(),
+                gate.as_ptr(),
+                out.as_mut_ptr(),
+                items,
+                channels,
+                inner,
+                strides,
+            )
+        };
+        assert_eq!(out, want);
+        let mut inplace = src.clone();
+        let p = inplace.as_mut_ptr();
+        unsafe { gate_mul(p, gate.as_ptr(), p, items, channels, inner, strides) };
+        assert_eq!(inplace, want);
+    }
+}
