@@ -1101,8 +1101,10 @@ impl<'a> Elaborator<'a> {
             _ if named || !params.is_empty() => path,
             _ => join(&path, kind),
         };
+        // The frame shows the name as written, without the `#n` that
+        // tells repeated param-less layers apart.
+        let call_path = self.call_path(span, &base, kind);
         let name = self.unique_layer_name(base);
-        let call_path = self.call_path(span, &name, kind);
         let output = self.new_tensor(shape, rf);
         self.net.layers.push(Layer {
             name,
