@@ -75,6 +75,29 @@ pub fn sorted_types(r: &Report) -> Vec<(&String, &TypeReport)> {
     types
 }
 
+/// A row's two texts on its centre line `y`: the label ending left of
+/// `x0` (the axis), the value starting right of `x1` (the bar's end).
+fn row_texts(
+    root: &DrawingArea<SVGBackend, Shift>,
+    y: i32,
+    (x0, label): (i32, &str),
+    (x1, value): (i32, &str),
+    value_size: u32,
+) -> Result<(), String> {
+    root.draw(&Text::new(
+        label.to_string(),
+        (x0 - 8, y),
+        style(13, HPos::Right, VPos::Center),
+    ))
+    .map_err(err)?;
+    root.draw(&Text::new(
+        value.to_string(),
+        (x1 + 6, y),
+        style(value_size, HPos::Left, VPos::Center),
+    ))
+    .map_err(err)
+}
+
 /// Horizontal bars, one per row, longest first from the top; the label of
 /// row `i` left of the axis on the bar's centre line, the value right of
 /// the bar's end. `rows` are (label, value, value text, colour).
@@ -118,18 +141,7 @@ fn bars(title: &str, unit: &str, rows: &[(String, f64, String, RGBColor)]) -> Ch
             let centre = (n - 1 - i) as f64 + 0.5;
             let (x0, y) = chart.backend_coord(&(0.0, centre));
             let (x1, _) = chart.backend_coord(&(*value, centre));
-            root.draw(&Text::new(
-                label.clone(),
-                (x0 - 8, y),
-                style(13, HPos::Right, VPos::Center),
-            ))
-            .map_err(err)?;
-            root.draw(&Text::new(
-                text.clone(),
-                (x1 + 6, y),
-                style(13, HPos::Left, VPos::Center),
-            ))
-            .map_err(err)?;
+            row_texts(&root, y, (x0, label), (x1, text), 13)?;
         }
         root.present().map_err(err)?;
     }
@@ -561,18 +573,7 @@ pub fn compare(model: &str, checks: &[Check]) -> ChartResult {
                 .map_err(err)?;
             let (x0, y) = chart.backend_coord(&(-span, centre));
             let (x1, _) = chart.backend_coord(&(span, centre));
-            root.draw(&Text::new(
-                c.what.clone(),
-                (x0 - 8, y),
-                style(13, HPos::Right, VPos::Center),
-            ))
-            .map_err(err)?;
-            root.draw(&Text::new(
-                text.clone(),
-                (x1 + 6, y),
-                style(12, HPos::Left, VPos::Center),
-            ))
-            .map_err(err)?;
+            row_texts(&root, y, (x0, &c.what), (x1, text), 12)?;
         }
         root.present().map_err(err)?;
     }
@@ -679,7 +680,7 @@ mod tests {
     //! system's fonts and measured in pixels.
 
     use super::*;
-    use crate::bench::{Latency, Machine, Memory};
+    use crate::bench::Latency;
     use resvg::tiny_skia::Pixmap;
     use resvg::usvg;
     use std::collections::BTreeMap;
@@ -872,21 +873,8 @@ mod tests {
             gflops: 1.0,
             by_type,
             layers,
-            memory: Memory {
-                weights_bytes: 1,
-                packed_weights_bytes: 1,
-                arena_bytes: 1,
-                naive_activation_bytes: 1,
-                workspace_bytes: 1,
-                peak_rss_bytes: 1,
-            },
-            machine: Machine {
-                cpu: "test cpu".into(),
-                peak_gflops: 200.0,
-                bandwidth_gbs: 20.0,
-                threads: 2,
-                micro_kernel: "k".into(),
-            },
+            memory: crate::bench::testing::memory(),
+            machine: crate::bench::testing::machine(),
             compile_ms: None,
         }
     }

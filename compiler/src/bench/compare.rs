@@ -165,7 +165,7 @@ pub fn summary(report: &Report, checks: &[Check]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{Machine, Memory, TypeReport};
+    use crate::bench::TypeReport;
     use std::collections::BTreeMap;
 
     fn report(total: f64, conv: f64, noise: f64) -> Report {
@@ -197,21 +197,8 @@ mod tests {
             gflops: 1.0,
             by_type,
             layers: Vec::new(),
-            memory: Memory {
-                weights_bytes: 1,
-                packed_weights_bytes: 1,
-                arena_bytes: 1,
-                naive_activation_bytes: 1,
-                workspace_bytes: 1,
-                peak_rss_bytes: 1,
-            },
-            machine: Machine {
-                cpu: "cpu".into(),
-                peak_gflops: 1.0,
-                bandwidth_gbs: 1.0,
-                threads: 2,
-                micro_kernel: "k".into(),
-            },
+            memory: crate::bench::testing::memory(),
+            machine: crate::bench::testing::machine(),
             compile_ms: None,
         }
     }

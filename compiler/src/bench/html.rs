@@ -2,9 +2,9 @@
 //! CSS and SVG, no scripts, nothing fetched — so it can be attached to a CI
 //! run or mailed and still open anywhere.
 
-use super::charts::{self, sorted_types};
+use super::charts;
 use super::compare::Check;
-use super::render::memory_cells;
+use super::render::{memory_cells, type_rows};
 use super::{Report, TraceEvent};
 use crate::source::format_frames;
 use crate::units::human_bytes;
@@ -142,24 +142,12 @@ pub fn page(r: &Report, x: &Extras) -> Result<String, String> {
             <th class=\"n\">share</th><th class=\"n\">cumulative</th><th class=\"n\">GMACs</th>\
             <th class=\"n\">weights</th><th class=\"n\">activations read</th>\
             <th class=\"n\">activations written</th></tr>\n";
-    let mut cumulative = 0.0;
-    for (name, t) in sorted_types(r) {
-        cumulative += t.share;
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{:.3}</td>\
-             <td class=\"n\">{:.1}%</td><td class=\"n\">{:.1}%</td><td class=\"n\">{:.3}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            esc(name),
-            t.count,
-            t.ms,
-            100.0 * t.share,
-            100.0 * cumulative,
-            t.macs as f64 / 1e9,
-            human_bytes(t.weight_bytes),
-            human_bytes(t.read_bytes),
-            human_bytes(t.written_bytes),
-        );
+    for (name, cells) in type_rows(r) {
+        let _ = write!(out, "<tr><td>{}</td>", esc(name));
+        for cell in cells {
+            let _ = write!(out, "<td class=\"n\">{}</td>", esc(&cell));
+        }
+        out += "</tr>\n";
     }
     out += "</table>\n";
 

@@ -531,3 +531,31 @@ pub fn measure(
     };
     Ok((report, trace))
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Parts of a report the report tests do not look at.
+    use super::{Machine, Memory};
+
+    pub(crate) fn memory() -> Memory {
+        Memory {
+            weights_bytes: 1,
+            packed_weights_bytes: 1,
+            arena_bytes: 1,
+            naive_activation_bytes: 1,
+            workspace_bytes: 1,
+            peak_rss_bytes: 1,
+        }
+    }
+
+    /// A machine of 200 GFLOP/s and 20 GB/s (ridge at 10 FLOP/byte).
+    pub(crate) fn machine() -> Machine {
+        Machine {
+            cpu: "test cpu".into(),
+            peak_gflops: 200.0,
+            bandwidth_gbs: 20.0,
+            threads: 2,
+            micro_kernel: "k".into(),
+        }
+    }
+}

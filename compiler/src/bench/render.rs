@@ -81,6 +81,30 @@ pub fn compile_line(c: &super::CompileTimes) -> String {
     )
 }
 
+/// The by-type table's rows, slowest first: the type and its cells —
+/// count, ms, share, cumulative share, GMACs, weights, activations read,
+/// activations written.
+pub fn type_rows(r: &Report) -> Vec<(&String, [String; 8])> {
+    let mut cumulative = 0.0;
+    sorted_types(r)
+        .into_iter()
+        .map(|(name, t)| {
+            cumulative += t.share;
+            let cells = [
+                t.count.to_string(),
+                format!("{:.3}", t.ms),
+                format!("{:.1}%", 100.0 * t.share),
+                format!("{:.1}%", 100.0 * cumulative),
+                format!("{:.3}", t.macs as f64 / 1e9),
+                human_bytes(t.weight_bytes),
+                human_bytes(t.read_bytes),
+                human_bytes(t.written_bytes),
+            ];
+            (name, cells)
+        })
+        .collect()
+}
+
 /// The memory figures, human-readable, in report order.
 pub fn memory_cells(m: &Memory) -> [String; 6] {
     [
@@ -123,20 +147,8 @@ pub fn markdown(r: &Report, pictures: Pictures, top: usize) -> String {
         l.median, l.p10, l.p90, l.min, r.images_per_second, r.gflops
     );
     out += "## Time by layer type\n\n| type | count | ms | share | cumulative | GMACs | weights | activations read | activations written |\n|---|---|---|---|---|---|---|---|---|\n";
-    let mut cumulative = 0.0;
-    for (name, t) in sorted_types(r) {
-        cumulative += t.share;
-        out += &format!(
-            "| {name} | {} | {:.3} | {:.1}% | {:.1}% | {:.3} | {} | {} | {} |\n",
-            t.count,
-            t.ms,
-            100.0 * t.share,
-            100.0 * cumulative,
-            t.macs as f64 / 1e9,
-            human_bytes(t.weight_bytes),
-            human_bytes(t.read_bytes),
-            human_bytes(t.written_bytes),
-        );
+    for (name, cells) in type_rows(r) {
+        out += &format!("| {name} | {} |\n", cells.join(" | "));
     }
     for (title, file) in [
         ("time by layer type", pictures.by_type),

@@ -277,34 +277,14 @@ pub(super) fn forward<M: Module>(
     let unary_id = import(module, "netc_rt_unary", &[types::I32, ptr, ptr, types::I64])?;
     let copy_id = import(module, "netc_rt_copy", &[ptr, ptr, types::I64])?;
     let mark_id = import(module, "netc_rt_mark", &[types::I32])?;
-    let gate_mul_id = import(
-        module,
-        "netc_rt_gate_mul",
-        &[
-            ptr,
-            ptr,
-            ptr,
-            types::I64,
-            types::I64,
-            types::I64,
-            types::I64,
-            types::I64,
-            types::I64,
-        ],
-    )?;
-    let softmax_id = import(
-        module,
-        "netc_rt_softmax",
-        &[
-            ptr,
-            ptr,
-            types::I64,
-            types::I64,
-            types::I64,
-            types::I64,
-            types::I64,
-        ],
-    )?;
+    // Pointers, then sizes and strides as 64-bit integers.
+    let args = |pointers: usize, integers: usize| {
+        let mut a = vec![ptr; pointers];
+        a.extend(std::iter::repeat_n(types::I64, integers));
+        a
+    };
+    let gate_mul_id = import(module, "netc_rt_gate_mul", &args(3, 6))?;
+    let softmax_id = import(module, "netc_rt_softmax", &args(2, 5))?;
 
     // Conv/dense descriptors as read-only data next to the code.
     let plan = &lowered.plan;

@@ -163,18 +163,7 @@ impl JitModel {
         outputs: &mut [Tensor],
     ) -> Result<(), JitRunError> {
         self.check_inputs(inputs)?;
-        let expected = &self.lowered.output_shapes;
-        let fits = outputs.len() == expected.len()
-            && outputs
-                .iter()
-                .zip(expected)
-                .all(|(t, s)| t.shape() == s.as_slice());
-        if !fits {
-            return Err(JitRunError::OutputShapes {
-                expected: expected.clone(),
-                found: outputs.iter().map(|t| t.shape().to_vec()).collect(),
-            });
-        }
+        self.check_output_shapes(outputs.iter().map(|t| t.shape().to_vec()).collect())?;
         let in_ptrs: Vec<*const f32> = inputs.iter().map(|t| t.data().as_ptr()).collect();
         let out_ptrs: Vec<*mut f32> = outputs
             .iter_mut()
@@ -194,34 +183,27 @@ impl JitModel {
         inputs: &[&[f32]],
         outputs: &mut [&mut [f32]],
     ) -> Result<(), JitRunError> {
-        let expected = &self.lowered.input_shapes;
-        if inputs.len() != expected.len() {
-            return Err(JitRunError::InputCount {
-                expected: expected.len(),
-                found: inputs.len(),
-            });
-        }
-        for (index, (x, shape)) in inputs.iter().zip(expected).enumerate() {
-            if x.len() != shape.iter().product::<usize>() {
-                return Err(JitRunError::InputShape {
-                    index,
-                    expected: shape.clone(),
-                    found: vec![x.len()],
-                });
-            }
-        }
-        let expected = &self.lowered.output_shapes;
-        let fits = outputs.len() == expected.len()
-            && outputs
+        // A buffer of the right length stands for its compiled shape; one
+        // of another length is reported by its length.
+        let as_shape = |len: usize, shape: Option<&Vec<usize>>| match shape {
+            Some(s) if s.iter().product::<usize>() == len => s.clone(),
+            _ => vec![len],
+        };
+        let (ins, outs) = (&self.lowered.input_shapes, &self.lowered.output_shapes);
+        self.check_input_shapes(
+            inputs
                 .iter()
-                .zip(expected)
-                .all(|(o, s)| o.len() == s.iter().product::<usize>());
-        if !fits {
-            return Err(JitRunError::OutputShapes {
-                expected: expected.clone(),
-                found: outputs.iter().map(|o| vec![o.len()]).collect(),
-            });
-        }
+                .enumerate()
+                .map(|(i, x)| as_shape(x.len(), ins.get(i)))
+                .collect(),
+        )?;
+        self.check_output_shapes(
+            outputs
+                .iter()
+                .enumerate()
+                .map(|(i, o)| as_shape(o.len(), outs.get(i)))
+                .collect(),
+        )?;
         let in_ptrs: Vec<*const f32> = inputs.iter().map(|x| x.as_ptr()).collect();
         let out_ptrs: Vec<*mut f32> = outputs.iter_mut().map(|o| o.as_mut_ptr()).collect();
         // SAFETY: every buffer's length was checked against its shape.
@@ -230,21 +212,35 @@ impl JitModel {
     }
 
     fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), JitRunError> {
+        self.check_input_shapes(inputs.iter().map(|t| t.shape().to_vec()).collect())
+    }
+
+    fn check_input_shapes(&self, found: Vec<Vec<usize>>) -> Result<(), JitRunError> {
         let expected = &self.lowered.input_shapes;
-        if inputs.len() != expected.len() {
+        if found.len() != expected.len() {
             return Err(JitRunError::InputCount {
                 expected: expected.len(),
-                found: inputs.len(),
+                found: found.len(),
             });
         }
-        for (index, (x, shape)) in inputs.iter().zip(expected).enumerate() {
-            if x.shape() != shape.as_slice() {
+        for (index, (found, shape)) in found.into_iter().zip(expected).enumerate() {
+            if found != *shape {
                 return Err(JitRunError::InputShape {
                     index,
                     expected: shape.clone(),
-                    found: x.shape().to_vec(),
+                    found,
                 });
             }
+        }
+        Ok(())
+    }
+
+    fn check_output_shapes(&self, found: Vec<Vec<usize>>) -> Result<(), JitRunError> {
+        if found != self.lowered.output_shapes {
+            return Err(JitRunError::OutputShapes {
+                expected: self.lowered.output_shapes.clone(),
+                found,
+            });
         }
         Ok(())
     }

@@ -138,56 +138,6 @@ fn padded_len(d: &GemmDesc) -> usize {
     hp * wp
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn block_avx512(
-    d: &GemmDesc,
-    p: &Ptrs,
-    item: usize,
-    c0: usize,
-    row: &mut [f32],
-    block: &mut [f32],
-) {
-    channel_block::<true>(d, p, item, c0, row, block)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2(
-    d: &GemmDesc,
-    p: &Ptrs,
-    item: usize,
-    c0: usize,
-    row: &mut [f32],
-    block: &mut [f32],
-) {
-    channel_block::<true>(d, p, item, c0, row, block)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn block_avx512(
-    d: &GemmDesc,
-    p: &Ptrs,
-    item: usize,
-    c0: usize,
-    row: &mut [f32],
-    block: &mut [f32],
-) {
-    channel_block::<false>(d, p, item, c0, row, block)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn block_avx2(
-    d: &GemmDesc,
-    p: &Ptrs,
-    item: usize,
-    c0: usize,
-    row: &mut [f32],
-    block: &mut [f32],
-) {
-    channel_block::<false>(d, p, item, c0, row, block)
-}
-
 /// Channels `c0..c0 + LANES` (those that exist) of item `item`.
 #[inline(always)]
 unsafe fn channel_block<const FMA: bool>(
@@ -303,26 +253,31 @@ unsafe fn channel_block<const FMA: bool>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn plane_avx512(d: &GemmDesc, p: &Ptrs, item: usize, c: usize, row: &mut [f32]) {
-    plane::<true>(d, p, item, c, row)
+/// Each schedule's loops compiled for an instruction set (`FMA` builds
+/// where the set has fused multiply-adds; the baseline elsewhere).
+macro_rules! builds {
+    ($($name:ident: $feature:literal => $inner:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name($($arg: $ty),*) {
+            $inner::<true>($($arg),*)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unsafe fn $name($($arg: $ty),*) {
+            $inner::<false>($($arg),*)
+        }
+    )*};
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn plane_avx2(d: &GemmDesc, p: &Ptrs, item: usize, c: usize, row: &mut [f32]) {
-    plane::<true>(d, p, item, c, row)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn plane_avx512(d: &GemmDesc, p: &Ptrs, item: usize, c: usize, row: &mut [f32]) {
-    plane::<false>(d, p, item, c, row)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn plane_avx2(d: &GemmDesc, p: &Ptrs, item: usize, c: usize, row: &mut [f32]) {
-    plane::<false>(d, p, item, c, row)
+builds! {
+    plane_avx512: "avx512f,avx2,fma" => plane(d: &GemmDesc, p: &Ptrs, item: usize, c: usize, row: &mut [f32]);
+    plane_avx2: "avx2,fma" => plane(d: &GemmDesc, p: &Ptrs, item: usize, c: usize, row: &mut [f32]);
+    block_avx512: "avx512f,avx2,fma" => channel_block(
+        d: &GemmDesc, p: &Ptrs, item: usize, c0: usize, row: &mut [f32], block: &mut [f32]
+    );
+    block_avx2: "avx2,fma" => channel_block(
+        d: &GemmDesc, p: &Ptrs, item: usize, c0: usize, row: &mut [f32], block: &mut [f32]
+    );
 }
 
 /// Output columns `lo..hi` whose tap at offset `off` (input column
