@@ -180,7 +180,8 @@ impl Weights {
     /// initialisation for conv and dense weights, small random biases and
     /// batch-norm statistics away from the identity, so every op matters.
     pub fn random(graph: &Graph, seed: u64) -> Weights {
-        let mut map = HashMap::new();
+        use rayon::prelude::*;
+        let mut wanted = Vec::new();
         for node in graph.g.node_weights() {
             let Some(op) = node.op() else { continue };
             for p in &node.params {
@@ -201,9 +202,18 @@ impl Weights {
                     (Op::BatchNorm { .. }, _) => Init::Normal { std: 0.1 },
                     _ => Init::Normal { std: 0.05 },
                 };
-                map.insert(p.name.clone(), random_tensor(seed, &p.name, dims, init));
+                wanted.push((p.name.clone(), dims, init));
             }
         }
+        // Each tensor's values come from its own seeded stream, so making
+        // them on several threads changes none of them.
+        let map = wanted
+            .into_par_iter()
+            .map(|(name, dims, init)| {
+                let t = random_tensor(seed, &name, dims, init);
+                (name, t)
+            })
+            .collect::<HashMap<_, _>>();
         Weights { map }
     }
 }
