@@ -31,5 +31,6 @@ pub mod progress;
 pub mod select;
 pub mod source;
 pub mod target;
+pub mod train;
 pub mod units;
 pub mod weights;

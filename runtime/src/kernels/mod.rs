@@ -8,6 +8,7 @@ pub mod desc;
 pub mod dispatch;
 pub mod gemm;
 pub mod gemv;
+pub mod matmul;
 pub mod micro;
 pub mod mvec;
 pub mod packed;

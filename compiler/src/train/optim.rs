@@ -1,0 +1,147 @@
+//! Optimisers and learning-rate schedules, with PyTorch's update rules
+//! (`torch.optim.SGD`, `Adam`, `AdamW`; `clip_grad_norm_`), so a step here
+//! and a step there agree given the same gradients.
+
+use super::real::{Buf, Real};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Kind {
+    /// `buf = momentum·buf + g` (the first step `buf = g`), then
+    /// `p −= lr·(g + momentum·buf)` with Nesterov or `p −= lr·buf`.
+    Sgd { momentum: f64, nesterov: bool },
+    /// L2 weight decay added to the gradient.
+    Adam { beta1: f64, beta2: f64, eps: f64 },
+    /// Decoupled weight decay: `p −= lr·wd·p` before the Adam step.
+    AdamW { beta1: f64, beta2: f64, eps: f64 },
+}
+
+/// The learning rate over steps.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Schedule {
+    Constant,
+    /// Multiply by `gamma` every `every` steps.
+    Step { every: u64, gamma: f64 },
+    /// Cosine from the base rate to 0 over `total` steps.
+    Cosine { total: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub kind: Kind,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Linear warm-up from lr/warmup to lr over this many steps.
+    pub warmup: u64,
+    /// Clip the gradients' global L2 norm to this.
+    pub clip: Option<f64>,
+}
+
+impl Config {
+    /// The learning rate of step `t` (0-based).
+    pub fn lr_at(&self, t: u64) -> f64 {
+        let base = match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Step { every, gamma } => self.lr * gamma.powi((t / every.max(1)) as i32),
+            Schedule::Cosine { total } => {
+                let f = (t.min(total) as f64) / total.max(1) as f64;
+                self.lr * 0.5 * (1.0 + (std::f64::consts::PI * f).cos())
+            }
+        };
+        if t < self.warmup {
+            base * (t + 1) as f64 / self.warmup as f64
+        } else {
+            base
+        }
+    }
+}
+
+/// Per-parameter optimiser state (momentum buffer, or Adam's moments).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Steps taken.
+    pub t: u64,
+    pub first: Vec<Vec<f64>>,
+    pub second: Vec<Vec<f64>>,
+}
+
+/// The gradients' global L2 norm.
+pub fn global_norm<T: Real>(grads: &[Option<Vec<T>>]) -> f64 {
+    grads
+        .iter()
+        .flatten()
+        .flat_map(|g| g.iter())
+        .map(|v| v.to_f64().powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+impl State {
+    /// Apply one update to every parameter that has a gradient. Returns
+    /// the learning rate used and the gradients' norm before clipping.
+    pub fn step<T: Real>(
+        &mut self,
+        cfg: &Config,
+        params: &mut [Buf<T>],
+        grads: &[Option<Vec<T>>],
+    ) -> (f64, f64) {
+        if self.first.len() != params.len() {
+            self.first = params.iter().map(|_| Vec::new()).collect();
+            self.second = params.iter().map(|_| Vec::new()).collect();
+        }
+        let norm = global_norm(grads);
+        let clip = match cfg.clip {
+            Some(max) if norm > max => max / (norm + 1e-6),
+            _ => 1.0,
+        };
+        let lr = cfg.lr_at(self.t);
+        self.t += 1;
+        let t = self.t as i32;
+        let wd = cfg.weight_decay;
+        for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
+            let Some(g) = g else { continue };
+            let (m1, m2) = (&mut self.first[i], &mut self.second[i]);
+            let fresh = m1.is_empty();
+            if fresh {
+                *m1 = vec![0.0; g.len()];
+                if !matches!(cfg.kind, Kind::Sgd { .. }) {
+                    *m2 = vec![0.0; g.len()];
+                }
+            }
+            for (j, (pv, gv)) in p.data.iter_mut().zip(g).enumerate() {
+                let mut w = pv.to_f64();
+                let mut grad = gv.to_f64() * clip;
+                match cfg.kind {
+                    Kind::Sgd { momentum, nesterov } => {
+                        grad += wd * w;
+                        if momentum != 0.0 {
+                            let b = if fresh {
+                                grad
+                            } else {
+                                momentum * m1[j] + grad
+                            };
+                            m1[j] = b;
+                            grad = if nesterov { grad + momentum * b } else { b };
+                        }
+                        w -= lr * grad;
+                    }
+                    Kind::Adam { beta1, beta2, eps } | Kind::AdamW { beta1, beta2, eps } => {
+                        if matches!(cfg.kind, Kind::AdamW { .. }) {
+                            w *= 1.0 - lr * wd;
+                        } else {
+                            grad += wd * w;
+                        }
+                        m1[j] = beta1 * m1[j] + (1.0 - beta1) * grad;
+                        m2[j] = beta2 * m2[j] + (1.0 - beta2) * grad * grad;
+                        let mhat = m1[j] / (1.0 - beta1.powi(t));
+                        let vhat = m2[j] / (1.0 - beta2.powi(t));
+                        w -= lr * mhat / (vhat.sqrt() + eps);
+                    }
+                }
+                *pv = T::from_f64(w);
+            }
+        }
+        (lr, norm)
+    }
+}

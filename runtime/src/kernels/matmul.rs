@@ -1,0 +1,174 @@
+//! A plain matrix product `C (+)= A·B` over strided operands, on the same
+//! micro-kernels as the compiled convolutions.
+//!
+//! The compiled inference path packs its weights once at compile time and
+//! reads activations through descriptors; the training step multiplies
+//! matrices whose both sides change every step (weights, activations,
+//! gradients, in either orientation), so it packs both operands per call:
+//! A into the micro-kernel's MR-row panels, B in blocks of `KC` rows of
+//! one kernel width. Single-threaded by contract: callers split the work
+//! (the training step runs one image per task).
+
+use super::micro::{self, MicroKernel, MR};
+use std::sync::OnceLock;
+
+/// Rows of B per packed block: `KC × NR` floats stay in L1/L2 while every
+/// A panel passes over them.
+const KC: usize = 256;
+
+/// A read-only strided matrix: element `(r, c)` at `data[r·rs + c·cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `rows × cols` matrix.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose, without moving data.
+    pub fn t(self) -> Self {
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[r * self.rs + c * self.cs]
+    }
+
+    /// Whether every element lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+fn kernel() -> MicroKernel {
+    static BEST: OnceLock<MicroKernel> = OnceLock::new();
+    *BEST.get_or_init(micro::select)
+}
+
+/// `C = A·B`, or `C += A·B` when `accumulate`; C is row-major with rows
+/// `ldc` apart and `A.rows × B.cols` in size.
+///
+/// # Panics
+/// If the inner dimensions disagree or an operand is smaller than its
+/// shape and strides say: callers derive both from checked graph shapes.
+pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(k, b.rows, "matmul: inner dimensions {k} and {}", b.rows);
+    assert!(a.in_bounds() && b.in_bounds(), "matmul: operand out of bounds");
+    assert!(
+        m == 0 || n == 0 || (m - 1) * ldc + n <= c.len(),
+        "matmul: C too small"
+    );
+    if !accumulate {
+        for r in 0..m {
+            c[r * ldc..][..n].fill(0.0);
+        }
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let kern = kernel();
+    let nr = kern.nr;
+    let panels = m.div_ceil(MR);
+    let packed_a = micro::pack_weights(1, m, k, |_, r, kk| a.at(r, kk));
+    let mut block = vec![0.0f32; KC * nr];
+    let offs: Vec<usize> = (0..KC).map(|kk| kk * nr).collect();
+    let mut tile = vec![0.0f32; MR * nr];
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        for j0 in (0..n).step_by(nr) {
+            let w = nr.min(n - j0);
+            for kk in 0..kc {
+                let row = &mut block[kk * nr..][..nr];
+                for (jj, v) in row.iter_mut().enumerate() {
+                    *v = if jj < w { b.at(k0 + kk, j0 + jj) } else { 0.0 };
+                }
+            }
+            for p in 0..panels {
+                let a_block = &packed_a[p * MR * k + k0 * MR..][..MR * kc];
+                // SAFETY: `a_block` holds MR·kc floats, `block` kc rows of
+                // `nr` at the offsets in `offs`, `tile` MR·nr floats: the
+                // kernel's contract.
+                unsafe {
+                    (kern.run)(
+                        kc,
+                        a_block.as_ptr(),
+                        block.as_ptr(),
+                        offs.as_ptr(),
+                        tile.as_mut_ptr(),
+                    )
+                };
+                let rows = MR.min(m - p * MR);
+                for r in 0..rows {
+                    let out = &mut c[(p * MR + r) * ldc + j0..][..w];
+                    for (o, t) in out.iter_mut().zip(&tile[r * nr..][..w]) {
+                        *o += t;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{assert_close, value};
+
+    /// Against plain loops, over shapes that cross every panel and block
+    /// boundary, with transposed operands and accumulation.
+    #[test]
+    fn matches_plain_loops() {
+        for &(m, k, n) in &[(1, 1, 1), (7, 300, 33), (13, 5, 70), (6, 513, 32), (20, 17, 3)] {
+            let a: Vec<f32> = (0..m * k).map(value).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| value(i + 11)).collect();
+            for transposed in [false, true] {
+                let (ar, br) = if transposed {
+                    (MatRef::rows(&a, k, m).t(), MatRef::rows(&b, n, k).t())
+                } else {
+                    (MatRef::rows(&a, m, k), MatRef::rows(&b, k, n))
+                };
+                let ldc = n + 3;
+                let mut c: Vec<f32> = (0..m * ldc).map(|i| value(i + 5)).collect();
+                let before = c.clone();
+                matmul(ar, br, &mut c, ldc, true);
+                let mut want = before.clone();
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f64 = (0..k).map(|kk| ar.at(i, kk) as f64 * br.at(kk, j) as f64).sum();
+                        want[i * ldc + j] += dot as f32;
+                    }
+                }
+                assert_close(&c, &want, 1e-4, &format!("{m}x{k}x{n} t={transposed}"));
+                matmul(ar, br, &mut c, ldc, false);
+                for i in 0..m {
+                    for j in 0..n {
+                        want[i * ldc + j] -= before[i * ldc + j];
+                    }
+                }
+                assert_close(&c, &want, 1e-4, "overwrite");
+            }
+        }
+    }
+}
