@@ -138,7 +138,9 @@ impl<T: Real> Executor<T> {
             };
             values.insert(n, out);
         }
-        Ok(values.remove(&tg.logits).unwrap_or_else(|| Buf::zeros(&[0])))
+        Ok(values
+            .remove(&tg.logits)
+            .unwrap_or_else(|| Buf::zeros(&[0])))
     }
 
     /// One op forward. With `train` (the step's running statistics to
@@ -367,13 +369,9 @@ impl<T: Real> Executor<T> {
             };
             live -= bytes(&dy);
             let operands = tg.graph.operands(n);
-            let wants: Vec<bool> = operands
-                .iter()
-                .map(|o| tg.wants_grad.contains(o))
-                .collect();
+            let wants: Vec<bool> = operands.iter().map(|o| tg.wants_grad.contains(o)).collect();
             let saved = aux.remove(&n);
-            let (dxs, dparams) =
-                self.backward_op(n, op, &operands, &wants, &values, saved, &dy);
+            let (dxs, dparams) = self.backward_op(n, op, &operands, &wants, &values, saved, &dy);
             for (p, dx) in dxs.into_iter().enumerate() {
                 let Some(dx) = dx else { continue };
                 if !wants[p] {
@@ -502,15 +500,15 @@ impl<T: Real> Executor<T> {
             Op::Dropout { .. } => {
                 let mut dx = dy.clone();
                 if let Some(Aux::Mask(mask)) = saved {
-                    dx.data.iter_mut().zip(&mask).for_each(|(g, &m)| *g = *g * m);
+                    dx.data
+                        .iter_mut()
+                        .zip(&mask)
+                        .for_each(|(g, &m)| *g = *g * m);
                 }
                 (vec![Some(dx)], Vec::new())
             }
             Op::Scale { factor } => (vec![Some(scaled(*factor as f64))], Vec::new()),
-            Op::Softmax => (
-                vec![Some(k::softmax_backward(&values[&n], dy))],
-                Vec::new(),
-            ),
+            Op::Softmax => (vec![Some(k::softmax_backward(&values[&n], dy))], Vec::new()),
             Op::Concat => {
                 let mut start = 0;
                 let dxs = (0..operands.len())

@@ -51,7 +51,9 @@ impl Geometry {
                 for kx in 0..kw {
                     let row = (ci * kh + ky) * kw + kx;
                     for oy in 0..self.gh {
-                        let Some(iy) = self.src(0, oy, ky) else { continue };
+                        let Some(iy) = self.src(0, oy, ky) else {
+                            continue;
+                        };
                         for ox in 0..self.gw {
                             if let Some(ix) = self.src(1, ox, kx) {
                                 f(row, oy * self.gw + ox, (ci * self.h + iy) * self.w + ix);
@@ -222,7 +224,12 @@ pub fn conv_backward<T: Real>(
     let mut dw = vec![T::ZERO; w.len()];
     for g in 0..groups {
         let at = g * og * kk;
-        add_transposed(&mut dw[at..at + og * kk], &partial[at..at + og * kk], og, kk);
+        add_transposed(
+            &mut dw[at..at + og * kk],
+            &partial[at..at + og * kk],
+            og,
+            kk,
+        );
     }
     LayerGrads {
         dx: need_dx.then_some(dx),
@@ -335,7 +342,12 @@ pub fn conv_transpose_backward<T: Real>(
     let mut dw = vec![T::ZERO; w.len()];
     for g in 0..groups {
         let at = g * cg * kk;
-        add_transposed(&mut dw[at..at + cg * kk], &partial[at..at + cg * kk], cg, kk);
+        add_transposed(
+            &mut dw[at..at + cg * kk],
+            &partial[at..at + cg * kk],
+            cg,
+            kk,
+        );
     }
     LayerGrads {
         dx: need_dx.then_some(dx),
@@ -453,7 +465,9 @@ pub fn batch_norm_eval<T: Real>(
         .for_each(|(i, chunk)| {
             let ch = i % c;
             let s = T::from_f64(1.0 / (var[ch].to_f64() + eps as f64).sqrt()) * gamma[ch];
-            chunk.iter_mut().for_each(|v| *v = (*v - mean[ch]) * s + beta[ch]);
+            chunk
+                .iter_mut()
+                .for_each(|v| *v = (*v - mean[ch]) * s + beta[ch]);
         });
     y
 }
@@ -498,12 +512,7 @@ pub fn batch_norm_backward<T: Real>(
 /// Input positions of one pooling window and the average's divisor, with
 /// the interpreter's rules (max ignores padding; average divides by the
 /// padded window clipped to the padded input, or by the real elements).
-fn pool_window(
-    p: &Pool,
-    [h, w]: [usize; 2],
-    [oy, ox]: [usize; 2],
-    taps: &mut Vec<usize>,
-) -> usize {
+fn pool_window(p: &Pool, [h, w]: [usize; 2], [oy, ox]: [usize; 2], taps: &mut Vec<usize>) -> usize {
     let win = &p.window;
     let [kh, kw] = win.kernel;
     let [pt, pl, pb, pr] = win.pad;
@@ -539,36 +548,44 @@ pub fn pool_forward<T: Real>(x: &Buf<T>, p: &Pool, out_shape: &[usize]) -> (Buf<
     let [_, _, h, w] = dims4(x);
     let (oh, ow) = (out_shape[2], out_shape[3]);
     let mut y = Buf::zeros(out_shape);
-    let mut arg = vec![0u32; if p.kind == PoolKind::Max { y.data.len() } else { 0 }];
+    let mut arg = vec![
+        0u32;
+        if p.kind == PoolKind::Max {
+            y.data.len()
+        } else {
+            0
+        }
+    ];
     let planes = y.data.len() / (oh * ow);
-    let job = |plane: usize, out: &mut [T], arg: Option<&mut [u32]>| {
-        let src = &x.data[plane * h * w..][..h * w];
-        let mut taps = Vec::new();
-        let mut arg = arg;
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let div = pool_window(p, [h, w], [oy, ox], &mut taps);
-                let o = oy * ow + ox;
-                match (p.kind, arg.as_deref_mut()) {
-                    (PoolKind::Max, Some(arg)) => {
-                        let best = taps.iter().copied().fold(taps[0], |b, i| {
-                            if src[i] > src[b] {
-                                i
-                            } else {
-                                b
-                            }
-                        });
-                        out[o] = src[best];
-                        arg[o] = best as u32;
-                    }
-                    _ => {
-                        let s: T = taps.iter().map(|&i| src[i]).sum();
-                        out[o] = s / T::from_f64(div as f64);
+    let job =
+        |plane: usize, out: &mut [T], arg: Option<&mut [u32]>| {
+            let src = &x.data[plane * h * w..][..h * w];
+            let mut taps = Vec::new();
+            let mut arg = arg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let div = pool_window(p, [h, w], [oy, ox], &mut taps);
+                    let o = oy * ow + ox;
+                    match (p.kind, arg.as_deref_mut()) {
+                        (PoolKind::Max, Some(arg)) => {
+                            let best = taps.iter().copied().fold(taps[0], |b, i| {
+                                if src[i] > src[b] {
+                                    i
+                                } else {
+                                    b
+                                }
+                            });
+                            out[o] = src[best];
+                            arg[o] = best as u32;
+                        }
+                        _ => {
+                            let s: T = taps.iter().map(|&i| src[i]).sum();
+                            out[o] = s / T::from_f64(div as f64);
+                        }
                     }
                 }
             }
-        }
-    };
+        };
     if arg.is_empty() {
         y.data
             .par_chunks_mut(oh * ow)
@@ -585,12 +602,7 @@ pub fn pool_forward<T: Real>(x: &Buf<T>, p: &Pool, out_shape: &[usize]) -> (Buf<
     (y, arg)
 }
 
-pub fn pool_backward<T: Real>(
-    x_shape: &[usize],
-    p: &Pool,
-    arg: &[u32],
-    dy: &Buf<T>,
-) -> Buf<T> {
+pub fn pool_backward<T: Real>(x_shape: &[usize], p: &Pool, arg: &[u32], dy: &Buf<T>) -> Buf<T> {
     let (h, w) = (x_shape[2], x_shape[3]);
     let (oh, ow) = (dy.shape[2], dy.shape[3]);
     let mut dx = Buf::zeros(x_shape);
@@ -677,7 +689,9 @@ pub fn softmax_forward<T: Real>(x: &Buf<T>) -> Buf<T> {
     for i in 0..n {
         for p in 0..inner {
             let at = |ch: usize| (i * c + ch) * inner + p;
-            let max = (0..c).map(|ch| x.data[at(ch)].to_f64()).fold(f64::MIN, f64::max);
+            let max = (0..c)
+                .map(|ch| x.data[at(ch)].to_f64())
+                .fold(f64::MIN, f64::max);
             let total: f64 = (0..c).map(|ch| (x.data[at(ch)].to_f64() - max).exp()).sum();
             for ch in 0..c {
                 y.data[at(ch)] = T::from_f64((x.data[at(ch)].to_f64() - max).exp() / total);
@@ -750,7 +764,10 @@ pub fn mul_forward<T: Real>(a: &Buf<T>, b: &Buf<T>) -> Buf<T> {
             chunk.iter_mut().for_each(|v| *v = *v * g);
         }
     } else {
-        y.data.iter_mut().zip(&b.data).for_each(|(v, &g)| *v = *v * g);
+        y.data
+            .iter_mut()
+            .zip(&b.data)
+            .for_each(|(v, &g)| *v = *v * g);
     }
     y
 }
@@ -762,7 +779,10 @@ pub fn mul_backward<T: Real>(a: &Buf<T>, b: &Buf<T>, dy: &Buf<T>) -> (Buf<T>, Bu
     if gate(a, b) {
         let plane = a.plane();
         for (i, d) in db.data.iter_mut().enumerate() {
-            let (g, x) = (&dy.data[i * plane..][..plane], &a.data[i * plane..][..plane]);
+            let (g, x) = (
+                &dy.data[i * plane..][..plane],
+                &a.data[i * plane..][..plane],
+            );
             *d = g.iter().zip(x).map(|(&g, &x)| g * x).sum();
         }
     } else {
@@ -777,7 +797,9 @@ pub fn mul_backward<T: Real>(a: &Buf<T>, b: &Buf<T>, dy: &Buf<T>) -> (Buf<T>, Bu
 fn resize_taps(mode: ResizeMode, input: usize, output: usize) -> Vec<Tap> {
     match mode {
         ResizeMode::Nearest => taps(RESIZE_NEAREST, false, input, output),
-        ResizeMode::Bilinear { align_corners } => taps(RESIZE_BILINEAR, align_corners, input, output),
+        ResizeMode::Bilinear { align_corners } => {
+            taps(RESIZE_BILINEAR, align_corners, input, output)
+        }
     }
 }
 

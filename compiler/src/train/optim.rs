@@ -21,9 +21,14 @@ pub enum Kind {
 pub enum Schedule {
     Constant,
     /// Multiply by `gamma` every `every` steps.
-    Step { every: u64, gamma: f64 },
+    Step {
+        every: u64,
+        gamma: f64,
+    },
     /// Cosine from the base rate to 0 over `total` steps.
-    Cosine { total: u64 },
+    Cosine {
+        total: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,11 +121,7 @@ impl State {
                     Kind::Sgd { momentum, nesterov } => {
                         grad += wd * w;
                         if momentum != 0.0 {
-                            let b = if fresh {
-                                grad
-                            } else {
-                                momentum * m1[j] + grad
-                            };
+                            let b = if fresh { grad } else { momentum * m1[j] + grad };
                             m1[j] = b;
                             grad = if nesterov { grad + momentum * b } else { b };
                         }

@@ -79,7 +79,12 @@ pub trait Real:
     /// [`Real::matmul`] with C's rows split over the rayon pool.
     fn par_matmul(a: Mat<Self>, b: Mat<Self>, c: &mut [Self], ldc: usize, accumulate: bool) {
         // Whole micro-panels (6 rows) per task, at least 48 rows.
-        let rows = 48.max(a.rows.div_ceil(rayon::current_num_threads() * 2).div_ceil(6) * 6);
+        let rows = 48.max(
+            a.rows
+                .div_ceil(rayon::current_num_threads() * 2)
+                .div_ceil(6)
+                * 6,
+        );
         if a.rows <= rows {
             return Self::matmul(a, b, c, ldc, accumulate);
         }

@@ -75,7 +75,10 @@ fn kernel() -> MicroKernel {
 pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner dimensions {k} and {}", b.rows);
-    assert!(a.in_bounds() && b.in_bounds(), "matmul: operand out of bounds");
+    assert!(
+        a.in_bounds() && b.in_bounds(),
+        "matmul: operand out of bounds"
+    );
     assert!(
         m == 0 || n == 0 || (m - 1) * ldc + n <= c.len(),
         "matmul: C too small"
@@ -140,7 +143,13 @@ mod tests {
     /// boundary, with transposed operands and accumulation.
     #[test]
     fn matches_plain_loops() {
-        for &(m, k, n) in &[(1, 1, 1), (7, 300, 33), (13, 5, 70), (6, 513, 32), (20, 17, 3)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (7, 300, 33),
+            (13, 5, 70),
+            (6, 513, 32),
+            (20, 17, 3),
+        ] {
             let a: Vec<f32> = (0..m * k).map(value).collect();
             let b: Vec<f32> = (0..k * n).map(|i| value(i + 11)).collect();
             for transposed in [false, true] {
@@ -156,7 +165,9 @@ mod tests {
                 let mut want = before.clone();
                 for i in 0..m {
                     for j in 0..n {
-                        let dot: f64 = (0..k).map(|kk| ar.at(i, kk) as f64 * br.at(kk, j) as f64).sum();
+                        let dot: f64 = (0..k)
+                            .map(|kk| ar.at(i, kk) as f64 * br.at(kk, j) as f64)
+                            .sum();
                         want[i * ldc + j] += dot as f32;
                     }
                 }
