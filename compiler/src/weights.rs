@@ -176,6 +176,32 @@ impl Weights {
         Ok(Weights { map })
     }
 
+    /// Initial weights for training from scratch: He-normal conv and
+    /// dense weights (the same streams as [`Weights::random`]), zero
+    /// biases, and batch norm as PyTorch starts it (scale 1, shift 0,
+    /// running mean 0, running variance 1).
+    pub fn for_training(graph: &Graph, seed: u64) -> Weights {
+        let mut w = Weights::random(graph, seed);
+        for node in graph.g.node_weights() {
+            let Some(op) = node.op() else { continue };
+            for p in &node.params {
+                let fill = match (op, p.spec.role) {
+                    (Op::BatchNorm { .. }, "weight" | "running_var") => 1.0,
+                    (_, "weight") => continue,
+                    _ => 0.0,
+                };
+                let t = Tensor::new(
+                    p.spec.shape.dims().to_vec(),
+                    vec![fill; p.spec.shape.numel()],
+                );
+                if let Ok(t) = t {
+                    w.map.insert(p.name.clone(), t);
+                }
+            }
+        }
+        w
+    }
+
     /// Deterministic random weights for every parameter of `graph`: He
     /// initialisation for conv and dense weights, small random biases and
     /// batch-norm statistics away from the identity, so every op matters.

@@ -674,6 +674,132 @@ pub fn trend(model: &str, runs: &[Run]) -> ChartResult {
     Ok(svg)
 }
 
+/// Training curves: loss per step (light) and per epoch (dark) on the
+/// left, train and test accuracy per epoch on the right, against epochs.
+pub fn learning_curves(
+    model: &str,
+    steps: &[(f64, f64)],
+    epochs: &[(f64, f64, f64, Option<f64>)],
+) -> ChartResult {
+    if steps.is_empty() && epochs.is_empty() {
+        return Err("no training steps to draw".into());
+    }
+    let x_hi = steps
+        .iter()
+        .map(|p| p.0)
+        .chain(epochs.iter().map(|e| e.0))
+        .fold(0.0, f64::max)
+        .max(1e-3);
+    let loss_hi = steps
+        .iter()
+        .map(|p| p.1)
+        .chain(epochs.iter().map(|e| e.1))
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
+        .max(1e-6)
+        * 1.05;
+    let (width, height) = (1000u32, 420u32);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (left, right) = root.split_horizontally(width / 2);
+        let mut loss = ChartBuilder::on(&left)
+            .caption(format!("{model}: training loss"), (FONT, 17))
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..x_hi, 0.0..loss_hi)
+            .map_err(err)?;
+        loss.configure_mesh()
+            .x_desc("epoch")
+            .y_desc("loss")
+            .label_style((FONT, 11))
+            .draw()
+            .map_err(err)?;
+        let light = RGBColor(160, 190, 230);
+        loss.draw_series(LineSeries::new(
+            steps.iter().copied(),
+            light.stroke_width(1),
+        ))
+        .map_err(err)?
+        .label("per step")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], light));
+        let per_epoch: Vec<(f64, f64)> = epochs.iter().map(|e| (e.0, e.1)).collect();
+        let dark = RGBColor(30, 80, 160);
+        loss.draw_series(LineSeries::new(
+            per_epoch.iter().copied(),
+            dark.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label("epoch mean")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], dark));
+        loss.draw_series(per_epoch.iter().map(|&p| Circle::new(p, 3, dark.filled())))
+            .map_err(err)?;
+        loss.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 11))
+            .draw()
+            .map_err(err)?;
+
+        let acc = |e: &(f64, f64, f64, Option<f64>)| [Some(e.2), e.3];
+        let lo = epochs
+            .iter()
+            .flat_map(acc)
+            .flatten()
+            .fold(1.0, f64::min)
+            .min(0.9);
+        let mut chart = ChartBuilder::on(&right)
+            .caption("accuracy", (FONT, 17))
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..x_hi, (lo - 0.02).max(0.0)..1.0)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
+            .label_style((FONT, 11))
+            .draw()
+            .map_err(err)?;
+        for (which, name, colour) in [
+            (0usize, "train", RGBColor(30, 80, 160)),
+            (1, "test", RGBColor(200, 80, 30)),
+        ] {
+            let points: Vec<(f64, f64)> = epochs
+                .iter()
+                .filter_map(|e| acc(e)[which].map(|a| (e.0, a)))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    colour.stroke_width(2),
+                ))
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 11))
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     //! The charts as pictures: each SVG is rendered by resvg with the

@@ -8,6 +8,7 @@ mod compile;
 mod export;
 mod import;
 mod run;
+mod train;
 
 use crate::check::{self as checker, CheckOptions};
 use crate::ir::Graph;
@@ -114,6 +115,11 @@ enum Command {
     Export(export::Args),
     /// Turn an ONNX CNN into a .net file and a safetensors weight file.
     Import(import::Args),
+    /// Train a model's parameters on labelled images (backward pass derived
+    /// from the graph, Adam/SGD, augmentation, checkpoints).
+    Train(Box<train::Args>),
+    /// Draw a grid of augmented samples, to see what `--augment` does.
+    Augment(train::AugmentArgs),
 }
 
 /// A failed command: the message to print and the exit code.
@@ -163,6 +169,8 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(*a),
         Command::Export(a) => export::run(a),
         Command::Import(a) => import::run(a),
+        Command::Train(a) => train::run(*a),
+        Command::Augment(a) => train::augment(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

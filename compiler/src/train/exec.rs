@@ -34,6 +34,10 @@ pub struct Pass<T> {
     pub peak_bytes: u64,
 }
 
+/// One op's backward result: a gradient per operand (`None` where not
+/// wanted) and its parameters' gradients by role.
+type OpGrads<T> = (Vec<Option<Buf<T>>>, Vec<(&'static str, Vec<T>)>);
+
 /// A training graph with its parameters in the step's number type.
 pub struct Executor<T> {
     pub tg: TrainGraph,
@@ -424,7 +428,7 @@ impl<T: Real> Executor<T> {
         values: &HashMap<NodeIndex, Buf<T>>,
         saved: Option<Aux<T>>,
         dy: &Buf<T>,
-    ) -> (Vec<Option<Buf<T>>>, Vec<(&'static str, Vec<T>)>) {
+    ) -> OpGrads<T> {
         let tg = &self.tg;
         let in_shape = |p: usize| tg.graph.g[operands[p]].shape.dims().to_vec();
         let value = |p: usize| &values[&operands[p]];

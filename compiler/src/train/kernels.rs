@@ -36,29 +36,42 @@ impl Geometry {
         self.gh * self.gw
     }
 
-    /// Input index along `axis` read by grid position `o` at tap `k`.
-    fn src(&self, axis: usize, o: usize, k: usize) -> Option<usize> {
+    /// Grid positions along `axis` whose tap `k` reads inside the image,
+    /// and the image index the first of them reads.
+    fn valid(&self, axis: usize, k: usize) -> (std::ops::Range<usize>, usize) {
         let w = &self.win;
-        let i = (o * w.stride[axis] + k * w.dilation[axis]).checked_sub(w.pad[axis])?;
-        (i < [self.h, self.w][axis]).then_some(i)
+        let (stride, pad) = (w.stride[axis], w.pad[axis]);
+        let offset = k * w.dilation[axis];
+        let (size, grid) = ([self.h, self.w][axis], [self.gh, self.gw][axis]);
+        // o·stride + offset ≥ pad and o·stride + offset − pad < size.
+        let lo = pad.saturating_sub(offset).div_ceil(stride);
+        let hi = match (size + pad).checked_sub(offset + 1) {
+            Some(room) => (room / stride + 1).min(grid),
+            None => 0,
+        };
+        let lo = lo.min(hi);
+        (lo..hi, (lo * stride + offset).saturating_sub(pad))
     }
 
-    /// Visit every in-bounds (column row, column position, image index).
-    fn for_each(&self, mut f: impl FnMut(usize, usize, usize)) {
+    /// For every (column row, grid row) whose tap reads inside the image:
+    /// the column segment `[x0, x1)` of that grid row, the image row's
+    /// first index read, and the step between reads.
+    fn segments(&self, mut f: impl FnMut(usize, usize, std::ops::Range<usize>, usize)) {
         let [kh, kw] = self.win.kernel;
+        let sw = self.win.stride[1];
         for ci in 0..self.c {
             for ky in 0..kh {
+                let (ys, iy0) = self.valid(0, ky);
                 for kx in 0..kw {
                     let row = (ci * kh + ky) * kw + kx;
-                    for oy in 0..self.gh {
-                        let Some(iy) = self.src(0, oy, ky) else {
-                            continue;
-                        };
-                        for ox in 0..self.gw {
-                            if let Some(ix) = self.src(1, ox, kx) {
-                                f(row, oy * self.gw + ox, (ci * self.h + iy) * self.w + ix);
-                            }
-                        }
+                    let (xs, ix0) = self.valid(1, kx);
+                    if xs.is_empty() {
+                        continue;
+                    }
+                    for (j, oy) in ys.clone().enumerate() {
+                        let iy = iy0 + j * self.win.stride[0];
+                        let src = (ci * self.h + iy) * self.w + ix0;
+                        f(row * self.cols() + oy * self.gw, src, xs.clone(), sw);
                     }
                 }
             }
@@ -69,16 +82,37 @@ impl Geometry {
 /// `col[(c·kh + ky)·kw + kx][y·gw + x]` = the image value that tap reads
 /// at grid position (y, x), 0 in the padding.
 fn im2col<T: Real>(img: &[T], g: &Geometry, col: &mut [T]) {
-    let cols = g.cols();
-    col[..g.rows() * cols].fill(T::ZERO);
-    g.for_each(|row, pos, i| col[row * cols + pos] = img[i]);
+    let padded = g.win.pad != [0; 4];
+    if padded {
+        col[..g.rows() * g.cols()].fill(T::ZERO);
+    }
+    g.segments(|dst, src, xs, stride| {
+        let out = &mut col[dst + xs.start..dst + xs.end];
+        if stride == 1 {
+            out.copy_from_slice(&img[src..src + out.len()]);
+        } else {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = img[src + i * stride];
+            }
+        }
+    });
 }
 
 /// The adjoint of [`im2col`]: every column entry added back to the image
 /// value it was read from.
 fn col2im<T: Real>(col: &[T], g: &Geometry, img: &mut [T]) {
-    let cols = g.cols();
-    g.for_each(|row, pos, i| img[i] += col[row * cols + pos]);
+    g.segments(|dst, src, xs, stride| {
+        let from = &col[dst + xs.start..dst + xs.end];
+        if stride == 1 {
+            for (o, &v) in img[src..src + from.len()].iter_mut().zip(from) {
+                *o += v;
+            }
+        } else {
+            for (i, &v) in from.iter().enumerate() {
+                img[src + i * stride] += v;
+            }
+        }
+    });
 }
 
 /// `dst[r][c] += src[c][r]` for a `rows × cols` destination.
@@ -162,6 +196,45 @@ pub fn conv_forward<T: Real>(
     y
 }
 
+/// Images per batch are split into this many fixed parts, each summing
+/// its own weight gradient, then the parts are added in order: the sum
+/// does not depend on the thread count or on scheduling, so a step is
+/// reproducible (a resumed run repeats an uninterrupted one exactly).
+const PARTS: usize = 8;
+
+/// Run `image(n, dx_n, partial)` for every image `n` of `dx` (items of
+/// `item` values) in [`PARTS`] parallel parts; returns the parts'
+/// `dwt` (`len` values each) summed in part order.
+fn in_parts<T: Real>(
+    dx: &mut [T],
+    item: usize,
+    len: usize,
+    image: impl Fn(usize, &mut [T], &mut Partial<T>) + Sync,
+) -> Vec<T> {
+    let images = dx.len() / item.max(1);
+    let per = images.div_ceil(PARTS).max(1);
+    let parts: Vec<Vec<T>> = dx
+        .par_chunks_mut(item * per)
+        .enumerate()
+        .map(|(part, chunk)| {
+            let mut p = Partial {
+                dwt: vec![T::ZERO; len],
+                col: Vec::new(),
+                dcol: Vec::new(),
+            };
+            for (j, dx_img) in chunk.chunks_mut(item).enumerate() {
+                image(part * per + j, dx_img, &mut p);
+            }
+            p.dwt
+        })
+        .collect();
+    let mut sum = vec![T::ZERO; len];
+    for p in parts {
+        sum.iter_mut().zip(&p).for_each(|(s, &v)| *s += v);
+    }
+    sum
+}
+
 struct Partial<T> {
     /// Per group, the weight gradient transposed: `[c·kh·kw, og]`.
     dwt: Vec<T>,
@@ -182,45 +255,36 @@ pub fn conv_backward<T: Real>(
     let (kk, cols, item) = (geo.rows(), geo.cols(), x.item());
     let mut dx = Buf::zeros(&x.shape);
     let dy_item = dy.item();
-    let partial = dx
-        .data
-        .par_chunks_mut(item)
-        .enumerate()
-        .fold(
-            || Partial {
-                dwt: vec![T::ZERO; w.len()],
-                col: vec![T::ZERO; kk * cols],
-                dcol: vec![T::ZERO; kk * cols],
-            },
-            |mut p, (n, dx_img)| {
-                for g in 0..groups {
-                    let at = g * geo.c * geo.h * geo.w;
-                    im2col(&x.data[n * item + at..], &geo, &mut p.col);
-                    let dy_g = Mat::rows(&dy.data[n * dy_item + g * og * cols..], og, cols);
-                    // dWᵀ = col · dyᵀ: the long spatial axis is the
-                    // reduction, and col is read row by row when packed.
-                    T::matmul(
-                        Mat::rows(&p.col, kk, cols),
-                        dy_g.t(),
-                        &mut p.dwt[g * og * kk..],
-                        og,
-                        true,
-                    );
-                    if need_dx {
-                        let w_g = Mat::rows(&w[g * og * kk..], og, kk);
-                        T::matmul(w_g.t(), dy_g, &mut p.dcol, cols, false);
-                        col2im(&p.dcol, &geo, &mut dx_img[at..]);
-                    }
+    let partial = in_parts(
+        &mut dx.data,
+        item,
+        w.len(),
+        |n, dx_img, p: &mut Partial<T>| {
+            if p.col.is_empty() {
+                p.col = vec![T::ZERO; kk * cols];
+                p.dcol = vec![T::ZERO; kk * cols];
+            }
+            for g in 0..groups {
+                let at = g * geo.c * geo.h * geo.w;
+                im2col(&x.data[n * item + at..], &geo, &mut p.col);
+                let dy_g = Mat::rows(&dy.data[n * dy_item + g * og * cols..], og, cols);
+                // dWᵀ = col · dyᵀ: the long spatial axis is the
+                // reduction, and col is read row by row when packed.
+                T::matmul(
+                    Mat::rows(&p.col, kk, cols),
+                    dy_g.t(),
+                    &mut p.dwt[g * og * kk..],
+                    og,
+                    true,
+                );
+                if need_dx {
+                    let w_g = Mat::rows(&w[g * og * kk..], og, kk);
+                    T::matmul(w_g.t(), dy_g, &mut p.dcol, cols, false);
+                    col2im(&p.dcol, &geo, &mut dx_img[at..]);
                 }
-                p
-            },
-        )
-        .map(|p| p.dwt)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-            a
-        })
-        .unwrap_or_else(|| vec![T::ZERO; w.len()]);
+            }
+        },
+    );
     let mut dw = vec![T::ZERO; w.len()];
     for g in 0..groups {
         let at = g * og * kk;
@@ -298,47 +362,37 @@ pub fn conv_transpose_backward<T: Real>(
     let (kk, cols, item, dy_item) = (geo.rows(), geo.cols(), x.item(), dy.item());
     let out_plane = dy.plane();
     let mut dx = Buf::zeros(&x.shape);
-    let partial = dx
-        .data
-        .par_chunks_mut(item)
-        .enumerate()
-        .fold(
-            || Partial {
-                dwt: vec![T::ZERO; w.len()],
-                col: vec![T::ZERO; kk * cols],
-                dcol: Vec::new(),
-            },
-            |mut p, (n, dx_img)| {
-                for g in 0..groups {
-                    im2col(
-                        &dy.data[n * dy_item + g * geo.c * out_plane..],
-                        &geo,
-                        &mut p.col,
-                    );
-                    let x_g = Mat::rows(&x.data[n * item + g * cg * cols..], cg, cols);
-                    // dW_gᵀ [kk, cg] = col · x_gᵀ.
-                    T::matmul(
-                        Mat::rows(&p.col, kk, cols),
-                        x_g.t(),
-                        &mut p.dwt[g * cg * kk..],
-                        cg,
-                        true,
-                    );
-                    if need_dx {
-                        let w_g = Mat::rows(&w[g * cg * kk..], cg, kk);
-                        let col = Mat::rows(&p.col, kk, cols);
-                        T::matmul(w_g, col, &mut dx_img[g * cg * cols..], cols, false);
-                    }
+    let partial = in_parts(
+        &mut dx.data,
+        item,
+        w.len(),
+        |n, dx_img, p: &mut Partial<T>| {
+            if p.col.is_empty() {
+                p.col = vec![T::ZERO; kk * cols];
+            }
+            for g in 0..groups {
+                im2col(
+                    &dy.data[n * dy_item + g * geo.c * out_plane..],
+                    &geo,
+                    &mut p.col,
+                );
+                let x_g = Mat::rows(&x.data[n * item + g * cg * cols..], cg, cols);
+                // dW_gᵀ [kk, cg] = col · x_gᵀ.
+                T::matmul(
+                    Mat::rows(&p.col, kk, cols),
+                    x_g.t(),
+                    &mut p.dwt[g * cg * kk..],
+                    cg,
+                    true,
+                );
+                if need_dx {
+                    let w_g = Mat::rows(&w[g * cg * kk..], cg, kk);
+                    let col = Mat::rows(&p.col, kk, cols);
+                    T::matmul(w_g, col, &mut dx_img[g * cg * cols..], cols, false);
                 }
-                p
-            },
-        )
-        .map(|p| p.dwt)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-            a
-        })
-        .unwrap_or_else(|| vec![T::ZERO; w.len()]);
+            }
+        },
+    );
     let mut dw = vec![T::ZERO; w.len()];
     for g in 0..groups {
         let at = g * cg * kk;

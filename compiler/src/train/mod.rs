@@ -3,7 +3,9 @@
 //! micro-kernels under im2col/col2im), updated by [`optim`], fed by
 //! [`data`] with [`augment`]ed batches.
 
+pub mod augment;
 pub mod autodiff;
+pub mod data;
 pub mod exec;
 pub mod kernels;
 pub mod optim;

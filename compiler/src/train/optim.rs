@@ -62,13 +62,15 @@ impl Config {
     }
 }
 
-/// Per-parameter optimiser state (momentum buffer, or Adam's moments).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// Per-parameter optimiser state (momentum buffer, or Adam's moments),
+/// kept in f32 as PyTorch keeps it for f32 parameters, so a checkpoint
+/// holds it exactly.
+#[derive(Clone, Debug, Default)]
 pub struct State {
     /// Steps taken.
     pub t: u64,
-    pub first: Vec<Vec<f64>>,
-    pub second: Vec<Vec<f64>>,
+    pub first: Vec<Vec<f32>>,
+    pub second: Vec<Vec<f32>>,
 }
 
 /// The gradients' global L2 norm.
@@ -121,8 +123,12 @@ impl State {
                     Kind::Sgd { momentum, nesterov } => {
                         grad += wd * w;
                         if momentum != 0.0 {
-                            let b = if fresh { grad } else { momentum * m1[j] + grad };
-                            m1[j] = b;
+                            let b = if fresh {
+                                grad
+                            } else {
+                                momentum * m1[j] as f64 + grad
+                            };
+                            m1[j] = b as f32;
                             grad = if nesterov { grad + momentum * b } else { b };
                         }
                         w -= lr * grad;
@@ -133,10 +139,11 @@ impl State {
                         } else {
                             grad += wd * w;
                         }
-                        m1[j] = beta1 * m1[j] + (1.0 - beta1) * grad;
-                        m2[j] = beta2 * m2[j] + (1.0 - beta2) * grad * grad;
-                        let mhat = m1[j] / (1.0 - beta1.powi(t));
-                        let vhat = m2[j] / (1.0 - beta2.powi(t));
+                        let m = beta1 * m1[j] as f64 + (1.0 - beta1) * grad;
+                        let v = beta2 * m2[j] as f64 + (1.0 - beta2) * grad * grad;
+                        (m1[j], m2[j]) = (m as f32, v as f32);
+                        let mhat = m / (1.0 - beta1.powi(t));
+                        let vhat = v / (1.0 - beta2.powi(t));
                         w -= lr * mhat / (vhat.sqrt() + eps);
                     }
                 }

@@ -49,10 +49,6 @@ impl<'a> MatRef<'a> {
         }
     }
 
-    fn at(&self, r: usize, c: usize) -> f32 {
-        self.data[r * self.rs + c * self.cs]
-    }
-
     /// Whether every element lies inside `data`.
     fn in_bounds(&self) -> bool {
         self.rows == 0
@@ -94,34 +90,34 @@ pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool)
     let kern = kernel();
     let nr = kern.nr;
     let panels = m.div_ceil(MR);
-    let packed_a = micro::pack_weights(1, m, k, |_, r, kk| a.at(r, kk));
+    let packed_a = pack_a(&a);
     let mut block = vec![0.0f32; KC * nr];
-    let offs: Vec<usize> = (0..KC).map(|kk| kk * nr).collect();
+    let packed_offs: Vec<usize> = (0..KC).map(|kk| kk * nr).collect();
+    let mut direct_offs = vec![0usize; KC];
     let mut tile = vec![0.0f32; MR * nr];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
+        // Row-major B is read in place for whole panels: the offset table
+        // points the kernel at each row, no copy.
+        for (kk, o) in direct_offs.iter_mut().enumerate().take(kc) {
+            *o = (k0 + kk) * b.rs;
+        }
         for j0 in (0..n).step_by(nr) {
             let w = nr.min(n - j0);
-            for kk in 0..kc {
-                let row = &mut block[kk * nr..][..nr];
-                for (jj, v) in row.iter_mut().enumerate() {
-                    *v = if jj < w { b.at(k0 + kk, j0 + jj) } else { 0.0 };
-                }
-            }
+            let (base, offs) = if b.cs == 1 && w == nr {
+                (b.data[j0..].as_ptr(), &direct_offs)
+            } else {
+                pack_b(&b, k0, kc, j0, w, nr, &mut block);
+                (block.as_ptr(), &packed_offs)
+            };
             for p in 0..panels {
                 let a_block = &packed_a[p * MR * k + k0 * MR..][..MR * kc];
-                // SAFETY: `a_block` holds MR·kc floats, `block` kc rows of
-                // `nr` at the offsets in `offs`, `tile` MR·nr floats: the
+                // SAFETY: `a_block` holds MR·kc floats; `base + offs[kk]`
+                // starts `nr` readable floats for every kk < kc (a packed
+                // block, or a whole panel of B's row k0 + kk, which
+                // `in_bounds` checked); `tile` holds MR·nr floats: the
                 // kernel's contract.
-                unsafe {
-                    (kern.run)(
-                        kc,
-                        a_block.as_ptr(),
-                        block.as_ptr(),
-                        offs.as_ptr(),
-                        tile.as_mut_ptr(),
-                    )
-                };
+                unsafe { (kern.run)(kc, a_block.as_ptr(), base, offs.as_ptr(), tile.as_mut_ptr()) };
                 let rows = MR.min(m - p * MR);
                 for r in 0..rows {
                     let out = &mut c[(p * MR + r) * ldc + j0..][..w];
@@ -129,6 +125,58 @@ pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool)
                         *o += t;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A in the micro-kernel's layout: panels of MR rows, k-major, the last
+/// panel zero-padded.
+fn pack_a(a: &MatRef) -> Vec<f32> {
+    let (m, k) = (a.rows, a.cols);
+    let mut out = vec![0.0f32; m.div_ceil(MR) * MR * k];
+    for (p, panel) in out.chunks_mut(MR * k).enumerate() {
+        let rows = MR.min(m - p * MR);
+        if a.cs == 1 && rows == MR {
+            // Six contiguous rows interleaved: one pass, no index checks
+            // in the inner loop.
+            let at = |r: usize| &a.data[(p * MR + r) * a.rs..][..k];
+            let src = [at(0), at(1), at(2), at(3), at(4), at(5)];
+            for (kk, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                for (d, s) in dst.iter_mut().zip(&src) {
+                    *d = s[kk];
+                }
+            }
+            continue;
+        }
+        for r in 0..rows {
+            let base = (p * MR + r) * a.rs;
+            for kk in 0..k {
+                panel[kk * MR + r] = a.data[base + kk * a.cs];
+            }
+        }
+    }
+    out
+}
+
+/// Rows `k0 .. k0 + kc`, columns `j0 .. j0 + w` of B into `block` as `kc`
+/// rows of `nr` floats, zero beyond `w`.
+fn pack_b(b: &MatRef, k0: usize, kc: usize, j0: usize, w: usize, nr: usize, block: &mut [f32]) {
+    if w < nr {
+        block[..kc * nr].fill(0.0);
+    }
+    if b.cs == 1 {
+        for kk in 0..kc {
+            let src = &b.data[(k0 + kk) * b.rs + j0..][..w];
+            block[kk * nr..kk * nr + w].copy_from_slice(src);
+        }
+    } else {
+        // Column by column: each B column is contiguous when B is a
+        // transposed row-major matrix (rs = 1).
+        for jj in 0..w {
+            let base = (j0 + jj) * b.cs + k0 * b.rs;
+            for kk in 0..kc {
+                block[kk * nr + jj] = b.data[base + kk * b.rs];
             }
         }
     }
@@ -166,7 +214,10 @@ mod tests {
                 for i in 0..m {
                     for j in 0..n {
                         let dot: f64 = (0..k)
-                            .map(|kk| ar.at(i, kk) as f64 * br.at(kk, j) as f64)
+                            .map(|kk| {
+                                ar.data[i * ar.rs + kk * ar.cs] as f64
+                                    * br.data[kk * br.rs + j * br.cs] as f64
+                            })
                             .sum();
                         want[i * ldc + j] += dot as f32;
                     }
