@@ -353,7 +353,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
             Kind::AdamW { .. } => 0.01,
             Kind::Sgd { .. } | Kind::Adam { .. } => 0.0,
         }),
-        schedule: schedule(&a.schedule, per_epoch, total)?,
+        // The schedule spans the epochs asked for; `--steps` only cuts the
+        // run short (so a run stopped early and resumed is the same run).
+        schedule: schedule(&a.schedule, per_epoch, per_epoch * a.epochs)?,
         warmup: a.warmup,
         clip: a.clip,
     };

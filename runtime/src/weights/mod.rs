@@ -72,6 +72,8 @@ pub(crate) enum DType {
     F32,
     F16,
     BF16,
+    /// Integers (labels, uint8 images) in `.npy` files: `(bytes, signed)`.
+    Int(usize, bool),
 }
 
 impl DType {
@@ -80,6 +82,7 @@ impl DType {
             DType::F64 => 8,
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
+            DType::Int(bytes, _) => bytes,
         }
     }
 }
@@ -100,6 +103,16 @@ pub(crate) fn decode(bytes: &[u8], dtype: DType, big_endian: bool) -> Vec<f32> {
                 DType::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
                 DType::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
                 DType::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+                DType::Int(n, signed) => {
+                    let raw = u64::from_le_bytes(b);
+                    if signed {
+                        // Sign-extend from the top bit of `n` bytes.
+                        let shift = 64 - 8 * n as u32;
+                        ((raw << shift) as i64 >> shift) as f32
+                    } else {
+                        raw as f32
+                    }
+                }
             }
         })
         .collect()

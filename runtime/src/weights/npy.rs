@@ -109,6 +109,14 @@ pub(crate) fn parse(path: &Path, key: &str, bytes: &[u8]) -> Result<Tensor, Weig
         "f4" => DType::F32,
         "f2" => DType::F16,
         "bfloat16" => DType::BF16,
+        "i1" | "b1" => DType::Int(1, code == "i1"),
+        "u1" => DType::Int(1, false),
+        "i2" => DType::Int(2, true),
+        "u2" => DType::Int(2, false),
+        "i4" => DType::Int(4, true),
+        "u4" => DType::Int(4, false),
+        "i8" => DType::Int(8, true),
+        "u8" => DType::Int(8, false),
         _ => {
             return Err(WeightError::Dtype {
                 path: path.to_path_buf(),
