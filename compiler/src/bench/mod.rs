@@ -9,6 +9,7 @@ pub mod compare;
 pub mod history;
 pub mod html;
 pub mod render;
+pub mod train;
 
 use crate::codegen::jit::{JitModel, JitRunError};
 use crate::ir::op::Op;
@@ -148,13 +149,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     percentile(&v, 0.5)
 }
 
 /// The type a layer's time is attributed to; fused parts are named apart.
-fn layer_type(op: &Op) -> String {
+pub(crate) fn layer_type(op: &Op) -> String {
     match op {
         Op::Conv(c) if c.window.kernel == [1, 1] => "conv 1x1".into(),
         Op::Conv(c) if c.window.kernel == [3, 3] => "conv 3x3".into(),

@@ -55,6 +55,10 @@ pub struct Args {
     /// How many of the slowest layers to list.
     #[arg(long, default_value_t = 10)]
     top: usize,
+    /// Time a training step instead (forward, backward and Adam's update,
+    /// per layer type) and compare its memory with inference's.
+    #[arg(long, conflicts_with_all = ["baseline", "history"])]
+    train: bool,
     #[command(flatten)]
     opt: OptArgs,
     #[command(flatten)]
@@ -84,6 +88,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
         None => None,
     };
+    if a.train {
+        return train(&a);
+    }
     let mut pipeline = a.opt.pipeline(a.batch, a.threads);
     pipeline.options.profile = true;
     let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
@@ -151,6 +158,40 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 code: 2,
             });
         }
+    }
+    Ok(())
+}
+
+/// `netc bench --train`.
+fn train(a: &Args) -> Result<(), Failure> {
+    if a.threads > 0 {
+        // Only fails if the pool already exists; it then keeps its size.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(a.threads)
+            .build_global();
+    }
+    let pipeline = a.opt.pipeline(a.batch, a.threads);
+    let checked = pipeline.check_file(&a.file)?;
+    let weights = match (&a.weights.weights, a.weights.random_weights) {
+        (Some(_), _) => load_weights(&checked.graph, &a.weights)?,
+        (None, seed) => crate::weights::Weights::for_training(&checked.graph, seed.unwrap_or(0)),
+    };
+    let tg =
+        crate::train::TrainGraph::build(checked.graph.clone(), crate::train::Loss::CrossEntropy)?;
+    let mut ex = crate::train::Executor::<f32>::new(tg, &weights, 0)?;
+    let planned = pipeline.optimize(checked.graph, weights)?;
+    let arena = planned.report.arena_bytes.unwrap_or(0);
+    let report = bench::train::measure(&mut ex, a.batch, a.iters, a.warmup, arena)?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table | Format::Md | Format::Trace => print!("{}", bench::train::table(&report)),
+    }
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let p = dir.join("train.json");
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
     Ok(())
 }

@@ -203,11 +203,11 @@ pub struct WeightArgs {
     /// Weight file: safetensors, .npz or .npy (f64/f32/f16/bf16), keys as
     /// printed by `netc check --params`.
     #[arg(long, value_name = "FILE", conflicts_with = "random_weights")]
-    weights: Option<PathBuf>,
+    pub(crate) weights: Option<PathBuf>,
     /// Deterministic He-style random weights from this seed (the default,
     /// with seed 0, when no --weights is given).
     #[arg(long, value_name = "SEED")]
-    random_weights: Option<u64>,
+    pub(crate) random_weights: Option<u64>,
     /// Refuse weights holding NaN or infinite values (by default they are
     /// reported as a warning and the run goes on).
     #[arg(long)]

@@ -38,12 +38,22 @@ pub struct Pass<T> {
 /// wanted) and its parameters' gradients by role.
 type OpGrads<T> = (Vec<Option<Buf<T>>>, Vec<(&'static str, Vec<T>)>);
 
+/// Which half of the step a timing belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Forward,
+    Backward,
+}
+
 /// A training graph with its parameters in the step's number type.
 pub struct Executor<T> {
     pub tg: TrainGraph,
     pub params: Vec<Buf<T>>,
     /// Seeds dropout masks: step `s` draws from `(seed, s, node)`.
     pub seed: u64,
+    /// When set, every op's forward and backward time is appended here
+    /// (`netc bench --train`).
+    pub timings: Option<Vec<(NodeIndex, Phase, f64)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +82,12 @@ impl<T: Real> Executor<T> {
                 Ok(Buf::from_f32(&p.shape, t.data()))
             })
             .collect::<Result<_, ExecError>>()?;
-        Ok(Executor { tg, params, seed })
+        Ok(Executor {
+            tg,
+            params,
+            seed,
+            timings: None,
+        })
     }
 
     /// The parameters as named f32 tensors (what `netc run` loads).
@@ -208,13 +223,7 @@ impl<T: Real> Executor<T> {
                     }
                 }
             }
-            Op::Activation(a) => {
-                let mut y = x.clone();
-                y.data
-                    .iter_mut()
-                    .for_each(|v| *v = T::from_f64(a.apply64(v.to_f64())));
-                (y, None)
-            }
+            Op::Activation(a) => (k::activation_forward(x, *a), None),
             Op::Pool(p) => {
                 let (y, arg) = k::pool_forward(x, p, shape);
                 let aux = (p.kind == PoolKind::Max).then_some(Aux::ArgMax(arg));
@@ -316,7 +325,12 @@ impl<T: Real> Executor<T> {
                 NodeKind::Op(op) => {
                     let operands = tg.graph.operands(n);
                     let args: Vec<&Buf<T>> = operands.iter().map(|o| &values[o]).collect();
+                    let t = std::time::Instant::now();
                     let (out, saved) = self.forward_op(n, op, &args, Some(&mut running), step);
+                    let seconds = t.elapsed().as_secs_f64();
+                    if let Some(times) = &mut self.timings {
+                        times.push((n, Phase::Forward, seconds));
+                    }
                     if let (Some(s), true) = (saved, tg.wants_grad.contains(&n)) {
                         live += match &s {
                             Aux::Mask(m) => 4 * m.len() as u64,
@@ -375,7 +389,12 @@ impl<T: Real> Executor<T> {
             let operands = tg.graph.operands(n);
             let wants: Vec<bool> = operands.iter().map(|o| tg.wants_grad.contains(o)).collect();
             let saved = aux.remove(&n);
+            let t = std::time::Instant::now();
             let (dxs, dparams) = self.backward_op(n, op, &operands, &wants, &values, saved, &dy);
+            let seconds = t.elapsed().as_secs_f64();
+            if let Some(times) = &mut self.timings {
+                times.push((n, Phase::Backward, seconds));
+            }
             for (p, dx) in dxs.into_iter().enumerate() {
                 let Some(dx) = dx else { continue };
                 if !wants[p] {
@@ -477,15 +496,10 @@ impl<T: Real> Executor<T> {
                     k::batch_norm_backward(value(0), self.param(n, "weight"), &stats, dy);
                 (vec![Some(dx)], vec![("weight", dg), ("bias", db)])
             }
-            Op::Activation(a) => {
-                let x = value(0);
-                let mut dx = dy.clone();
-                dx.data
-                    .iter_mut()
-                    .zip(&x.data)
-                    .for_each(|(g, &xv)| *g = *g * T::from_f64(a.derivative(xv.to_f64())));
-                (vec![Some(dx)], Vec::new())
-            }
+            Op::Activation(a) => (
+                vec![Some(k::activation_backward(value(0), dy, *a))],
+                Vec::new(),
+            ),
             Op::Pool(p) => {
                 let arg = match saved {
                     Some(Aux::ArgMax(a)) => a,

@@ -5,7 +5,9 @@
 //! micro-kernels ([`Real::matmul`]); images of a batch run in parallel.
 
 use super::real::{Buf, Mat, Real};
-use crate::ir::op::{Conv, ConvTranspose, Dense, Pool, PoolKind, ResizeMode, WeightLayout, Window};
+use crate::ir::op::{
+    Activation, Conv, ConvTranspose, Dense, Pool, PoolKind, ResizeMode, WeightLayout, Window,
+};
 use netc_runtime::kernels::resize::{taps, Tap, RESIZE_BILINEAR, RESIZE_NEAREST};
 use rayon::prelude::*;
 
@@ -563,6 +565,42 @@ pub fn batch_norm_backward<T: Real>(
     (dx, dgamma, dbeta)
 }
 
+/// An activation, elementwise; ReLU without leaving the number type.
+pub fn activation_forward<T: Real>(x: &Buf<T>, a: Activation) -> Buf<T> {
+    let mut y = x.clone();
+    y.data.par_chunks_mut(1 << 14).for_each(|chunk| match a {
+        Activation::Relu => chunk.iter_mut().for_each(|v| {
+            if *v < T::ZERO {
+                *v = T::ZERO
+            }
+        }),
+        _ => chunk
+            .iter_mut()
+            .for_each(|v| *v = T::from_f64(a.apply64(v.to_f64()))),
+    });
+    y
+}
+
+/// `dy · f'(x)`.
+pub fn activation_backward<T: Real>(x: &Buf<T>, dy: &Buf<T>, a: Activation) -> Buf<T> {
+    let mut dx = dy.clone();
+    dx.data
+        .par_chunks_mut(1 << 14)
+        .zip(x.data.par_chunks(1 << 14))
+        .for_each(|(g, x)| match a {
+            Activation::Relu => g.iter_mut().zip(x).for_each(|(g, &x)| {
+                if x <= T::ZERO {
+                    *g = T::ZERO
+                }
+            }),
+            _ => g
+                .iter_mut()
+                .zip(x)
+                .for_each(|(g, &x)| *g = *g * T::from_f64(a.derivative(x.to_f64()))),
+        });
+    dx
+}
+
 /// Input positions of one pooling window and the average's divisor, with
 /// the interpreter's rules (max ignores padding; average divides by the
 /// padded window clipped to the padded input, or by the real elements).
@@ -610,6 +648,41 @@ pub fn pool_forward<T: Real>(x: &Buf<T>, p: &Pool, out_shape: &[usize]) -> (Buf<
             0
         }
     ];
+    let win = &p.window;
+    let tiled = p.kind == PoolKind::Max
+        && win.pad == [0; 4]
+        && win.dilation == [1, 1]
+        && win.stride == win.kernel
+        && oh * win.kernel[0] <= h
+        && ow * win.kernel[1] <= w;
+    if tiled {
+        // Non-overlapping windows inside the plane: no padding or bounds
+        // to consider (a 2×2/2 max pool).
+        let [kh, kw] = win.kernel;
+        y.data
+            .par_chunks_mut(oh * ow)
+            .zip(arg.par_chunks_mut(oh * ow))
+            .enumerate()
+            .for_each(|(plane, (out, arg))| {
+                let src = &x.data[plane * h * w..][..h * w];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut best = oy * kh * w + ox * kw;
+                        for ky in 0..kh {
+                            let row = (oy * kh + ky) * w + ox * kw;
+                            for i in row..row + kw {
+                                if src[i] > src[best] {
+                                    best = i;
+                                }
+                            }
+                        }
+                        out[oy * ow + ox] = src[best];
+                        arg[oy * ow + ox] = best as u32;
+                    }
+                }
+            });
+        return (y, arg);
+    }
     let planes = y.data.len() / (oh * ow);
     let job =
         |plane: usize, out: &mut [T], arg: Option<&mut [u32]>| {
