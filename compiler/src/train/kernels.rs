@@ -568,15 +568,19 @@ pub fn batch_norm_backward<T: Real>(
 /// An activation, elementwise; ReLU without leaving the number type.
 pub fn activation_forward<T: Real>(x: &Buf<T>, a: Activation) -> Buf<T> {
     let mut y = x.clone();
-    y.data.par_chunks_mut(1 << 14).for_each(|chunk| match a {
-        Activation::Relu => chunk.iter_mut().for_each(|v| {
-            if *v < T::ZERO {
-                *v = T::ZERO
-            }
-        }),
-        _ => chunk
-            .iter_mut()
-            .for_each(|v| *v = T::from_f64(a.apply64(v.to_f64()))),
+    let relu = a == Activation::Relu;
+    y.data.par_chunks_mut(1 << 14).for_each(|chunk| {
+        if relu {
+            chunk.iter_mut().for_each(|v| {
+                if *v < T::ZERO {
+                    *v = T::ZERO
+                }
+            })
+        } else {
+            chunk
+                .iter_mut()
+                .for_each(|v| *v = T::from_f64(a.apply64(v.to_f64())))
+        }
     });
     y
 }
@@ -587,16 +591,18 @@ pub fn activation_backward<T: Real>(x: &Buf<T>, dy: &Buf<T>, a: Activation) -> B
     dx.data
         .par_chunks_mut(1 << 14)
         .zip(x.data.par_chunks(1 << 14))
-        .for_each(|(g, x)| match a {
-            Activation::Relu => g.iter_mut().zip(x).for_each(|(g, &x)| {
-                if x <= T::ZERO {
-                    *g = T::ZERO
-                }
-            }),
-            _ => g
-                .iter_mut()
-                .zip(x)
-                .for_each(|(g, &x)| *g = *g * T::from_f64(a.derivative(x.to_f64()))),
+        .for_each(|(g, x)| {
+            if a == Activation::Relu {
+                g.iter_mut().zip(x).for_each(|(g, &x)| {
+                    if x <= T::ZERO {
+                        *g = T::ZERO
+                    }
+                })
+            } else {
+                g.iter_mut()
+                    .zip(x)
+                    .for_each(|(g, &x)| *g = *g * T::from_f64(a.derivative(x.to_f64())))
+            }
         });
     dx
 }
