@@ -3,6 +3,7 @@
 //! calls. Everything here treats files as untrusted.
 
 pub mod abi;
+pub mod alloc;
 pub mod cpu;
 pub mod data;
 pub mod init;

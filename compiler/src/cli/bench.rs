@@ -164,6 +164,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
 
 /// `netc bench --train`.
 fn train(a: &Args) -> Result<(), Failure> {
+    netc_runtime::alloc::keep_freed_memory();
     if a.threads > 0 {
         // Only fails if the pool already exists; it then keeps its size.
         let _ = rayon::ThreadPoolBuilder::new()

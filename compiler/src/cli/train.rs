@@ -283,6 +283,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if a.batch == 0 {
         return Err(Failure::new("--batch must be at least 1"));
     }
+    netc_runtime::alloc::keep_freed_memory();
     if a.threads > 0 {
         // Only fails if the pool was already built; then it keeps its size.
         let _ = rayon::ThreadPoolBuilder::new()

@@ -238,10 +238,51 @@ fn in_parts<T: Real>(
 }
 
 struct Partial<T> {
-    /// Per group, the weight gradient transposed: `[c·kh·kw, og]`.
+    /// This part's weight gradient (a transposed convolution's is kept
+    /// transposed per group: `[og·kh·kw, c/groups]`).
     dwt: Vec<T>,
     col: Vec<T>,
     dcol: Vec<T>,
+}
+
+/// A stride-1 convolution's input gradient as a convolution of `dy` with
+/// the flipped, transposed kernel: the window over `dy` (padded by
+/// `d·(k−1) − pad`) visiting the input's grid. `None` when the layer is
+/// strided or padded by more than its reach (then col2im is used).
+fn flipped_geometry(c: &Conv, x: &[usize; 4], dy: &[usize]) -> Option<Geometry> {
+    let w = &c.window;
+    if w.stride != [1, 1] {
+        return None;
+    }
+    let reach = |a: usize| w.dilation[a] * (w.kernel[a] - 1);
+    let top = reach(0).checked_sub(w.pad[0])?;
+    let left = reach(1).checked_sub(w.pad[1])?;
+    Some(Geometry {
+        c: c.out_channels / c.groups,
+        h: dy[2],
+        w: dy[3],
+        gh: x[2],
+        gw: x[3],
+        win: Window {
+            pad: [top, left, 0, 0],
+            ..*w
+        },
+    })
+}
+
+/// `colT[pos][row]`: [`im2col`] transposed, so that the weight gradient
+/// `dy · colᵀ` reads it in place as a row-major right-hand side.
+fn im2col_t<T: Real>(img: &[T], g: &Geometry, colt: &mut [T]) {
+    let (rows, cols) = (g.rows(), g.cols());
+    if g.win.pad != [0; 4] {
+        colt[..rows * cols].fill(T::ZERO);
+    }
+    g.segments(|dst, src, xs, stride| {
+        let (row, pos0) = (dst / cols, dst % cols);
+        for (i, x) in xs.enumerate() {
+            colt[(pos0 + x) * rows + row] = img[src + i * stride];
+        }
+    });
 }
 
 pub fn conv_backward<T: Real>(
@@ -255,48 +296,69 @@ pub fn conv_backward<T: Real>(
     let geo = conv_geometry(c, &xs, &dy.shape);
     let (groups, og) = (c.groups, c.out_channels / c.groups);
     let (kk, cols, item) = (geo.rows(), geo.cols(), x.item());
+    let flipped = flipped_geometry(c, &xs, &dy.shape);
+    // The flipped kernel per group: `[c/groups, og·kh·kw]`, tap order
+    // reversed, so `dx_g = W'_g · col(dy_g)`.
+    let taps = c.window.kernel[0] * c.window.kernel[1];
+    let w_flipped: Vec<T> = match flipped {
+        Some(_) => (0..w.len())
+            .map(|i| {
+                let (g, rest) = (i / (geo.c * og * taps), i % (geo.c * og * taps));
+                let (ci, rest) = (rest / (og * taps), rest % (og * taps));
+                let (o, t) = (rest / taps, rest % taps);
+                w[((g * og + o) * geo.c + ci) * taps + (taps - 1 - t)]
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let mut dx = Buf::zeros(&x.shape);
     let dy_item = dy.item();
-    let partial = in_parts(
+    let dy_plane = dy.plane();
+    let dw = in_parts(
         &mut dx.data,
         item,
         w.len(),
         |n, dx_img, p: &mut Partial<T>| {
             if p.col.is_empty() {
                 p.col = vec![T::ZERO; kk * cols];
-                p.dcol = vec![T::ZERO; kk * cols];
+                let dcol = match flipped {
+                    Some(f) => f.rows() * f.cols(),
+                    None => kk * cols,
+                };
+                p.dcol = vec![T::ZERO; dcol];
             }
             for g in 0..groups {
                 let at = g * geo.c * geo.h * geo.w;
-                im2col(&x.data[n * item + at..], &geo, &mut p.col);
-                let dy_g = Mat::rows(&dy.data[n * dy_item + g * og * cols..], og, cols);
-                // dWᵀ = col · dyᵀ: the long spatial axis is the
-                // reduction, and col is read row by row when packed.
+                let dy_img = &dy.data[n * dy_item + g * og * dy_plane..];
+                let dy_g = Mat::rows(dy_img, og, cols);
+                // dW_g [og, kk] += dy_g · colᵀ, colᵀ read in place.
+                im2col_t(&x.data[n * item + at..], &geo, &mut p.col);
                 T::matmul(
-                    Mat::rows(&p.col, kk, cols),
-                    dy_g.t(),
+                    dy_g,
+                    Mat::rows(&p.col, cols, kk),
                     &mut p.dwt[g * og * kk..],
-                    og,
+                    kk,
                     true,
                 );
-                if need_dx {
-                    let w_g = Mat::rows(&w[g * og * kk..], og, kk);
-                    T::matmul(w_g.t(), dy_g, &mut p.dcol, cols, false);
-                    col2im(&p.dcol, &geo, &mut dx_img[at..]);
+                if !need_dx {
+                    continue;
+                }
+                match flipped {
+                    Some(f) => {
+                        im2col(dy_img, &f, &mut p.dcol);
+                        let wf = Mat::rows(&w_flipped[g * geo.c * og * taps..], geo.c, og * taps);
+                        let col = Mat::rows(&p.dcol, og * taps, f.cols());
+                        T::matmul(wf, col, &mut dx_img[at..], f.cols(), false);
+                    }
+                    None => {
+                        let w_g = Mat::rows(&w[g * og * kk..], og, kk);
+                        T::matmul(w_g.t(), dy_g, &mut p.dcol, cols, false);
+                        col2im(&p.dcol, &geo, &mut dx_img[at..]);
+                    }
                 }
             }
         },
     );
-    let mut dw = vec![T::ZERO; w.len()];
-    for g in 0..groups {
-        let at = g * og * kk;
-        add_transposed(
-            &mut dw[at..at + og * kk],
-            &partial[at..at + og * kk],
-            og,
-            kk,
-        );
-    }
     LayerGrads {
         dx: need_dx.then_some(dx),
         dw,
