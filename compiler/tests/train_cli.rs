@@ -228,3 +228,49 @@ fn user_errors_are_one_message() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// Debian's `dataset-fashion-mnist` (`.ci/run` installs it; elsewhere the
+/// test is skipped unless `NETC_REQUIRE_DATASETS` is set).
+#[test]
+fn fashion_mnist_trains_from_debians_files() {
+    let dir = Path::new("/usr/share/datasets/fashion-mnist");
+    if !dir.is_dir() {
+        assert!(
+            std::env::var_os("NETC_REQUIRE_DATASETS").is_none(),
+            "{} is missing: apt install dataset-fashion-mnist",
+            dir.display()
+        );
+        eprintln!("skipped: {} is missing", dir.display());
+        return;
+    }
+    let f = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let out = netc(&[
+        "train",
+        "models/deep_convnet.net",
+        "--train-images",
+        &f("train-images-idx3-ubyte.gz"),
+        "--train-labels",
+        &f("train-labels-idx1-ubyte.gz"),
+        "--test-images",
+        &f("t10k-images-idx3-ubyte.gz"),
+        "--test-labels",
+        &f("t10k-labels-idx1-ubyte.gz"),
+        "--batch",
+        "100",
+        "--steps",
+        "30",
+        "--lr",
+        "0.002",
+    ]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("on 60000 images"), "{err}");
+    let test = err
+        .split("test ")
+        .nth(1)
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no test accuracy in: {err}"));
+    // 30 steps (3,000 images) take the 10% of chance past 50%.
+    assert!(test > 50.0, "test accuracy {test}% after 30 steps:\n{err}");
+}
