@@ -274,3 +274,125 @@ fn fashion_mnist_trains_from_debians_files() {
     // 30 steps (3,000 images) take the 10% of chance past 50%.
     assert!(test > 50.0, "test accuracy {test}% after 30 steps:\n{err}");
 }
+
+/// `.npz` archives and image folders (one sub-folder per class) train
+/// like IDX files.
+#[test]
+fn npz_and_image_folders_are_training_data() {
+    let dir = std::env::temp_dir().join(format!("netc-data-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let n = 16;
+    let images = Tensor::new(
+        vec![n, 1, 6, 6],
+        (0..n * 36).map(|i| (i % 7) as f32 / 7.0).collect(),
+    )
+    .unwrap();
+    let labels = Tensor::new(vec![n], (0..n).map(|i| (i % 3) as f32).collect()).unwrap();
+    let npz =
+        netc_runtime::weights::write_npz(&[("images", &images), ("labels", &labels)]).unwrap();
+    std::fs::write(dir.join("d.npz"), npz).unwrap();
+    std::fs::write(dir.join("small.net"), MODEL).unwrap();
+    let trained = netc(&[
+        "train",
+        &p("small.net"),
+        "--train-images",
+        &p("d.npz"),
+        "--batch",
+        "4",
+        "--epochs",
+        "1",
+    ]);
+    ok(&trained);
+    assert!(String::from_utf8_lossy(&trained.stderr).contains("on 16 images"));
+
+    // Three classes of 6×6 RGB PNGs.
+    for class in ["a", "b", "c"] {
+        let sub = dir.join("folder").join(class);
+        std::fs::create_dir_all(&sub).unwrap();
+        for i in 0..4u8 {
+            let img = image::RgbImage::from_fn(6, 6, |x, y| {
+                image::Rgb([i * 40, x as u8 * 30, y as u8 * 30])
+            });
+            img.save(sub.join(format!("{i}.png"))).unwrap();
+        }
+    }
+    std::fs::write(
+        dir.join("rgb.net"),
+        MODEL.replace("[N, 1, 6, 6]", "[N, 3, 6, 6]"),
+    )
+    .unwrap();
+    let trained = netc(&[
+        "train",
+        &p("rgb.net"),
+        "--train-images",
+        &p("folder"),
+        "--batch",
+        "4",
+        "--epochs",
+        "2",
+    ]);
+    ok(&trained);
+    assert!(String::from_utf8_lossy(&trained.stderr).contains("on 12 images"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Ctrl-C while checkpoints are being written leaves the last one whole:
+/// it is written aside and renamed.
+#[test]
+fn interrupted_run_leaves_a_whole_checkpoint() {
+    let dir = std::env::temp_dir().join(format!("netc-sigint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_data(&dir, 40);
+    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let ckpt = dir.join("ckpt").join("last.safetensors");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args([
+            "train",
+            &p("small.net"),
+            "--train-images",
+            &p("x.npy"),
+            "--train-labels",
+            &p("y.npy"),
+            "--batch",
+            "8",
+            "--epochs",
+            "100000",
+            "--checkpoint",
+            &p("ckpt"),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start netc");
+    let start = std::time::Instant::now();
+    while !ckpt.exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Let it overwrite the checkpoint many times, then interrupt.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let _ = child.wait();
+    let resumed = netc(&[
+        "train",
+        &p("small.net"),
+        "--train-images",
+        &p("x.npy"),
+        "--train-labels",
+        &p("y.npy"),
+        "--batch",
+        "8",
+        "--epochs",
+        "100000",
+        "--steps",
+        "1",
+        "--resume",
+        &ckpt.to_string_lossy(),
+    ]);
+    // The checkpoint loads; with --steps 1 already behind it, nothing runs.
+    ok(&resumed);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -33,11 +33,12 @@ The trained file loads into `netc run MODEL --weights FILE`.")]
 pub struct Args {
     /// The model (.net); its first output gives the class scores.
     model: PathBuf,
-    /// Training images: IDX (raw or .gz), .npy ([N,H,W] or [N,C,H,W]) or a
-    /// folder with one sub-folder of images per class.
+    /// Training images: IDX (raw or .gz), .npy ([N,H,W] or [N,C,H,W]), .npz
+    /// (arrays `images` and `labels`) or a folder with one sub-folder of
+    /// images per class.
     #[arg(long, value_name = "FILE")]
     train_images: PathBuf,
-    /// Training labels: IDX or .npy (not needed for an image folder).
+    /// Training labels: IDX or .npy (not needed for .npz or an image folder).
     #[arg(long, value_name = "FILE")]
     train_labels: Option<PathBuf>,
     /// Test images, evaluated after every epoch.

@@ -55,12 +55,16 @@ impl Dataset {
         &self.images[i * self.item_len()..][..self.item_len()]
     }
 
-    /// Images from `images` (IDX, `.npy`, or a folder of class
-    /// sub-folders, whose labels come from the folder names in sorted
-    /// order) and labels from `labels` (IDX or `.npy`; not for folders).
+    /// Images from `images` (IDX, `.npy`, an `.npz` holding `images` and
+    /// `labels`, or a folder of class sub-folders, whose labels come from
+    /// the folder names in sorted order) and labels from `labels` (IDX or
+    /// `.npy`; not for `.npz` files or folders).
     pub fn load(images: &Path, labels: Option<&Path>) -> Result<Dataset, DataError> {
         if images.is_dir() {
             return folder(images);
+        }
+        if images.extension().is_some_and(|e| e == "npz") {
+            return npz(images);
         }
         let (shape, data) = if is_npy(images) {
             let t = netc_runtime::weights::read_npy(images)?;
@@ -111,19 +115,48 @@ impl Dataset {
     }
 }
 
-fn is_npy(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "npy")
+/// An `.npz` archive holding `images` (or `x`) and `labels` (or `y`).
+fn npz(path: &Path) -> Result<Dataset, DataError> {
+    let file = netc_runtime::weights::load(path)?;
+    let find = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| file.get(n))
+            .ok_or_else(|| DataError::Format {
+                path: path.to_path_buf(),
+                message: format!("no `{}` (or `{}`) array in the archive", names[0], names[1]),
+            })
+    };
+    let images = find(["images", "x"])?;
+    let labels = find(["labels", "y"])?;
+    let shape = images.shape();
+    let item = match shape[..] {
+        [_, h, w] => [1, h, w],
+        [_, c, h, w] => [c, h, w],
+        _ => {
+            return Err(DataError::Format {
+                path: path.to_path_buf(),
+                message: format!("images must be [N, H, W] or [N, C, H, W], found {shape:?}"),
+            })
+        }
+    };
+    let labels = class_indices(path, labels.data())?;
+    if labels.len() != shape[0] {
+        return Err(DataError::Count {
+            images: shape[0],
+            labels: labels.len(),
+        });
+    }
+    Ok(Dataset {
+        images: images.data().to_vec(),
+        item,
+        labels,
+    })
 }
 
-fn read_labels(path: &Path) -> Result<Vec<usize>, DataError> {
-    if !is_npy(path) {
-        return Ok(idx::read_labels(path)?
-            .into_iter()
-            .map(usize::from)
-            .collect());
-    }
-    let t = netc_runtime::weights::read_npy(path)?;
-    t.data()
+/// Labels stored as numbers: each must be a whole, non-negative value.
+fn class_indices(path: &Path, values: &[f32]) -> Result<Vec<usize>, DataError> {
+    values
         .iter()
         .enumerate()
         .map(|(i, &v)| {
@@ -137,6 +170,21 @@ fn read_labels(path: &Path) -> Result<Vec<usize>, DataError> {
             }
         })
         .collect()
+}
+
+fn is_npy(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "npy")
+}
+
+fn read_labels(path: &Path) -> Result<Vec<usize>, DataError> {
+    if !is_npy(path) {
+        return Ok(idx::read_labels(path)?
+            .into_iter()
+            .map(usize::from)
+            .collect());
+    }
+    let t = netc_runtime::weights::read_npy(path)?;
+    class_indices(path, t.data())
 }
 
 /// A folder with one sub-folder of images per class, classes in sorted
