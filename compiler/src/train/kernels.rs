@@ -270,21 +270,6 @@ fn flipped_geometry(c: &Conv, x: &[usize; 4], dy: &[usize]) -> Option<Geometry> 
     })
 }
 
-/// `colT[pos][row]`: [`im2col`] transposed, so that the weight gradient
-/// `dy · colᵀ` reads it in place as a row-major right-hand side.
-fn im2col_t<T: Real>(img: &[T], g: &Geometry, colt: &mut [T]) {
-    let (rows, cols) = (g.rows(), g.cols());
-    if g.win.pad != [0; 4] {
-        colt[..rows * cols].fill(T::ZERO);
-    }
-    g.segments(|dst, src, xs, stride| {
-        let (row, pos0) = (dst / cols, dst % cols);
-        for (i, x) in xs.enumerate() {
-            colt[(pos0 + x) * rows + row] = img[src + i * stride];
-        }
-    });
-}
-
 pub fn conv_backward<T: Real>(
     x: &Buf<T>,
     w: &[T],
@@ -331,11 +316,12 @@ pub fn conv_backward<T: Real>(
                 let at = g * geo.c * geo.h * geo.w;
                 let dy_img = &dy.data[n * dy_item + g * og * dy_plane..];
                 let dy_g = Mat::rows(dy_img, og, cols);
-                // dW_g [og, kk] += dy_g · colᵀ, colᵀ read in place.
-                im2col_t(&x.data[n * item + at..], &geo, &mut p.col);
+                // dW_g [og, kk] += dy_g · colᵀ: col is built row by row and
+                // transposed through L1 as the product packs it.
+                im2col(&x.data[n * item + at..], &geo, &mut p.col);
                 T::matmul(
                     dy_g,
-                    Mat::rows(&p.col, cols, kk),
+                    Mat::rows(&p.col, kk, cols).t(),
                     &mut p.dwt[g * og * kk..],
                     kk,
                     true,
