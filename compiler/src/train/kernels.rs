@@ -534,10 +534,18 @@ pub fn batch_norm_train<T: Real>(
         inv_std: vec![T::ZERO; c],
         unbiased_var: vec![T::ZERO; c],
     };
-    for ch in 0..c {
-        let values = || (0..n).flat_map(move |i| x.data[(i * c + ch) * plane..][..plane].iter());
-        let mean = values().map(|v| v.to_f64()).sum::<f64>() / count;
-        let ss: f64 = values().map(|v| (v.to_f64() - mean).powi(2)).sum();
+    // Per channel, in parallel: a two-pass mean and variance in f64.
+    let per_channel: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let values =
+                || (0..n).flat_map(move |i| x.data[(i * c + ch) * plane..][..plane].iter());
+            let mean = values().map(|v| v.to_f64()).sum::<f64>() / count;
+            let ss: f64 = values().map(|v| (v.to_f64() - mean).powi(2)).sum();
+            (mean, ss)
+        })
+        .collect();
+    for (ch, &(mean, ss)) in per_channel.iter().enumerate() {
         let var = ss / count;
         stats.mean[ch] = T::from_f64(mean);
         stats.inv_std[ch] = T::from_f64(1.0 / (var + eps as f64).sqrt());
@@ -585,16 +593,21 @@ pub fn batch_norm_backward<T: Real>(
 ) -> (Buf<T>, Vec<T>, Vec<T>) {
     let (n, c, plane) = (x.shape[0], x.shape[1], x.plane());
     let count = T::from_f64((n * plane) as f64);
-    let mut dgamma = vec![T::ZERO; c];
-    let mut dbeta = vec![T::ZERO; c];
-    for (i, (xs, dys)) in x.data.chunks(plane).zip(dy.data.chunks(plane)).enumerate() {
-        let ch = i % c;
-        let (m, s) = (stats.mean[ch], stats.inv_std[ch]);
-        for (&xv, &g) in xs.iter().zip(dys) {
-            dbeta[ch] += g;
-            dgamma[ch] += g * (xv - m) * s;
-        }
-    }
+    let (dgamma, dbeta): (Vec<T>, Vec<T>) = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (m, s) = (stats.mean[ch], stats.inv_std[ch]);
+            let (mut dg, mut db) = (T::ZERO, T::ZERO);
+            for i in 0..n {
+                let at = (i * c + ch) * plane;
+                for (&xv, &g) in x.data[at..at + plane].iter().zip(&dy.data[at..at + plane]) {
+                    db += g;
+                    dg += g * (xv - m) * s;
+                }
+            }
+            (dg, db)
+        })
+        .unzip();
     let mut dx = Buf::zeros(&x.shape);
     dx.data
         .par_chunks_mut(plane)

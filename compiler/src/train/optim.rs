@@ -3,6 +3,7 @@
 //! and a step there agree given the same gradients.
 
 use super::real::{Buf, Real};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,45 +110,63 @@ impl State {
         for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
             let Some(g) = g else { continue };
             let (m1, m2) = (&mut self.first[i], &mut self.second[i]);
-            let fresh = m1.is_empty();
+            // A tensor without state (the first step, or a checkpoint from
+            // another optimiser) starts from zeros.
+            let fresh = m1.len() != g.len();
             if fresh {
                 *m1 = vec![0.0; g.len()];
-                if !matches!(cfg.kind, Kind::Sgd { .. }) {
-                    *m2 = vec![0.0; g.len()];
-                }
             }
-            for (j, (pv, gv)) in p.data.iter_mut().zip(g).enumerate() {
-                let mut w = pv.to_f64();
-                let mut grad = gv.to_f64() * clip;
-                match cfg.kind {
-                    Kind::Sgd { momentum, nesterov } => {
-                        grad += wd * w;
-                        if momentum != 0.0 {
-                            let b = if fresh {
-                                grad
-                            } else {
-                                momentum * m1[j] as f64 + grad
-                            };
-                            m1[j] = b as f32;
-                            grad = if nesterov { grad + momentum * b } else { b };
-                        }
-                        w -= lr * grad;
-                    }
-                    Kind::Adam { beta1, beta2, eps } | Kind::AdamW { beta1, beta2, eps } => {
-                        if matches!(cfg.kind, Kind::AdamW { .. }) {
-                            w *= 1.0 - lr * wd;
-                        } else {
-                            grad += wd * w;
-                        }
-                        let m = beta1 * m1[j] as f64 + (1.0 - beta1) * grad;
-                        let v = beta2 * m2[j] as f64 + (1.0 - beta2) * grad * grad;
-                        (m1[j], m2[j]) = (m as f32, v as f32);
-                        let mhat = m / (1.0 - beta1.powi(t));
-                        let vhat = v / (1.0 - beta2.powi(t));
-                        w -= lr * mhat / (vhat.sqrt() + eps);
-                    }
+            if !matches!(cfg.kind, Kind::Sgd { .. }) && m2.len() != g.len() {
+                *m2 = vec![0.0; g.len()];
+            }
+            // Elementwise, in parallel chunks: the update of one value
+            // depends on nothing else.
+            const CHUNK: usize = 1 << 14;
+            let chunks = p.data.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
+            match cfg.kind {
+                Kind::Sgd { momentum, nesterov } => {
+                    chunks
+                        .zip(m1.par_chunks_mut(CHUNK))
+                        .for_each(|((p, g), m1)| {
+                            for ((pv, gv), b) in p.iter_mut().zip(g).zip(m1) {
+                                let w = pv.to_f64();
+                                let mut grad = gv.to_f64() * clip + wd * w;
+                                if momentum != 0.0 {
+                                    let buf = if fresh {
+                                        grad
+                                    } else {
+                                        momentum * *b as f64 + grad
+                                    };
+                                    *b = buf as f32;
+                                    grad = if nesterov { grad + momentum * buf } else { buf };
+                                }
+                                *pv = T::from_f64(w - lr * grad);
+                            }
+                        })
                 }
-                *pv = T::from_f64(w);
+                Kind::Adam { beta1, beta2, eps } | Kind::AdamW { beta1, beta2, eps } => {
+                    let decoupled = matches!(cfg.kind, Kind::AdamW { .. });
+                    let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+                    chunks
+                        .zip(m1.par_chunks_mut(CHUNK))
+                        .zip(m2.par_chunks_mut(CHUNK))
+                        .for_each(|(((p, g), m1), m2)| {
+                            for (((pv, gv), m1), m2) in p.iter_mut().zip(g).zip(m1).zip(m2) {
+                                let mut w = pv.to_f64();
+                                let mut grad = gv.to_f64() * clip;
+                                if decoupled {
+                                    w *= 1.0 - lr * wd;
+                                } else {
+                                    grad += wd * w;
+                                }
+                                let m = beta1 * *m1 as f64 + (1.0 - beta1) * grad;
+                                let v = beta2 * *m2 as f64 + (1.0 - beta2) * grad * grad;
+                                (*m1, *m2) = (m as f32, v as f32);
+                                w -= lr * (m / c1) / ((v / c2).sqrt() + eps);
+                                *pv = T::from_f64(w);
+                            }
+                        })
+                }
             }
         }
         (lr, norm)
