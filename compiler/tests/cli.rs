@@ -2,15 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
-fn netc(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_netc"))
-        .args(args)
-        .current_dir(common::root())
-        .output()
-        .expect("run netc")
-}
+use common::netc;
 
 #[test]
 fn bench_json_has_the_documented_schema() {

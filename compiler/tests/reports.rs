@@ -10,11 +10,7 @@ use std::process::Command;
 /// Run netc; exit code 2 (a regression against a baseline) counts as
 /// success when `regression_ok`: a loaded test machine can be slow.
 fn netc(args: &[&str], regression_ok: bool) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_netc"))
-        .args(args)
-        .current_dir(common::root())
-        .output()
-        .expect("run netc");
+    let out = common::netc(args);
     let ok = out.status.success() || (regression_ok && out.status.code() == Some(2));
     assert!(
         ok,

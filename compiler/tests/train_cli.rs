@@ -9,13 +9,7 @@ use netc_runtime::Tensor;
 use std::path::Path;
 use std::process::Command;
 
-fn netc(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_netc"))
-        .args(args)
-        .current_dir(common::root())
-        .output()
-        .expect("run netc")
-}
+use common::netc;
 
 fn ok(out: &std::process::Output) {
     assert!(

@@ -253,7 +253,7 @@ fn load_checkpoint(
 
 /// Scores for every item of `data` with inference semantics, in batches
 /// of the step's size (the last one padded); returns the accuracy.
-fn evaluate(ex: &Executor<f32>, data: &Dataset, batch: usize) -> Result<f64, Failure> {
+fn evaluate(ex: &mut Executor<f32>, data: &Dataset, batch: usize) -> Result<f64, Failure> {
     let item: usize = data.item.iter().product();
     let classes = ex.tg.classes;
     let mut shape = vec![batch];
@@ -449,7 +449,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         let finished = pos.batch as u64 >= per_epoch;
         let seconds = epoch_start.elapsed().as_secs_f64();
         let test_acc = match &test {
-            Some(t) if finished || pos.step >= total => Some(evaluate(&ex, t, a.batch)?),
+            Some(t) if finished || pos.step >= total => Some(evaluate(&mut ex, t, a.batch)?),
             _ => None,
         };
         let train_acc = correct as f64 / seen.max(1) as f64;

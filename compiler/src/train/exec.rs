@@ -34,6 +34,19 @@ pub struct Pass<T> {
     pub peak_bytes: u64,
 }
 
+/// What a forward pass leaves: the values still needed, saved state, and
+/// the bytes held now and at most.
+struct Forward<T> {
+    values: HashMap<NodeIndex, Buf<T>>,
+    aux: HashMap<NodeIndex, Aux<T>>,
+    live: u64,
+    peak: u64,
+}
+
+fn bytes<T>(b: &Buf<T>) -> u64 {
+    4 * b.data.len() as u64
+}
+
 /// One op's backward result: a gradient per operand (`None` where not
 /// wanted) and its parameters' gradients by role.
 type OpGrads<T> = (Vec<Option<Buf<T>>>, Vec<(&'static str, Vec<T>)>);
@@ -127,39 +140,77 @@ impl<T: Real> Executor<T> {
     /// Class scores with inference semantics (running statistics, dropout
     /// scaled as the model says): what the compiled model would output at
     /// the loss's node.
-    pub fn predict(&self, x: &Buf<T>) -> Result<Buf<T>, ExecError> {
+    pub fn predict(&mut self, x: &Buf<T>) -> Result<Buf<T>, ExecError> {
         self.check_input(x)?;
+        let mut f = self.forward(x, None);
+        Ok(f.values
+            .remove(&self.tg.logits)
+            .unwrap_or_else(|| Buf::zeros(&[0])))
+    }
+
+    /// The forward pass: with `train` (the step number, seeding dropout)
+    /// training semantics, saving what backward reads and updating
+    /// batch-norm running statistics; without, inference semantics,
+    /// keeping only the logits. Each value is freed after its last forward
+    /// reader unless backward reads it too.
+    fn forward(&mut self, x: &Buf<T>, train: Option<u64>) -> Forward<T> {
         let tg = &self.tg;
-        let mut values: HashMap<NodeIndex, Buf<T>> = HashMap::new();
         let mut uses: HashMap<NodeIndex, usize> = HashMap::new();
         for &n in &tg.order {
             for o in tg.graph.operands(n) {
                 *uses.entry(o).or_default() += 1;
             }
         }
+        let keep = |o: &NodeIndex| *o == tg.logits || (train.is_some() && tg.kept.contains(o));
+        let mut f = Forward {
+            values: HashMap::new(),
+            aux: HashMap::new(),
+            live: 0,
+            peak: 0,
+        };
+        let mut running = Vec::new();
         for &n in &tg.order {
             let out = match &tg.graph.g[n].kind {
                 NodeKind::Input { .. } => x.clone(),
                 NodeKind::Op(op) => {
                     let operands = tg.graph.operands(n);
-                    let args: Vec<&Buf<T>> = operands.iter().map(|o| &values[o]).collect();
-                    let out = self.forward_op(n, op, &args, None, 0).0;
+                    let args: Vec<&Buf<T>> = operands.iter().map(|o| &f.values[o]).collect();
+                    let t = std::time::Instant::now();
+                    let stats = train.map(|_| &mut running);
+                    let (out, saved) = self.forward_op(n, op, &args, stats, train.unwrap_or(0));
+                    let seconds = t.elapsed().as_secs_f64();
+                    if let Some(times) = &mut self.timings {
+                        times.push((n, Phase::Forward, seconds));
+                    }
+                    if let (Some(s), true) = (saved, tg.wants_grad.contains(&n)) {
+                        f.live += match &s {
+                            Aux::Mask(m) => 4 * m.len() as u64,
+                            Aux::ArgMax(a) => 4 * a.len() as u64,
+                            Aux::Stats(s) => 8 * s.mean.len() as u64,
+                        };
+                        f.aux.insert(n, s);
+                    }
                     for o in operands {
                         if let Some(u) = uses.get_mut(&o) {
                             *u -= 1;
-                            if *u == 0 && o != tg.logits {
-                                values.remove(&o);
+                            if *u == 0 && !keep(&o) {
+                                if let Some(v) = f.values.remove(&o) {
+                                    f.live -= bytes(&v);
+                                }
                             }
                         }
                     }
                     out
                 }
             };
-            values.insert(n, out);
+            f.live += bytes(&out);
+            f.peak = f.peak.max(f.live);
+            f.values.insert(n, out);
         }
-        Ok(values
-            .remove(&tg.logits)
-            .unwrap_or_else(|| Buf::zeros(&[0])))
+        for (i, new) in running {
+            self.params[i].data = new;
+        }
+        f
     }
 
     /// One op forward. With `train` (the step's running statistics to
@@ -304,61 +355,12 @@ impl<T: Real> Executor<T> {
                 classes,
             });
         }
-        let tg = &self.tg;
-        let bytes = |b: &Buf<T>| 4 * b.data.len() as u64;
-        let (mut live, mut peak) = (0u64, 0u64);
-
-        // Forward: a value is freed after its last forward reader unless
-        // backward reads it too.
-        let mut fwd_uses: HashMap<NodeIndex, usize> = HashMap::new();
-        for &n in &tg.order {
-            for o in tg.graph.operands(n) {
-                *fwd_uses.entry(o).or_default() += 1;
-            }
-        }
-        let mut values: HashMap<NodeIndex, Buf<T>> = HashMap::new();
-        let mut aux: HashMap<NodeIndex, Aux<T>> = HashMap::new();
-        let mut running = Vec::new();
-        for &n in &tg.order {
-            let out = match &tg.graph.g[n].kind {
-                NodeKind::Input { .. } => x.clone(),
-                NodeKind::Op(op) => {
-                    let operands = tg.graph.operands(n);
-                    let args: Vec<&Buf<T>> = operands.iter().map(|o| &values[o]).collect();
-                    let t = std::time::Instant::now();
-                    let (out, saved) = self.forward_op(n, op, &args, Some(&mut running), step);
-                    let seconds = t.elapsed().as_secs_f64();
-                    if let Some(times) = &mut self.timings {
-                        times.push((n, Phase::Forward, seconds));
-                    }
-                    if let (Some(s), true) = (saved, tg.wants_grad.contains(&n)) {
-                        live += match &s {
-                            Aux::Mask(m) => 4 * m.len() as u64,
-                            Aux::ArgMax(a) => 4 * a.len() as u64,
-                            Aux::Stats(s) => 8 * s.mean.len() as u64,
-                        };
-                        aux.insert(n, s);
-                    }
-                    for o in operands {
-                        if let Some(u) = fwd_uses.get_mut(&o) {
-                            *u -= 1;
-                            if *u == 0 && !tg.kept.contains(&o) && o != tg.logits {
-                                if let Some(v) = values.remove(&o) {
-                                    live -= bytes(&v);
-                                }
-                            }
-                        }
-                    }
-                    out
-                }
-            };
-            live += bytes(&out);
-            peak = peak.max(live);
-            values.insert(n, out);
-        }
-        for (i, new) in running {
-            self.params[i].data = new;
-        }
+        let Forward {
+            mut values,
+            mut aux,
+            mut live,
+            mut peak,
+        } = self.forward(x, Some(step));
         let tg = &self.tg;
 
         // The loss and its gradient at the logits.

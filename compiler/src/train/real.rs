@@ -10,47 +10,7 @@ use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
 /// A strided matrix view: element `(r, c)` at `data[r·rs + c·cs]`.
-#[derive(Clone, Copy, Debug)]
-pub struct Mat<'a, T> {
-    pub data: &'a [T],
-    pub rows: usize,
-    pub cols: usize,
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl<'a, T> Mat<'a, T> {
-    /// A row-major `rows × cols` matrix at the start of `data`.
-    pub fn rows(data: &'a [T], rows: usize, cols: usize) -> Self {
-        Mat {
-            data,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
-    }
-
-    /// The transpose, without moving data.
-    pub fn t(self) -> Self {
-        Mat {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
-    }
-
-    /// Rows `r0 .. r0 + rows`.
-    fn row_block(self, r0: usize, rows: usize) -> Self {
-        Mat {
-            data: &self.data[r0 * self.rs..],
-            rows,
-            ..self
-        }
-    }
-}
+pub type Mat<'a, T> = MatRef<'a, T>;
 
 pub trait Real:
     Copy
@@ -107,16 +67,7 @@ impl Real for f32 {
         self as f64
     }
     fn matmul(a: Mat<f32>, b: Mat<f32>, c: &mut [f32], ldc: usize, accumulate: bool) {
-        fn view(m: Mat<f32>) -> MatRef {
-            MatRef {
-                data: m.data,
-                rows: m.rows,
-                cols: m.cols,
-                rs: m.rs,
-                cs: m.cs,
-            }
-        }
-        matmul(view(a), view(b), c, ldc, accumulate);
+        matmul(a, b, c, ldc, accumulate);
     }
 }
 

@@ -14,6 +14,15 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Run the `netc` binary from the project root.
+pub fn netc(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run netc")
+}
+
 /// Check `models/<name>.net` at `batch` and lower it.
 pub fn model_graph(name: &str, batch: usize) -> Graph {
     sized_model_graph(name, batch, None)

@@ -16,19 +16,28 @@ use std::sync::OnceLock;
 /// A panel passes over them.
 const KC: usize = 256;
 
-/// A read-only strided matrix: element `(r, c)` at `data[r·rs + c·cs]`.
-#[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a> {
-    pub data: &'a [f32],
+/// A read-only strided matrix: element `(r, c)` at `data[r·rs + c·cs]`
+/// (f32 for [`matmul`]; the training step's f64 checks use the same view).
+#[derive(Debug)]
+pub struct MatRef<'a, T = f32> {
+    pub data: &'a [T],
     pub rows: usize,
     pub cols: usize,
     pub rs: usize,
     pub cs: usize,
 }
 
-impl<'a> MatRef<'a> {
+impl<T> Clone for MatRef<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for MatRef<'_, T> {}
+
+impl<'a, T> MatRef<'a, T> {
     /// A row-major `rows × cols` matrix.
-    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn rows(data: &'a [T], rows: usize, cols: usize) -> Self {
         MatRef {
             data,
             rows,
@@ -46,6 +55,15 @@ impl<'a> MatRef<'a> {
             cols: self.rows,
             rs: self.cs,
             cs: self.rs,
+        }
+    }
+
+    /// Rows `r0 .. r0 + rows`.
+    pub fn row_block(self, r0: usize, rows: usize) -> Self {
+        MatRef {
+            data: &self.data[r0 * self.rs..],
+            rows,
+            ..self
         }
     }
 
