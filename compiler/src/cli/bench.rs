@@ -170,6 +170,8 @@ fn train(a: &Args) -> Result<(), Failure> {
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(a.threads)
             .build_global();
+        // The inference kernels the step borrows run on the runtime's pool.
+        netc_runtime::threads::set_global_threads(a.threads);
     }
     let pipeline = a.opt.pipeline(a.batch, a.threads);
     let checked = pipeline.check_file(&a.file)?;

@@ -290,6 +290,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(a.threads)
             .build_global();
+        // The inference kernels the step borrows run on the runtime's pool.
+        netc_runtime::threads::set_global_threads(a.threads);
     }
     let (_, network) = check::check_file(&a.model, check_options(a.batch))
         .map_err(|e| Failure::new(e.to_string()))?;

@@ -4,7 +4,7 @@
 //! layers run as im2col/col2im around matrix products on netc's GEMM
 //! micro-kernels ([`Real::matmul`]); images of a batch run in parallel.
 
-use super::real::{Buf, Mat, Real};
+use super::real::{Buf, ConvSpec, Mat, Real};
 use crate::ir::op::{
     Activation, Conv, ConvTranspose, Dense, Pool, PoolKind, ResizeMode, WeightLayout, Window,
 };
@@ -173,6 +173,21 @@ pub fn conv_forward<T: Real>(
     let (groups, og) = (c.groups, c.out_channels / c.groups);
     let (kk, cols, item) = (geo.rows(), geo.cols(), x.item());
     let mut y = Buf::zeros(out_shape);
+    let spec = ConvSpec {
+        batch: xs[0],
+        groups,
+        in_c: xs[1],
+        hw: [xs[2], xs[3]],
+        out_c: c.out_channels,
+        out_hw: [out_shape[2], out_shape[3]],
+        kernel: c.window.kernel,
+        stride: c.window.stride,
+        pad: [c.window.pad[0], c.window.pad[1]],
+        dilation: c.window.dilation,
+    };
+    if T::native_conv(&spec, &x.data, w, bias, &mut y.data) {
+        return y;
+    }
     y.data
         .par_chunks_mut(c.out_channels * cols)
         .enumerate()
@@ -297,6 +312,25 @@ pub fn conv_backward<T: Real>(
         None => Vec::new(),
     };
     let mut dx = Buf::zeros(&x.shape);
+    // The input gradient of a stride-1 layer as one whole-batch
+    // convolution of dy on the inference kernels, where the number type
+    // has them.
+    let native_dx = need_dx
+        && flipped.is_some_and(|f| {
+            let spec = ConvSpec {
+                batch: xs[0],
+                groups,
+                in_c: c.out_channels,
+                hw: [f.h, f.w],
+                out_c: xs[1],
+                out_hw: [f.gh, f.gw],
+                kernel: f.win.kernel,
+                stride: [1, 1],
+                pad: [f.win.pad[0], f.win.pad[1]],
+                dilation: f.win.dilation,
+            };
+            T::native_conv(&spec, &dy.data, &w_flipped, None, &mut dx.data)
+        });
     let dy_item = dy.item();
     let dy_plane = dy.plane();
     let dw = in_parts(
@@ -326,7 +360,7 @@ pub fn conv_backward<T: Real>(
                     kk,
                     true,
                 );
-                if !need_dx {
+                if !need_dx || native_dx {
                     continue;
                 }
                 match flipped {

@@ -36,6 +36,20 @@ pub trait Real:
     /// apart. Single-threaded.
     fn matmul(a: Mat<Self>, b: Mat<Self>, c: &mut [Self], ldc: usize, accumulate: bool);
 
+    /// A whole-batch convolution `out = conv(x, w) (+ bias)` on the
+    /// kernels compiled inference runs (im2col GEMM, direct stencil,
+    /// depthwise); `false` when the number type has none (f64 takes the
+    /// generic path). Weights are `[out_c, in_c/groups, kh, kw]`.
+    fn native_conv(
+        _spec: &ConvSpec,
+        _x: &[Self],
+        _w: &[Self],
+        _bias: Option<&[Self]>,
+        _out: &mut [Self],
+    ) -> bool {
+        false
+    }
+
     /// [`Real::matmul`] with C's rows split over the rayon pool.
     fn par_matmul(a: Mat<Self>, b: Mat<Self>, c: &mut [Self], ldc: usize, accumulate: bool) {
         // Whole micro-panels (6 rows) per task, at least 48 rows.
@@ -58,7 +72,77 @@ pub trait Real:
     }
 }
 
+/// A convolution's geometry for [`Real::native_conv`]: `[height, width]`
+/// pairs, padding at the top and left (the output size implies the rest).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvSpec {
+    pub batch: usize,
+    pub groups: usize,
+    pub in_c: usize,
+    pub hw: [usize; 2],
+    pub out_c: usize,
+    pub out_hw: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
 impl Real for f32 {
+    fn native_conv(
+        s: &ConvSpec,
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> bool {
+        use netc_runtime::kernels::{desc, dispatch, micro};
+        let u = |v: usize| v as u32;
+        let d = desc::GemmDesc {
+            kind: desc::KIND_IM2COL,
+            batch: u(s.batch),
+            groups: u(s.groups),
+            in_c: u(s.in_c),
+            h: u(s.hw[0]),
+            w: u(s.hw[1]),
+            out_c: u(s.out_c),
+            oh: u(s.out_hw[0]),
+            ow: u(s.out_hw[1]),
+            kh: u(s.kernel[0]),
+            kw: u(s.kernel[1]),
+            sh: u(s.stride[0]),
+            sw: u(s.stride[1]),
+            pt: u(s.pad[0]),
+            pl: u(s.pad[1]),
+            dh: u(s.dilation[0]),
+            dw: u(s.dilation[1]),
+            has_bias: bias.is_some() as u32,
+            x_bstride: (s.in_c * s.hw[0] * s.hw[1]) as u64,
+            out_bstride: (s.out_c * s.out_hw[0] * s.out_hw[1]) as u64,
+            ..desc::GemmDesc::default()
+        };
+        let (m, k) = (d.m(), d.k());
+        if x.len() < s.batch * d.x_bstride as usize
+            || out.len() < s.batch * d.out_bstride as usize
+            || w.len() < s.groups * m * k
+        {
+            return false;
+        }
+        let packed = micro::pack_weights(s.groups, m, k, |g, r, kk| w[(g * m + r) * k + kk]);
+        let ptrs = [
+            x.as_ptr() as *mut f32,
+            out.as_mut_ptr(),
+            packed.as_ptr() as *mut f32,
+            bias.map_or(std::ptr::null_mut(), |b| b.as_ptr() as *mut f32),
+        ];
+        // SAFETY: the buffers hold what the descriptor implies (checked
+        // above: `batch` items of input and output, `groups·m·k` weights
+        // packed by the kernel's own packer, `out_c` biases), and `out`
+        // does not overlap `x`.
+        unsafe { dispatch::run(&d, ptrs.as_ptr()) };
+        true
+    }
+
     const ZERO: Self = 0.0;
     fn from_f64(v: f64) -> Self {
         v as f32
