@@ -567,7 +567,7 @@ pub fn augment(a: AugmentArgs) -> Result<(), Failure> {
         }
     }
     // Small images (MNIST's 28 px) are scaled up so the grid is legible.
-    let scale = (480 / gw.max(1)).clamp(1, 8) as u32;
+    let scale = (720 / gw.max(1)).clamp(1, 8) as u32;
     let canvas = image::imageops::resize(
         &canvas,
         gw as u32 * scale,
