@@ -236,6 +236,25 @@ fn convs_adding_a_dead_residual_match() {
     check_bodies("64, 12, 12", &cases, |_, _| {});
 }
 
+/// DenseNet's pattern: every layer concatenates all earlier features, so
+/// one producer feeds several concats. It is placed in the first; the
+/// others must copy it (they skipped it, reading stale memory, until
+/// torchvision's densenet121 exported to ONNX came out wrong).
+#[test]
+fn producers_shared_by_several_concats_match() {
+    let dense = "x0 = x -> conv(8, 3, pad: 1) -> maxpool(2)
+ f1 = x0 -> [batchnorm, relu, conv(4, 3, pad: 1)]
+ c1 = concat(x0, f1)
+ f2 = c1 -> [batchnorm, relu, conv(4, 3, pad: 1)]
+ c2 = concat(x0, f1, f2)
+ f3 = c2 -> [batchnorm, relu, conv(4, 3, pad: 1)]
+ concat(x0, f1, f2, f3) -> [batchnorm, relu]";
+    let shared = "a = x -> conv(6, 1)
+ b = x -> conv(5, 1)
+ add(concat(a, b) -> conv(7, 1), concat(b, a) -> conv(7, 1))";
+    check_bodies("4, 8, 8", &[dense, shared], |_, _| {});
+}
+
 /// Each model body over an input `x: [N, <input>]`, at batch 1 and 3,
 /// checked equivalent; `then` sees the body and its optimised graph.
 fn check_bodies(input: &str, bodies: &[&str], then: impl Fn(&str, &Graph)) {

@@ -536,7 +536,7 @@ fn emit_node(
             let dst_base = c.base(&out);
             let mut channel = 0;
             for (&p, l) in operands.iter().zip(&locs) {
-                if graph.g[p].write_into.is_none() {
+                if !graph.g[p].placed_in(n) {
                     let src_base = c.base(l);
                     let slot = c.b.ins().iadd_imm_s(dst_base, (4 * channel * inner) as i64);
                     let dst = TensorLoc {

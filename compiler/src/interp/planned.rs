@@ -70,7 +70,7 @@ pub fn run(
                 let mut offset = 0;
                 for &p in &operands {
                     let pshape = graph.g[p].shape.dims();
-                    if graph.g[p].write_into.is_none() {
+                    if !graph.g[p].placed_in(n) {
                         let t = read(loc(p)?, pshape, &arena, inputs);
                         let slot = TensorLoc {
                             offset: out_loc.offset + offset * hw,

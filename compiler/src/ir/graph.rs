@@ -66,6 +66,13 @@ impl Node {
         }
     }
 
+    /// Whether concat elimination placed this node in `concat`'s buffer
+    /// (so that concat need not copy it). A producer feeding several
+    /// concats is placed in at most one; the others copy it.
+    pub fn placed_in(&self, concat: NodeIndex) -> bool {
+        self.write_into.is_some_and(|s| s.concat == concat)
+    }
+
     /// The parameter with the given role (`weight`, `bias`, ...).
     pub fn param(&self, role: &str) -> Option<&Param> {
         self.params.iter().find(|p| p.spec.role == role)

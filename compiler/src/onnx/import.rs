@@ -789,6 +789,14 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
             attrs.finish(&[])?;
             im.consts.insert(out, c);
         }
+        // PyTorch's exporter renames shared or re-used weights through an
+        // `Identity` of the initializer: the output is the same constant.
+        "Identity" if im.consts.contains_key(&need(0)?) => {
+            attrs.finish(&[])?;
+            if let Some(c) = im.consts.get(&need(0)?).cloned() {
+                im.consts.insert(out, c);
+            }
+        }
         "Identity" | "Dropout" => {
             let x = im.value(&need(0)?, &node_name, &op_type)?;
             // Dropout's ratio/training_mode inputs and seed only matter in training.

@@ -8,7 +8,9 @@
 //! there; the memory planner keeps the concat's buffer alive until the
 //! last of them (a buffer lives until the last reader of any member), and
 //! does not run elementwise ops in place over a slot (the buffer is busy
-//! while the concat is read). A producer is placed in one concat only.
+//! while the concat is read). A producer is placed in one concat only: the
+//! first in topological order; every other concat it feeds copies it from
+//! there (`Node::placed_in` says which concat may skip the copy).
 //!
 //! Does not place network inputs, views (`slice`, `flatten`) or outputs;
 //! those inputs are still copied.
