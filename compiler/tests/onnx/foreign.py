@@ -63,9 +63,15 @@ def main(out_dir):
         helper.make_node(
             "MaxPool", ["r0"], ["p0"], name="/pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2]
         ),
+        # PyTorch's exporter passes shared or renamed weights through an
+        # Identity of the initializer.
+        helper.make_node(
+            "Identity", [init("layer1.conv.weight", f32(8, 8, 3, 3))], ["onnx::Conv_113"],
+            name="Identity_0",
+        ),
         helper.make_node(
             "Conv",
-            ["p0", init("layer1.conv.weight", f32(8, 8, 3, 3))],
+            ["p0", "onnx::Conv_113"],
             ["c1"],
             name="/layer1/conv/Conv",
             kernel_shape=[3, 3],
