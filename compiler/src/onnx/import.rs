@@ -37,6 +37,7 @@ pub const SUPPORTED: &[&str] = &[
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
+    "ReduceMean",
     "Resize",
     "Gemm",
     "MatMul",
@@ -1092,6 +1093,48 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
             let x = im.value(&need(0)?, &node_name, &op_type)?;
             attrs.finish(&[])?;
             emit(im, Op::GlobalAvgPool, &x, vec![], None)?;
+        }
+        // `x.mean([2, 3])` (MNASNet, squeeze-excite written by hand): the
+        // spatial mean is global average pooling; without keepdims it is
+        // flattened too. Other axes are refused by name.
+        "ReduceMean" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            let keep = attrs.int("keepdims", 1) != 0;
+            let listed = attrs.get("axes").map(|a| a.ints.clone());
+            attrs.finish(&["noop_with_empty_axes"])?;
+            let axes = match (listed, input(1)) {
+                (Some(a), _) => a,
+                (None, Some(name)) => match im.consts.get(&name) {
+                    Some(Const::Int(v)) => v.clone(),
+                    _ => return Err(fail("the axes must be a constant".into())),
+                },
+                (None, None) => Vec::new(),
+            };
+            let rank = x.shape.rank() as i64;
+            let mut axes: Vec<i64> = axes
+                .iter()
+                .map(|&a| if a < 0 { a + rank } else { a })
+                .collect();
+            axes.sort_unstable();
+            if rank != 4 || axes != [2, 3] {
+                return Err(fail(format!(
+                    "a mean over axes {axes:?} of a rank-{rank} tensor; netc supports the spatial \
+                     mean (axes 2 and 3 of NCHW), i.e. global average pooling"
+                )));
+            }
+            if keep {
+                emit(im, Op::GlobalAvgPool, &x, vec![], None)?;
+            } else {
+                let d = x.shape.dims();
+                let var = im.fresh_var(&statement_base(node, &op_type, None));
+                let _ = writeln!(
+                    im.body,
+                    "    {var} = {} -> [global_avgpool, flatten]",
+                    x.var
+                );
+                let shape = Shape(vec![d[0], d[1]]);
+                im.values.insert(out, Value { var, shape });
+            }
         }
         "Flatten" => {
             let x = im.value(&need(0)?, &node_name, &op_type)?;

@@ -9,7 +9,7 @@ unfolded after a biased convolution, PyTorch-style node names
 (`/layer1/conv/Conv`), a `Gemm` with transB=1 and a [1, out] bias, a
 flatten written as `Reshape` to a constant [0, -1] shape (made by a
 `Constant` node), an `AveragePool` relying on count_include_pad's default of
-0, a residual `Add`, a `Concat`, `Dropout` and `Identity`, and weights in
+0, a residual `Add`, a `Concat`, a spatial `ReduceMean`, `Dropout` and `Identity`, and weights in
 float_data as well as raw_data. Used by compiler/tests/onnx.rs.
 """
 import os
@@ -89,7 +89,9 @@ def main(out_dir):
             pads=[1, 1, 1, 1],
         ),
         helper.make_node("Concat", ["a1", "ap"], ["cat"], name="/Concat", axis=1),
-        helper.make_node("GlobalAveragePool", ["cat"], ["gap"], name="/GlobalAveragePool"),
+        # `x.mean([2, 3], keepdim=True)` (netc's own exporter writes
+        # GlobalAveragePool, which the round-trip tests cover).
+        helper.make_node("ReduceMean", ["cat"], ["gap"], name="/ReduceMean", axes=[2, 3], keepdims=1),
         helper.make_node(
             "Constant",
             [],
