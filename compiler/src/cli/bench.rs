@@ -164,15 +164,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
 
 /// `netc bench --train`.
 fn train(a: &Args) -> Result<(), Failure> {
-    netc_runtime::alloc::keep_freed_memory();
-    if a.threads > 0 {
-        // Only fails if the pool already exists; it then keeps its size.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(a.threads)
-            .build_global();
-        // The inference kernels the step borrows run on the runtime's pool.
-        netc_runtime::threads::set_global_threads(a.threads);
-    }
+    crate::train::prepare(a.threads);
     let pipeline = a.opt.pipeline(a.batch, a.threads);
     let checked = pipeline.check_file(&a.file)?;
     let weights = match (&a.weights.weights, a.weights.random_weights) {

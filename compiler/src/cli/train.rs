@@ -284,15 +284,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if a.batch == 0 {
         return Err(Failure::new("--batch must be at least 1"));
     }
-    netc_runtime::alloc::keep_freed_memory();
-    if a.threads > 0 {
-        // Only fails if the pool was already built; then it keeps its size.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(a.threads)
-            .build_global();
-        // The inference kernels the step borrows run on the runtime's pool.
-        netc_runtime::threads::set_global_threads(a.threads);
-    }
+    crate::train::prepare(a.threads);
     let (_, network) = check::check_file(&a.model, check_options(a.batch))
         .map_err(|e| Failure::new(e.to_string()))?;
     let graph = Graph::from_network(&network);
