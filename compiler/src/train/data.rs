@@ -117,7 +117,7 @@ impl Dataset {
 
 /// An `.npz` archive holding `images` (or `x`) and `labels` (or `y`).
 fn npz(path: &Path) -> Result<Dataset, DataError> {
-    let file = netc_runtime::weights::load(path)?;
+    let file = netc_runtime::weights::load_arrays(path)?;
     let find = |names: [&str; 2]| {
         names
             .iter()

@@ -118,6 +118,16 @@ pub(crate) fn decode(bytes: &[u8], dtype: DType, big_endian: bool) -> Vec<f32> {
         .collect()
 }
 
+/// Which element types an array file may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Numbers {
+    /// Weights: floating point only (an integer weight file is a mistake
+    /// worth naming).
+    Floats,
+    /// Data (images, labels, inputs): integers too, converted to f32.
+    Any,
+}
+
 /// Load every tensor of a weight file.
 pub fn load(path: &Path) -> Result<WeightFile, WeightError> {
     let bytes = std::fs::read(path).map_err(|source| WeightError::Io {
@@ -127,16 +137,29 @@ pub fn load(path: &Path) -> Result<WeightFile, WeightError> {
     load_bytes(path, &bytes)
 }
 
+/// Every array of an `.npz` data archive (images, labels): integer arrays
+/// are read too, converted to f32.
+pub fn load_arrays(path: &Path) -> Result<WeightFile, WeightError> {
+    let bytes = std::fs::read(path).map_err(|source| WeightError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(WeightFile {
+        path: path.to_path_buf(),
+        tensors: npz::read(path, &bytes, Numbers::Any)?,
+    })
+}
+
 /// Load from bytes already in memory; `path` names the source in errors.
 pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<WeightFile, WeightError> {
     let tensors = if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
-        npz::read(path, bytes)?
+        npz::read(path, bytes, Numbers::Floats)?
     } else if bytes.starts_with(b"\x93NUMPY") {
         let key = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        vec![(key.clone(), npy::parse(path, &key, bytes)?)]
+        vec![(key.clone(), npy::parse(path, &key, bytes, Numbers::Floats)?)]
     } else if st::looks_like(bytes) {
         st::read(path, bytes)?
     } else {

@@ -1,7 +1,7 @@
 //! The NumPy `.npy` format: a magic string, a Python-dict header giving
 //! dtype, order and shape, then the raw array.
 
-use super::{decode, DType, WeightError};
+use super::{decode, DType, Numbers, WeightError};
 use crate::tensor::Tensor;
 use std::path::Path;
 
@@ -26,11 +26,16 @@ pub fn read_npy(path: &Path) -> Result<Tensor, WeightError> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    parse(path, &key, &bytes)
+    parse(path, &key, &bytes, Numbers::Any)
 }
 
 /// Parse `.npy` bytes; `key` names the array in errors.
-pub(crate) fn parse(path: &Path, key: &str, bytes: &[u8]) -> Result<Tensor, WeightError> {
+pub(crate) fn parse(
+    path: &Path,
+    key: &str,
+    bytes: &[u8],
+    numbers: Numbers,
+) -> Result<Tensor, WeightError> {
     if !bytes.starts_with(MAGIC) {
         return Err(corrupt(path, 0, "missing the \\x93NUMPY magic"));
     }
@@ -109,14 +114,14 @@ pub(crate) fn parse(path: &Path, key: &str, bytes: &[u8]) -> Result<Tensor, Weig
         "f4" => DType::F32,
         "f2" => DType::F16,
         "bfloat16" => DType::BF16,
-        "i1" | "b1" => DType::Int(1, code == "i1"),
-        "u1" => DType::Int(1, false),
-        "i2" => DType::Int(2, true),
-        "u2" => DType::Int(2, false),
-        "i4" => DType::Int(4, true),
-        "u4" => DType::Int(4, false),
-        "i8" => DType::Int(8, true),
-        "u8" => DType::Int(8, false),
+        "i1" | "b1" if numbers == Numbers::Any => DType::Int(1, code == "i1"),
+        "u1" if numbers == Numbers::Any => DType::Int(1, false),
+        "i2" if numbers == Numbers::Any => DType::Int(2, true),
+        "u2" if numbers == Numbers::Any => DType::Int(2, false),
+        "i4" if numbers == Numbers::Any => DType::Int(4, true),
+        "u4" if numbers == Numbers::Any => DType::Int(4, false),
+        "i8" if numbers == Numbers::Any => DType::Int(8, true),
+        "u8" if numbers == Numbers::Any => DType::Int(8, false),
         _ => {
             return Err(WeightError::Dtype {
                 path: path.to_path_buf(),
@@ -206,7 +211,7 @@ mod tests {
         let t = Tensor::new(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]).unwrap();
         let bytes = write_npy(&t);
         assert_eq!(bytes.iter().position(|&b| b == b'\n').unwrap() % 64, 63);
-        let back = parse(Path::new("t.npy"), "t", &bytes).unwrap();
+        let back = parse(Path::new("t.npy"), "t", &bytes, Numbers::Floats).unwrap();
         assert_eq!(back, t);
     }
 
@@ -216,7 +221,7 @@ mod tests {
         let mut bytes = write_npy(&Tensor::new(vec![2, 3], vec![1., 4., 2., 5., 3., 6.]).unwrap());
         let at = bytes.windows(5).position(|w| w == b"False").unwrap();
         bytes[at..at + 5].copy_from_slice(b"True ");
-        let back = parse(Path::new("t.npy"), "t", &bytes).unwrap();
+        let back = parse(Path::new("t.npy"), "t", &bytes, Numbers::Floats).unwrap();
         assert_eq!(back.shape(), &[2, 3]);
         assert_eq!(back.data(), &[1., 2., 3., 4., 5., 6.]);
     }

@@ -1,5 +1,6 @@
 //! NumPy `.npz`: a zip archive of `.npy` files (stored or deflated).
 
+use super::Numbers;
 use super::{npy, WeightError};
 use crate::tensor::Tensor;
 use std::io::{Cursor, Read};
@@ -14,7 +15,11 @@ fn corrupt(path: &Path, offset: u64, message: impl Into<String>) -> WeightError 
     }
 }
 
-pub(crate) fn read(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, WeightError> {
+pub(crate) fn read(
+    path: &Path,
+    bytes: &[u8],
+    numbers: Numbers,
+) -> Result<Vec<(String, Tensor)>, WeightError> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| corrupt(path, 0, format!("not a readable zip archive: {e}")))?;
     let mut out = Vec::new();
@@ -43,7 +48,7 @@ pub(crate) fn read(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, W
             .take(limit)
             .read_to_end(&mut data)
             .map_err(|e| corrupt(path, offset, format!("entry `{name}`: {e}")))?;
-        out.push((key.clone(), npy::parse(path, &key, &data)?));
+        out.push((key.clone(), npy::parse(path, &key, &data, numbers)?));
     }
     Ok(out)
 }
