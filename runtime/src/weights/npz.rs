@@ -78,7 +78,7 @@ mod tests {
         let a = Tensor::new(vec![2, 3], (0..6).map(|i| i as f32).collect()).unwrap();
         let b = Tensor::new(vec![1], vec![-1.5]).unwrap();
         let bytes = write(&[("out", &a), ("aux", &b)]).unwrap();
-        let back = read(Path::new("t.npz"), &bytes).unwrap();
+        let back = read(Path::new("t.npz"), &bytes, Numbers::Floats).unwrap();
         let names: Vec<&str> = back.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["out", "aux"]);
         assert_eq!(back[0].1, a);
