@@ -31,6 +31,10 @@ pub enum AutodiffError {
     Inputs(usize),
     #[error("the loss reads `{node}`, shape {shape}: it needs class scores [N, classes]")]
     LossShape { node: String, shape: String },
+    #[error("the model has no output for a loss to read")]
+    NoOutput,
+    #[error(transparent)]
+    Graph(#[from] crate::ir::graph::GraphError),
 }
 
 /// One parameter tensor the step reads, in graph order; a name used by
@@ -73,7 +77,7 @@ impl TrainGraph {
             return Err(AutodiffError::Inputs(graph.inputs.len()));
         }
         let Some(&output) = graph.outputs.first() else {
-            return Err(AutodiffError::Inputs(0));
+            return Err(AutodiffError::NoOutput);
         };
         let logits = match (loss, graph.op(output)) {
             (Loss::CrossEntropy, Some(Op::Softmax)) => graph.operands(output)[0],
@@ -101,8 +105,7 @@ impl TrainGraph {
             }
         }
         let order: Vec<NodeIndex> = graph
-            .topo_order()
-            .map_err(|_| AutodiffError::Inputs(0))?
+            .topo_order()?
             .into_iter()
             .filter(|n| needed.contains(n))
             .collect();
