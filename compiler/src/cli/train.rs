@@ -44,6 +44,7 @@ pub struct Args {
     /// Test images, evaluated after every epoch.
     #[arg(long, value_name = "FILE")]
     test_images: Option<PathBuf>,
+    /// Labels of the test images (IDX or .npy).
     #[arg(long, value_name = "FILE")]
     test_labels: Option<PathBuf>,
     /// Initial weights (safetensors, .npz); default: He-initialised from
@@ -53,6 +54,7 @@ pub struct Args {
     /// Seed of the He initialisation (default 0).
     #[arg(long, value_name = "SEED")]
     random_weights: Option<u64>,
+    /// Passes over the training data.
     #[arg(long, default_value_t = 10)]
     epochs: u64,
     /// Images per step (a last partial batch of an epoch is left out).
@@ -61,8 +63,11 @@ pub struct Args {
     /// Stop after this many steps in total.
     #[arg(long)]
     steps: Option<u64>,
+    /// SGD (with --momentum, --nesterov), Adam, or AdamW (decoupled decay),
+    /// with PyTorch's update rules.
     #[arg(long, value_enum, default_value = "adam")]
     optimizer: OptimizerArg,
+    /// Base learning rate (the schedule and warm-up scale it).
     #[arg(long, default_value_t = 0.001)]
     lr: f64,
     /// SGD momentum.
@@ -84,6 +89,8 @@ pub struct Args {
     /// Clip the gradients' global L2 norm to this.
     #[arg(long)]
     clip: Option<f64>,
+    /// Softmax cross-entropy over the labels (mean over the batch), or mean
+    /// squared error against one-hot labels.
     #[arg(long, value_enum, default_value = "cross-entropy")]
     loss: LossArg,
     /// Augmentation of training images, e.g.
@@ -503,8 +510,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
 pub struct AugmentArgs {
     /// Images: IDX, .npy or a folder of class sub-folders.
     data: PathBuf,
-    /// Labels (unused by the picture; needed for IDX/.npy loading only if
-    /// you have them — any file with as many labels works).
+    /// Labels for IDX/.npy images (optional: the picture does not use them).
     #[arg(long, value_name = "FILE")]
     labels: Option<PathBuf>,
     /// The augmentation, as for `netc train --augment`.
