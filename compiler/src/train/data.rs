@@ -73,16 +73,7 @@ impl Dataset {
             let t = idx::read_images(images)?;
             (t.shape().to_vec(), t.into_data())
         };
-        let item = match shape[..] {
-            [_, h, w] => [1, h, w],
-            [_, c, h, w] => [c, h, w],
-            _ => {
-                return Err(DataError::Format {
-                    path: images.to_path_buf(),
-                    message: format!("images must be [N, H, W] or [N, C, H, W], found {shape:?}"),
-                })
-            }
-        };
+        let item = image_item(images, &shape)?;
         let Some(labels_path) = labels else {
             return Err(DataError::Format {
                 path: images.to_path_buf(),
@@ -115,6 +106,19 @@ impl Dataset {
     }
 }
 
+/// One image's `[C, H, W]` from an array of images `[N, H, W]` (one
+/// channel) or `[N, C, H, W]`.
+pub fn image_item(path: &Path, shape: &[usize]) -> Result<[usize; 3], DataError> {
+    match shape[..] {
+        [_, h, w] => Ok([1, h, w]),
+        [_, c, h, w] => Ok([c, h, w]),
+        _ => Err(DataError::Format {
+            path: path.to_path_buf(),
+            message: format!("images must be [N, H, W] or [N, C, H, W], found {shape:?}"),
+        }),
+    }
+}
+
 /// An `.npz` archive holding `images` (or `x`) and `labels` (or `y`).
 fn npz(path: &Path) -> Result<Dataset, DataError> {
     let file = netc_runtime::weights::load_arrays(path)?;
@@ -130,16 +134,7 @@ fn npz(path: &Path) -> Result<Dataset, DataError> {
     let images = find(["images", "x"])?;
     let labels = find(["labels", "y"])?;
     let shape = images.shape();
-    let item = match shape[..] {
-        [_, h, w] => [1, h, w],
-        [_, c, h, w] => [c, h, w],
-        _ => {
-            return Err(DataError::Format {
-                path: path.to_path_buf(),
-                message: format!("images must be [N, H, W] or [N, C, H, W], found {shape:?}"),
-            })
-        }
-    };
+    let item = image_item(path, shape)?;
     let labels = class_indices(path, labels.data())?;
     if labels.len() != shape[0] {
         return Err(DataError::Count {
