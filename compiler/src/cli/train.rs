@@ -592,16 +592,7 @@ fn unlabelled(path: &Path) -> Result<Dataset, Failure> {
         netc_runtime::data::idx::read_images(path)?
     };
     let s = t.shape().to_vec();
-    let item = match s[..] {
-        [_, h, w] => [1, h, w],
-        [_, c, h, w] => [c, h, w],
-        _ => {
-            return Err(Failure::new(format!(
-                "{}: images of shape {s:?}",
-                path.display()
-            )))
-        }
-    };
+    let item = crate::train::data::image_item(path, &s)?;
     Ok(Dataset {
         labels: vec![0; s[0]],
         images: t.into_data(),
