@@ -172,6 +172,7 @@ pub fn run(graph: &mut Graph, target: &Target) -> usize {
             | Op::Concat
             | Op::Add
             | Op::Mul
+            | Op::MaxUnpool { .. }
             | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }

@@ -120,10 +120,13 @@ fn segmentation_models_match_unoptimised_at_small_sizes() {
         ("deeplabv3_resnet50", 1, [48, 56]),
         ("lraspp_mobilenet_v3_large", 1, [64, 80]),
         ("lraspp_mobilenet_v3_large", 2, [56, 40]),
+        ("segnet", 1, [48, 64]),
+        ("segnet", 2, [36, 44]),
     ] {
         let g = common::sized_model_graph(model, batch, Some(size));
+        let classes = if model == "segnet" { 12 } else { 21 };
         for &o in &g.outputs {
-            assert_eq!(g.g[o].shape.0, [batch, 21, size[0], size[1]]);
+            assert_eq!(g.g[o].shape.0, [batch, classes, size[0], size[1]]);
         }
         let label = format!("{model} batch {batch} at {}x{}", size[0], size[1]);
         check_equivalent(&label, &g, &Options::default());

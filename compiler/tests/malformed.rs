@@ -25,6 +25,30 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         "mul inputs disagree: 1x3x8x8 vs 1x4x1x1",
     ),
     (
+        "maxunpool_not_a_pool",
+        3,
+        5,
+        "`maxunpool`'s second tensor must be a max pool's output; this one comes from `conv`",
+    ),
+    (
+        "maxunpool_input",
+        3,
+        5,
+        "`maxunpool`'s second tensor must be a max pool's output; this one is a model input",
+    ),
+    (
+        "maxunpool_shape",
+        4,
+        5,
+        "maxunpool: the values are 1x3x2x2 but the pool they undo gave 1x3x4x4",
+    ),
+    (
+        "maxunpool_one_tensor",
+        3,
+        5,
+        "`maxunpool` takes two tensors (the values and a max pool's output), found 1",
+    ),
+    (
         "resize_nearest_align_corners",
         2,
         59,

@@ -108,6 +108,71 @@ fn lraspp_matches_its_facts_with_low_and_high_features() {
     assert_eq!(net.tensors[high.output].rf.unwrap().jump, [16, 16]);
 }
 
+/// SegNet's encoder is torchvision's `vgg16_bn().features`: VGG-16's
+/// convolutions (their shapes from `vgg16.keys`) each followed by a batch
+/// norm, at vgg16_bn's Sequential indices. The decoder unpools back to
+/// every pool's input size (45×60 from 22×30 at 360×480) and ends in 12
+/// per-pixel class scores.
+#[test]
+fn segnet_encoder_is_vgg16_bn_and_the_decoder_mirrors_it() {
+    let keys = root().join("../shared/reference/torchvision/vgg16.keys");
+    let text = std::fs::read_to_string(keys).expect("vgg16.keys");
+    // vgg16's conv weights in order, and where vgg16_bn puts each conv:
+    // every conv gains a batch norm, so the index shifts by one per conv.
+    let mut expected = Vec::new();
+    let mut convs = 0;
+    for line in text.lines().filter(|l| l.starts_with("features.")) {
+        let (name, shape) = line.split_once('\t').expect("name and shape");
+        let mut parts = name.split('.');
+        let index: usize = parts.nth(1).and_then(|i| i.parse().ok()).expect("index");
+        let role = parts.next().expect("role");
+        let bn_index = index + convs;
+        expected.push(format!("features.{bn_index}.{role}\t{shape}"));
+        if role == "bias" {
+            for bn_role in ["weight", "bias", "running_mean", "running_var"] {
+                expected.push(format!("features.{}.{bn_role}\t{shape}", bn_index + 1));
+            }
+            convs += 1;
+        }
+    }
+    assert_eq!(convs, 13);
+    let net = check("segnet", 1);
+    let printed = report::params(&net);
+    let mut got: Vec<&str> = printed
+        .lines()
+        .filter(|l| l.starts_with("features."))
+        .collect();
+    let mut expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    got.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(got, expected);
+    // The decoder: 12 more conv + batch-norm layers and the classifier.
+    let decoder = printed
+        .lines()
+        .filter(|l| l.starts_with("decoder.") && l.contains(".running_var\t"))
+        .count();
+    assert_eq!(decoder, 12);
+    assert_eq!(net.learnable_params(), 29_449_932);
+    assert_eq!(net.macs(), 106_387_292_160);
+    let unpools: Vec<Vec<usize>> = net
+        .layers
+        .iter()
+        .filter(|l| l.op.name() == "maxunpool")
+        .map(|l| net.shape(l.output).0.clone())
+        .collect();
+    assert_eq!(
+        unpools,
+        [
+            vec![1, 512, 22, 30],
+            vec![1, 512, 45, 60],
+            vec![1, 256, 90, 120],
+            vec![1, 128, 180, 240],
+            vec![1, 64, 360, 480],
+        ]
+    );
+    assert_eq!(net.shape(net.outputs[0]).0, [1, 12, 360, 480]);
+}
+
 fn segmentation_facts(model: &str) -> check::Network {
     let path = root().join(format!("../shared/reference/torchvision/{model}.facts"));
     let facts = std::fs::read_to_string(path).expect("the facts file");

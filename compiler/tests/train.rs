@@ -187,6 +187,21 @@ fn merges_and_dense_layouts_match_central_differences() {
     check_gradients(src, 2, Loss::Mse, 8);
 }
 
+/// `maxunpool`: the values' gradient is the output's at the pool's
+/// winners; the source (the pool's input) gets none through it, only
+/// through the pool. A 7×6 input with ceil mode leaves a partial window.
+#[test]
+fn maxunpool_gradient_matches_central_differences() {
+    let src = "model m(x: [N, 3, 7, 6]) {
+    e = x -> [conv(4, 3, pad: 1), tanh]
+    p = e -> maxpool(2, ceil: true)
+    d = maxunpool(p -> [conv(4, 1), sigmoid], p)
+    return d -> [conv(3, 3, pad: 1), global_avgpool, flatten, dense(5)]
+}
+";
+    check_gradients(src, 2, Loss::CrossEntropy, 8);
+}
+
 /// Generated models with a classifier head: the random-graph half of the
 /// differential tests, for gradients.
 #[test]

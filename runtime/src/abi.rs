@@ -2,7 +2,7 @@
 //! the linker against this crate's static library for `netc compile`), and
 //! the entry points a C program uses.
 
-use crate::kernels::{conv_transpose, desc, dispatch, pool, resize, simple};
+use crate::kernels::{conv_transpose, desc, dispatch, pool, resize, simple, unpool};
 
 /// Run a conv or dense layer; see [`desc::GemmDesc`].
 ///
@@ -66,6 +66,20 @@ pub unsafe extern "C" fn netc_rt_softmax(
 #[no_mangle]
 pub unsafe extern "C" fn netc_rt_pool(desc: *const pool::PoolDesc, x: *const f32, out: *mut f32) {
     pool::run(&*desc, x, out);
+}
+
+/// One max-unpooling layer: `desc` is an [`unpool::UnpoolDesc`].
+///
+/// # Safety
+/// As [`unpool::run`].
+#[no_mangle]
+pub unsafe extern "C" fn netc_rt_unpool(
+    desc: *const unpool::UnpoolDesc,
+    values: *const f32,
+    source: *const f32,
+    out: *mut f32,
+) {
+    unpool::run(&*desc, values, source, out);
 }
 
 /// Use `threads` worker threads for every later call (0: one per core).
@@ -144,6 +158,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("netc_rt_copy", netc_rt_copy as *const u8),
         ("netc_rt_softmax", netc_rt_softmax as *const u8),
         ("netc_rt_pool", netc_rt_pool as *const u8),
+        ("netc_rt_unpool", netc_rt_unpool as *const u8),
         ("netc_rt_resize", netc_rt_resize as *const u8),
         ("netc_rt_gate_mul", netc_rt_gate_mul as *const u8),
         (

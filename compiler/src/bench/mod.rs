@@ -163,6 +163,7 @@ pub(crate) fn layer_type(op: &Op) -> String {
         Op::ConvTranspose(_) => "conv transpose".into(),
         Op::Dense(_) => "dense".into(),
         Op::Pool(_) | Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => "pool".into(),
+        Op::MaxUnpool { .. } => "unpool".into(),
         Op::BatchNorm { .. } => "bn".into(),
         Op::Activation(_) => "activation".into(),
         Op::Add => "add".into(),

@@ -20,7 +20,7 @@ use super::network::*;
 use super::ops::{self, BoundArgs, OpArg};
 use crate::diag::Diagnostic;
 use crate::ir::builtin::Builtin;
-use crate::ir::op::Op;
+use crate::ir::op::{Op, PoolKind};
 use crate::ir::shape::Shape;
 use crate::parse::ast::*;
 use crate::source::{CallPath, Frame, Span};
@@ -862,8 +862,12 @@ impl<'a> Elaborator<'a> {
                 self.push_layer(site, name, built.op, vec![x])
             }
             LayerKind::Merge { op, others } => {
-                let inputs: Vec<TensorId> =
+                let mut inputs: Vec<TensorId> =
                     input.into_iter().chain(others.iter().copied()).collect();
+                let mut op = op.clone();
+                if let Op::MaxUnpool { .. } = op {
+                    (op, inputs) = self.unpool_source(inputs, layer.span)?;
+                }
                 if inputs.len() < 2 {
                     return Err(Diagnostic::new(
                         layer.span,
@@ -881,7 +885,7 @@ impl<'a> Elaborator<'a> {
                     span: layer.span,
                     renames: &[],
                 };
-                self.push_layer(site, op.name(), op.clone(), inputs)
+                self.push_layer(site, op.name(), op, inputs)
             }
             LayerKind::Seq(items) => {
                 let mut x = need_input(input)?;
@@ -926,6 +930,45 @@ impl<'a> Elaborator<'a> {
                     layer.span,
                 )
             }
+        }
+    }
+
+    /// `maxunpool(values, pooled)`: `pooled` must be a max pool's output.
+    /// The op reads that pool's input instead (where the maxima are found
+    /// again) and takes the pool's window.
+    fn unpool_source(&self, inputs: Vec<TensorId>, span: Span) -> R<(Op, Vec<TensorId>)> {
+        let [values, pooled] = inputs[..] else {
+            return Err(Diagnostic::new(
+                span,
+                format!(
+                    "`maxunpool` takes two tensors (the values and a max pool's output), found {}",
+                    inputs.len()
+                ),
+            ));
+        };
+        let producer = self.net.layers.iter().find(|l| l.output == pooled);
+        match producer {
+            Some(layer) => match &layer.op {
+                Op::Pool(p) if p.kind == PoolKind::Max => Ok((
+                    Op::MaxUnpool {
+                        window: p.window,
+                        ceil: p.ceil,
+                    },
+                    vec![values, layer.inputs[0]],
+                )),
+                other => Err(Diagnostic::new(
+                    span,
+                    format!(
+                        "`maxunpool`'s second tensor must be a max pool's output; this one comes from `{}`",
+                        other.name()
+                    ),
+                )
+                .related(layer.span, "produced here")),
+            },
+            None => Err(Diagnostic::new(
+                span,
+                "`maxunpool`'s second tensor must be a max pool's output; this one is a model input",
+            )),
         }
     }
 

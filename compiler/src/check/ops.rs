@@ -545,6 +545,17 @@ pub(super) fn build(builtin: Builtin, args: &BoundArgs, input: &Shape, span: Spa
         Builtin::Add => Op::Add,
         Builtin::Concat => Op::Concat,
         Builtin::Mul => Op::Mul,
+        // The window is the pool's whose output is the second tensor;
+        // `eval` fills it in when it applies the merge and sees that pool.
+        Builtin::MaxUnpool => Op::MaxUnpool {
+            window: Window {
+                kernel: [1, 1],
+                stride: [1, 1],
+                pad: [0; 4],
+                dilation: [1, 1],
+            },
+            ceil: false,
+        },
     };
     Ok(Built { op, renames })
 }

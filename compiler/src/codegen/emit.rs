@@ -33,6 +33,7 @@ struct Ctx<'a, 'f> {
     copy: FuncRef,
     softmax: FuncRef,
     gate_mul: FuncRef,
+    unpool: FuncRef,
     ptr_slot: cranelift_codegen::ir::StackSlot,
 }
 
@@ -284,6 +285,7 @@ pub(super) fn forward<M: Module>(
         a
     };
     let gate_mul_id = import(module, "netc_rt_gate_mul", &args(3, 6))?;
+    let unpool_id = import(module, "netc_rt_unpool", &[ptr, ptr, ptr, ptr])?;
     let softmax_id = import(module, "netc_rt_softmax", &args(2, 5))?;
 
     // Conv/dense descriptors as read-only data next to the code.
@@ -315,6 +317,7 @@ pub(super) fn forward<M: Module>(
         let copy = module.declare_func_in_func(copy_id, b.func);
         let softmax = module.declare_func_in_func(softmax_id, b.func);
         let gate_mul = module.declare_func_in_func(gate_mul_id, b.func);
+        let unpool = module.declare_func_in_func(unpool_id, b.func);
         let mark = module.declare_func_in_func(mark_id, b.func);
         let desc_gvs: std::collections::HashMap<NodeIndex, _> = descs
             .iter()
@@ -346,6 +349,7 @@ pub(super) fn forward<M: Module>(
             copy,
             softmax,
             gate_mul,
+            unpool,
             ptr_slot,
         };
         let mark_after = |c: &mut Ctx, index: u32| {
@@ -502,6 +506,13 @@ fn emit_node(
                 c.iconst(out.batch_stride as i64),
             ];
             c.b.ins().call(c.gate_mul, &args);
+        }
+        Op::MaxUnpool { .. } => {
+            let desc_ptr = descriptor_ptr(c, desc, &node.name)?;
+            let values = c.base(&locs[0]);
+            let source = c.base(&locs[1]);
+            let y = c.base(&out);
+            c.b.ins().call(c.unpool, &[desc_ptr, values, source, y]);
         }
         Op::BatchNorm { .. } => {
             let channels = node.shape.0[1];

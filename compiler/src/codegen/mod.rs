@@ -22,7 +22,7 @@ pub mod jit;
 pub mod object;
 
 use crate::ir::graph::NodeKind;
-use crate::ir::op::{ConvAlgo, DenseAlgo, Op, PoolKind, ResizeMode, Step, WeightLayout};
+use crate::ir::op::{ConvAlgo, DenseAlgo, Op, PoolKind, ResizeMode, Step, WeightLayout, Window};
 use crate::ir::Graph;
 use crate::plan::{MemoryPlan, TensorLoc};
 use crate::select;
@@ -32,6 +32,7 @@ use netc_runtime::kernels::conv_transpose::ConvTransposeDesc;
 use netc_runtime::kernels::desc::{self, GemmDesc};
 use netc_runtime::kernels::pool::{self, PoolDesc};
 use netc_runtime::kernels::resize::{self, ResizeDesc};
+use netc_runtime::kernels::unpool::UnpoolDesc;
 use netc_runtime::kernels::{gemv, micro, mvec, winograd};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
@@ -103,6 +104,7 @@ pub(crate) struct NodeConsts {
 pub(crate) enum Descriptor {
     Gemm(GemmDesc),
     Pool(PoolDesc),
+    Unpool(UnpoolDesc),
     Resize(ResizeDesc),
     ConvTranspose(ConvTransposeDesc),
 }
@@ -113,6 +115,7 @@ impl NodeConsts {
         self.call.as_ref().map(|c| match c {
             Descriptor::Gemm(d) => d.to_bytes(),
             Descriptor::Pool(d) => d.to_bytes(),
+            Descriptor::Unpool(d) => d.to_bytes(),
             Descriptor::Resize(d) => d.to_bytes(),
             Descriptor::ConvTranspose(d) => d.to_bytes(),
         })
@@ -334,35 +337,48 @@ pub fn lower(graph: Graph, memory: MemoryPlan, weights: &Weights) -> Result<Lowe
             }
             Op::Pool(p) => {
                 let operands = graph.operands(n);
-                let input = &graph.g[operands[0]].shape.0;
-                let output = &node.shape.0;
-                let w = p.window;
                 let d = PoolDesc {
                     kind: match p.kind {
                         PoolKind::Max => pool::POOL_MAX,
                         PoolKind::Avg => pool::POOL_AVG,
                     },
                     count_include_pad: p.count_include_pad as u32,
-                    batch: output[0] as u32,
-                    channels: output[1] as u32,
-                    h: input[2] as u32,
-                    w: input[3] as u32,
-                    oh: output[2] as u32,
-                    ow: output[3] as u32,
-                    kh: w.kernel[0] as u32,
-                    kw: w.kernel[1] as u32,
-                    sh: w.stride[0] as u32,
-                    sw: w.stride[1] as u32,
-                    dh: w.dilation[0] as u32,
-                    dw: w.dilation[1] as u32,
-                    pad: w.pad.map(|x| x as u32),
-                    x_bstride: plan.locs[&operands[0]].batch_stride as u64,
-                    out_bstride: plan.locs[&n].batch_stride as u64,
+                    ..pool_desc(
+                        &p.window,
+                        &graph.g[operands[0]].shape.0,
+                        &node.shape.0,
+                        plan.locs[&operands[0]].batch_stride,
+                        plan.locs[&n].batch_stride,
+                    )
                 };
                 consts.insert(
                     n,
                     NodeConsts {
                         call: Some(Descriptor::Pool(d)),
+                        ..NodeConsts::default()
+                    },
+                );
+            }
+            // The pool's geometry over the source (the second operand);
+            // the values are its pooled-size planes.
+            Op::MaxUnpool { window, .. } => {
+                let operands = graph.operands(n);
+                let values = &graph.g[operands[0]].shape.0;
+                let pool = pool_desc(
+                    window,
+                    &node.shape.0,
+                    values,
+                    plan.locs[&operands[1]].batch_stride,
+                    plan.locs[&n].batch_stride,
+                );
+                let d = UnpoolDesc {
+                    pool,
+                    values_bstride: plan.locs[&operands[0]].batch_stride as u64,
+                };
+                consts.insert(
+                    n,
+                    NodeConsts {
+                        call: Some(Descriptor::Unpool(d)),
                         ..NodeConsts::default()
                     },
                 );
@@ -476,6 +492,36 @@ pub fn lower(graph: Graph, memory: MemoryPlan, weights: &Weights) -> Result<Lowe
 
 /// The batch strides of a conv/dense call's tensors, from the memory
 /// plan; refuses epilogues longer than the descriptor holds.
+/// A pooling window's descriptor between a source of shape `input` and
+/// pooled planes of shape `output` (`kind` max, padding not counted).
+fn pool_desc(
+    w: &Window,
+    input: &[usize],
+    output: &[usize],
+    x_bstride: usize,
+    out_bstride: usize,
+) -> PoolDesc {
+    PoolDesc {
+        kind: pool::POOL_MAX,
+        count_include_pad: 0,
+        batch: output[0] as u32,
+        channels: output[1] as u32,
+        h: input[2] as u32,
+        w: input[3] as u32,
+        oh: output[2] as u32,
+        ow: output[3] as u32,
+        kh: w.kernel[0] as u32,
+        kw: w.kernel[1] as u32,
+        sh: w.stride[0] as u32,
+        sw: w.stride[1] as u32,
+        dh: w.dilation[0] as u32,
+        dw: w.dilation[1] as u32,
+        pad: w.pad.map(|x| x as u32),
+        x_bstride: x_bstride as u64,
+        out_bstride: out_bstride as u64,
+    }
+}
+
 fn fill_strides(
     d: &mut GemmDesc,
     steps: &[Step],

@@ -4,7 +4,7 @@
 //! loop of the two heavy ones (conv, dense) is spread over threads.
 
 use crate::ir::op::{
-    Activation, Conv, ConvTranspose, Dense, Pool, PoolKind, ResizeMode, Step, WeightLayout,
+    Activation, Conv, ConvTranspose, Dense, Pool, PoolKind, ResizeMode, Step, WeightLayout, Window,
 };
 use netc_runtime::Tensor;
 use rayon::prelude::*;
@@ -176,6 +176,64 @@ pub fn pool2d(x: &Tensor, p: &Pool, out_shape: &[usize]) -> Tensor {
                         }
                     };
                     y[((n * c_n + c) * oh_n + oh) * ow_n + ow] = v;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// PyTorch's `max_unpool2d` after `max_pool2d(return_indices=True)`:
+/// `values[o]` goes to where pool window `o` over `source` found its
+/// maximum — the first in scan order, or the last NaN — in an otherwise zero
+/// tensor shaped like `source`. Windows are visited in order, so where
+/// overlapping windows share a winner the later one's value stays.
+pub fn max_unpool2d(values: &Tensor, source: &Tensor, window: &Window) -> Tensor {
+    let [n_n, c_n, h, wd] = dims4(source);
+    let [_, _, oh_n, ow_n] = dims4(values);
+    let (vd, sd) = (values.data(), source.data());
+    let mut out = Tensor::zeros(source.shape().to_vec());
+    let y = out.data_mut();
+    for plane in 0..n_n * c_n {
+        let src = &sd[plane * h * wd..][..h * wd];
+        let dst = &mut y[plane * h * wd..][..h * wd];
+        for oh in 0..oh_n {
+            for ow in 0..ow_n {
+                let mut best: Option<(usize, f32)> = None;
+                for kh in 0..window.kernel[0] {
+                    let Some(ih) = tap(
+                        oh,
+                        kh,
+                        window.stride[0],
+                        window.dilation[0],
+                        window.pad[0],
+                        h,
+                    ) else {
+                        continue;
+                    };
+                    for kw in 0..window.kernel[1] {
+                        let Some(iw) = tap(
+                            ow,
+                            kw,
+                            window.stride[1],
+                            window.dilation[1],
+                            window.pad[1],
+                            wd,
+                        ) else {
+                            continue;
+                        };
+                        let v = src[ih * wd + iw];
+                        let wins = match best {
+                            None => true,
+                            Some((_, b)) => v > b || v.is_nan(),
+                        };
+                        if wins {
+                            best = Some((ih * wd + iw, v));
+                        }
+                    }
+                }
+                if let Some((i, _)) = best {
+                    dst[i] = vd[(plane * oh_n + oh) * ow_n + ow];
                 }
             }
         }
@@ -531,6 +589,35 @@ mod tests {
         let gate = t(&[1, 2, 1, 1], &[10., -1.]);
         assert_eq!(mul(&[&x, &gate]).data(), &[10., 20., -3., -4.]);
         assert_eq!(mul(&[&x, &x]).data(), &[1., 4., 9., 16.]);
+    }
+
+    /// PyTorch's `max_unpool2d(max_pool2d(x, 3, 2, return_indices=True))`
+    /// on a 1×5×5 plane: overlapping windows share the centre column's
+    /// winner, where the later window's value stays; a tie goes to the
+    /// first position in scan order.
+    #[test]
+    fn max_unpool_places_values_at_pytorchs_indices() {
+        #[rustfmt::skip]
+        let x = t(&[1, 1, 5, 5], &[
+            0., 0., 9., 0., 0.,
+            0., 0., 0., 0., 0.,
+            1., 0., 0., 0., 1.,
+            0., 0., 0., 0., 0.,
+            0., 0., 0., 0., 0.,
+        ]);
+        let values = t(&[1, 1, 2, 2], &[10., 20., 30., 40.]);
+        let y = max_unpool2d(&values, &x, &window(3, 2, [0; 4]));
+        // Windows (0,0) and (0,1) both pick the 9 at (0,2): 20 stays.
+        // Window (1,0) picks the 1 at (2,0); (1,1) the 1 at (2,4).
+        #[rustfmt::skip]
+        let want = [
+            0., 0., 20., 0., 0.,
+            0., 0., 0., 0., 0.,
+            30., 0., 0., 0., 40.,
+            0., 0., 0., 0., 0.,
+            0., 0., 0., 0., 0.,
+        ];
+        assert_eq!(y.data(), &want);
     }
 
     #[test]

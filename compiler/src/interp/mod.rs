@@ -162,6 +162,7 @@ pub(crate) fn eval<'w>(
         Op::Slice { start, .. } => kernels::slice_channels(x, *start, out_shape),
         Op::Add => kernels::add(args),
         Op::Mul => kernels::mul(args),
+        Op::MaxUnpool { window, .. } => kernels::max_unpool2d(x, args[1], window),
         Op::Resize { size, mode } => kernels::resize(x, *size, *mode),
         Op::Identity => x.clone(),
     })

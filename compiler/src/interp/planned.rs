@@ -95,6 +95,7 @@ pub fn run(
             | Op::Softmax
             | Op::Add
             | Op::Mul
+            | Op::MaxUnpool { .. }
             | Op::Resize { .. }
             | Op::Scale { .. } => {}
         }

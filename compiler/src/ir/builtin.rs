@@ -55,6 +55,7 @@ builtins! {
     Add => "add",
     Concat => "concat",
     Mul => "mul",
+    MaxUnpool => "maxunpool",
 }
 
 /// One parameter of a built-in: its name and whether a call must give it.
@@ -157,14 +158,15 @@ impl Builtin {
             | Builtin::Identity
             | Builtin::Add
             | Builtin::Concat
-            | Builtin::Mul => &[],
+            | Builtin::Mul
+            | Builtin::MaxUnpool => &[],
         }
     }
 
     /// Whether its arguments are tensors (`add(a, b)`, `concat(a, b, c)`).
     pub const fn is_merge(self) -> bool {
         match self {
-            Builtin::Add | Builtin::Concat | Builtin::Mul => true,
+            Builtin::Add | Builtin::Concat | Builtin::Mul | Builtin::MaxUnpool => true,
             Builtin::Conv
             | Builtin::ConvTranspose
             | Builtin::BatchNorm

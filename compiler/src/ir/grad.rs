@@ -77,6 +77,12 @@ impl Op {
                 },
                 PoolKind::Avg => PLAIN,
             }),
+            // The values' gradient is read at the winning positions; the
+            // source gets none (it only says where values go).
+            Op::MaxUnpool { .. } => Ok(GradRule {
+                saves: Saved::ArgMax,
+                ..PLAIN
+            }),
             Op::Dropout { .. } => Ok(GradRule {
                 saves: Saved::Mask,
                 ..PLAIN
@@ -97,10 +103,10 @@ impl Op {
         }
     }
 
-    /// Whether operand `port` carries a gradient (every operand of every
-    /// op today; a future index or shape operand would not).
-    pub fn differentiable_port(&self, _port: usize) -> bool {
-        true
+    /// Whether operand `port` carries a gradient: every operand but
+    /// `maxunpool`'s source, which only says where values go.
+    pub fn differentiable_port(&self, port: usize) -> bool {
+        !matches!(self, Op::MaxUnpool { .. }) || port == 0
     }
 }
 

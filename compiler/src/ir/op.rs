@@ -384,6 +384,16 @@ pub enum Op {
     /// per (item, channel), `[N, C, 1, 1]`, broadcast over the plane
     /// (squeeze-and-excitation's gate).
     Mul,
+    /// PyTorch's `MaxUnpool2d`: the first operand's values placed, in a
+    /// zeroed tensor the shape of the second, at the positions where the
+    /// max pool `window` over the second operand found its maxima (the
+    /// first maximum in scan order; a later window overwrites an earlier
+    /// one at the same position). The second operand is the pool's *input*:
+    /// the winning positions are found again instead of being stored.
+    MaxUnpool {
+        window: Window,
+        ceil: bool,
+    },
     /// Multiply by a constant.
     Scale {
         factor: f32,
@@ -464,6 +474,7 @@ impl Op {
             Op::Concat => "concat",
             Op::Add => "add",
             Op::Mul => "mul",
+            Op::MaxUnpool { .. } => "maxunpool",
             Op::Resize { .. } => "resize",
             Op::Scale { .. } => "scale",
             Op::Slice { .. } => "slice",
@@ -523,6 +534,10 @@ impl Op {
                 }
                 s
             }
+            Op::MaxUnpool { window, .. } => format!(
+                "maxunpool {}x{} /{}",
+                window.kernel[0], window.kernel[1], window.stride[0]
+            ),
             Op::Slice { start, len } => format!("slice {start}..{}", start + len),
             Op::Resize { size, mode } => format!(
                 "resize {}x{} {}",
@@ -571,6 +586,7 @@ impl Op {
             | Op::Concat
             | Op::Add
             | Op::Mul
+            | Op::MaxUnpool { .. }
             | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }
@@ -595,6 +611,7 @@ impl Op {
             | Op::Concat
             | Op::Add
             | Op::Mul
+            | Op::MaxUnpool { .. }
             | Op::Resize { .. } => Memory::Fresh,
         }
     }
@@ -653,6 +670,19 @@ impl Op {
                 Some(rf)
             }
             Op::Flatten | Op::Dense(_) => None,
+            // Outputs sit at the source's positions (the second operand, the
+            // pool's input); each holds a value whose field is the first
+            // operand's.
+            Op::MaxUnpool { .. } => {
+                let source = (*operands.get(1)?)?;
+                Some(ReceptiveField {
+                    size: [
+                        first.size[0].max(source.size[0]),
+                        first.size[1].max(source.size[1]),
+                    ],
+                    jump: source.jump,
+                })
+            }
             // A gate (`[N, C, 1, 1]`, after a global pool) sees the whole
             // plane; the product's outputs are still the first operand's
             // positions, so its jump is kept (a pooled gate's jump is the
@@ -746,6 +776,7 @@ impl Op {
             | Op::Concat
             | Op::Add
             | Op::Mul
+            | Op::MaxUnpool { .. }
             | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }
@@ -956,6 +987,23 @@ impl Op {
                 }
                 Ok((*first).clone())
             }
+            Op::MaxUnpool { window, ceil } => {
+                let [_, source] = inputs else {
+                    return Err(ShapeError::Invalid(format!(
+                        "maxunpool takes two tensors, found {}",
+                        inputs.len()
+                    )));
+                };
+                let [n, ch, h, w] = nchw(source)?;
+                let [oh, ow] = window.output_hw(name, h, w, *ceil)?;
+                let pooled = Shape(vec![n, ch, oh, ow]);
+                if **first != pooled {
+                    return Err(ShapeError::Invalid(format!(
+                        "maxunpool: the values are {first} but the pool they undo gave {pooled}"
+                    )));
+                }
+                Ok((*source).clone())
+            }
             Op::Activation(_) | Op::Dropout { .. } | Op::Scale { .. } | Op::Identity => {
                 Ok((*first).clone())
             }
@@ -993,6 +1041,7 @@ impl Op {
             | Op::Concat
             | Op::Add
             | Op::Mul
+            | Op::MaxUnpool { .. }
             | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }
@@ -1045,6 +1094,22 @@ mod tests {
             pad: [p; 4],
             dilation: [1, 1],
         }
+    }
+
+    /// `maxunpool` returns to the pool's input size (45 from 22, which
+    /// twice the pooled size would miss) and refuses values of another
+    /// shape.
+    #[test]
+    fn maxunpool_restores_the_pools_input_shape() {
+        let op = Op::MaxUnpool {
+            window: window(2, 2, 0),
+            ceil: false,
+        };
+        let source = Shape(vec![1, 8, 45, 60]);
+        let pooled = Shape(vec![1, 8, 22, 30]);
+        assert_eq!(op.infer(&[&pooled, &source]).unwrap(), source);
+        assert!(op.infer(&[&source, &source]).is_err());
+        assert!(op.infer(&[&pooled]).is_err());
     }
 
     #[test]

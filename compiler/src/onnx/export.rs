@@ -338,6 +338,63 @@ impl Exporter<'_> {
                 attrs.push(attr_int("ceil_mode", ceil as i64));
                 self.node(op_type, &name, inputs, out, attrs);
             }
+            // ONNX unpools by stored indices (flat over the whole tensor,
+            // where PyTorch's are per plane): a MaxPool over the source
+            // gives them, a Shape of the source the output shape (the batch
+            // stays symbolic).
+            Op::MaxUnpool { window, ceil } => {
+                let operands = self.graph.operands(n);
+                let hw = |i: usize| {
+                    operands
+                        .get(i)
+                        .and_then(|&o| self.graph.g[o].shape.dims().get(2..4).map(|d| [d[0], d[1]]))
+                        .ok_or_else(|| unsupported("maxunpool needs NCHW operands"))
+                };
+                let (in_hw, out_hw) = (hw(1)?, hw(0)?);
+                let pool = Pool {
+                    kind: PoolKind::Max,
+                    window: *window,
+                    ceil: *ceil,
+                    count_include_pad: false,
+                };
+                let (w, ceil) =
+                    onnx_pool_window(&pool, in_hw, out_hw).map_err(|m| unsupported(&m))?;
+                let [values, source] = &inputs[..] else {
+                    return Err(unsupported("maxunpool takes two operands"));
+                };
+                let pooled = self.fresh(&format!("{name}.pooled"));
+                let indices = self.fresh(&format!("{name}.indices"));
+                let shape = self.fresh(&format!("{name}.shape"));
+                let mut attrs = window_attrs(&w, true);
+                attrs.push(attr_int("ceil_mode", ceil as i64));
+                self.nodes.push(NodeProto {
+                    input: vec![source.clone()],
+                    output: vec![pooled.clone(), indices.clone()],
+                    name: Some(pooled),
+                    op_type: Some("MaxPool".into()),
+                    attribute: attrs,
+                    ..Default::default()
+                });
+                self.node("Shape", &shape, vec![source.clone()], &shape, vec![]);
+                // MaxUnpool's window only bounds the output shape from
+                // below ((pooled − 1)·stride + kernel − pads, which ONNX
+                // Runtime enforces); a ceil-mode window can overshoot the
+                // source, so its trailing pad grows to compensate.
+                let mut unpool = w;
+                for a in 0..2 {
+                    let least = ((out_hw[a] - 1) * w.stride[a] + w.kernel[a])
+                        .saturating_sub(w.pad[a] + w.pad[a + 2]);
+                    unpool.pad[a + 2] += least.saturating_sub(in_hw[a]);
+                }
+                let attrs = window_attrs(&unpool, false);
+                self.node(
+                    "MaxUnpool",
+                    &name,
+                    vec![values.clone(), indices, shape],
+                    out,
+                    attrs,
+                );
+            }
             Op::GlobalAvgPool => self.node("GlobalAveragePool", &name, inputs, out, vec![]),
             Op::AdaptiveAvgPool { output } => {
                 let input = self.graph.operands(n);

@@ -35,6 +35,8 @@ pub const SUPPORTED: &[&str] = &[
     "HardSwish",
     "Clip",
     "MaxPool",
+    "MaxUnpool",
+    "Shape",
     "AveragePool",
     "GlobalAveragePool",
     "ReduceMean",
@@ -71,6 +73,10 @@ pub struct Imported {
 enum Const {
     Float(Tensor),
     Int(Vec<i64>),
+    /// A computed tensor's `Shape`, at batch 1: only ops that read the
+    /// spatial sizes (`MaxUnpool`'s output shape) accept it, since the
+    /// batch is not a constant.
+    Shape(Vec<usize>),
 }
 
 /// A tensor of the imported network: its `.net` variable and its shape (at
@@ -490,8 +496,10 @@ fn layer_text(op: &Op, keys: &[(&str, String)]) -> String {
         }
         // Defaults, and ops without arguments. `slice` is a view only the
         // optimiser makes; the importer never produces one (and the
-        // generated file is checked before it is written).
-        Op::BatchNorm { .. }
+        // generated file is checked before it is written). `maxunpool` is
+        // a merge its import arm writes itself.
+        Op::MaxUnpool { .. }
+        | Op::BatchNorm { .. }
         | Op::Activation(_)
         | Op::GlobalAvgPool
         | Op::Flatten
@@ -520,6 +528,9 @@ struct Importer {
     body: String,
     weights: Vec<(String, Tensor)>,
     keys: HashSet<String>,
+    /// A MaxPool's `Indices` output by name: the pool's `Y` (the tensor
+    /// `maxunpool` names), its input shape and the pool.
+    indices: HashMap<String, (String, Shape, Pool)>,
 }
 
 impl Importer {
@@ -627,6 +638,7 @@ pub fn import(model: &ModelProto, name: &str) -> Result<Imported, OnnxError> {
         body: String::new(),
         weights: Vec::new(),
         keys: HashSet::new(),
+        indices: HashMap::new(),
     };
     for t in &graph.initializer {
         let tname = t.name.clone().unwrap_or_default();
@@ -756,7 +768,9 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
         let name = need(i)?;
         match im.consts.get(&name) {
             Some(Const::Float(t)) => Ok(t.clone()),
-            Some(Const::Int(..)) => Err(fail(format!("{what} `{name}` is an integer tensor"))),
+            Some(Const::Int(..) | Const::Shape(..)) => {
+                Err(fail(format!("{what} `{name}` is an integer tensor")))
+            }
             None => Err(fail(format!(
                 "{what} `{name}` must be an initialiser: netc compiles weights in"
             ))),
@@ -1056,8 +1070,9 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                     "auto_pad `{p}` is not supported; export with explicit pads"
                 )));
             }
-            if node.output.iter().skip(1).any(|o| !o.is_empty()) {
-                return Err(fail("the Indices output is not supported".into()));
+            let indices = node.output.get(1).filter(|o| !o.is_empty()).cloned();
+            if op_type == "AveragePool" && indices.is_some() || node.output.len() > 2 {
+                return Err(fail("only MaxPool has an Indices output".into()));
             }
             let kernel = attrs.extents("kernel_shape", 2, 1, Vec::new())?;
             if kernel.is_empty() {
@@ -1076,7 +1091,7 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
             if !max && dilation != [1, 1] {
                 return Err(fail("dilated average pooling is not supported".into()));
             }
-            let op = Op::Pool(Pool {
+            let pool = Pool {
                 kind: if max { PoolKind::Max } else { PoolKind::Avg },
                 window: Window {
                     kernel: [kernel[0], kernel[1]],
@@ -1086,8 +1101,67 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                 },
                 ceil,
                 count_include_pad,
-            });
-            emit(im, op, &x, vec![], None)?;
+            };
+            emit(im, Op::Pool(pool), &x, vec![], None)?;
+            if let Some(i) = indices {
+                im.indices.insert(i, (out.clone(), x.shape.clone(), pool));
+            }
+        }
+        // Indices only as a MaxPool's, whose input the unpool reads again
+        // (netc's `maxunpool` names the pool's output).
+        "MaxUnpool" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            let (pooled, source, pool) = im
+                .indices
+                .get(&need(1)?)
+                .cloned()
+                .ok_or_else(|| fail("the indices must be a MaxPool's Indices output".into()))?;
+            let pooled = im.value(&pooled, &node_name, &op_type)?;
+            let kernel = attrs.extents("kernel_shape", 2, 1, Vec::new())?;
+            let stride = attrs.extents("strides", 2, 1, vec![1, 1])?;
+            let pad = attrs.extents("pads", 4, 0, vec![0; 4])?;
+            attrs.finish(&[])?;
+            let spatial = match input(2) {
+                Some(name) => match im.consts.get(&name) {
+                    Some(Const::Shape(d)) => d.get(2..4).map(|d| [d[0], d[1]]),
+                    Some(Const::Int(d)) => d.get(2..4).map(|d| [d[0] as usize, d[1] as usize]),
+                    Some(Const::Float(_)) | None => None,
+                }
+                .ok_or_else(|| fail("output_shape must be a constant NCHW shape".into()))?,
+                // ONNX's default: (in − 1)·stride + kernel − pads.
+                None => {
+                    let size = |a: usize| {
+                        ((x.shape.dims().get(2 + a).copied().unwrap_or(1) - 1) * stride[a]
+                            + kernel.get(a).copied().unwrap_or(1))
+                        .saturating_sub(pad[a] + pad[a + 2])
+                    };
+                    [size(0), size(1)]
+                }
+            };
+            let source_hw = source.dims().get(2..4).map(|d| [d[0], d[1]]);
+            if source_hw != Some(spatial) {
+                return Err(fail(format!(
+                    "unpools to {}x{}, not the size of the pool's input {source}; netc unpools to the pool's input",
+                    spatial[0], spatial[1]
+                )));
+            }
+            let op = Op::MaxUnpool {
+                window: pool.window,
+                ceil: pool.ceil,
+            };
+            let shape = infer(&op, &[&x.shape, &source], &node_name, &op_type)?;
+            let var = im.fresh_var(&statement_base(node, &op_type, None));
+            let _ = writeln!(im.body, "    {var} = maxunpool({}, {})", x.var, pooled.var);
+            im.values.insert(out, Value { var, shape });
+        }
+        // A computed tensor's shape (at batch 1), for ops that read sizes.
+        "Shape" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            if attrs.get("start").is_some() || attrs.get("end").is_some() {
+                return Err(fail("Shape with start or end is not supported".into()));
+            }
+            attrs.finish(&[])?;
+            im.consts.insert(out, Const::Shape(x.shape.dims().to_vec()));
         }
         "GlobalAveragePool" => {
             let x = im.value(&need(0)?, &node_name, &op_type)?;

@@ -131,7 +131,12 @@ impl TrainGraph {
                 .params
                 .iter()
                 .any(|p| p.spec.kind == ParamKind::Learnable);
-            if learnable || graph.operands(n).iter().any(|o| wants_grad.contains(o)) {
+            let fed = graph
+                .operands(n)
+                .iter()
+                .enumerate()
+                .any(|(port, o)| op.differentiable_port(port) && wants_grad.contains(o));
+            if learnable || fed {
                 wants_grad.insert(n);
             }
             for p in &node.params {

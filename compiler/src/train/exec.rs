@@ -333,6 +333,10 @@ impl<T: Real> Executor<T> {
                 (y, None)
             }
             Op::Mul => (k::mul_forward(x, args[1]), None),
+            Op::MaxUnpool { window, ceil } => {
+                let (y, arg) = k::max_unpool_forward(x, args[1], *window, *ceil);
+                (y, Some(Aux::ArgMax(arg)))
+            }
             Op::Resize { mode, .. } => (k::resize(x, shape, *mode, false), None),
         }
     }
@@ -389,7 +393,11 @@ impl<T: Real> Executor<T> {
             };
             live -= bytes(&dy);
             let operands = tg.graph.operands(n);
-            let wants: Vec<bool> = operands.iter().map(|o| tg.wants_grad.contains(o)).collect();
+            let wants: Vec<bool> = operands
+                .iter()
+                .enumerate()
+                .map(|(port, o)| op.differentiable_port(port) && tg.wants_grad.contains(o))
+                .collect();
             let saved = aux.remove(&n);
             let t = std::time::Instant::now();
             let (dxs, dparams) = self.backward_op(n, op, &operands, &wants, &values, saved, &dy);
@@ -559,6 +567,16 @@ impl<T: Real> Executor<T> {
                 vec![Some(k::resize(dy, &in_shape(0), *mode, true))],
                 Vec::new(),
             ),
+            Op::MaxUnpool { .. } => {
+                let arg = match saved {
+                    Some(Aux::ArgMax(a)) => a,
+                    _ => Vec::new(),
+                };
+                (
+                    vec![Some(k::max_unpool_backward(&in_shape(0), &arg, dy)), None],
+                    Vec::new(),
+                )
+            }
         }
     }
 }

@@ -863,6 +863,57 @@ pub fn pool_backward<T: Real>(x_shape: &[usize], p: &Pool, arg: &[u32], dy: &Buf
     dx
 }
 
+/// `maxunpool`: each value of `x` placed where the max pool `window`
+/// over `source` found its winner (the pool forward's rule), in a zero
+/// tensor shaped like `source`; also returns those positions.
+pub fn max_unpool_forward<T: Real>(
+    x: &Buf<T>,
+    source: &Buf<T>,
+    window: Window,
+    ceil: bool,
+) -> (Buf<T>, Vec<u32>) {
+    let pool = Pool {
+        kind: PoolKind::Max,
+        window,
+        ceil,
+        count_include_pad: false,
+    };
+    let (_, arg) = pool_forward(source, &pool, &x.shape);
+    let [_, _, h, w] = dims4(source);
+    let per = x.shape[2] * x.shape[3];
+    let mut y = Buf::zeros(&source.shape);
+    y.data
+        .par_chunks_mut(h * w)
+        .enumerate()
+        .for_each(|(plane, out)| {
+            let a = &arg[plane * per..][..per];
+            let v = &x.data[plane * per..][..per];
+            for (&i, &v) in a.iter().zip(v) {
+                out[i as usize] = v;
+            }
+        });
+    (y, arg)
+}
+
+/// The values' gradient of `maxunpool`: the output gradient read at each
+/// value's position.
+pub fn max_unpool_backward<T: Real>(x_shape: &[usize], arg: &[u32], dy: &Buf<T>) -> Buf<T> {
+    let (h, w) = (dy.shape[2], dy.shape[3]);
+    let per = x_shape[2] * x_shape[3];
+    let mut dx = Buf::zeros(x_shape);
+    dx.data
+        .par_chunks_mut(per)
+        .enumerate()
+        .for_each(|(plane, out)| {
+            let g = &dy.data[plane * h * w..][..h * w];
+            let a = &arg[plane * per..][..per];
+            for (o, &i) in out.iter_mut().zip(a) {
+                *o = g[i as usize];
+            }
+        });
+    dx
+}
+
 /// PyTorch's adaptive-average bins: output `i` of `out` averages input
 /// `⌊i·n/out⌋ .. ⌈(i+1)·n/out⌉`.
 fn bin(i: usize, n: usize, out: usize) -> std::ops::Range<usize> {

@@ -65,6 +65,15 @@ pub enum Step {
         output_padding: bool,
         grouped: bool,
     },
+    /// A max pool (windows that do not overlap) and `maxunpool` back to
+    /// the pool's input size, of the pooled values or, with `conv`, of a
+    /// 1×1 conv + tanh of them (SegNet's decoder).
+    Unpool {
+        kernel: usize,
+        pad: usize,
+        ceil: bool,
+        conv: bool,
+    },
     /// Inception-like 1x1 siblings (out, batchnorm, relu), maybe a pool.
     Branches {
         convs: Vec<(usize, bool, bool)>,
@@ -196,6 +205,18 @@ fn step() -> impl Strategy<Value = Step> {
             num,
             align_corners,
         });
+    let unpool = (
+        2..=3usize,
+        0..=1usize,
+        prop::bool::weighted(0.4),
+        any::<bool>(),
+    )
+        .prop_map(|(kernel, pad, ceil, conv)| Step::Unpool {
+            kernel,
+            pad,
+            ceil,
+            conv,
+        });
     // Simplest first: proptest shrinks a union towards its first arm.
     prop_oneof![
         1 => Just(Step::Scale),
@@ -207,6 +228,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => gate,
         2 => resize,
         2 => conv_transpose,
+        2 => unpool,
     ]
 }
 
@@ -460,6 +482,45 @@ impl Render {
                     x.name
                 );
                 self.bind(e, x.c, oh, ow)
+            }
+            Step::Unpool {
+                kernel,
+                pad,
+                ceil,
+                conv,
+            } => {
+                let k = *kernel;
+                let pad = (*pad).min(k / 2);
+                let size = |n: usize| -> Option<usize> {
+                    let room = (n + 2 * pad).checked_sub(k)?;
+                    let mut o = if *ceil {
+                        room.div_ceil(k) + 1
+                    } else {
+                        room / k + 1
+                    };
+                    if *ceil && (o - 1) * k >= n + pad {
+                        o -= 1;
+                    }
+                    Some(o)
+                };
+                let (Some(oh), Some(ow)) = (size(x.h), size(x.w)) else {
+                    return self.bind(format!("{} -> tanh", x.name), x.c, x.h, x.w);
+                };
+                let p = self.bind(
+                    format!(
+                        "{} -> maxpool({k}, stride: {k}, pad: {pad}, ceil: {ceil})",
+                        x.name
+                    ),
+                    x.c,
+                    oh,
+                    ow,
+                );
+                let values = if *conv {
+                    format!("{} -> [conv({}, 1), tanh]", p.name, x.c)
+                } else {
+                    p.name.clone()
+                };
+                self.bind(format!("maxunpool({values}, {})", p.name), x.c, x.h, x.w)
             }
             Step::Skip { batchnorm, relu } => {
                 let bn = if *batchnorm { ", batchnorm" } else { "" };

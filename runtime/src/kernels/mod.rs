@@ -19,6 +19,7 @@ pub mod schedule;
 pub mod simple;
 pub mod stencil;
 pub mod store;
+pub mod unpool;
 pub mod winograd;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
