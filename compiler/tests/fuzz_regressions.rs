@@ -141,4 +141,17 @@ fn write_fuzz_seeds() {
         std::fs::create_dir_all(&dir).unwrap();
         netc::onnx::write(&path, &model).unwrap();
     }
+    // MaxPool's Indices, Shape and MaxUnpool (SegNet's decoder), and a
+    // resize and a gate, which the generated seeds above may miss.
+    let src = "model m(x: [N, 3, 9, 8]) {
+    p = x -> [conv(4, 3, pad: 1), relu] -> maxpool(2, ceil: true)
+    d = maxunpool(p -> conv(4, 1), p)
+    g = d -> [global_avgpool, conv(4, 1), hardsigmoid]
+    return mul(d, g) -> resize(size: [5, 4])
+}
+";
+    let graph = common::source_graph(src, 1);
+    let weights = netc::weights::Weights::random(&graph, 3);
+    let model = netc::onnx::export(&graph, &weights, netc::onnx::Batch::Symbolic).unwrap();
+    netc::onnx::write(&dir.join("unpool.onnx"), &model).unwrap();
 }
