@@ -385,3 +385,93 @@ fn run_writes_every_output_by_name_to_npz() {
         "{err}"
     );
 }
+
+/// `--mask` is the argmax of the first output in VOC colours, the printed
+/// shares count its pixels, and `--overlay` tints the shipped photo; an
+/// overlay without a photo is an error that says what to give.
+#[test]
+fn run_draws_a_segmentation_mask_and_overlay() {
+    let dir = scratch("mask");
+    let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let (mask, overlay, npz) = (path("mask.png"), path("overlay.png"), path("y.npz"));
+    let out = netc(&[
+        "run",
+        "models/fcn_resnet50.net",
+        "--random-weights",
+        "1",
+        "--size",
+        "64x96",
+        "--image",
+        "examples/images/chelsea.jpg",
+        "--mask",
+        &mask,
+        "--overlay",
+        &overlay,
+        "--output",
+        &npz,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = netc_runtime::weights::load(std::path::Path::new(&npz)).unwrap();
+    let scores = &file.tensors[0].1;
+    assert_eq!(scores.shape(), [1, 21, 64, 96]);
+    let plane = 64 * 96;
+    let classes: Vec<usize> = (0..plane)
+        .map(|p| {
+            (1..21).fold(0, |b, c| {
+                if scores.data()[c * plane + p] > scores.data()[b * plane + p] {
+                    c
+                } else {
+                    b
+                }
+            })
+        })
+        .collect();
+    let palette = |i: usize| -> [u8; 3] {
+        let mut rgb = [0u8; 3];
+        let mut c = i;
+        for j in 0..8 {
+            for (k, v) in rgb.iter_mut().enumerate() {
+                *v |= (((c >> k) & 1) as u8) << (7 - j);
+            }
+            c >>= 3;
+        }
+        rgb
+    };
+    let img = image::open(&mask).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (96, 64));
+    for (p, px) in img.pixels().enumerate() {
+        assert_eq!(px.0, palette(classes[p]), "pixel {p}");
+    }
+    // The shares printed for each class are its pixel counts.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut total = 0.0;
+    for line in stdout.lines().filter(|l| l.trim_end().ends_with('%')) {
+        let mut words = line.split_whitespace();
+        let (name, share) = (words.next().unwrap(), words.next().unwrap());
+        total += share.trim_end_matches('%').parse::<f64>().unwrap();
+        assert!(!name.is_empty());
+    }
+    assert!(
+        (total - 100.0).abs() < 0.05,
+        "shares sum to {total}\n{stdout}"
+    );
+    let over = image::open(&overlay).unwrap().to_rgb8();
+    assert_eq!(over.dimensions(), (96, 64));
+    assert_ne!(over.as_raw(), img.as_raw());
+
+    let out = netc(&[
+        "run",
+        "models/fcn_resnet50.net",
+        "--size",
+        "32x32",
+        "--overlay",
+        &overlay,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("give the photo with --image"), "{err}");
+}

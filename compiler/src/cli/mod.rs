@@ -7,6 +7,7 @@ mod check;
 mod compile;
 mod export;
 mod import;
+mod mask;
 mod run;
 mod train;
 

@@ -1,5 +1,6 @@
 //! `netc run`: execute a model on real inputs.
 
+use super::mask::{self, MaskArgs, Photo};
 use super::{load_graph, load_weights, Failure, OptArgs, WeightArgs};
 use crate::codegen::jit::JitModel;
 use crate::interp;
@@ -18,7 +19,9 @@ use std::path::{Path, PathBuf};
 netc run models/deep_convnet.net --weights ../shared/data/deep_convnet/deep_convnet_params.npz \\\n      \
 --mnist-images ../shared/data/mnist/t10k-images-idx3-ubyte.gz \\\n      \
 --mnist-labels ../shared/data/mnist/t10k-labels-idx1-ubyte.gz\n  \
-netc run models/resnet18.net --random-weights 1 --input x.npy --output y.npy")]
+netc run models/resnet18.net --random-weights 1 --input x.npy --output y.npy\n  \
+netc run models/fcn_resnet50.net --weights fcn.safetensors --image street.jpg \\\n      \
+--mask mask.png --overlay overlay.png")]
 pub struct Args {
     /// The model file (.net).
     file: PathBuf,
@@ -43,8 +46,9 @@ pub struct Args {
     /// PNG or JPEG images (repeat for a batch), preprocessed as below.
     #[arg(long, value_name = "FILE", conflicts_with = "input")]
     image: Vec<PathBuf>,
-    /// Resize images so the shorter side has this many pixels
-    /// (default: 256/224 of the model's input height; 0 disables).
+    /// Resize images so the shorter side has this many pixels (default:
+    /// 256/224 of the model's input height, then a centre crop; with
+    /// --mask or --overlay, just enough to cover the input; 0 disables).
     #[arg(long, value_name = "PIXELS")]
     resize: Option<u32>,
     /// Per-channel mean subtracted after scaling pixels to [0, 1]
@@ -72,6 +76,8 @@ pub struct Args {
     /// How many top classes to print per batch item (0 to disable).
     #[arg(long, default_value_t = 5)]
     top_k: usize,
+    #[command(flatten)]
+    segment: MaskArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -90,9 +96,14 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if let Some(images) = &a.mnist_images {
         return run_mnist(&a, images);
     }
+    let mut preprocess = None;
     let input = match &a.input {
         Some(p) => Some(read_npy(p)?),
-        None if !a.image.is_empty() => Some(load_images(&a)?),
+        None if !a.image.is_empty() => {
+            let (t, p) = load_images(&a)?;
+            preprocess = Some(p);
+            Some(t)
+        }
         None => None,
     };
     let batch = match (&input, a.batch) {
@@ -128,6 +139,14 @@ pub fn run(a: Args) -> Result<(), Failure> {
             print_top_k(out, a.top_k);
         }
     }
+    if a.segment.wanted() {
+        let photo = preprocess.as_ref().map(|p| Photo {
+            input: &inputs[0],
+            mean: &p.mean,
+            std: &p.std,
+        });
+        mask::render(&a.segment, &outputs, photo)?;
+    }
     if let Some(path) = &a.output {
         let names = load_graph(&a.file, batch)?.output_names();
         write_outputs(path, &names, &outputs)?;
@@ -135,8 +154,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Decode `--image` files into one `[N, C, H, W]` batch sized for the model.
-fn load_images(a: &Args) -> Result<Tensor, Failure> {
+/// Decode `--image` files into one `[N, C, H, W]` batch sized for the
+/// model, and the preprocessing that made it.
+fn load_images(a: &Args) -> Result<(Tensor, Preprocess), Failure> {
     // The crop comes from the model's input shape, so check at batch 1 first.
     let probe = load_graph(&a.file, 1)?;
     let dims = probe.g[probe.inputs[0]].shape.dims().to_vec();
@@ -169,9 +189,18 @@ fn load_images(a: &Args) -> Result<Tensor, Failure> {
     }
     let mut data = Vec::new();
     for path in &a.image {
+        let mut p = p.clone();
+        if a.segment.wanted() && a.resize.is_none() {
+            // Segmentation labels every pixel of the photo: scale it just
+            // enough to cover the input, so the crop loses least.
+            let (iw, ih) = ::image::image_dimensions(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let scale = (h as f64 / ih as f64).max(w as f64 / iw as f64);
+            p.resize = Some((ih.min(iw) as f64 * scale).ceil() as u32);
+        }
         data.extend_from_slice(image::load(path, &p)?.data());
     }
-    Ok(Tensor::new(vec![a.image.len(), c, h, w], data)?)
+    Ok((Tensor::new(vec![a.image.len(), c, h, w], data)?, p))
 }
 
 /// A model prepared for one backend.
