@@ -37,6 +37,7 @@ pub const SUPPORTED: &[&str] = &[
     "MaxPool",
     "MaxUnpool",
     "Shape",
+    "Slice",
     "AveragePool",
     "GlobalAveragePool",
     "ReduceMean",
@@ -73,9 +74,11 @@ pub struct Imported {
 enum Const {
     Float(Tensor),
     Int(Vec<i64>),
-    /// A computed tensor's `Shape`, at batch 1: only ops that read the
-    /// spatial sizes (`MaxUnpool`'s output shape) accept it, since the
-    /// batch is not a constant.
+    /// Integers that start with a computed tensor's batch size (its
+    /// `Shape`, or a slice or concatenation keeping the first entry), taken
+    /// at batch 1: only ops that read the spatial sizes (`Resize`'s sizes,
+    /// `MaxUnpool`'s output shape) accept them, since the batch is not a
+    /// constant.
     Shape(Vec<usize>),
 }
 
@@ -1012,10 +1015,13 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                 }
             };
             let size = if let Some(name) = input(3) {
-                let Some(Const::Int(v)) = im.consts.get(&name) else {
-                    return Err(fail("`sizes` must be a constant".into()));
+                let v: Vec<f64> = match im.consts.get(&name) {
+                    Some(Const::Int(v)) => v.iter().map(|&s| s as f64).collect(),
+                    // The batch and channels of a computed shape are the
+                    // input's own: only the spatial sizes are read.
+                    Some(Const::Shape(d)) if d.len() == 4 => d.iter().map(|&s| s as f64).collect(),
+                    _ => return Err(fail("`sizes` must be a constant".into())),
                 };
-                let v: Vec<f64> = v.iter().map(|&s| s as f64).collect();
                 let [sh, sw] = match (v.as_slice(), axes.as_deref()) {
                     ([_, _, sh, sw], None) => [*sh, *sw],
                     _ => spatial(&v)?,
@@ -1379,6 +1385,86 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                 return Err(fail(format!("softmax over axis {axis} of a rank-{rank} tensor is not supported; netc's is over channels")));
             }
             emit(im, Op::Softmax, &x, vec![], None)?;
+        }
+        // Shape arithmetic on constants, as PyTorch's exporter writes
+        // `F.interpolate(x, size=...)`: Concat(Slice(Shape(x), 0, 2), [h, w]).
+        "Concat" if node.input.iter().all(|i| im.consts.contains_key(i)) => {
+            if attrs.int("axis", 0) != 0 {
+                return Err(fail("constants are concatenated along axis 0 only".into()));
+            }
+            attrs.finish(&[])?;
+            let mut values: Vec<i64> = Vec::new();
+            let mut batch = false;
+            for (i, name) in node.input.iter().enumerate() {
+                match im.consts.get(name) {
+                    Some(Const::Int(v)) => values.extend(v),
+                    Some(Const::Shape(d)) if i == 0 => {
+                        batch = true;
+                        values.extend(d.iter().map(|&d| d as i64));
+                    }
+                    Some(Const::Shape(_)) => {
+                        return Err(fail(
+                            "a batch-dependent size must come first in a concatenation".into(),
+                        ))
+                    }
+                    Some(Const::Float(_)) | None => {
+                        return Err(fail("only integer constants are concatenated".into()))
+                    }
+                }
+            }
+            let c = if batch {
+                let dims = values
+                    .iter()
+                    .map(|&v| usize::try_from(v).ok())
+                    .collect::<Option<Vec<_>>>();
+                Const::Shape(dims.ok_or_else(|| fail("negative size in a shape".into()))?)
+            } else {
+                Const::Int(values)
+            };
+            im.consts.insert(out, c);
+        }
+        "Slice" => {
+            let source = im.consts.get(&need(0)?).cloned().ok_or_else(|| {
+                fail("netc imports Slice of constant shapes only, not of computed tensors".into())
+            })?;
+            attrs.finish(&[])?;
+            let ints = |i: usize| -> Result<Option<Vec<i64>>, OnnxError> {
+                match input(i) {
+                    None => Ok(None),
+                    Some(name) => match im.consts.get(&name) {
+                        Some(Const::Int(v)) => Ok(Some(v.clone())),
+                        _ => Err(fail(format!("input {i} must be an integer constant"))),
+                    },
+                }
+            };
+            let (starts, ends) = (ints(1)?, ints(2)?);
+            let (axes, steps) = (ints(3)?, ints(4)?);
+            let (values, batch): (Vec<i64>, bool) = match source {
+                Const::Int(v) => (v, false),
+                Const::Shape(d) => (d.iter().map(|&d| d as i64).collect(), true),
+                Const::Float(_) => {
+                    return Err(fail("netc slices integer constants only".into()));
+                }
+            };
+            let one_axis = axes.as_deref().is_none_or(|a| a == [0] || a == [-1]);
+            let unit_step = steps.as_deref().is_none_or(|s| s == [1]);
+            let (Some([start]), Some([end]), true, true) =
+                (starts.as_deref(), ends.as_deref(), one_axis, unit_step)
+            else {
+                return Err(fail(
+                    "only a 1-D slice with step 1 of a constant is supported".into(),
+                ));
+            };
+            let n = values.len() as i64;
+            let clamp = |i: i64| (if i < 0 { i + n } else { i }).clamp(0, n) as usize;
+            let (lo, hi) = (clamp(*start), clamp(*end).max(clamp(*start)));
+            let part = values[lo..hi].to_vec();
+            let c = if batch && lo == 0 && hi > 0 {
+                Const::Shape(part.iter().map(|&v| v as usize).collect())
+            } else {
+                Const::Int(part)
+            };
+            im.consts.insert(out, c);
         }
         "Add" | "Sum" | "Concat" => {
             let concat = op_type == "Concat";

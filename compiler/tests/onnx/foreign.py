@@ -9,7 +9,8 @@ unfolded after a biased convolution, PyTorch-style node names
 (`/layer1/conv/Conv`), a `Gemm` with transB=1 and a [1, out] bias, a
 flatten written as `Reshape` to a constant [0, -1] shape (made by a
 `Constant` node), an `AveragePool` relying on count_include_pad's default of
-0, a residual `Add`, a `Concat`, a spatial `ReduceMean`, `Dropout` and `Identity`, and weights in
+0, a residual `Add`, a `Concat`, a `Resize` whose sizes come from
+`Shape`/`Slice`/`Concat`, a spatial `ReduceMean`, `Dropout` and `Identity`, and weights in
 float_data as well as raw_data. Used by compiler/tests/onnx.rs.
 """
 import os
@@ -25,6 +26,10 @@ def main(out_dir):
     rng = np.random.RandomState(42)
     f32 = lambda *shape, scale=0.3: (rng.randn(*shape) * scale).astype(np.float32)
     inits = []
+
+    def const(name, values):
+        inits.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
+        return name
 
     def init(name, array, raw=True):
         if raw:
@@ -91,7 +96,26 @@ def main(out_dir):
         helper.make_node("Concat", ["a1", "ap"], ["cat"], name="/Concat", axis=1),
         # `x.mean([2, 3], keepdim=True)` (netc's own exporter writes
         # GlobalAveragePool, which the round-trip tests cover).
-        helper.make_node("ReduceMean", ["cat"], ["gap"], name="/ReduceMean", axes=[2, 3], keepdims=1),
+        # `F.interpolate(cat, size=(12, 12), mode="bilinear")` as PyTorch's
+        # exporter writes it: the sizes are the input's batch and channels
+        # (a Shape sliced) concatenated with the new plane size.
+        helper.make_node("Shape", ["cat"], ["cat_shape"], name="/Shape"),
+        helper.make_node(
+            "Slice",
+            ["cat_shape", const("starts", [0]), const("ends", [2]), const("axes", [0])],
+            ["cat_nc"],
+            name="/Slice",
+        ),
+        helper.make_node("Concat", ["cat_nc", const("hw", [12, 12])], ["sizes"], name="/Concat_1", axis=0),
+        helper.make_node(
+            "Resize",
+            ["cat", "", "", "sizes"],
+            ["up"],
+            name="/Resize",
+            mode="linear",
+            coordinate_transformation_mode="pytorch_half_pixel",
+        ),
+        helper.make_node("ReduceMean", ["up"], ["gap"], name="/ReduceMean", axes=[2, 3], keepdims=1),
         helper.make_node(
             "Constant",
             [],
