@@ -173,6 +173,7 @@ pub fn run(graph: &mut Graph, target: &Target) -> usize {
             | Op::Add
             | Op::Mul
             | Op::MaxUnpool { .. }
+            | Op::ChannelShuffle { .. }
             | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }

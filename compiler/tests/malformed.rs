@@ -49,6 +49,18 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         "`maxunpool` takes two tensors (the values and a max pool's output), found 1",
     ),
     (
+        "channel_shuffle_groups",
+        2,
+        26,
+        "`groups` (4) must divide the input's 6 channels",
+    ),
+    (
+        "slice_bounds",
+        2,
+        19,
+        "`slice(4, 9)` needs 0 <= start < end <= 6, the input's channels",
+    ),
+    (
         "resize_nearest_align_corners",
         2,
         59,

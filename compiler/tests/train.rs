@@ -148,6 +148,10 @@ const OPS: &[(&str, &str)] = &[
         "conv(4, 3, pad: 1) -> resize(scale: 2, mode: \"bilinear\", align_corners: true)",
     ),
     (
+        "slice channel_shuffle",
+        "conv(6, 3, pad: 1) -> slice(1, 5) -> channel_shuffle(2) -> conv(4, 3, pad: 1)",
+    ),
+    (
         "resize nearest",
         "conv(4, 3, pad: 1) -> resize(size: [5, 13], mode: \"nearest\")",
     ),

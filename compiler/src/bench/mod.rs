@@ -164,6 +164,7 @@ pub(crate) fn layer_type(op: &Op) -> String {
         Op::Dense(_) => "dense".into(),
         Op::Pool(_) | Op::GlobalAvgPool | Op::AdaptiveAvgPool { .. } => "pool".into(),
         Op::MaxUnpool { .. } => "unpool".into(),
+        Op::ChannelShuffle { .. } => "shuffle".into(),
         Op::BatchNorm { .. } => "bn".into(),
         Op::Activation(_) => "activation".into(),
         Op::Add => "add".into(),

@@ -542,6 +542,33 @@ pub(super) fn build(builtin: Builtin, args: &BoundArgs, input: &Shape, span: Spa
             Op::Scale { factor }
         }
         Builtin::Identity => Op::Identity,
+        // Channels `start .. end` (ShuffleNet's split): a view, no copy.
+        Builtin::Slice => {
+            let channels = input.0.get(1).copied().unwrap_or(0);
+            let start = args.int("start", 0, 0)?;
+            let end = args.int("end", 0, 0)?;
+            if input.rank() < 2 || start >= end || end > channels {
+                return Err(Diagnostic::new(
+                    args.span_of("end", span),
+                    format!("`slice({start}, {end})` needs 0 <= start < end <= {channels}, the input's channels"),
+                ));
+            }
+            Op::Slice {
+                start,
+                len: end - start,
+            }
+        }
+        Builtin::ChannelShuffle => {
+            let [_, channels, _, _] = spatial(name, input, span)?;
+            let groups = args.int("groups", 1, 1)?;
+            if !channels.is_multiple_of(groups) {
+                return Err(Diagnostic::new(
+                    args.span_of("groups", span),
+                    format!("`groups` ({groups}) must divide the input's {channels} channels"),
+                ));
+            }
+            Op::ChannelShuffle { groups }
+        }
         Builtin::Add => Op::Add,
         Builtin::Concat => Op::Concat,
         Builtin::Mul => Op::Mul,

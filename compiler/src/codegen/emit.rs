@@ -507,6 +507,32 @@ fn emit_node(
             ];
             c.b.ins().call(c.gate_mul, &args);
         }
+        // Plane copies, input channel `i = g·per + j` to output `j·groups
+        // + g`: a loop over the channels calling the runtime's copy.
+        Op::ChannelShuffle { groups } => {
+            let (channels, groups) = (node.shape.0[1] as i64, *groups as i64);
+            let (per, plane) = (
+                channels / groups,
+                node.shape.0[2..].iter().product::<usize>() as i64,
+            );
+            let (src, dst) = (c.base(&locs[0]), c.base(&out));
+            let (sl, len) = (locs[0], c.iconst(plane));
+            c.for_range(batch as i64, |c, n| {
+                let s_item = c.item(src, n, sl.batch_stride);
+                let d_item = c.item(dst, n, out.batch_stride);
+                c.for_range(channels, |c, i| {
+                    let g = c.b.ins().udiv_imm_u(i, per);
+                    let j = c.b.ins().urem_imm_u(i, per);
+                    let o = c.b.ins().imul_imm_s(j, groups);
+                    let o = c.b.ins().iadd(o, g);
+                    let s_off = c.b.ins().imul_imm_s(i, 4 * plane);
+                    let d_off = c.b.ins().imul_imm_s(o, 4 * plane);
+                    let s = c.b.ins().iadd(s_item, s_off);
+                    let d = c.b.ins().iadd(d_item, d_off);
+                    c.b.ins().call(c.copy, &[s, d, len]);
+                });
+            });
+        }
         Op::MaxUnpool { .. } => {
             let desc_ptr = descriptor_ptr(c, desc, &node.name)?;
             let values = c.base(&locs[0]);

@@ -462,6 +462,7 @@ pub fn lower(graph: Graph, memory: MemoryPlan, weights: &Weights) -> Result<Lowe
             | Op::Mul
             | Op::Scale { .. }
             | Op::Slice { .. }
+            | Op::ChannelShuffle { .. }
             | Op::Identity => {}
         }
     }

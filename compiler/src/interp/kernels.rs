@@ -183,6 +183,24 @@ pub fn pool2d(x: &Tensor, p: &Pool, out_shape: &[usize]) -> Tensor {
     out
 }
 
+/// ShuffleNet's shuffle: output channel `j·groups + g` is input channel
+/// `g·(C / groups) + j`.
+pub fn channel_shuffle(x: &Tensor, groups: usize) -> Tensor {
+    let [n_n, c_n, h, w] = dims4(x);
+    let (plane, per) = (h * w, c_n / groups);
+    let mut out = Tensor::zeros(x.shape().to_vec());
+    let (xd, y) = (x.data(), out.data_mut());
+    for n in 0..n_n {
+        for g in 0..groups {
+            for j in 0..per {
+                let (src, dst) = (n * c_n + g * per + j, n * c_n + j * groups + g);
+                y[dst * plane..][..plane].copy_from_slice(&xd[src * plane..][..plane]);
+            }
+        }
+    }
+    out
+}
+
 /// PyTorch's `max_unpool2d` after `max_pool2d(return_indices=True)`:
 /// `values[o]` goes to where pool window `o` over `source` found its
 /// maximum — the first in scan order, or the last NaN — in an otherwise zero

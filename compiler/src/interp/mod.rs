@@ -163,6 +163,7 @@ pub(crate) fn eval<'w>(
         Op::Add => kernels::add(args),
         Op::Mul => kernels::mul(args),
         Op::MaxUnpool { window, .. } => kernels::max_unpool2d(x, args[1], window),
+        Op::ChannelShuffle { groups } => kernels::channel_shuffle(x, *groups),
         Op::Resize { size, mode } => kernels::resize(x, *size, *mode),
         Op::Identity => x.clone(),
     })

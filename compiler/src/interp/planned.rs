@@ -96,6 +96,7 @@ pub fn run(
             | Op::Add
             | Op::Mul
             | Op::MaxUnpool { .. }
+            | Op::ChannelShuffle { .. }
             | Op::Resize { .. }
             | Op::Scale { .. } => {}
         }

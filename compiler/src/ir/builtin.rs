@@ -56,6 +56,8 @@ builtins! {
     Concat => "concat",
     Mul => "mul",
     MaxUnpool => "maxunpool",
+    Slice => "slice",
+    ChannelShuffle => "channel_shuffle",
 }
 
 /// One parameter of a built-in: its name and whether a call must give it.
@@ -146,6 +148,8 @@ impl Builtin {
             Builtin::Dropout => &[opt!("ratio"), opt!("inference")],
             Builtin::Scale => &[req!("factor")],
             Builtin::Clip => &[req!("min"), req!("max")],
+            Builtin::Slice => &[req!("start"), req!("end")],
+            Builtin::ChannelShuffle => &[req!("groups")],
             Builtin::Relu
             | Builtin::Sigmoid
             | Builtin::Tanh
@@ -188,6 +192,8 @@ impl Builtin {
             | Builtin::Dropout
             | Builtin::Softmax
             | Builtin::Scale
+            | Builtin::Slice
+            | Builtin::ChannelShuffle
             | Builtin::Identity => false,
         }
     }

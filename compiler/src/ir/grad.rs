@@ -99,6 +99,7 @@ impl Op {
             | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }
+            | Op::ChannelShuffle { .. }
             | Op::Identity => Ok(PLAIN),
         }
     }

@@ -398,6 +398,12 @@ pub enum Op {
     Scale {
         factor: f32,
     },
+    /// ShuffleNet's channel shuffle: the channels viewed as `groups` ×
+    /// `C / groups`, transposed. Output channel `j·groups + g` is input
+    /// channel `g·(C / groups) + j`.
+    ChannelShuffle {
+        groups: usize,
+    },
     /// Channels `start .. start + len` of the input (a view, no copy).
     Slice {
         start: usize,
@@ -475,6 +481,7 @@ impl Op {
             Op::Add => "add",
             Op::Mul => "mul",
             Op::MaxUnpool { .. } => "maxunpool",
+            Op::ChannelShuffle { .. } => "channel_shuffle",
             Op::Resize { .. } => "resize",
             Op::Scale { .. } => "scale",
             Op::Slice { .. } => "slice",
@@ -539,6 +546,7 @@ impl Op {
                 window.kernel[0], window.kernel[1], window.stride[0]
             ),
             Op::Slice { start, len } => format!("slice {start}..{}", start + len),
+            Op::ChannelShuffle { groups } => format!("channel_shuffle {groups}"),
             Op::Resize { size, mode } => format!(
                 "resize {}x{} {}",
                 size[0],
@@ -587,6 +595,7 @@ impl Op {
             | Op::Add
             | Op::Mul
             | Op::MaxUnpool { .. }
+            | Op::ChannelShuffle { .. }
             | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }
@@ -612,6 +621,7 @@ impl Op {
             | Op::Add
             | Op::Mul
             | Op::MaxUnpool { .. }
+            | Op::ChannelShuffle { .. }
             | Op::Resize { .. } => Memory::Fresh,
         }
     }
@@ -707,6 +717,7 @@ impl Op {
             | Op::Softmax
             | Op::Scale { .. }
             | Op::Slice { .. }
+            | Op::ChannelShuffle { .. }
             | Op::Identity => Some(first),
         }
     }
@@ -777,6 +788,7 @@ impl Op {
             | Op::Add
             | Op::Mul
             | Op::MaxUnpool { .. }
+            | Op::ChannelShuffle { .. }
             | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }
@@ -1004,6 +1016,15 @@ impl Op {
                 }
                 Ok((*source).clone())
             }
+            Op::ChannelShuffle { groups } => {
+                let [_, ch, _, _] = nchw(first)?;
+                if *groups == 0 || !ch.is_multiple_of(*groups) {
+                    return Err(ShapeError::Invalid(format!(
+                        "channel_shuffle: {groups} groups do not divide {ch} channels"
+                    )));
+                }
+                Ok((*first).clone())
+            }
             Op::Activation(_) | Op::Dropout { .. } | Op::Scale { .. } | Op::Identity => {
                 Ok((*first).clone())
             }
@@ -1042,6 +1063,7 @@ impl Op {
             | Op::Add
             | Op::Mul
             | Op::MaxUnpool { .. }
+            | Op::ChannelShuffle { .. }
             | Op::Resize { .. }
             | Op::Scale { .. }
             | Op::Slice { .. }

@@ -395,6 +395,33 @@ impl Exporter<'_> {
                     attrs,
                 );
             }
+            // PyTorch's own pattern (torchvision's `channel_shuffle`): view
+            // as [N, groups, C / groups, H, W], swap the two channel axes,
+            // view back. `0` keeps the batch symbolic.
+            Op::ChannelShuffle { groups } => {
+                let [_, c, h, w] = node.shape.dims()[..] else {
+                    return Err(unsupported("channel_shuffle needs an NCHW tensor"));
+                };
+                let (c, h, w, g) = (c as i64, h as i64, w as i64, *groups as i64);
+                let grouped = self.fresh(&format!("{name}.grouped"));
+                let swapped = self.fresh(&format!("{name}.swapped"));
+                let five = self.fresh(&format!("{name}.shape5"));
+                let four = self.fresh(&format!("{name}.shape4"));
+                self.initializers
+                    .push(int64_tensor(&five, &[0, g, c / g, h, w]));
+                self.initializers.push(int64_tensor(&four, &[0, c, h, w]));
+                let mut ins = inputs;
+                ins.push(five);
+                self.node("Reshape", &grouped, ins, &grouped, vec![]);
+                self.node(
+                    "Transpose",
+                    &swapped,
+                    vec![grouped],
+                    &swapped,
+                    vec![attr_ints("perm", &[0, 2, 1, 3, 4])],
+                );
+                self.node("Reshape", &name, vec![swapped, four], out, vec![]);
+            }
             Op::GlobalAvgPool => self.node("GlobalAveragePool", &name, inputs, out, vec![]),
             Op::AdaptiveAvgPool { output } => {
                 let input = self.graph.operands(n);

@@ -38,6 +38,11 @@ pub const SUPPORTED: &[&str] = &[
     "MaxUnpool",
     "Shape",
     "Slice",
+    "Split",
+    "Transpose",
+    "Gather",
+    "Sub",
+    "Div",
     "AveragePool",
     "GlobalAveragePool",
     "ReduceMean",
@@ -497,10 +502,14 @@ fn layer_text(op: &Op, keys: &[(&str, String)]) -> String {
                 args.push("inference: \"scale\"".into());
             }
         }
-        // Defaults, and ops without arguments. `slice` is a view only the
-        // optimiser makes; the importer never produces one (and the
-        // generated file is checked before it is written). `maxunpool` is
-        // a merge its import arm writes itself.
+        Op::Slice { start, len } => {
+            args.push(start.to_string());
+            args.push((start + len).to_string());
+        }
+        Op::ChannelShuffle { groups } => args.push(groups.to_string()),
+        // Defaults, and ops without arguments (the generated file is
+        // checked before it is written). `maxunpool` is a merge its import
+        // arm writes itself.
         Op::MaxUnpool { .. }
         | Op::BatchNorm { .. }
         | Op::Activation(_)
@@ -510,7 +519,6 @@ fn layer_text(op: &Op, keys: &[(&str, String)]) -> String {
         | Op::Concat
         | Op::Add
         | Op::Mul
-        | Op::Slice { .. }
         | Op::Identity => {}
     }
     for (role, key) in keys {
@@ -534,6 +542,10 @@ struct Importer {
     /// A MaxPool's `Indices` output by name: the pool's `Y` (the tensor
     /// `maxunpool` names), its input shape and the pool.
     indices: HashMap<String, (String, Shape, Pool)>,
+    /// A channel shuffle on its way (PyTorch's Reshape to 5-D, Transpose
+    /// of the two channel axes, Reshape back): the tensor, its groups and
+    /// whether the transpose has been seen.
+    shuffles: HashMap<String, (Value, usize, bool)>,
 }
 
 impl Importer {
@@ -642,6 +654,7 @@ pub fn import(model: &ModelProto, name: &str) -> Result<Imported, OnnxError> {
         weights: Vec::new(),
         keys: HashSet::new(),
         indices: HashMap::new(),
+        shuffles: HashMap::new(),
     };
     for t in &graph.initializer {
         let tname = t.name.clone().unwrap_or_default();
@@ -806,6 +819,72 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
             let c = tensor_of(value, &format!("constant `{out}`")).map_err(&fail)?;
             attrs.finish(&[])?;
             im.consts.insert(out, c);
+        }
+        // Integer arithmetic on sizes (PyTorch's `x.chunk(2, dim=1)`:
+        // Gather(Shape(x), 1) + 1, / 2, * k), folded while the values are
+        // constants; anything that reads the batch size stays refused.
+        "Gather" if im.consts.contains_key(&need(0)?) => {
+            let axis = attrs.int("axis", 0);
+            attrs.finish(&[])?;
+            let index = match im.consts.get(&need(1)?) {
+                Some(Const::Int(v)) if v.len() == 1 => v[0],
+                _ => return Err(fail("the index must be one integer constant".into())),
+            };
+            let (values, batch): (Vec<i64>, bool) = match im.consts.get(&need(0)?) {
+                Some(Const::Int(v)) => (v.clone(), false),
+                Some(Const::Shape(d)) => (d.iter().map(|&d| d as i64).collect(), true),
+                Some(Const::Float(_)) | None => {
+                    return Err(fail("netc gathers from integer constants only".into()))
+                }
+            };
+            let n = values.len() as i64;
+            let i = if index < 0 { index + n } else { index };
+            if axis != 0 || !(0..n).contains(&i) {
+                return Err(fail(format!(
+                    "gather of index {index} along axis {axis} of {n} values"
+                )));
+            }
+            if batch && i == 0 {
+                return Err(fail(
+                    "the batch size is not a constant: netc compiles for a fixed batch".into(),
+                ));
+            }
+            im.consts.insert(out, Const::Int(vec![values[i as usize]]));
+        }
+        "Add" | "Sub" | "Mul" | "Div"
+            if node.input.len() == 2
+                && node
+                    .input
+                    .iter()
+                    .all(|i| matches!(im.consts.get(i), Some(Const::Int(_)))) =>
+        {
+            attrs.finish(&[])?;
+            let int = |i: usize| match im.consts.get(&node.input[i]) {
+                Some(Const::Int(v)) => v.clone(),
+                _ => Vec::new(),
+            };
+            let (a, b) = (int(0), int(1));
+            let n = a.len().max(b.len());
+            if !(a.len() == n || a.len() == 1) || !(b.len() == n || b.len() == 1) {
+                return Err(fail(format!("cannot broadcast {a:?} with {b:?}")));
+            }
+            let at = |v: &[i64], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+            let mut values = Vec::with_capacity(n);
+            for i in 0..n {
+                let (x, y) = (at(&a, i), at(&b, i));
+                values.push(
+                    match op_type.as_str() {
+                        "Add" => x.checked_add(y),
+                        "Sub" => x.checked_sub(y),
+                        "Mul" => x.checked_mul(y),
+                        _ => x.checked_div(y),
+                    }
+                    .ok_or_else(|| {
+                        fail(format!("{x} {op_type} {y} overflows or divides by zero"))
+                    })?,
+                );
+            }
+            im.consts.insert(out, Const::Int(values));
         }
         // PyTorch's exporter renames shared or re-used weights through an
         // `Identity` of the initializer: the output is the same constant.
@@ -1097,7 +1176,7 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
             if !max && dilation != [1, 1] {
                 return Err(fail("dilated average pooling is not supported".into()));
             }
-            let pool = Pool {
+            let mut pool = Pool {
                 kind: if max { PoolKind::Max } else { PoolKind::Avg },
                 window: Window {
                     kernel: [kernel[0], kernel[1]],
@@ -1108,6 +1187,24 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                 ceil,
                 count_include_pad,
             };
+            // A ceil-mode pool written as floor mode with its trailing pad
+            // extended (netc's own export does this where ONNX's ceil mode
+            // differs from PyTorch's): padding a max pool never picks and an
+            // uncounted average never counts, so ceil mode with the leading
+            // pads gives the same windows when it gives the same size.
+            let too_wide = (0..2).any(|a| 2 * pool.window.pad[a + 2] > pool.window.kernel[a]);
+            if too_wide && !ceil && !count_include_pad {
+                let mut ceiled = pool;
+                ceiled.ceil = true;
+                for a in 0..2 {
+                    ceiled.window.pad[a + 2] = ceiled.window.pad[a];
+                }
+                let same = Op::Pool(ceiled).infer(&[&x.shape]).ok()
+                    == Op::Pool(pool).infer(&[&x.shape]).ok();
+                if same {
+                    pool = ceiled;
+                }
+            }
             emit(im, Op::Pool(pool), &x, vec![], None)?;
             if let Some(i) = indices {
                 im.indices.insert(i, (out.clone(), x.shape.clone(), pool));
@@ -1231,6 +1328,48 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                 emit(im, Op::Flatten, &x, vec![], None)?;
             }
         }
+        // The second reshape of a channel shuffle: back to the input's shape.
+        "Reshape" if im.shuffles.contains_key(&need(0)?) => {
+            attrs.finish(&["allowzero"])?;
+            let Some((x, groups, true)) = im.shuffles.get(&need(0)?).cloned() else {
+                return Err(fail(
+                    "a channel-grouped tensor is reshaped before its Transpose".into(),
+                ));
+            };
+            let target = match im.consts.get(&need(1)?) {
+                Some(Const::Int(v)) => v.clone(),
+                _ => return Err(fail("the target shape must be a constant".into())),
+            };
+            let dims: Vec<i64> = x.shape.dims().iter().map(|&d| d as i64).collect();
+            let back = target.len() == 4
+                && (-1..=1).contains(&target[0])
+                && (1..4).all(|i| target[i] == dims[i] || (target[i] == -1 && i == 1));
+            if !back {
+                return Err(fail(format!(
+                    "a channel shuffle must reshape back to {}, found {target:?}",
+                    x.shape
+                )));
+            }
+            emit(im, Op::ChannelShuffle { groups }, &x, vec![], None)?;
+        }
+        "Transpose" => {
+            let source = need(0)?;
+            let perm = attrs
+                .get("perm")
+                .map(|a| a.ints.clone())
+                .unwrap_or_default();
+            attrs.finish(&[])?;
+            match im.shuffles.get(&source).cloned() {
+                Some((x, groups, false)) if perm == [0, 2, 1, 3, 4] => {
+                    im.shuffles.insert(out, (x, groups, true));
+                }
+                _ => {
+                    return Err(fail(format!(
+                        "only a channel shuffle's transpose (perm [0, 2, 1, 3, 4] after a reshape to [N, groups, C/groups, H, W]) is supported, found perm {perm:?}"
+                    )))
+                }
+            }
+        }
         "Reshape" => {
             let x = im.value(&need(0)?, &node_name, &op_type)?;
             attrs.finish(&["allowzero"])?;
@@ -1238,6 +1377,18 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                 Some(Const::Int(v)) => v.clone(),
                 _ => return Err(fail("the target shape must be a constant".into())),
             };
+            // The first reshape of a channel shuffle: [N, groups, C/groups, H, W].
+            if let ([n, g, per, h, w], [_, c, xh, xw]) = (&target[..], x.shape.dims()) {
+                let grouped = (-1..=1).contains(n)
+                    && *g > 0
+                    && *per > 0
+                    && (*g * *per) as usize == *c
+                    && (*h as usize, *w as usize) == (*xh, *xw);
+                if grouped {
+                    im.shuffles.insert(out, (x, *g as usize, false));
+                    return Ok(());
+                }
+            }
             let features = x.shape.dims()[1..].iter().product::<usize>() as i64;
             // Only reshapes that flatten (keep the batch, merge the rest).
             let flattens = target.len() == 2
@@ -1422,6 +1573,83 @@ fn import_node(im: &mut Importer, node: &NodeProto) -> Result<(), OnnxError> {
                 Const::Int(values)
             };
             im.consts.insert(out, c);
+        }
+        // Channels of a computed tensor (ShuffleNet's split).
+        "Slice" if im.values.contains_key(&need(0)?) => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            attrs.finish(&[])?;
+            let int = |i: usize| -> Option<Vec<i64>> {
+                match im.consts.get(&input(i)?) {
+                    Some(Const::Int(v)) => Some(v.clone()),
+                    _ => None,
+                }
+            };
+            let (starts, ends) = (int(1), int(2));
+            let axes = int(3).unwrap_or_else(|| vec![0]);
+            let steps = int(4).unwrap_or_else(|| vec![1]);
+            let channels = x.shape.dims().get(1).copied().unwrap_or(0) as i64;
+            let (Some([start]), Some([end]), [1], [1]) =
+                (starts.as_deref(), ends.as_deref(), &axes[..], &steps[..])
+            else {
+                return Err(fail(
+                    "only a slice of the channel axis with constant bounds and step 1 is supported"
+                        .into(),
+                ));
+            };
+            let clamp = |i: i64| (if i < 0 { i + channels } else { i }).clamp(0, channels) as usize;
+            let (start, end) = (clamp(*start), clamp(*end));
+            if start >= end {
+                return Err(fail(format!("empty channel slice {start}..{end}")));
+            }
+            emit(
+                im,
+                Op::Slice {
+                    start,
+                    len: end - start,
+                },
+                &x,
+                vec![],
+                None,
+            )?;
+        }
+        // A split of the channel axis: one `slice` per output.
+        "Split" => {
+            let x = im.value(&need(0)?, &node_name, &op_type)?;
+            let axis = attrs.int("axis", 0);
+            let listed = attrs.get("split").map(|a| a.ints.clone());
+            attrs.finish(&["num_outputs"])?;
+            let channels = x.shape.dims().get(1).copied().unwrap_or(0);
+            if axis != 1 && axis != -3 {
+                return Err(fail(format!(
+                    "split along axis {axis}; netc splits channels only"
+                )));
+            }
+            let parts = node.output.len();
+            let sizes: Vec<usize> = match (listed, input(1)) {
+                (Some(v), _) => v.iter().map(|&s| s.max(0) as usize).collect(),
+                (None, Some(name)) => match im.consts.get(&name) {
+                    Some(Const::Int(v)) => v.iter().map(|&s| s.max(0) as usize).collect(),
+                    _ => return Err(fail("the split sizes must be a constant".into())),
+                },
+                (None, None) => vec![channels.div_ceil(parts.max(1)); parts],
+            };
+            if sizes.len() != parts || sizes.iter().sum::<usize>() != channels {
+                return Err(fail(format!(
+                    "split sizes {sizes:?} do not cover {channels} channels in {parts} outputs"
+                )));
+            }
+            let mut start = 0;
+            for (name, len) in node.output.iter().zip(sizes) {
+                let op = Op::Slice { start, len };
+                start += len;
+                if name.is_empty() {
+                    continue;
+                }
+                let shape = infer(&op, &[&x.shape], &node_name, &op_type)?;
+                let var = im.fresh_var(name);
+                let _ = writeln!(im.body, "    {var} = {} -> {}", x.var, layer_text(&op, &[]));
+                im.values.insert(name.clone(), Value { var, shape });
+            }
         }
         "Slice" => {
             let source = im.consts.get(&need(0)?).cloned().ok_or_else(|| {

@@ -333,6 +333,7 @@ impl<T: Real> Executor<T> {
                 (y, None)
             }
             Op::Mul => (k::mul_forward(x, args[1]), None),
+            Op::ChannelShuffle { groups } => (k::channel_shuffle(x, *groups), None),
             Op::MaxUnpool { window, ceil } => {
                 let (y, arg) = k::max_unpool_forward(x, args[1], *window, *ceil);
                 (y, Some(Aux::ArgMax(arg)))
@@ -565,6 +566,11 @@ impl<T: Real> Executor<T> {
             }
             Op::Resize { mode, .. } => (
                 vec![Some(k::resize(dy, &in_shape(0), *mode, true))],
+                Vec::new(),
+            ),
+            // The inverse permutation: the shuffle with the other factor.
+            Op::ChannelShuffle { groups } => (
+                vec![Some(k::channel_shuffle(dy, dy.shape[1] / groups))],
                 Vec::new(),
             ),
             Op::MaxUnpool { .. } => {

@@ -1031,6 +1031,23 @@ pub fn channel_block<T: Real>(dy: &Buf<T>, shape: &[usize], start: usize, into: 
     out
 }
 
+/// ShuffleNet's shuffle: output channel `j·groups + g` is input channel
+/// `g·(C / groups) + j`.
+pub fn channel_shuffle<T: Real>(x: &Buf<T>, groups: usize) -> Buf<T> {
+    let (c, plane) = (x.shape[1], x.plane());
+    let per = c / groups;
+    let mut y = Buf::zeros(&x.shape);
+    for (src, dst) in x.data.chunks(c * plane).zip(y.data.chunks_mut(c * plane)) {
+        for g in 0..groups {
+            for j in 0..per {
+                dst[(j * groups + g) * plane..][..plane]
+                    .copy_from_slice(&src[(g * per + j) * plane..][..plane]);
+            }
+        }
+    }
+    y
+}
+
 /// Whether `b` is one value per (item, channel) of `a`'s shape.
 fn gate(a: &Buf<impl Real>, b: &Buf<impl Real>) -> bool {
     b.data.len() != a.data.len()

@@ -74,6 +74,14 @@ pub enum Step {
         ceil: bool,
         conv: bool,
     },
+    /// ShuffleNet v2's unit: with `split` (and even channels) half the
+    /// channels pass, the other half go through a 3×3 conv, and the two are
+    /// concatenated and shuffled in 2 groups; otherwise a shuffle in the
+    /// largest divisor of the channels up to `groups`.
+    Shuffle {
+        split: bool,
+        groups: usize,
+    },
     /// Inception-like 1x1 siblings (out, batchnorm, relu), maybe a pool.
     Branches {
         convs: Vec<(usize, bool, bool)>,
@@ -217,6 +225,8 @@ fn step() -> impl Strategy<Value = Step> {
             ceil,
             conv,
         });
+    let shuffle =
+        (any::<bool>(), 1..=4usize).prop_map(|(split, groups)| Step::Shuffle { split, groups });
     // Simplest first: proptest shrinks a union towards its first arm.
     prop_oneof![
         1 => Just(Step::Scale),
@@ -229,6 +239,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => resize,
         2 => conv_transpose,
         2 => unpool,
+        2 => shuffle,
     ]
 }
 
@@ -521,6 +532,22 @@ impl Render {
                     p.name.clone()
                 };
                 self.bind(format!("maxunpool({values}, {})", p.name), x.c, x.h, x.w)
+            }
+            Step::Shuffle { split, groups } => {
+                let c = x.c;
+                if *split && c.is_multiple_of(2) {
+                    let half = c / 2;
+                    let e = format!(
+                        "concat({0} -> slice(0, {half}), {0} -> slice({half}, {c}) -> [conv({half}, 3, pad: 1), relu]) -> channel_shuffle(2)",
+                        x.name
+                    );
+                    return self.bind(e, c, x.h, x.w);
+                }
+                let g = (1..=(*groups).min(c))
+                    .rev()
+                    .find(|g| c.is_multiple_of(*g))
+                    .unwrap_or(1);
+                self.bind(format!("{} -> channel_shuffle({g})", x.name), c, x.h, x.w)
             }
             Step::Skip { batchnorm, relu } => {
                 let bn = if *batchnorm { ", batchnorm" } else { "" };
