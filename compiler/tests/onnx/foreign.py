@@ -9,8 +9,9 @@ unfolded after a biased convolution, PyTorch-style node names
 (`/layer1/conv/Conv`), a `Gemm` with transB=1 and a [1, out] bias, a
 flatten written as `Reshape` to a constant [0, -1] shape (made by a
 `Constant` node), an `AveragePool` relying on count_include_pad's default of
-0, a residual `Add`, a `Concat`, a `Resize` whose sizes come from
-`Shape`/`Slice`/`Concat`, a spatial `ReduceMean`, `Dropout` and `Identity`, and weights in
+0, a residual `Add`, a `Concat`, PyTorch's `chunk` and channel shuffle
+(`Shape`/`Gather`/`Add`/`Div`/`Mul`/`Slice`, `Reshape`/`Transpose`), a `Resize`
+whose sizes come from `Shape`/`Slice`/`Concat`, a spatial `ReduceMean`, `Dropout` and `Identity`, and weights in
 float_data as well as raw_data. Used by compiler/tests/onnx.rs.
 """
 import os
@@ -93,12 +94,29 @@ def main(out_dir):
             strides=[1, 1],
             pads=[1, 1, 1, 1],
         ),
-        helper.make_node("Concat", ["a1", "ap"], ["cat"], name="/Concat", axis=1),
+        helper.make_node("Concat", ["a1", "ap"], ["cat0"], name="/Concat", axis=1),
         # `x.mean([2, 3], keepdim=True)` (netc's own exporter writes
         # GlobalAveragePool, which the round-trip tests cover).
         # `F.interpolate(cat, size=(12, 12), mode="bilinear")` as PyTorch's
         # exporter writes it: the sizes are the input's batch and channels
         # (a Shape sliced) concatenated with the new plane size.
+        # `x.chunk(2, dim=1)` as PyTorch exports it (the split point from
+        # Shape/Gather/Add/Div/Mul), the halves swapped, then torchvision's
+        # channel_shuffle (Reshape to 5-D, Transpose, Reshape back).
+        helper.make_node("Shape", ["cat0"], ["c_shape"], name="/chunk/Shape"),
+        helper.make_node("Gather", ["c_shape", const("one", 1)], ["ch"], name="/chunk/Gather", axis=0),
+        helper.make_node("Add", ["ch", const("one_1", [1])], ["ch1"], name="/chunk/Add"),
+        helper.make_node("Div", ["ch1", const("two", [2])], ["half"], name="/chunk/Div"),
+        helper.make_node("Mul", ["half", const("one_2", [1])], ["end0"], name="/chunk/Mul"),
+        helper.make_node("Mul", ["half", const("two_1", [2])], ["end1"], name="/chunk/Mul_1"),
+        helper.make_node(
+            "Slice", ["cat0", const("zero", [0]), "end0", const("ax", [1])], ["lo"], name="/chunk/Slice"
+        ),
+        helper.make_node("Slice", ["cat0", "end0", "end1", const("ax_1", [1])], ["hi"], name="/chunk/Slice_1"),
+        helper.make_node("Concat", ["hi", "lo"], ["swapped"], name="/chunk/Concat", axis=1),
+        helper.make_node("Reshape", ["swapped", const("s5", [-1, 2, 8, 8, 8])], ["g5"], name="/shuffle/Reshape"),
+        helper.make_node("Transpose", ["g5"], ["t5"], name="/shuffle/Transpose", perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t5", const("s4", [-1, 16, 8, 8])], ["cat"], name="/shuffle/Reshape_1"),
         helper.make_node("Shape", ["cat"], ["cat_shape"], name="/Shape"),
         helper.make_node(
             "Slice",
