@@ -34,7 +34,23 @@ fn inputs(graph: &Graph, seed: u64) -> Vec<Tensor> {
         .collect()
 }
 
-fn compare(what: &str, got: &[Tensor], expected: &[Tensor]) -> Result<(), String> {
+/// `maxunpool` puts a value where its pool window's maximum was, so a
+/// window whose two largest values differ by less than float32 rounding
+/// can be decided differently by two correct implementations, moving that
+/// value (the reference interpreter sums in f64, the kernels in f32, and
+/// the kernels differ by CPU). Graphs with unpooling may therefore differ
+/// beyond the bound at up to this share of their output values; a wrong
+/// unpool moves every value, and a NaN fails anyway.
+const FLIP_SHARE: f64 = 0.01;
+
+fn has_unpool(graph: &Graph) -> bool {
+    graph
+        .g
+        .node_weights()
+        .any(|n| matches!(n.op(), Some(Op::MaxUnpool { .. })))
+}
+
+fn compare(what: &str, got: &[Tensor], expected: &[Tensor], flips: bool) -> Result<(), String> {
     if got.len() != expected.len() {
         return Err(format!(
             "{what}: {} outputs, expected {}",
@@ -45,7 +61,14 @@ fn compare(what: &str, got: &[Tensor], expected: &[Tensor]) -> Result<(), String
     for (i, (g, e)) in got.iter().zip(expected).enumerate() {
         let diff = g.max_abs_diff(e).unwrap_or(f32::INFINITY);
         let scale = e.max_abs();
-        if diff.is_nan() || diff > 1e-4 * scale {
+        let beyond = g
+            .data()
+            .iter()
+            .zip(e.data())
+            .filter(|(a, b)| (*a - *b).abs() > 1e-4 * scale)
+            .count();
+        let flipped = flips && (beyond as f64) <= FLIP_SHARE * e.data().len() as f64;
+        if diff.is_nan() || (diff > 1e-4 * scale && !flipped) {
             return Err(format!(
                 "{what}: output {i} differs by {diff} (max |output| {scale})"
             ));
@@ -67,16 +90,25 @@ fn equivalent(graph: &Graph, options: &Options) -> Result<Graph, String> {
     if !conflicts.is_empty() {
         return Err(format!("overlapping live buffers {conflicts:?}"));
     }
+    let flips = has_unpool(graph);
     let got = planned.interpret(&x).map_err(|e| e.to_string())?;
-    compare("planned", &got, &expected)?;
+    compare("planned", &got, &expected, flips)?;
     for threads in [1, 2] {
         let pipeline = common::pipeline(options.clone(), threads);
         let mut model = pipeline.jit(planned.clone()).map_err(|e| e.to_string())?;
         let what = format!("jit {threads} thread(s)");
-        compare(&what, &model.run(&x).map_err(|e| e.to_string())?, &expected)?;
-        // Running twice reuses the arena: results must not depend on leftovers.
+        let first = model.run(&x).map_err(|e| e.to_string())?;
+        compare(&what, &first, &expected, flips)?;
+        // Running twice reuses the arena: results must not depend on
+        // leftovers (against the first run, whose code decides every
+        // unpooling window the same way).
         let what = format!("jit {threads} thread(s), second run");
-        compare(&what, &model.run(&x).map_err(|e| e.to_string())?, &expected)?;
+        compare(
+            &what,
+            &model.run(&x).map_err(|e| e.to_string())?,
+            &first,
+            false,
+        )?;
     }
     Ok(planned.graph)
 }

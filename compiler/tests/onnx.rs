@@ -127,6 +127,33 @@ fn prepare(label: &str, graph: Graph, dir: &Path) -> Case {
     }
 }
 
+/// Whether `got` matches `expected` within `bound` of the largest value —
+/// for a graph with `maxunpool`, at all but 1% of the values: a pool window
+/// whose two largest values differ by less than float32 rounding can be
+/// decided differently by two correct engines, which moves that value
+/// (docs/performance.md#segmentation). A NaN never matches.
+fn matches(graph: &Graph, got: &Tensor, expected: &Tensor, bound: f32) -> Result<(), String> {
+    let d = relative_diff(got, expected);
+    if d <= bound {
+        return Ok(());
+    }
+    let unpools = graph
+        .g
+        .node_weights()
+        .any(|n| matches!(n.op(), Some(netc::ir::op::Op::MaxUnpool { .. })));
+    let scale = expected.max_abs();
+    let beyond = got
+        .data()
+        .iter()
+        .zip(expected.data())
+        .filter(|(a, b)| (*a - *b).abs() > bound * scale || a.is_nan() != b.is_nan())
+        .count();
+    if unpools && !d.is_nan() && beyond * 100 <= expected.data().len() {
+        return Ok(());
+    }
+    Err(format!("differ by {d} (relative) at {beyond} values"))
+}
+
 /// ONNX Runtime on every case in one Python process, then the comparisons.
 fn check_cases(cases: &[Case]) {
     let paths: Vec<PathBuf> = cases
@@ -139,20 +166,14 @@ fn check_cases(cases: &[Case]) {
     run_python(&args, "ort_run.py");
     for c in cases {
         let ort = read_npy(&c.dir.join(format!("{}.out.npy", c.label))).unwrap();
-        let d = relative_diff(&c.netc, &ort);
-        assert!(
-            d <= 1e-3,
-            "{}: netc and ONNX Runtime differ by {d} (relative)",
-            c.label
-        );
+        if let Err(e) = matches(&c.graph, &c.netc, &ort, 1e-3) {
+            panic!("{}: netc and ONNX Runtime {e}", c.label);
+        }
         // The round trip: ONNX → .net → netc must reproduce the original.
         let back = import_and_run(&c.model, &c.label, &c.x);
-        let d = relative_diff(&back, &c.netc);
-        assert!(
-            d <= 1e-5,
-            "{}: imported model differs by {d} (relative)",
-            c.label
-        );
+        if let Err(e) = matches(&c.graph, &back, &c.netc, 1e-5) {
+            panic!("{}: the imported model and the original {e}", c.label);
+        }
         assert!(c.graph.op_count() > 0);
     }
 }
@@ -179,9 +200,11 @@ fn every_model_exports_runs_in_onnxruntime_and_imports_back() {
     // One at a time keeps VGG-16's half-gigabyte export out of the others' way.
     for name in &names {
         let batch = if name.contains("deep_convnet") { 3 } else { 2 };
+        // SegNet at a small size: 360×480 at batch 2 is 213 GMACs.
+        let size = (name == "segnet").then_some([64, 96]);
         let case = prepare(
             &name.replace('/', "_"),
-            common::model_graph(name, batch),
+            common::sized_model_graph(name, batch, size),
             &dir,
         );
         check_cases(std::slice::from_ref(&case));
