@@ -12,7 +12,8 @@ flatten written as `Reshape` to a constant [0, -1] shape (made by a
 0, a residual `Add`, a `Concat`, PyTorch's `chunk` and channel shuffle
 (`Shape`/`Gather`/`Add`/`Div`/`Mul`/`Slice`, `Reshape`/`Transpose`), a `Resize`
 whose sizes come from `Shape`/`Slice`/`Concat`, a spatial `ReduceMean`, `Dropout` and `Identity`, and weights in
-float_data as well as raw_data. Used by compiler/tests/onnx.rs.
+float_data as well as raw_data, the larger ones in an external data file.
+Used by compiler/tests/onnx.rs.
 """
 import os
 import sys
@@ -167,7 +168,10 @@ def main(out_dir):
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     path = os.path.join(out_dir, "foreign.onnx")
-    onnx.save(model, path)
+    # The larger initialisers in a side file, as PyTorch's dynamo exporter
+    # writes them (`model.onnx.data`).
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="foreign.onnx.data", size_threshold=256)
     x = rng.uniform(-1, 1, (3, 3, 16, 16)).astype(np.float32)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     (y,) = session.run(None, {"input": x})
