@@ -577,12 +577,16 @@ impl Importer {
     }
 
     /// Store a parameter tensor under its (string-safe) initialiser name.
+    /// Parameters belong to one layer in netc: an initialiser two layers
+    /// read (PyTorch's dynamo exporter shares DenseNet's batch-norm
+    /// weights that way) is stored again as `name_2`, `name_3`, ….
     fn param(&mut self, name: &str, tensor: Tensor) -> Result<String, String> {
-        let key = key_name(name);
-        if !self.keys.insert(key.clone()) {
-            return Err(format!(
-                "initialiser `{name}` is used by two layers; netc parameters belong to one layer"
-            ));
+        let base = key_name(name);
+        let mut key = base.clone();
+        let mut k = 2;
+        while !self.keys.insert(key.clone()) {
+            key = format!("{base}_{k}");
+            k += 1;
         }
         self.weights.push((key.clone(), tensor));
         Ok(key)
