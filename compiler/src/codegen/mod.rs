@@ -307,25 +307,22 @@ pub fn lower(graph: Graph, memory: MemoryPlan, weights: &Weights) -> Result<Lowe
                 if !input[2].is_multiple_of(output[2]) || !input[3].is_multiple_of(output[3]) {
                     continue;
                 }
-                let (kh, kw) = (input[2] / output[2], input[3] / output[3]);
+                let cell = [input[2] / output[2], input[3] / output[3]];
+                let window = Window {
+                    kernel: cell,
+                    stride: cell,
+                    pad: [0; 4],
+                    dilation: [1, 1],
+                };
                 let d = PoolDesc {
                     kind: pool::POOL_AVG,
-                    count_include_pad: 0,
-                    batch: output[0] as u32,
-                    channels: output[1] as u32,
-                    h: input[2] as u32,
-                    w: input[3] as u32,
-                    oh: output[2] as u32,
-                    ow: output[3] as u32,
-                    kh: kh as u32,
-                    kw: kw as u32,
-                    sh: kh as u32,
-                    sw: kw as u32,
-                    dh: 1,
-                    dw: 1,
-                    pad: [0; 4],
-                    x_bstride: plan.locs[&operands[0]].batch_stride as u64,
-                    out_bstride: plan.locs[&n].batch_stride as u64,
+                    ..pool_desc(
+                        &window,
+                        input,
+                        output,
+                        plan.locs[&operands[0]].batch_stride,
+                        plan.locs[&n].batch_stride,
+                    )
                 };
                 consts.insert(
                     n,

@@ -137,10 +137,20 @@ unsafe fn run_with(plane_fn: PlaneFn, d: &PoolDesc, x: *const f32, out: *mut f32
             }
         });
     };
+    over_planes(planes, per_plane, planes_in);
+}
+
+/// Run `planes_in` over `0..planes` — on this thread when the layer is
+/// small, else in tasks of at least ~16k units of `per_plane` work each,
+/// which keeps the per-task overhead small.
+pub(super) fn over_planes(
+    planes: usize,
+    per_plane: usize,
+    planes_in: impl Fn(std::ops::Range<usize>) + Sync,
+) {
     if planes * per_plane < 1 << 15 {
         planes_in(0..planes);
     } else {
-        // Tasks of at least ~16k taps keep the per-task overhead small.
         let chunk = (1usize << 14).div_ceil(per_plane.max(1)).max(1);
         parallel_for(planes.div_ceil(chunk), |t| {
             planes_in(t * chunk..((t + 1) * chunk).min(planes))

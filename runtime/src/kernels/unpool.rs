@@ -14,9 +14,8 @@
 //! of work) in exchange for no index tensor and no second output in the
 //! graph. Planes run in parallel; each task owns its output planes.
 
-use super::pool::PoolDesc;
+use super::pool::{over_planes, PoolDesc};
 use super::Shared;
-use crate::threads::parallel_for;
 
 /// Item stride of the values tensor: the descriptor's own fields describe
 /// the source (`x_bstride`, `h`, `w`) and the output (`out_bstride`); the
@@ -155,22 +154,39 @@ pub unsafe fn run(u: &UnpoolDesc, values: *const f32, source: *const f32, out: *
             }
         }
     };
-    let per_plane = hw + ohw * (d.kh * d.kw) as usize;
-    if planes * per_plane < 1 << 15 {
-        planes_in(0..planes);
-    } else {
-        let chunk = (1usize << 14).div_ceil(per_plane.max(1)).max(1);
-        parallel_for(planes.div_ceil(chunk), |t| {
-            planes_in(t * chunk..((t + 1) * chunk).min(planes))
-        });
-    }
+    over_planes(planes, hw + ohw * (d.kh * d.kw) as usize, planes_in);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A 2×2/2 unpool of a plane with a tie, a NaN and an odd edge.
+    /// A 2×2/2 unpool of one `h × w` plane.
+    fn plane_2x2_desc(h: u32, w: u32) -> UnpoolDesc {
+        UnpoolDesc {
+            pool: PoolDesc {
+                batch: 1,
+                channels: 1,
+                h,
+                w,
+                oh: h / 2,
+                ow: w / 2,
+                kh: 2,
+                kw: 2,
+                sh: 2,
+                sw: 2,
+                dh: 1,
+                dw: 1,
+                x_bstride: (h * w) as u64,
+                out_bstride: (h * w) as u64,
+                ..PoolDesc::default()
+            },
+            values_bstride: ((h / 2) * (w / 2)) as u64,
+        }
+    }
+
+    /// A 2×2/2 unpool of a plane with a tie, an all-zero window and an
+    /// odd last row.
     #[test]
     fn places_values_at_the_first_maximum() {
         #[rustfmt::skip]
@@ -179,31 +195,9 @@ mod tests {
             3.0, 2.0, 0.0, 0.0, 9.0,
             f32::NAN, 5.0, 7.0, 6.0, 9.0,
         ];
-        let d = PoolDesc {
-            kind: super::super::pool::POOL_MAX,
-            batch: 1,
-            channels: 1,
-            h: 3,
-            w: 5,
-            oh: 1,
-            ow: 2,
-            kh: 2,
-            kw: 2,
-            sh: 2,
-            sw: 2,
-            dh: 1,
-            dw: 1,
-            x_bstride: 15,
-            out_bstride: 15,
-            ..PoolDesc::default()
-        };
-        let u = UnpoolDesc {
-            pool: d,
-            values_bstride: 2,
-        };
-        let values = [10.0, 20.0];
+        let u = plane_2x2_desc(3, 5);
         let mut out = [f32::NAN; 15];
-        unsafe { run(&u, values.as_ptr(), source.as_ptr(), out.as_mut_ptr()) };
+        unsafe { run(&u, [10.0, 20.0].as_ptr(), source.as_ptr(), out.as_mut_ptr()) };
         // Window 0 ties 3.0 at (0,1) and (1,0): the first in scan order;
         // window 1 is all zeros: its first tap.
         let mut want = [0.0; 15];
@@ -217,29 +211,14 @@ mod tests {
     #[test]
     fn tiled_2x2_matches_the_generic_loop() {
         for (h, w) in [(4, 6), (5, 7), (45, 60), (3, 2)] {
-            let (oh, ow) = (h / 2, w / 2);
-            let d = PoolDesc {
-                batch: 1,
-                channels: 1,
-                h,
-                w,
-                oh,
-                ow,
-                kh: 2,
-                kw: 2,
-                sh: 2,
-                sw: 2,
-                dh: 1,
-                dw: 1,
-                x_bstride: (h * w) as u64,
-                out_bstride: (h * w) as u64,
-                ..PoolDesc::default()
-            };
+            let d = plane_2x2_desc(h, w).pool;
             let n = (h * w) as usize;
             let src: Vec<f32> = (0..n).map(|i| ((i * 7919) % 5) as f32).collect();
-            let values: Vec<f32> = (0..(oh * ow) as usize).map(|i| i as f32 + 1.0).collect();
-            let rows: Vec<Vec<u32>> = (0..oh as usize).map(|o| taps(o, 2, 2, 1, 0, h)).collect();
-            let cols: Vec<Vec<u32>> = (0..ow as usize).map(|o| taps(o, 2, 2, 1, 0, w)).collect();
+            let values: Vec<f32> = (0..(d.oh * d.ow) as usize)
+                .map(|i| i as f32 + 1.0)
+                .collect();
+            let rows: Vec<Vec<u32>> = (0..d.oh as usize).map(|o| taps(o, 2, 2, 1, 0, h)).collect();
+            let cols: Vec<Vec<u32>> = (0..d.ow as usize).map(|o| taps(o, 2, 2, 1, 0, w)).collect();
             let mut want = vec![f32::NAN; n];
             plane(&d, &rows, &cols, &values, &src, &mut want);
             let mut got = vec![f32::NAN; n];
@@ -248,33 +227,21 @@ mod tests {
         }
     }
 
-    /// A NaN wins its window (PyTorch's `val > max || isnan(val)`).
+    /// A NaN wins its window (PyTorch's `val > max || isnan(val)`), in
+    /// both paths: the generic one through a 3×3/3 window.
     #[test]
     fn nan_wins() {
-        let source = [1.0, f32::NAN, 2.0, 0.5];
-        let d = PoolDesc {
-            batch: 1,
-            channels: 1,
-            h: 2,
-            w: 2,
-            oh: 1,
-            ow: 1,
-            kh: 2,
-            kw: 2,
-            sh: 2,
-            sw: 2,
-            dh: 1,
-            dw: 1,
-            x_bstride: 4,
-            out_bstride: 4,
-            ..PoolDesc::default()
-        };
-        let u = UnpoolDesc {
-            pool: d,
-            values_bstride: 1,
-        };
+        let u = plane_2x2_desc(2, 2);
         let mut out = [9.0; 4];
+        let source = [1.0, f32::NAN, 2.0, 0.5];
         unsafe { run(&u, [7.0].as_ptr(), source.as_ptr(), out.as_mut_ptr()) };
         assert_eq!(out, [0.0, 7.0, 0.0, 0.0]);
+        let mut u = plane_2x2_desc(3, 3);
+        (u.pool.kh, u.pool.kw, u.pool.sh, u.pool.sw) = (3, 3, 3, 3);
+        (u.pool.oh, u.pool.ow, u.values_bstride) = (1, 1, 1);
+        let source = [1.0, f32::NAN, 2.0, 0.5, f32::NAN, 8.0, 0.0, 0.0, 0.0];
+        let mut out = [9.0; 9];
+        unsafe { run(&u, [7.0].as_ptr(), source.as_ptr(), out.as_mut_ptr()) };
+        assert_eq!(out, [0.0, 0.0, 0.0, 0.0, 7.0, 0.0, 0.0, 0.0, 0.0]);
     }
 }
