@@ -703,8 +703,8 @@ mod avx512 {
     /// Every width at column step `S`.
     const fn by_width<const S: usize>() -> [KernelFn; J] {
         [
-            kernel::<1, S, 1>,
-            kernel::<2, S, 2>,
+            narrow::<1, S>,
+            narrow::<2, S>,
             kernel::<3, S, 3>,
             kernel::<4, S, 4>,
             kernel::<5, S, 5>,
@@ -718,6 +718,65 @@ mod avx512 {
             kernel::<13, S, 13>,
             kernel::<14, S, 14>,
         ]
+    }
+
+    /// One or two columns (a squeeze-excite gate's 1×1 layers run on 1×1
+    /// maps): with only 2·W accumulators each would be one FMA chain K
+    /// long, waiting on the FMA latency at every k and rounding like a
+    /// K-term sequential sum. Four interleaved accumulator sets, added at
+    /// the end, make the chains K/4 long.
+    ///
+    /// # Safety
+    /// As [`kernel`].
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn narrow<const W: usize, const S: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        tile: *mut f32,
+        ahead: *const f32,
+        lead: usize,
+        _second: usize,
+    ) {
+        let mut c = [[[_mm512_setzero_ps(); 2]; W]; 4];
+        // A macro, not a closure: the FMAs must be compiled with this
+        // function's AVX-512 features.
+        macro_rules! step {
+            ($cs:expr, $k:expr) => {{
+                let k: usize = $k;
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(16 * k) as *const i8);
+                let ak = a.add(k * MV);
+                _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(A_PREFETCH) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(ak.wrapping_add(A_PREFETCH + 16) as *const i8);
+                let (w0, w1) = (_mm512_loadu_ps(ak), _mm512_loadu_ps(ak.add(16)));
+                let bk = b.add(*offs.add(k));
+                _mm_prefetch::<_MM_HINT_T1>(bk.wrapping_add(lead) as *const i8);
+                for (j, cj) in $cs.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*bk.add(S * j));
+                    cj[0] = _mm512_fmadd_ps(x, w0, cj[0]);
+                    cj[1] = _mm512_fmadd_ps(x, w1, cj[1]);
+                }
+            }};
+        }
+        let mut k = 0;
+        while k + 4 <= kc {
+            for (set, cs) in c.iter_mut().enumerate() {
+                step!(cs, k + set);
+            }
+            k += 4;
+        }
+        for (set, k) in (k..kc).enumerate() {
+            step!(c[set], k);
+        }
+        for j in 0..W {
+            for h in 0..2 {
+                let lo = _mm512_add_ps(c[0][j][h], c[1][j][h]);
+                let hi = _mm512_add_ps(c[2][j][h], c[3][j][h]);
+                _mm512_storeu_ps(tile.add(j * MV + 16 * h), _mm512_add_ps(lo, hi));
+            }
+        }
     }
 
     /// See [`super::KernelFn`].
