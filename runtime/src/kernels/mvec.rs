@@ -770,10 +770,11 @@ mod avx512 {
         for (set, k) in (k..kc).enumerate() {
             step!(c[set], k);
         }
-        for j in 0..W {
+        let [c0, c1, c2, c3] = c;
+        for (j, (((a0, a1), a2), a3)) in c0.iter().zip(&c1).zip(&c2).zip(&c3).enumerate() {
             for h in 0..2 {
-                let lo = _mm512_add_ps(c[0][j][h], c[1][j][h]);
-                let hi = _mm512_add_ps(c[2][j][h], c[3][j][h]);
+                let lo = _mm512_add_ps(a0[h], a1[h]);
+                let hi = _mm512_add_ps(a2[h], a3[h]);
                 _mm512_storeu_ps(tile.add(j * MV + 16 * h), _mm512_add_ps(lo, hi));
             }
         }
